@@ -1,0 +1,49 @@
+//! `ferry-deploy`: the Lambda that turns an "ECR Image Action" push event into ECS
+//! deployments. Everything it decides lives in `ferry::deploy`; this only wires it up.
+
+use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable};
+use ferry::function::FunctionEnv;
+use ferry::ports::SystemClock;
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use serde_json::{Value, json};
+
+/// Returned as the function's error only when EventBridge should deliver the event again.
+#[derive(Debug)]
+struct Retry(Retryable);
+
+impl From<Retry> for Diagnostic {
+    fn from(e: Retry) -> Diagnostic {
+        Diagnostic { error_type: "Ferry.Retryable".into(), error_message: e.0.to_string() }
+    }
+}
+
+fn summary(outcome: &Outcome) -> Value {
+    json!({ "outcome": format!("{outcome:?}") })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    // An invalid config stops the function at cold start, with the file, line and reason
+    // in the log: no event is acted on with it, and failed events wait in the DLQ.
+    let env = FunctionEnv::from_env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let (ecs, ledger, notifier) = (env.ecs(&aws), env.ledger(&aws), env.notifiers(&aws));
+    let deployer = Deployer {
+        config: &env.config,
+        ecs: &ecs,
+        ledger: &ledger,
+        notifier: &notifier,
+        clock: &SystemClock,
+        settings: DeploySettings::default(),
+    };
+    let deployer = &deployer;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let invocation = Invocation {
+            attempt: event.context.request_id.clone(),
+            deadline: chrono::DateTime::from_timestamp_millis(i64::try_from(event.context.deadline).unwrap_or(i64::MAX)),
+        };
+        deployer.handle(event.payload, &invocation).await.map(|o| summary(&o)).map_err(Retry)
+    }))
+    .await
+}

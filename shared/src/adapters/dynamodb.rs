@@ -1,0 +1,436 @@
+//! The ledger on DynamoDB: one table.
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | a target's head (lock, newest push, active and last-known-good) | `T#<target key>` | `HEAD` |
+//! | a deployment on that target | `T#<target key>` | `D#<deployment id>` |
+//!
+//! A target's history is a query on its pk, newest first (deployment ids sort by push
+//! time). The sparse GSI `by-ecs-deployment` (pk `ecs_deployment_id`) finds a deployment
+//! from an ECS event. Event de-duplication needs no item of its own: a deployment's id is
+//! derived from the event, so a redelivered event meets its own record. Every state
+//! change is a conditional write.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use chrono::{DateTime, Utc};
+
+use crate::model::{Deployment, Head, Lock, State, Target};
+use crate::ports::{Begin, Ledger, LedgerError};
+
+/// Name of the GSI that finds a deployment by its ECS deployment id.
+pub const ECS_DEPLOYMENT_INDEX: &str = "by-ecs-deployment";
+/// How long deployment records are kept (the table's TTL attribute is `expires_at`).
+pub const HISTORY_DAYS: i64 = 400;
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, Clone)]
+pub struct DynamoLedger {
+    client: Client,
+    table: String,
+}
+
+fn pk(target: &Target) -> String {
+    format!("T#{}", target.key())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn millis(t: DateTime<Utc>) -> AttributeValue {
+    n(t.timestamp_millis())
+}
+
+fn ledger_error<E, R>(context: &str, err: aws_sdk_dynamodb::error::SdkError<E, R>) -> LedgerError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    LedgerError(format!("{context}: {}", super::aws::classify(&err).1))
+}
+
+/// A SET expression over `fields`, with placeholders for every name (many are reserved words).
+struct Expression {
+    parts: Vec<String>,
+    names: HashMap<String, String>,
+    values: Item,
+}
+
+impl Expression {
+    fn new() -> Self {
+        Expression { parts: Vec::new(), names: HashMap::new(), values: HashMap::new() }
+    }
+
+    fn name(&mut self, field: &str) -> String {
+        let key = format!("#{field}");
+        self.names.insert(key.clone(), field.to_string());
+        key
+    }
+
+    fn value(&mut self, field: &str, value: AttributeValue) -> String {
+        let key = format!(":{field}");
+        self.values.insert(key.clone(), value);
+        key
+    }
+
+    fn set(&mut self, field: &str, value: AttributeValue) {
+        let (name, value) = (self.name(field), self.value(field, value));
+        self.parts.push(format!("{name} = {value}"));
+    }
+
+    fn set_if_absent(&mut self, field: &str, value: AttributeValue) {
+        let (name, value) = (self.name(field), self.value(field, value));
+        self.parts.push(format!("{name} = if_not_exists({name}, {value})"));
+    }
+
+    fn update(self, key: Item, table: &str, remove: &[&str], condition: &str) -> Result<Update, LedgerError> {
+        let mut names = self.names;
+        let mut expression = format!("SET {}", self.parts.join(", "));
+        if !remove.is_empty() {
+            let removed: Vec<String> = remove
+                .iter()
+                .map(|f| {
+                    names.insert(format!("#{f}"), (*f).to_string());
+                    format!("#{f}")
+                })
+                .collect();
+            expression.push_str(&format!(" REMOVE {}", removed.join(", ")));
+        }
+        Update::builder()
+            .table_name(table)
+            .set_key(Some(key))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values((!self.values.is_empty()).then_some(self.values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| LedgerError(format!("building an update: {e}")))
+    }
+}
+
+/// Every attribute of a deployment record; `created_at` is kept from the first write.
+fn deployment_fields(d: &Deployment, e: &mut Expression) {
+    let t = &d.target;
+    e.set("kind", s("deployment"));
+    e.set("id", s(&d.id));
+    e.set("environment", s(&t.environment));
+    e.set("region", s(&t.region));
+    e.set("cluster", s(&t.cluster));
+    e.set("service", s(&t.service));
+    e.set("repository", s(&d.repository));
+    e.set("tag", s(&d.tag));
+    e.set("digest", s(&d.digest));
+    e.set("image", s(&d.image));
+    e.set("event_id", s(&d.event_id));
+    e.set("pushed_at", s(d.pushed_at.to_rfc3339()));
+    e.set("state", s(d.state.as_str()));
+    e.set("updated_at", s(d.updated_at.to_rfc3339()));
+    e.set("expires_at", n(d.created_at.timestamp() + HISTORY_DAYS * 86_400));
+    e.set_if_absent("created_at", s(d.created_at.to_rfc3339()));
+    let optional = [
+        ("account", &t.account),
+        ("role_arn", &t.role_arn),
+        ("reason", &d.reason),
+        ("ecs_deployment_id", &d.ecs_deployment_id),
+        ("previous_task_definition", &d.previous_task_definition),
+        ("task_definition", &d.task_definition),
+        ("notify_error", &d.notify_error),
+    ];
+    for (field, value) in optional {
+        if let Some(value) = value {
+            e.set(field, s(value));
+        }
+    }
+}
+
+fn text(item: &Item, field: &str) -> Option<String> {
+    item.get(field).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn time(item: &Item, field: &str) -> Option<DateTime<Utc>> {
+    let v = item.get(field)?;
+    match v {
+        AttributeValue::S(s) => DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc)),
+        AttributeValue::N(n) => n.parse().ok().and_then(DateTime::from_timestamp_millis),
+        _ => None,
+    }
+}
+
+fn deployment_from(item: &Item) -> Result<Deployment, LedgerError> {
+    let need = |field: &str| text(item, field).ok_or_else(|| LedgerError(format!("deployment record without {field}")));
+    let need_time = |field: &str| time(item, field).ok_or_else(|| LedgerError(format!("deployment record without {field}")));
+    let state = need("state")?;
+    Ok(Deployment {
+        id: need("id")?,
+        target: Target {
+            environment: need("environment")?,
+            account: text(item, "account"),
+            region: need("region")?,
+            cluster: need("cluster")?,
+            service: need("service")?,
+            role_arn: text(item, "role_arn"),
+        },
+        repository: need("repository")?,
+        tag: need("tag")?,
+        digest: need("digest")?,
+        image: need("image")?,
+        event_id: need("event_id")?,
+        pushed_at: need_time("pushed_at")?,
+        state: State::parse(&state).ok_or_else(|| LedgerError(format!("unknown state {state:?}")))?,
+        reason: text(item, "reason"),
+        ecs_deployment_id: text(item, "ecs_deployment_id"),
+        previous_task_definition: text(item, "previous_task_definition"),
+        task_definition: text(item, "task_definition"),
+        created_at: need_time("created_at")?,
+        updated_at: need_time("updated_at")?,
+        notify_error: text(item, "notify_error"),
+    })
+}
+
+fn head_from(item: &Item) -> Head {
+    let pair = |a: &str, b: &str| Some((text(item, a)?, text(item, b)?));
+    Head {
+        lock: match (text(item, "lock_deployment"), text(item, "lock_attempt"), time(item, "lock_until")) {
+            (Some(deployment), Some(attempt), Some(until)) => Some(Lock { deployment, attempt, until }),
+            _ => None,
+        },
+        newest_pushed_at: time(item, "newest_pushed_at"),
+        active: pair("active_deployment", "active_digest"),
+        last_known_good: pair("lkg_task_definition", "lkg_digest"),
+    }
+}
+
+/// The item a cancelled transaction's condition check returned, if that check failed.
+fn failed_check(reason: Option<&CancellationReason>) -> Option<Item> {
+    let reason = reason?;
+    (reason.code() == Some("ConditionalCheckFailed")).then(|| reason.item.clone().unwrap_or_default())
+}
+
+impl DynamoLedger {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoLedger { client, table: table.into() }
+    }
+
+    fn key(pk: String, sk: String) -> Item {
+        HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+    }
+
+    fn deployment_key(d: &Deployment) -> Item {
+        Self::key(pk(&d.target), format!("D#{}", d.id))
+    }
+
+    fn head_key(target: &Target) -> Item {
+        Self::key(pk(target), "HEAD".into())
+    }
+
+    /// Runs a two-item transaction; `Err(reasons)` when a condition failed.
+    async fn transact(
+        &self,
+        context: &str,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Result<(), Vec<CancellationReason>>, LedgerError> {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(Ok(())),
+            Err(err) => match err.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c))
+                    if c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed")) =>
+                {
+                    Ok(Err(c.cancellation_reasons().to_vec()))
+                }
+                _ => Err(ledger_error(context, err)),
+            },
+        }
+    }
+
+    /// Writes a record as it is unless it is already recorded past PENDING.
+    async fn write_unless_done(&self, d: &Deployment) -> Result<(), LedgerError> {
+        let mut e = Expression::new();
+        deployment_fields(d, &mut e);
+        let pending = e.value("pending", s(State::Pending.as_str()));
+        let state = e.name("state");
+        let update = e.update(
+            Self::deployment_key(d),
+            &self.table,
+            &[],
+            &format!("attribute_not_exists(pk) OR {state} = {pending}"),
+        )?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(update.table_name())
+            .set_key(Some(update.key().clone()))
+            .update_expression(update.update_expression())
+            .set_condition_expression(update.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(update.expression_attribute_names().cloned())
+            .set_expression_attribute_values(update.expression_attribute_values().cloned())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(err) => Err(ledger_error("recording a deployment", err)),
+        }
+    }
+
+    /// Finds a deployment by its ECS deployment id.
+    pub async fn by_ecs_deployment(&self, ecs_deployment_id: &str) -> Result<Option<Deployment>, LedgerError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ECS_DEPLOYMENT_INDEX)
+            .key_condition_expression("ecs_deployment_id = :id")
+            .expression_attribute_values(":id", s(ecs_deployment_id))
+            .send()
+            .await
+            .map_err(|e| ledger_error("finding a deployment", e))?;
+        out.items().first().map(deployment_from).transpose()
+    }
+}
+
+impl Ledger for DynamoLedger {
+    async fn begin(
+        &self,
+        d: &Deployment,
+        attempt: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Begin, LedgerError> {
+        let mut record = Expression::new();
+        deployment_fields(d, &mut record);
+        let pending = record.value("pending", s(State::Pending.as_str()));
+        let state = record.name("state");
+        let record = record.update(
+            Self::deployment_key(d),
+            &self.table,
+            &[],
+            &format!("attribute_not_exists(pk) OR {state} = {pending}"),
+        )?;
+
+        let mut head = Expression::new();
+        head.set("lock_deployment", s(&d.id));
+        head.set("lock_attempt", s(attempt));
+        head.set("lock_until", millis(lease_until));
+        head.set("newest_pushed_at", millis(d.pushed_at));
+        let until = head.name("lock_until");
+        let newest = head.name("newest_pushed_at");
+        let active = head.name("active_digest");
+        let now = head.value("now", millis(now));
+        let digest = head.value("digest", s(&d.digest));
+        let condition = format!(
+            "(attribute_not_exists({until}) OR {until} <= {now}) \
+             AND (attribute_not_exists({newest}) OR {newest} <= :newest_pushed_at) \
+             AND (attribute_not_exists({active}) OR {active} <> {digest})"
+        );
+        let head = head.update(Self::head_key(&d.target), &self.table, &[], &condition)?;
+
+        let items = vec![
+            TransactWriteItem::builder().update(record).build(),
+            TransactWriteItem::builder().update(head).build(),
+        ];
+        match self.transact("starting a deployment", items).await? {
+            Ok(()) => Ok(Begin::Started),
+            Err(reasons) => {
+                if let Some(existing) = failed_check(reasons.first()) {
+                    return Ok(Begin::Done(deployment_from(&existing)?.state));
+                }
+                Ok(Begin::Refused(head_from(&failed_check(reasons.get(1)).unwrap_or_default())))
+            }
+        }
+    }
+
+    async fn record_skipped(&self, d: &Deployment) -> Result<(), LedgerError> {
+        self.write_unless_done(d).await
+    }
+
+    async fn finish(&self, d: &Deployment, attempt: &str) -> Result<(), LedgerError> {
+        let mut record = Expression::new();
+        deployment_fields(d, &mut record);
+        let pending = record.value("pending", s(State::Pending.as_str()));
+        let state = record.name("state");
+        let record = record.update(Self::deployment_key(d), &self.table, &[], &format!("{state} = {pending}"))?;
+
+        let mut head = Expression::new();
+        if d.state == State::InProgress {
+            head.set("active_deployment", s(&d.id));
+            head.set("active_digest", s(&d.digest));
+        }
+        head.set("updated_at", s(d.updated_at.to_rfc3339()));
+        let owner = head.name("lock_attempt");
+        let me = head.value("attempt", s(attempt));
+        let release = ["lock_deployment", "lock_attempt", "lock_until"];
+        let head = head.update(Self::head_key(&d.target), &self.table, &release, &format!("{owner} = {me}"))?;
+        let items = vec![
+            TransactWriteItem::builder().update(record).build(),
+            TransactWriteItem::builder().update(head).build(),
+        ];
+        match self.transact("recording a deployment's outcome", items).await? {
+            Ok(()) => Ok(()),
+            Err(reasons) if failed_check(reasons.first()).is_some() => {
+                tracing::warn!(deployment = %d.id, "outcome already recorded");
+                Ok(())
+            }
+            Err(_) => {
+                // The lock lapsed and another invocation took the target: what this one did
+                // must still be on record.
+                tracing::error!(deployment = %d.id, "lock lost before the outcome was recorded; recording it anyway");
+                self.write_unless_done(d).await
+            }
+        }
+    }
+
+    async fn note_notify_error(&self, d: &Deployment, error: &str) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::deployment_key(d)))
+            .update_expression("SET notify_error = :e")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":e", s(error))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| ledger_error("noting a notification failure", e))
+    }
+
+    async fn head(&self, target: &Target) -> Result<Head, LedgerError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::head_key(target)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| ledger_error("reading a target's head", e))?;
+        Ok(out.item.as_ref().map(head_from).unwrap_or_default())
+    }
+
+    async fn history(&self, target: &Target, limit: usize) -> Result<Vec<Deployment>, LedgerError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :d)")
+            .expression_attribute_values(":pk", s(pk(target)))
+            .expression_attribute_values(":d", s("D#"))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| ledger_error("reading a target's history", e))?;
+        out.items().iter().map(deployment_from).collect()
+    }
+}

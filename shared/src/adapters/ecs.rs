@@ -1,0 +1,240 @@
+//! The ECS port on the AWS SDK: read services, render and register revisions, run
+//! migration tasks, update services.
+
+use aws_sdk_ecs::Client;
+use aws_sdk_ecs::types::{
+    CapacityProviderStrategyItem, ContainerOverride, DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType,
+    NetworkConfiguration, TaskDefinition, TaskDefinitionField, TaskOverride, Tag,
+};
+use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
+
+use super::aws::{AwsClients, ErrorKind, classify};
+use crate::config::Migration;
+use crate::model::Target;
+use crate::ports::{Ecs, EcsDeployment, EcsError, Revision, ServiceInfo, TaskExit};
+use crate::render::{ImageChange, Images};
+
+/// What the adapter keeps from DescribeServices to run a task placed like the service and
+/// to update it without changing any other setting.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceSettings {
+    deployment_configuration: Option<DeploymentConfiguration>,
+    network_configuration: Option<NetworkConfiguration>,
+    launch_type: Option<LaunchType>,
+    capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
+    platform_version: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct EcsAdapter {
+    clients: AwsClients<Client>,
+}
+
+impl EcsAdapter {
+    pub fn new(base: aws_config::SdkConfig) -> Self {
+        EcsAdapter { clients: AwsClients::new(base, Client::new) }
+    }
+
+    async fn client(&self, target: &Target) -> Client {
+        self.clients.get(&target.region, target.role_arn.as_deref()).await
+    }
+}
+
+fn ecs_error<E, R>(err: aws_sdk_ecs::error::SdkError<E, R>) -> EcsError
+where
+    E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match classify(&err) {
+        (ErrorKind::NotFound, m) => EcsError::NotFound(m),
+        (ErrorKind::Rejected, m) => EcsError::Rejected(m),
+        (ErrorKind::Transient, m) => EcsError::Transient(m),
+    }
+}
+
+/// The register request for `from` with the new images: every field a task definition can
+/// be registered with is copied, and the read-only ones (ARN, revision, status,
+/// requiresAttributes, compatibilities, registeredAt/By, deregisteredAt) are left out.
+/// Elastic Inference accelerators are copied too: AWS retired the feature, but a task
+/// definition that still names them must not silently lose them.
+#[allow(deprecated)]
+pub fn render(from: TaskDefinition, tags: Vec<Tag>, images: Vec<Option<String>>) -> RegisterTaskDefinitionInputBuilder {
+    let containers = from.container_definitions.map(|containers| {
+        containers
+            .into_iter()
+            .zip(images)
+            .map(|(mut c, image)| {
+                c.image = image;
+                c
+            })
+            .collect()
+    });
+    RegisterTaskDefinitionInputBuilder::default()
+        .set_family(from.family)
+        .set_task_role_arn(from.task_role_arn)
+        .set_execution_role_arn(from.execution_role_arn)
+        .set_network_mode(from.network_mode)
+        .set_container_definitions(containers)
+        .set_volumes(from.volumes)
+        .set_placement_constraints(from.placement_constraints)
+        .set_requires_compatibilities(from.requires_compatibilities)
+        .set_cpu(from.cpu)
+        .set_memory(from.memory)
+        .set_tags((!tags.is_empty()).then_some(tags))
+        .set_pid_mode(from.pid_mode)
+        .set_ipc_mode(from.ipc_mode)
+        .set_proxy_configuration(from.proxy_configuration)
+        .set_inference_accelerators(from.inference_accelerators)
+        .set_ephemeral_storage(from.ephemeral_storage)
+        .set_runtime_platform(from.runtime_platform)
+        .set_enable_fault_injection(from.enable_fault_injection)
+}
+
+impl Ecs for EcsAdapter {
+    async fn service(&self, target: &Target) -> Result<ServiceInfo, EcsError> {
+        let out = self
+            .client(target)
+            .await
+            .describe_services()
+            .cluster(&target.cluster)
+            .services(&target.service)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        let Some(service) = out.services.unwrap_or_default().into_iter().find(|s| s.status.as_deref() == Some("ACTIVE"))
+        else {
+            return Err(EcsError::NotFound(format!("service {} in cluster {}", target.service, target.cluster)));
+        };
+        let primary = service.deployments().iter().find(|d| d.status.as_deref() == Some("PRIMARY")).map(|d| EcsDeployment {
+            id: d.id.clone().unwrap_or_default(),
+            task_definition: d.task_definition.clone().unwrap_or_default(),
+            rollout_state: d.rollout_state.as_ref().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        });
+        Ok(ServiceInfo {
+            task_definition: service.task_definition.clone().unwrap_or_default(),
+            primary,
+            deployment_controller: service.deployment_controller.as_ref().map(|c| c.r#type.as_str().to_string()),
+            settings: ServiceSettings {
+                deployment_configuration: service.deployment_configuration,
+                network_configuration: service.network_configuration,
+                launch_type: service.launch_type,
+                capacity_provider_strategy: service.capacity_provider_strategy,
+                platform_version: service.platform_version,
+            },
+        })
+    }
+
+    async fn register_revision(&self, target: &Target, from: &str, change: &ImageChange) -> Result<Revision, EcsError> {
+        let client = self.client(target).await;
+        let out = client
+            .describe_task_definition()
+            .task_definition(from)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        let definition = out.task_definition.ok_or_else(|| EcsError::NotFound(from.to_string()))?;
+        let containers: Vec<(Option<&str>, Option<&str>)> =
+            definition.container_definitions().iter().map(|c| (c.name(), c.image())).collect();
+        let images = match change.apply(&containers)? {
+            Images::Unchanged => return Ok(Revision::Unchanged),
+            Images::Changed(images) => images,
+        };
+        let registered = render(definition, out.tags.unwrap_or_default(), images)
+            .send_with(&client)
+            .await
+            .map_err(ecs_error)?;
+        registered
+            .task_definition
+            .and_then(|td| td.task_definition_arn)
+            .map(Revision::Registered)
+            .ok_or_else(|| EcsError::Transient("RegisterTaskDefinition returned no ARN".into()))
+    }
+
+    async fn run_task(
+        &self,
+        target: &Target,
+        service: &ServiceInfo,
+        task_definition: &str,
+        migration: &Migration,
+    ) -> Result<String, EcsError> {
+        let s = &service.settings;
+        let overrides = TaskOverride::builder()
+            .container_overrides(
+                ContainerOverride::builder().name(&migration.container).set_command(Some(migration.command.clone())).build(),
+            )
+            .build();
+        let out = self
+            .client(target)
+            .await
+            .run_task()
+            .cluster(&target.cluster)
+            .task_definition(task_definition)
+            .count(1)
+            .started_by("ferry-migration")
+            .set_launch_type(if s.capacity_provider_strategy.is_some() { None } else { s.launch_type.clone() })
+            .set_capacity_provider_strategy(s.capacity_provider_strategy.clone())
+            .set_platform_version(s.platform_version.clone())
+            .set_network_configuration(s.network_configuration.clone())
+            .overrides(overrides)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        if let Some(failure) = out.failures().first() {
+            return Err(EcsError::Rejected(format!(
+                "migration task could not start: {} {}",
+                failure.reason().unwrap_or_default(),
+                failure.detail().unwrap_or_default()
+            )));
+        }
+        out.tasks()
+            .first()
+            .and_then(|t| t.task_arn.clone())
+            .ok_or_else(|| EcsError::Transient("RunTask started no task".into()))
+    }
+
+    async fn task_exit(&self, target: &Target, task: &str, container: &str) -> Result<Option<TaskExit>, EcsError> {
+        let out = self
+            .client(target)
+            .await
+            .describe_tasks()
+            .cluster(&target.cluster)
+            .tasks(task)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        let Some(task) = out.tasks().first() else {
+            return Err(EcsError::NotFound(format!("task {task}")));
+        };
+        if task.last_status() != Some("STOPPED") {
+            return Ok(None);
+        }
+        let exit_code = task.containers().iter().find(|c| c.name() == Some(container)).and_then(|c| c.exit_code);
+        Ok(Some(TaskExit { exit_code, reason: task.stopped_reason().unwrap_or("stopped").to_string() }))
+    }
+
+    async fn update_service(&self, target: &Target, service: &ServiceInfo, task_definition: &str) -> Result<String, EcsError> {
+        // Keep every deployment setting the service has; only make sure the circuit
+        // breaker is on (with ECS's own rollback unless the team turned that off).
+        let existing: DeploymentConfiguration = service.settings.deployment_configuration.clone().unwrap_or_else(|| DeploymentConfiguration::builder().build());
+        let rollback = existing.deployment_circuit_breaker.as_ref().is_none_or(|b| !b.enable || b.rollback);
+        let breaker = DeploymentCircuitBreaker::builder().enable(true).rollback(rollback).build();
+        let mut configuration = existing;
+        configuration.deployment_circuit_breaker = Some(breaker);
+        let out = self
+            .client(target)
+            .await
+            .update_service()
+            .cluster(&target.cluster)
+            .service(&target.service)
+            .task_definition(task_definition)
+            .deployment_configuration(configuration)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        out.service()
+            .and_then(|s| s.deployments().iter().find(|d| d.status() == Some("PRIMARY")))
+            .and_then(|d| d.id.clone())
+            .ok_or_else(|| EcsError::Transient("UpdateService returned no PRIMARY deployment".into()))
+    }
+}

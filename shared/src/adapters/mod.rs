@@ -1,0 +1,7 @@
+//! Adapters: the ports implemented with the AWS SDK and HTTP. `aws_sdk_*` types and
+//! `SdkError` stay in here; what leaves speaks Ferry's words.
+
+pub mod aws;
+pub mod dynamodb;
+pub mod ecs;
+pub mod notifiers;

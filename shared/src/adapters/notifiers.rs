@@ -1,0 +1,155 @@
+//! Notifier adapters: SNS (JSON facts with filterable attributes) and Slack incoming
+//! webhooks, whose URLs live in a Secrets Manager secret and never in logs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_sns::types::MessageAttributeValue;
+use tokio::sync::OnceCell;
+
+use crate::notify::Notification;
+use crate::ports::{Notifier, NotifyError};
+
+#[derive(Debug, Clone)]
+pub struct SnsNotifier {
+    client: aws_sdk_sns::Client,
+    topic_arn: String,
+}
+
+impl SnsNotifier {
+    pub fn new(client: aws_sdk_sns::Client, topic_arn: impl Into<String>) -> Self {
+        SnsNotifier { client, topic_arn: topic_arn.into() }
+    }
+}
+
+fn attribute(value: &str) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .expect("data_type is set")
+}
+
+impl Notifier for SnsNotifier {
+    async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+        let d = &n.deployment;
+        let subject: String = n.headline().chars().filter(|c| !c.is_control()).take(100).collect();
+        self.client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .subject(subject)
+            .message(n.facts().to_string())
+            .message_attributes("environment", attribute(&d.target.environment))
+            .message_attributes("service", attribute(&d.target.service))
+            .message_attributes("status", attribute(d.state.as_str()))
+            .message_attributes("severity", attribute(n.severity()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| NotifyError(format!("SNS: {}", super::aws::classify(&e).1)))
+    }
+}
+
+/// Where the Slack webhook URLs come from: a secret holding a JSON object that maps a
+/// route key (`default`, or a service's `notify`) to its webhook URL.
+#[derive(Debug)]
+pub struct SlackNotifier {
+    secrets: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+    http: reqwest::Client,
+    /// Loaded on first use and kept for the life of the process.
+    webhooks: OnceCell<HashMap<String, String>>,
+}
+
+/// Each Slack request is bounded, and retried once: a notification never holds a deployment up.
+const SLACK_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl SlackNotifier {
+    pub fn new(secrets: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(SLACK_TIMEOUT)
+            .connect_timeout(SLACK_TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        SlackNotifier { secrets, secret_id: secret_id.into(), http, webhooks: OnceCell::new() }
+    }
+
+    async fn webhooks(&self) -> Result<&HashMap<String, String>, NotifyError> {
+        self.webhooks
+            .get_or_try_init(|| async {
+                let out = self
+                    .secrets
+                    .get_secret_value()
+                    .secret_id(&self.secret_id)
+                    .send()
+                    .await
+                    .map_err(|e| NotifyError(format!("Slack webhook secret: {}", super::aws::classify(&e).1)))?;
+                // The secret's value is never put in an error or a log line.
+                serde_json::from_str(out.secret_string().unwrap_or_default())
+                    .map_err(|_| NotifyError("Slack webhook secret is not a JSON object of route → URL".into()))
+            })
+            .await
+    }
+}
+
+impl Notifier for SlackNotifier {
+    async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+        let webhooks = self.webhooks().await?;
+        let route = n.route.as_deref().unwrap_or("default");
+        let Some(url) = webhooks.get(route).or_else(|| webhooks.get("default")) else {
+            return Err(NotifyError(format!("no Slack webhook for route {route:?} and no default")));
+        };
+        let body = n.slack().to_string();
+        let mut last = String::new();
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            let sent = self
+                .http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            // Errors are described without the URL: it is a credential.
+            last = match sent {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) if r.status().is_client_error() => {
+                    return Err(NotifyError(format!("Slack ({route}) refused the message: HTTP {}", r.status().as_u16())));
+                }
+                Ok(r) => format!("HTTP {}", r.status().as_u16()),
+                Err(e) if e.is_timeout() => "timed out".to_string(),
+                Err(_) => "connection failed".to_string(),
+            };
+        }
+        Err(NotifyError(format!("Slack ({route}): {last}")))
+    }
+}
+
+/// Sends to every configured channel; one failing does not stop the others.
+#[derive(Debug)]
+pub struct Notifiers {
+    pub sns: Option<SnsNotifier>,
+    pub slack: Option<SlackNotifier>,
+}
+
+impl Notifier for Notifiers {
+    async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+        let sns = async {
+            match &self.sns {
+                Some(sns) => sns.send(n).await,
+                None => Ok(()),
+            }
+        };
+        let slack = async {
+            match &self.slack {
+                Some(slack) => slack.send(n).await,
+                None => Ok(()),
+            }
+        };
+        let (sns, slack) = tokio::join!(sns, slack);
+        let errors: Vec<String> = [sns, slack].into_iter().filter_map(Result::err).map(|e| e.0).collect();
+        if errors.is_empty() { Ok(()) } else { Err(NotifyError(errors.join("; "))) }
+    }
+}

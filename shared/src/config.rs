@@ -1,0 +1,543 @@
+//! `ferry.toml`: the one declarative file a team keeps next to its infrastructure.
+//!
+//! It is parsed and validated once, at cold start. Every problem is reported as
+//! `file:line:column: reason`, pointing at the value that is wrong, so a bad config
+//! is rejected before it can change anything.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::rules::{RuleError, TagRule};
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Environments in the order written; the first whose rules match a tag wins.
+    pub environments: Vec<Environment>,
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: String,
+    /// Tag rules in the order written: first match wins.
+    pub rules: Vec<TagRule>,
+    pub targets: Vec<TargetSpec>,
+}
+
+/// Where an environment's services run: one ECS cluster in one region, optionally in
+/// another account reached through an assumed role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub region: String,
+    pub cluster: String,
+    /// The account the cluster lives in, when it is known (always when `role_arn` is set).
+    pub account: Option<String>,
+    pub role_arn: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// ECR repository name, e.g. `shop/api`.
+    pub repository: String,
+    /// ECS service name; `{env}` is replaced by the environment's name.
+    pub name: String,
+    /// The containers whose image changes; every other container is left alone.
+    pub containers: Vec<String>,
+    /// Environments this service is deployed to; empty means all.
+    pub environments: Vec<String>,
+    pub health: Option<Health>,
+    pub migration: Option<Migration>,
+    /// Key of the Slack webhook (in the webhook secret) that this service's messages go to.
+    pub notify: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Health URL; `{env}` is replaced by the environment's name.
+    pub url: String,
+}
+
+/// A one-off task run with the new image before the service is updated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// The container (of the service's new task definition) whose command is overridden.
+    pub container: String,
+    pub command: Vec<String>,
+    pub timeout_seconds: u64,
+}
+
+/// The longest a migration may run: it must finish well inside the deploy function's
+/// 15-minute limit, with time left to register and update the service.
+pub const MAX_MIGRATION_SECONDS: u64 = 600;
+
+impl Service {
+    /// The ECS service name in `environment`.
+    pub fn service_name(&self, environment: &str) -> String {
+        self.name.replace("{env}", environment)
+    }
+
+    pub fn deploys_to(&self, environment: &str) -> bool {
+        self.environments.is_empty() || self.environments.iter().any(|e| e == environment)
+    }
+}
+
+/// A config problem, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub reason: String,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            reason: format!("cannot read the config: {e}"),
+        })?;
+        Config::parse(&file, &text)
+    }
+
+    /// Parses and validates `text`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let at = |span: Option<std::ops::Range<usize>>, reason: String| {
+            let (line, column) = span.map_or((0, 0), |s| line_column(text, s.start));
+            ConfigError { file: file.to_string(), line, column, reason }
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| at(e.span(), e.message().to_string()))?;
+        raw.validate().map_err(|(span, reason)| at(Some(span), reason))
+    }
+
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+type Invalid = (std::ops::Range<usize>, String);
+
+fn invalid<T>(spanned: &Spanned<T>, reason: impl fmt::Display) -> Invalid {
+    (spanned.span(), reason.to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    environments: Option<Spanned<Vec<Spanned<RawEnvironment>>>>,
+    #[serde(default)]
+    services: Vec<Spanned<RawService>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironment {
+    name: Spanned<String>,
+    rules: Spanned<Vec<Spanned<RawRule>>>,
+    targets: Spanned<Vec<Spanned<RawTarget>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    glob: Option<String>,
+    regex: Option<String>,
+    semver: Option<String>,
+    /// With `semver = "prerelease"`: the pre-release label required, e.g. `rc`.
+    pre: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    region: Spanned<String>,
+    cluster: Spanned<String>,
+    account: Option<Spanned<String>>,
+    role_arn: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    repository: Spanned<String>,
+    name: Spanned<String>,
+    containers: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    environments: Vec<Spanned<String>>,
+    health: Option<Spanned<RawHealth>>,
+    migration: Option<Spanned<RawMigration>>,
+    notify: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    url: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMigration {
+    container: Option<Spanned<String>>,
+    command: Spanned<Vec<String>>,
+    timeout_seconds: Option<Spanned<u64>>,
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn is_region(s: &str) -> bool {
+    // e.g. eu-west-1, ap-southeast-1, us-gov-west-1
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+}
+
+fn is_account(s: &str) -> bool {
+    s.len() == 12 && s.chars().all(|c| c.is_ascii_digit())
+}
+
+/// `arn:aws:iam::123456789012:role/path/name` → the account.
+fn role_account(arn: &str) -> Option<&str> {
+    let rest = arn.strip_prefix("arn:")?;
+    let mut parts = rest.splitn(5, ':');
+    let _partition = parts.next().filter(|p| p.starts_with("aws"))?;
+    let service = parts.next()?;
+    let region = parts.next()?;
+    let account = parts.next()?;
+    let resource = parts.next()?;
+    (service == "iam" && region.is_empty() && is_account(account) && resource.len() > 5 && resource.starts_with("role/"))
+        .then_some(account)
+}
+
+fn is_repository(s: &str) -> bool {
+    // ECR: (?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*, 2..=256 chars
+    (2..=256).contains(&s.len())
+        && s.split('/').all(|part| {
+            !part.is_empty()
+                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+                && part.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && part.ends_with(|c: char| c.is_ascii_alphanumeric())
+        })
+}
+
+fn only_env_placeholder(template: &str) -> bool {
+    let without = template.replace("{env}", "");
+    !without.contains('{') && !without.contains('}')
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, Invalid> {
+        let envs = match self.environments {
+            Some(envs) if !envs.get_ref().is_empty() => envs.into_inner(),
+            Some(envs) => return Err(invalid(&envs, "at least one [[environments]] entry is required")),
+            None => return Err((0..0, "at least one [[environments]] entry is required".into())),
+        };
+        let mut environments = Vec::new();
+        let mut names = HashSet::new();
+        for env in envs {
+            let env = env.into_inner();
+            let name = env.name.get_ref();
+            if !is_name(name) {
+                return Err(invalid(&env.name, format!("environment name {name:?} must be lowercase letters, digits and '-'")));
+            }
+            if !names.insert(name.clone()) {
+                return Err(invalid(&env.name, format!("environment {name:?} is defined twice")));
+            }
+            environments.push(env.validate()?);
+        }
+
+        let mut services = Vec::new();
+        let mut seen = HashSet::new();
+        for service in self.services {
+            let span = service.span();
+            let service = service.into_inner().validate(&environments)?;
+            if !seen.insert((service.repository.clone(), service.name.clone())) {
+                return Err((span, format!(
+                    "service {:?} for repository {:?} is defined twice",
+                    service.name, service.repository
+                )));
+            }
+            services.push(service);
+        }
+        Ok(Config { environments, services })
+    }
+}
+
+impl RawEnvironment {
+    fn validate(self) -> Result<Environment, Invalid> {
+        let name = self.name.into_inner();
+        if self.rules.get_ref().is_empty() {
+            return Err(invalid(&self.rules, format!("environment {name:?} needs at least one tag rule")));
+        }
+        if self.targets.get_ref().is_empty() {
+            return Err(invalid(&self.targets, format!("environment {name:?} needs at least one target")));
+        }
+        let rules = self
+            .rules
+            .into_inner()
+            .into_iter()
+            .map(|rule| {
+                let span = rule.span();
+                rule.into_inner().validate().map_err(|e| (span, e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut targets = Vec::new();
+        for target in self.targets.into_inner() {
+            let span = target.span();
+            let target = target.into_inner().validate()?;
+            if targets.contains(&target) {
+                return Err((span, format!("target {}/{} is listed twice in {name:?}", target.region, target.cluster)));
+            }
+            targets.push(target);
+        }
+        Ok(Environment { name, rules, targets })
+    }
+}
+
+impl RawRule {
+    fn validate(self) -> Result<TagRule, RuleError> {
+        match (self.glob, self.regex, self.semver, self.pre) {
+            (Some(glob), None, None, None) => TagRule::glob(&glob),
+            (None, Some(regex), None, None) => TagRule::regex(&regex),
+            (None, None, Some(kind), pre) => TagRule::semver(&kind, pre.as_deref()),
+            (None, None, None, Some(_)) => Err(RuleError("`pre` only goes with `semver = \"prerelease\"`".into())),
+            (None, None, None, None) => Err(RuleError("a rule needs one of `glob`, `regex` or `semver`".into())),
+            _ => Err(RuleError("a rule takes exactly one of `glob`, `regex` or `semver`".into())),
+        }
+    }
+}
+
+impl RawTarget {
+    fn validate(self) -> Result<TargetSpec, Invalid> {
+        if !is_region(self.region.get_ref()) {
+            return Err(invalid(&self.region, format!("{:?} is not an AWS region", self.region.get_ref())));
+        }
+        if self.cluster.get_ref().trim().is_empty() {
+            return Err(invalid(&self.cluster, "cluster must not be empty"));
+        }
+        if let Some(account) = &self.account {
+            if !is_account(account.get_ref()) {
+                return Err(invalid(account, format!("{:?} is not a 12-digit AWS account id", account.get_ref())));
+            }
+        }
+        let mut account = self.account.as_ref().map(|a| a.get_ref().clone());
+        if let Some(role) = &self.role_arn {
+            let Some(role_account) = role_account(role.get_ref()) else {
+                return Err(invalid(role, format!("{:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", role.get_ref())));
+            };
+            match &account {
+                Some(a) if a != role_account => {
+                    return Err(invalid(role, format!("role {:?} is in account {role_account}, not {a}", role.get_ref())));
+                }
+                _ => account = Some(role_account.to_string()),
+            }
+        }
+        Ok(TargetSpec {
+            region: self.region.into_inner(),
+            cluster: self.cluster.into_inner(),
+            account,
+            role_arn: self.role_arn.map(Spanned::into_inner),
+        })
+    }
+}
+
+impl RawService {
+    fn validate(self, environments: &[Environment]) -> Result<Service, Invalid> {
+        if !is_repository(self.repository.get_ref()) {
+            return Err(invalid(&self.repository, format!("{:?} is not an ECR repository name", self.repository.get_ref())));
+        }
+        let name = self.name.get_ref();
+        if name.trim().is_empty() || !only_env_placeholder(name) {
+            return Err(invalid(&self.name, format!("service name {name:?} may use only the {{env}} placeholder")));
+        }
+        if self.containers.get_ref().is_empty() {
+            return Err(invalid(&self.containers, "name at least one container whose image changes"));
+        }
+        let mut containers: Vec<String> = Vec::new();
+        for c in self.containers.get_ref() {
+            if c.get_ref().trim().is_empty() || containers.contains(c.get_ref()) {
+                return Err(invalid(c, format!("container {:?} is empty or listed twice", c.get_ref())));
+            }
+            containers.push(c.get_ref().clone());
+        }
+        for env in &self.environments {
+            if !environments.iter().any(|e| &e.name == env.get_ref()) {
+                return Err(invalid(env, format!("unknown environment {:?}", env.get_ref())));
+            }
+        }
+        let health = match self.health {
+            None => None,
+            Some(h) => {
+                let url = h.into_inner().url;
+                let u = url.get_ref();
+                if !(u.starts_with("http://") || u.starts_with("https://")) || !only_env_placeholder(u) {
+                    return Err(invalid(&url, format!("health url {u:?} must be http(s):// and may use only {{env}}")));
+                }
+                Some(Health { url: url.into_inner() })
+            }
+        };
+        let migration = match self.migration {
+            None => None,
+            Some(m) => {
+                let span = m.span();
+                let m = m.into_inner();
+                if m.command.get_ref().is_empty() {
+                    return Err(invalid(&m.command, "a migration needs a command"));
+                }
+                let timeout_seconds = match &m.timeout_seconds {
+                    Some(t) if !(1..=MAX_MIGRATION_SECONDS).contains(t.get_ref()) => {
+                        return Err(invalid(t, format!("timeout_seconds must be between 1 and {MAX_MIGRATION_SECONDS}")));
+                    }
+                    Some(t) => *t.get_ref(),
+                    None => 300,
+                };
+                let container = match m.container {
+                    Some(c) if c.get_ref().trim().is_empty() => return Err(invalid(&c, "container must not be empty")),
+                    Some(c) => c.into_inner(),
+                    None => containers.first().cloned().ok_or((span, "no container".to_string()))?,
+                };
+                Some(Migration { container, command: m.command.into_inner(), timeout_seconds })
+            }
+        };
+        if let Some(n) = &self.notify {
+            if !is_name(n.get_ref()) && !n.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
+                return Err(invalid(n, format!("notify {:?} must be a webhook key (letters, digits, '-', '_')", n.get_ref())));
+            }
+        }
+        Ok(Service {
+            repository: self.repository.into_inner(),
+            name: self.name.into_inner(),
+            containers,
+            environments: self.environments.into_iter().map(Spanned::into_inner).collect(),
+            health,
+            migration,
+            notify: self.notify.map(Spanned::into_inner),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[environments]]
+name = "staging"
+rules = [{ glob = "staging-*" }, { semver = "prerelease", pre = "rc" }]
+targets = [{ region = "ap-southeast-1", cluster = "shop-staging" }]
+
+[[environments]]
+name = "production"
+rules = [{ regex = 'prod-[0-9a-f]{8}' }, { semver = "final" }]
+targets = [
+  { region = "eu-west-1", cluster = "shop-prod", role_arn = "arn:aws:iam::210987654321:role/ferry-target" },
+  { region = "us-east-1", cluster = "shop-prod", account = "210987654321", role_arn = "arn:aws:iam::210987654321:role/ferry-target" },
+]
+
+[[services]]
+repository = "shop/api"
+name = "shop-{env}-api"
+containers = ["api"]
+health = { url = "https://api.{env}.shop.example/healthz" }
+migration = { command = ["bin/migrate", "up"] }
+notify = "shop-team"
+
+[[services]]
+repository = "shop/api"
+name = "shop-{env}-worker"
+containers = ["worker"]
+environments = ["production"]
+"#;
+
+    #[test]
+    fn a_valid_file_resolves_every_part() {
+        let c = Config::parse("ferry.toml", GOOD).expect("valid");
+        assert_eq!(c.environments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["staging", "production"]);
+        let prod = c.environment("production").expect("production");
+        assert_eq!(prod.targets[0].account.as_deref(), Some("210987654321"), "account derived from the role");
+        assert_eq!(prod.targets.len(), 2);
+        let api = &c.services[0];
+        assert_eq!(api.service_name("staging"), "shop-staging-api");
+        assert_eq!(
+            api.migration,
+            Some(Migration { container: "api".into(), command: vec!["bin/migrate".into(), "up".into()], timeout_seconds: 300 })
+        );
+        assert!(api.deploys_to("staging") && api.deploys_to("production"));
+        assert!(!c.services[1].deploys_to("staging"));
+    }
+
+    /// Each invalid file is rejected with the line of the value that is wrong.
+    #[test]
+    fn invalid_files_name_the_line_and_reason() {
+        let env = "[[environments]]\nname = \"staging\"\nrules = [{ glob = \"staging-*\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n";
+        let cases: &[(&str, usize, &str)] = &[
+            ("", 1, "at least one [[environments]]"),
+            ("[[environments]]\nname = \"Staging\"\nrules = []\ntargets = []\n", 2, "lowercase"),
+            ("[[environments]]\nname = \"s\"\nrules = []\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n", 3, "at least one tag rule"),
+            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"*\" }]\n", 1, "missing field `targets`"),
+            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"*\" }]\ntargets = []\n", 4, "at least one target"),
+            ("[[environments]]\nname = \"s\"\nrules = [{ regex = \"(\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n", 3, "regex"),
+            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\", regex = \"b\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n", 3, "exactly one"),
+            ("[[environments]]\nname = \"s\"\nrules = [{ semver = \"newest\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n", 3, "semver"),
+            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [\n  { region = \"europe\", cluster = \"c\" }]\n", 5, "not an AWS region"),
+            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\", role_arn = \"arn:aws:iam::1:role/x\" }]\n", 4, "not an IAM role ARN"),
+            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\", account = \"111111111111\", role_arn = \"arn:aws:iam::222222222222:role/x\" }]\n", 4, "not 111111111111"),
+            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }, { region = \"eu-west-1\", cluster = \"c\" }]\n", 4, "listed twice"),
+            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\", colour = \"red\" }]\n", 4, "unknown field"),
+            (&format!("{env}{env}"), 6, "defined twice"),
+            (&format!("{env}\n[[services]]\nrepository = \"Shop\"\nname = \"x\"\ncontainers = [\"a\"]\n"), 7, "not an ECR repository"),
+            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x-{{region}}\"\ncontainers = [\"a\"]\n"), 8, "only the {env} placeholder"),
+            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = []\n"), 9, "at least one container"),
+            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\", \"a\"]\n"), 9, "listed twice"),
+            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nenvironments = [\"prod\"]\n"), 10, "unknown environment \"prod\""),
+            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nhealth = {{ url = \"ftp://x\" }}\n"), 10, "http(s)"),
+            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nmigration = {{ command = [] }}\n"), 10, "needs a command"),
+            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nmigration = {{ command = [\"m\"], timeout_seconds = 5000 }}\n"), 10, "between 1 and 600"),
+            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"b\"]\n"), 10, "defined twice"),
+            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }\n", 3, ""),
+        ];
+        for (text, line, reason) in cases {
+            let err = Config::parse("ferry.toml", text).expect_err(text);
+            assert_eq!(err.line, *line, "line for {text:?}: {err}");
+            assert!(err.reason.contains(reason), "reason for {text:?}: {err}");
+            assert!(err.to_string().starts_with(&format!("ferry.toml:{line}:")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_reported_with_its_path() {
+        let err = Config::load(Path::new("/nonexistent/ferry.toml")).expect_err("missing");
+        assert!(err.to_string().starts_with("/nonexistent/ferry.toml:0:0: cannot read"), "{err}");
+    }
+
+    #[test]
+    fn role_arns_are_parsed_strictly() {
+        assert_eq!(role_account("arn:aws:iam::123456789012:role/ferry"), Some("123456789012"));
+        assert_eq!(role_account("arn:aws-cn:iam::123456789012:role/a/b"), Some("123456789012"));
+        assert_eq!(role_account("arn:aws:iam::123456789012:user/ferry"), None);
+        assert_eq!(role_account("arn:aws:sts::123456789012:role/ferry"), None);
+        assert_eq!(role_account("arn:aws:iam::12345:role/ferry"), None);
+    }
+}

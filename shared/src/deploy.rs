@@ -1,0 +1,337 @@
+//! The deploy function's handler: an ECR push becomes one deployment per target.
+//!
+//! Per target, in order: record PENDING and take the target's lock in one conditional
+//! write (which also refuses a stale push or a digest already live), read the service,
+//! render and register the new revision, run the migration if there is one, update the
+//! service with the circuit breaker on, record IN_PROGRESS (or FAILED) and release the
+//! lock, then notify. Targets are deployed concurrently.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::Value;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Migration};
+use crate::event::{EcrEvent, parse_ecr_event};
+use crate::model::{Deployment, Push, Refusal, State};
+use crate::notify::Notification;
+use crate::plan::{Plan, TargetPlan, plan};
+use crate::ports::{Begin, Clock, Ecs, EcsError, Ledger, LedgerError, Notifier, Revision, ServiceInfo};
+
+/// Timings of the deploy handler.
+#[derive(Debug, Clone)]
+pub struct DeploySettings {
+    /// How long a target's lock is held at most: longer than the function can run.
+    pub lease: Duration,
+    /// How long to wait for another deployment to release a target before asking
+    /// EventBridge to deliver the event again.
+    pub lock_wait: Duration,
+    /// How often a migration task is polled.
+    pub poll: Duration,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings {
+            lease: Duration::from_secs(16 * 60),
+            lock_wait: Duration::from_secs(60),
+            poll: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the handler did with one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not a push Ferry acts on (a failed push, a delete, another source, malformed).
+    Ignored(String),
+    /// A push that deploys nothing: the repository, the tag or the environment matches no service.
+    Unplanned(Plan),
+    Deployed(Vec<TargetOutcome>),
+}
+
+/// What happened on one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetOutcome {
+    /// The service is rolling out the new revision (IN_PROGRESS).
+    Started { target: String, ecs_deployment_id: String },
+    Skipped { target: String, reason: String },
+    Failed { target: String, reason: String },
+    /// This event was already handled on this target: nothing done again.
+    Duplicate { target: String, state: State },
+}
+
+/// A failure a retry can fix: returned as the function's error so EventBridge redelivers
+/// the event. Targets already handled are recognised as duplicates then.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("retryable: {0}")]
+pub struct Retryable(pub String);
+
+impl From<LedgerError> for Retryable {
+    fn from(e: LedgerError) -> Self {
+        Retryable(e.to_string())
+    }
+}
+
+/// The invocation handling an event: its id owns the target locks it takes, and its
+/// deadline bounds how long it may hold them.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub attempt: String,
+    pub deadline: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The deploy handler and the ports it works through.
+#[derive(Debug)]
+pub struct Deployer<'a, E, L, N, C> {
+    pub config: &'a Config,
+    pub ecs: &'a E,
+    pub ledger: &'a L,
+    pub notifier: &'a N,
+    pub clock: &'a C,
+    pub settings: DeploySettings,
+}
+
+/// Why a rollout stopped before the service was updated.
+enum Stop {
+    Failed(String),
+    Skipped(String),
+    Retry(String),
+}
+
+impl From<EcsError> for Stop {
+    fn from(e: EcsError) -> Self {
+        match e {
+            EcsError::Transient(m) => Stop::Retry(m),
+            other => Stop::Failed(other.to_string()),
+        }
+    }
+}
+
+impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
+    /// Handles one EventBridge event. `Err` only for what a retry can fix.
+    pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<Outcome, Retryable> {
+        let push = match parse_ecr_event(event) {
+            Ok(EcrEvent::Push(push)) => push,
+            Ok(EcrEvent::Ignored(why)) => {
+                info!(reason = %why, "event ignored");
+                return Ok(Outcome::Ignored(why));
+            }
+            Err(malformed) => {
+                warn!(error = %malformed, "malformed event acknowledged without action");
+                return Ok(Outcome::Ignored(malformed.to_string()));
+            }
+        };
+        info!(event = %push.event_id, repository = %push.repository, tag = %push.tag, digest = %push.digest, "push received");
+        let targets = match plan(self.config, &push) {
+            Plan::Deploy { environment, targets } => {
+                info!(environment = %environment, targets = targets.len(), "push matched");
+                targets
+            }
+            unplanned => {
+                info!(repository = %push.repository, tag = %push.tag, outcome = ?unplanned, "push deploys nothing");
+                return Ok(Outcome::Unplanned(unplanned));
+            }
+        };
+        let results = join_all(targets.iter().map(|t| self.deploy_target(&push, t, invocation))).await;
+        let mut outcomes = Vec::with_capacity(results.len());
+        let mut retry = Vec::new();
+        for result in results {
+            match result {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => retry.push(e.0),
+            }
+        }
+        if !retry.is_empty() {
+            // Completed targets are duplicates on redelivery, so retrying the whole event is safe.
+            error!(errors = ?retry, "some targets need a retry");
+            return Err(Retryable(retry.join("; ")));
+        }
+        Ok(Outcome::Deployed(outcomes))
+    }
+
+    async fn deploy_target(
+        &self,
+        push: &Push,
+        plan: &TargetPlan,
+        invocation: &Invocation,
+    ) -> Result<TargetOutcome, Retryable> {
+        let target = plan.target.to_string();
+        let mut deployment = Deployment::new(push, plan.target.clone(), self.clock.now());
+        match self.acquire(&deployment, invocation).await? {
+            Acquired::Yes => {}
+            Acquired::Skip(reason) => {
+                deployment.state = State::Skipped;
+                deployment.reason = Some(reason.clone());
+                self.ledger.record_skipped(&deployment).await?;
+                info!(target = %target, reason = %reason, "skipped");
+                return Ok(TargetOutcome::Skipped { target, reason });
+            }
+            Acquired::Duplicate(state) => {
+                info!(target = %target, state = %state, "duplicate event: already handled");
+                return Ok(TargetOutcome::Duplicate { target, state });
+            }
+        };
+
+        let outcome = match self.roll_out(&mut deployment, plan).await {
+            Ok(ecs_id) => {
+                deployment.state = State::InProgress;
+                deployment.ecs_deployment_id = Some(ecs_id.clone());
+                TargetOutcome::Started { target: target.clone(), ecs_deployment_id: ecs_id }
+            }
+            Err(Stop::Failed(reason)) => {
+                deployment.state = State::Failed;
+                deployment.reason = Some(reason.clone());
+                TargetOutcome::Failed { target: target.clone(), reason }
+            }
+            Err(Stop::Skipped(reason)) => {
+                deployment.state = State::Skipped;
+                deployment.reason = Some(reason.clone());
+                TargetOutcome::Skipped { target: target.clone(), reason }
+            }
+            // The record stays PENDING; the lock lapses with this invocation's deadline and
+            // the redelivered event resumes the deployment.
+            Err(Stop::Retry(reason)) => return Err(Retryable(format!("{target}: {reason}"))),
+        };
+        deployment.updated_at = self.clock.now();
+        self.ledger.finish(&deployment, &invocation.attempt).await?;
+        match &outcome {
+            TargetOutcome::Failed { reason, .. } => error!(target = %target, reason = %reason, "deployment failed"),
+            _ => info!(target = %target, outcome = ?outcome, "deployment recorded"),
+        }
+        if deployment.state != State::Skipped {
+            self.notify(&deployment, plan).await;
+        }
+        Ok(outcome)
+    }
+
+    /// Records the deployment and takes the target's lock, waiting a while for another
+    /// invocation to release it.
+    async fn acquire(&self, deployment: &Deployment, invocation: &Invocation) -> Result<Acquired, Retryable> {
+        let started = self.clock.now();
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let now = self.clock.now();
+            let mut lease_until = now + self.settings.lease;
+            if let Some(deadline) = invocation.deadline {
+                lease_until = lease_until.min(deadline + LEASE_MARGIN);
+            }
+            let head = match self.ledger.begin(deployment, &invocation.attempt, lease_until, now).await? {
+                Begin::Started => return Ok(Acquired::Yes),
+                Begin::Done(state) => return Ok(Acquired::Duplicate(state)),
+                Begin::Refused(head) => head,
+            };
+            match head.admit(deployment, now) {
+                Ok(()) => continue, // the head changed under us: try again at once
+                Err(Refusal::Locked { by, .. }) => {
+                    let waited = (now - started).to_std().unwrap_or_default();
+                    if waited >= self.settings.lock_wait {
+                        return Err(Retryable(format!("{} is locked by deployment {by}", deployment.target)));
+                    }
+                    info!(target = %deployment.target, holder = %by, "target locked; waiting");
+                    self.clock.sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(8));
+                }
+                Err(refusal) => return Ok(Acquired::Skip(refusal.skip_reason().unwrap_or_default())),
+            }
+        }
+    }
+
+    /// Everything between taking the lock and recording the outcome; returns the ECS
+    /// deployment id.
+    async fn roll_out(&self, d: &mut Deployment, plan: &TargetPlan) -> Result<String, Stop> {
+        let target = &plan.target;
+        let service = self.ecs.service(target).await?;
+        if let Some(controller) = service.deployment_controller.as_deref().filter(|c| *c != "ECS") {
+            return Err(Stop::Failed(format!(
+                "the service uses the {controller} deployment controller; Ferry drives ECS rolling deployments"
+            )));
+        }
+        let task_definition = match self.ecs.register_revision(target, &service.task_definition, &plan.change).await? {
+            Revision::Registered(arn) => {
+                d.previous_task_definition = Some(service.task_definition.clone());
+                arn
+            }
+            // The service is already set to this image: an earlier attempt at this event
+            // updated it and died before recording, or someone else deployed it. A rollout
+            // still in progress is adopted and verified as ours; otherwise nothing to do.
+            Revision::Unchanged => {
+                return match &service.primary {
+                    Some(p) if p.task_definition == service.task_definition && p.rollout_state == "IN_PROGRESS" => {
+                        d.task_definition = Some(service.task_definition.clone());
+                        info!(target = %target, ecs_deployment = %p.id, "adopting the rollout already running this image");
+                        Ok(p.id.clone())
+                    }
+                    _ => Err(Stop::Skipped(format!(
+                        "the service already runs this image ({})",
+                        service.task_definition
+                    ))),
+                };
+            }
+        };
+        info!(target = %target, task_definition = %task_definition, "revision ready");
+        d.task_definition = Some(task_definition.clone());
+        if let Some(migration) = &plan.migration {
+            self.migrate(target, &service, &task_definition, migration).await?;
+        }
+        let ecs_id = self.ecs.update_service(target, &service, &task_definition).await?;
+        info!(target = %target, ecs_deployment = %ecs_id, "service updated");
+        Ok(ecs_id)
+    }
+
+    /// Runs the migration task to its end; anything but exit code 0 stops the deployment.
+    async fn migrate(
+        &self,
+        target: &crate::model::Target,
+        service: &ServiceInfo,
+        task_definition: &str,
+        migration: &Migration,
+    ) -> Result<(), Stop> {
+        let task = self.ecs.run_task(target, service, task_definition, migration).await?;
+        info!(target = %target, task = %task, "migration started");
+        let deadline = self.clock.now() + Duration::from_secs(migration.timeout_seconds);
+        loop {
+            if let Some(exit) = self.ecs.task_exit(target, &task, &migration.container).await? {
+                return match exit.exit_code {
+                    Some(0) => {
+                        info!(target = %target, task = %task, "migration succeeded");
+                        Ok(())
+                    }
+                    code => Err(Stop::Failed(format!(
+                        "migration task {task} exited with {}: {}; the service was not updated",
+                        code.map_or("no exit code".to_string(), |c| format!("code {c}")),
+                        exit.reason
+                    ))),
+                };
+            }
+            if self.clock.now() >= deadline {
+                return Err(Stop::Failed(format!(
+                    "migration task {task} did not finish within {} s; the service was not updated",
+                    migration.timeout_seconds
+                )));
+            }
+            self.clock.sleep(self.settings.poll).await;
+        }
+    }
+
+    /// Sends the deployment's message; a failure is recorded and logged, never raised.
+    async fn notify(&self, deployment: &Deployment, plan: &TargetPlan) {
+        let notification = Notification { deployment: deployment.clone(), route: plan.notify.clone() };
+        if let Err(e) = self.notifier.send(&notification).await {
+            warn!(deployment = %deployment.id, error = %e, "notification failed");
+            if let Err(e) = self.ledger.note_notify_error(deployment, &e.to_string()).await {
+                warn!(deployment = %deployment.id, error = %e, "could not record the notification failure");
+            }
+        }
+    }
+}
+
+/// How long after its invocation's deadline a lock lapses.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+enum Acquired {
+    Yes,
+    Skip(String),
+    Duplicate(State),
+}

@@ -1,0 +1,140 @@
+//! EventBridge events Ferry receives, parsed strictly enough to trust and loosely
+//! enough that the fields AWS adds over time do not break anything.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::model::Push;
+
+/// An event that cannot be what it claims to be. It is logged and acknowledged: a retry
+/// would fail the same way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed event: {0}")]
+pub struct MalformedEvent(pub String);
+
+/// What an "ECR Image Action" event means to the deploy function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EcrEvent {
+    Push(Push),
+    /// Not a successful, tagged push (a failed push, a delete, another source): nothing to do.
+    Ignored(String),
+}
+
+#[derive(Deserialize)]
+struct EcrDetail {
+    #[serde(rename = "action-type")]
+    action_type: Option<String>,
+    result: Option<String>,
+    #[serde(rename = "repository-name")]
+    repository_name: Option<String>,
+    #[serde(rename = "image-digest")]
+    image_digest: Option<String>,
+    #[serde(rename = "image-tag")]
+    image_tag: Option<String>,
+}
+
+/// Parses an EventBridge event addressed to the deploy function.
+pub fn parse_ecr_event(event: Value) -> Result<EcrEvent, MalformedEvent> {
+    let envelope: EventBridgeEvent<Value> =
+        serde_json::from_value(event).map_err(|e| MalformedEvent(format!("not an EventBridge event: {e}")))?;
+    if envelope.source != "aws.ecr" || envelope.detail_type != "ECR Image Action" {
+        return Ok(EcrEvent::Ignored(format!(
+            "not an ECR image action (source {:?}, detail-type {:?})",
+            envelope.source, envelope.detail_type
+        )));
+    }
+    let detail: EcrDetail = serde_json::from_value(envelope.detail)
+        .map_err(|e| MalformedEvent(format!("ECR detail: {e}")))?;
+    let action = detail.action_type.unwrap_or_default();
+    let result = detail.result.unwrap_or_default();
+    if action != "PUSH" || result != "SUCCESS" {
+        return Ok(EcrEvent::Ignored(format!("action {action:?} with result {result:?} is not a successful push")));
+    }
+    let Some(tag) = detail.image_tag.filter(|t| !t.is_empty()) else {
+        return Ok(EcrEvent::Ignored("untagged push".into()));
+    };
+    let required = |field: Option<String>, name: &str| {
+        field.filter(|v| !v.is_empty()).ok_or_else(|| MalformedEvent(format!("missing {name}")))
+    };
+    let digest = required(detail.image_digest, "detail.image-digest")?;
+    if !is_digest(&digest) {
+        return Err(MalformedEvent(format!("{digest:?} is not an image digest")));
+    }
+    Ok(EcrEvent::Push(Push {
+        event_id: required(envelope.id, "id")?,
+        registry_account: required(envelope.account, "account")?,
+        registry_region: required(envelope.region, "region")?,
+        repository: required(detail.repository_name, "detail.repository-name")?,
+        tag,
+        digest,
+        pushed_at: envelope.time.ok_or_else(|| MalformedEvent("missing time".into()))?,
+    }))
+}
+
+/// `sha256:<hex>` (and the other algorithms OCI allows).
+fn is_digest(s: &str) -> bool {
+    s.split_once(':').is_some_and(|(algorithm, hex)| {
+        !algorithm.is_empty()
+            && algorithm.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && (32..=128).contains(&hex.len())
+            && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str) -> Value {
+        let path = format!("{}/../tests/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).expect("json")
+    }
+
+    #[test]
+    fn a_successful_push_is_parsed() {
+        let EcrEvent::Push(push) = parse_ecr_event(sample("ecr-push-staging.json")).expect("parse") else {
+            panic!("not a push");
+        };
+        assert_eq!(push.event_id, "13cde686-328b-6117-af20-0e5566167482");
+        assert_eq!(push.repository, "shop/api");
+        assert_eq!(push.tag, "staging-1a2b3c4d");
+        assert_eq!(push.pushed_at.to_rfc3339(), "2026-11-16T01:54:34+00:00");
+        assert_eq!(
+            push.image(),
+            "123456789012.dkr.ecr.ap-southeast-1.amazonaws.com/shop/api@sha256:7f5b2640fe6fb4f46592dfd3410c4a79dac4f89e4782432e0378abcd1234"
+        );
+    }
+
+    #[test]
+    fn everything_but_a_tagged_successful_push_is_ignored_or_malformed() {
+        let ignored = |v| matches!(parse_ecr_event(v), Ok(EcrEvent::Ignored(_)));
+        assert!(ignored(sample("ecr-push-failed.json")));
+        assert!(ignored(sample("ecr-delete.json")));
+        assert!(ignored(sample("ecs-deployment-completed.json")));
+        let mut untagged = sample("ecr-push-staging.json");
+        untagged["detail"].as_object_mut().expect("detail").remove("image-tag");
+        assert!(ignored(untagged));
+
+        let malformed = |v: Value| parse_ecr_event(v).expect_err("malformed").0;
+        assert!(malformed(serde_json::json!({"hello": "world"})).contains("not an EventBridge event"));
+        assert!(malformed(serde_json::json!([1, 2])).contains("not an EventBridge event"));
+        let mut no_digest = sample("ecr-push-staging.json");
+        no_digest["detail"].as_object_mut().expect("detail").remove("image-digest");
+        assert!(malformed(no_digest).contains("image-digest"));
+        let mut bad_digest = sample("ecr-push-staging.json");
+        bad_digest["detail"]["image-digest"] = "latest".into();
+        assert!(malformed(bad_digest).contains("not an image digest"));
+        let mut no_id = sample("ecr-push-staging.json");
+        no_id.as_object_mut().expect("event").remove("id");
+        assert!(malformed(no_id).contains("missing id"));
+    }
+
+    #[test]
+    fn unknown_fields_are_tolerated() {
+        let mut event = sample("ecr-push-staging.json");
+        event["detail"]["artifact-media-type"] = "application/vnd.oci.image.manifest.v1+json".into();
+        event["new-top-level"] = serde_json::json!({"x": 1});
+        assert!(matches!(parse_ecr_event(event), Ok(EcrEvent::Push(_))));
+    }
+}

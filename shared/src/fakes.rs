@@ -1,0 +1,329 @@
+//! In-memory ports for handler tests. They keep the same rules as the real adapters
+//! (the ledger admits with [`Head::admit`] and only moves records forward), and record
+//! every call so tests can assert what happened and what did not.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Migration;
+use crate::model::{Deployment, Head, Lock, State, Target};
+use crate::notify::Notification;
+use crate::ports::{
+    Begin, Clock, Ecs, EcsDeployment, EcsError, Ledger, LedgerError, Notifier, NotifyError, Revision, ServiceInfo,
+    TaskExit,
+};
+use crate::render::{ImageChange, Images};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A clock that only moves when slept on.
+#[derive(Debug)]
+pub struct FakeClock(Mutex<DateTime<Utc>>);
+
+impl FakeClock {
+    pub fn at(now: DateTime<Utc>) -> Self {
+        FakeClock(Mutex::new(now))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut now = lock(&self.0);
+        *now += by;
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> DateTime<Utc> {
+        *lock(&self.0)
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        self.advance(duration);
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A service in [`FakeEcs`].
+#[derive(Debug, Clone)]
+pub struct FakeService {
+    pub task_definition: String,
+    pub deployments: Vec<EcsDeployment>,
+}
+
+#[derive(Debug, Default)]
+struct EcsWorld {
+    /// (region, cluster, service) → service
+    services: HashMap<(String, String, String), FakeService>,
+    /// task definition ARN → containers (name, image)
+    task_definitions: BTreeMap<String, Vec<(String, String)>>,
+    calls: Vec<String>,
+    failures: HashMap<&'static str, EcsError>,
+    migration_exit: Option<i32>,
+    tasks: u32,
+}
+
+/// ECS in memory: services, task definitions, tasks; every call is logged as
+/// `"Operation service"`, and an operation can be made to fail.
+#[derive(Debug, Default)]
+pub struct FakeEcs(Mutex<EcsWorld>);
+
+fn service_key(t: &Target) -> (String, String, String) {
+    (t.region.clone(), t.cluster.clone(), t.service.clone())
+}
+
+impl FakeEcs {
+    /// Adds a service on `family:1` with `containers` (name, image), fully deployed.
+    pub fn add_service(&self, target: &Target, family: &str, containers: &[(&str, &str)]) -> String {
+        let arn = format!("arn:aws:ecs:{}:123456789012:task-definition/{family}:1", target.region);
+        let mut w = lock(&self.0);
+        w.task_definitions
+            .insert(arn.clone(), containers.iter().map(|(n, i)| (n.to_string(), i.to_string())).collect());
+        w.services.insert(
+            service_key(target),
+            FakeService {
+                task_definition: arn.clone(),
+                deployments: vec![EcsDeployment {
+                    id: "ecs-svc/0".into(),
+                    task_definition: arn.clone(),
+                    rollout_state: "COMPLETED".into(),
+                }],
+            },
+        );
+        arn
+    }
+
+    pub fn service_of(&self, target: &Target) -> Option<FakeService> {
+        lock(&self.0).services.get(&service_key(target)).cloned()
+    }
+
+    pub fn containers(&self, task_definition: &str) -> Vec<(String, String)> {
+        lock(&self.0).task_definitions.get(task_definition).cloned().unwrap_or_default()
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        lock(&self.0).calls.clone()
+    }
+
+    pub fn count(&self, operation: &str) -> usize {
+        lock(&self.0).calls.iter().filter(|c| c.starts_with(operation)).count()
+    }
+
+    /// Makes every later call of `operation` fail with `error`.
+    pub fn fail(&self, operation: &'static str, error: EcsError) {
+        lock(&self.0).failures.insert(operation, error);
+    }
+
+    pub fn heal(&self, operation: &'static str) {
+        lock(&self.0).failures.remove(operation);
+    }
+
+    pub fn set_migration_exit(&self, code: i32) {
+        lock(&self.0).migration_exit = Some(code);
+    }
+
+    fn call(&self, operation: &'static str, target: &Target) -> Result<std::sync::MutexGuard<'_, EcsWorld>, EcsError> {
+        let mut w = lock(&self.0);
+        w.calls.push(format!("{operation} {}", target.service));
+        match w.failures.get(operation) {
+            Some(e) => Err(e.clone()),
+            None => Ok(w),
+        }
+    }
+}
+
+impl Ecs for FakeEcs {
+    async fn service(&self, target: &Target) -> Result<ServiceInfo, EcsError> {
+        let w = self.call("DescribeServices", target)?;
+        let s = w.services.get(&service_key(target)).ok_or_else(|| EcsError::NotFound(target.service.clone()))?;
+        Ok(ServiceInfo {
+            task_definition: s.task_definition.clone(),
+            primary: s.deployments.last().cloned(),
+            deployment_controller: Some("ECS".into()),
+            settings: Default::default(),
+        })
+    }
+
+    async fn register_revision(&self, target: &Target, from: &str, change: &ImageChange) -> Result<Revision, EcsError> {
+        let mut w = self.call("RegisterTaskDefinition", target)?;
+        let containers = w.task_definitions.get(from).cloned().ok_or_else(|| EcsError::NotFound(from.into()))?;
+        let view: Vec<(Option<&str>, Option<&str>)> =
+            containers.iter().map(|(n, i)| (Some(n.as_str()), Some(i.as_str()))).collect();
+        let Images::Changed(images) = change.apply(&view)? else {
+            return Ok(Revision::Unchanged);
+        };
+        let family = from.rsplit_once(':').map_or(from, |(f, _)| f).to_string();
+        let revision = w.task_definitions.keys().filter(|k| k.starts_with(&format!("{family}:"))).count() + 1;
+        let arn = format!("{family}:{revision}");
+        let rendered = containers.iter().zip(images).map(|((n, _), i)| (n.clone(), i.unwrap_or_default())).collect();
+        w.task_definitions.insert(arn.clone(), rendered);
+        Ok(Revision::Registered(arn))
+    }
+
+    async fn run_task(&self, target: &Target, _: &ServiceInfo, _: &str, _: &Migration) -> Result<String, EcsError> {
+        let mut w = self.call("RunTask", target)?;
+        w.tasks += 1;
+        Ok(format!("task/{}", w.tasks))
+    }
+
+    async fn task_exit(&self, target: &Target, _: &str, _: &str) -> Result<Option<TaskExit>, EcsError> {
+        let w = self.call("DescribeTasks", target)?;
+        Ok(Some(TaskExit { exit_code: Some(w.migration_exit.unwrap_or(0)), reason: "Essential container in task exited".into() }))
+    }
+
+    async fn update_service(&self, target: &Target, _: &ServiceInfo, task_definition: &str) -> Result<String, EcsError> {
+        let mut w = self.call("UpdateService", target)?;
+        let n = w.calls.iter().filter(|c| c.starts_with("UpdateService")).count();
+        let service = w.services.get_mut(&service_key(target)).ok_or_else(|| EcsError::NotFound(target.service.clone()))?;
+        let id = format!("ecs-svc/{n}");
+        service.task_definition = task_definition.to_string();
+        service.deployments.push(EcsDeployment {
+            id: id.clone(),
+            task_definition: task_definition.to_string(),
+            rollout_state: "IN_PROGRESS".into(),
+        });
+        Ok(id)
+    }
+}
+
+#[derive(Debug, Default)]
+struct LedgerWorld {
+    heads: HashMap<String, Head>,
+    records: BTreeMap<(String, String), Deployment>,
+    fail: Option<LedgerError>,
+}
+
+/// The ledger in memory, with the DynamoDB ledger's conditions.
+#[derive(Debug, Default)]
+pub struct MemoryLedger(Mutex<LedgerWorld>);
+
+impl MemoryLedger {
+    /// Every record, in key order (target, then deployment id).
+    pub fn records(&self) -> Vec<Deployment> {
+        lock(&self.0).records.values().cloned().collect()
+    }
+
+    pub fn set_head(&self, target: &Target, head: Head) {
+        lock(&self.0).heads.insert(target.key(), head);
+    }
+
+    /// Makes every later call fail (as DynamoDB being unreachable would).
+    pub fn fail(&self, error: Option<LedgerError>) {
+        lock(&self.0).fail = error;
+    }
+
+    fn world(&self) -> Result<std::sync::MutexGuard<'_, LedgerWorld>, LedgerError> {
+        let w = lock(&self.0);
+        match &w.fail {
+            Some(e) => Err(e.clone()),
+            None => Ok(w),
+        }
+    }
+}
+
+fn record_key(d: &Deployment) -> (String, String) {
+    (d.target.key(), d.id.clone())
+}
+
+impl Ledger for MemoryLedger {
+    async fn begin(&self, d: &Deployment, attempt: &str, lease_until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Begin, LedgerError> {
+        let mut w = self.world()?;
+        let existing = w.records.get(&record_key(d)).cloned();
+        if let Some(existing) = &existing {
+            if existing.state != State::Pending {
+                return Ok(Begin::Done(existing.state));
+            }
+        }
+        let head = w.heads.entry(d.target.key()).or_default();
+        if head.admit(d, now).is_err() {
+            return Ok(Begin::Refused(head.clone()));
+        }
+        head.lock = Some(Lock { deployment: d.id.clone(), attempt: attempt.into(), until: lease_until });
+        head.newest_pushed_at = Some(d.pushed_at);
+        let mut record = d.clone();
+        if let Some(existing) = existing {
+            record.created_at = existing.created_at;
+        }
+        w.records.insert(record_key(d), record);
+        Ok(Begin::Started)
+    }
+
+    async fn record_skipped(&self, d: &Deployment) -> Result<(), LedgerError> {
+        let mut w = self.world()?;
+        match w.records.get(&record_key(d)) {
+            Some(existing) if existing.state != State::Pending => {}
+            _ => {
+                w.records.insert(record_key(d), d.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(&self, d: &Deployment, attempt: &str) -> Result<(), LedgerError> {
+        let mut w = self.world()?;
+        match w.records.get(&record_key(d)) {
+            Some(existing) if existing.state == State::Pending => {}
+            _ => return Ok(()), // already recorded
+        }
+        let head = w.heads.entry(d.target.key()).or_default();
+        if head.lock.as_ref().is_some_and(|l| l.attempt == attempt) {
+            head.lock = None;
+            if d.state == State::InProgress {
+                head.active = Some((d.id.clone(), d.digest.clone()));
+            }
+        }
+        let created_at = w.records.get(&record_key(d)).map(|r| r.created_at);
+        let mut record = d.clone();
+        record.created_at = created_at.unwrap_or(d.created_at);
+        w.records.insert(record_key(d), record);
+        Ok(())
+    }
+
+    async fn note_notify_error(&self, d: &Deployment, error: &str) -> Result<(), LedgerError> {
+        let mut w = self.world()?;
+        if let Some(record) = w.records.get_mut(&record_key(d)) {
+            record.notify_error = Some(error.to_string());
+        }
+        Ok(())
+    }
+
+    async fn head(&self, target: &Target) -> Result<Head, LedgerError> {
+        Ok(self.world()?.heads.get(&target.key()).cloned().unwrap_or_default())
+    }
+
+    async fn history(&self, target: &Target, limit: usize) -> Result<Vec<Deployment>, LedgerError> {
+        let w = self.world()?;
+        let key = target.key();
+        Ok(w.records.iter().rev().filter(|((k, _), _)| *k == key).take(limit).map(|(_, d)| d.clone()).collect())
+    }
+}
+
+/// Keeps every notification; can be made to fail.
+#[derive(Debug, Default)]
+pub struct RecordingNotifier {
+    sent: Mutex<Vec<Notification>>,
+    failing: Mutex<Option<String>>,
+}
+
+impl RecordingNotifier {
+    pub fn sent(&self) -> Vec<Notification> {
+        lock(&self.sent).clone()
+    }
+
+    pub fn fail_with(&self, error: Option<&str>) {
+        *lock(&self.failing) = error.map(str::to_string);
+    }
+}
+
+impl Notifier for RecordingNotifier {
+    async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+        if let Some(e) = lock(&self.failing).clone() {
+            return Err(NotifyError(e));
+        }
+        lock(&self.sent).push(n.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,69 @@
+//! What every function does at cold start: read its environment and config once, and
+//! build its adapters from one SDK config.
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `FERRY_CONFIG` | path of `ferry.toml` (in Lambda, `/opt/ferry.toml` from the config layer) |
+//! | `FERRY_TABLE` | the ledger's DynamoDB table |
+//! | `FERRY_TOPIC_ARN` | SNS topic for notifications (optional) |
+//! | `FERRY_SLACK_SECRET` | Secrets Manager secret with the Slack webhooks (optional) |
+
+use std::path::PathBuf;
+
+use aws_config::SdkConfig;
+
+use crate::adapters::dynamodb::DynamoLedger;
+use crate::adapters::ecs::EcsAdapter;
+use crate::adapters::notifiers::{Notifiers, SlackNotifier, SnsNotifier};
+use crate::config::Config;
+
+/// A function's settings, from its environment.
+#[derive(Debug)]
+pub struct FunctionEnv {
+    pub config: Config,
+    pub table: String,
+    pub topic_arn: Option<String>,
+    pub slack_secret: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("invalid config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+}
+
+fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl FunctionEnv {
+    pub fn from_env() -> Result<FunctionEnv, StartError> {
+        let path = PathBuf::from(var("FERRY_CONFIG").ok_or(StartError::Missing("FERRY_CONFIG"))?);
+        Ok(FunctionEnv {
+            config: Config::load(&path)?,
+            table: var("FERRY_TABLE").ok_or(StartError::Missing("FERRY_TABLE"))?,
+            topic_arn: var("FERRY_TOPIC_ARN"),
+            slack_secret: var("FERRY_SLACK_SECRET"),
+        })
+    }
+
+    pub fn ledger(&self, aws: &SdkConfig) -> DynamoLedger {
+        DynamoLedger::new(aws_sdk_dynamodb::Client::new(aws), &self.table)
+    }
+
+    pub fn ecs(&self, aws: &SdkConfig) -> EcsAdapter {
+        EcsAdapter::new(aws.clone())
+    }
+
+    pub fn notifiers(&self, aws: &SdkConfig) -> Notifiers {
+        Notifiers {
+            sns: self.topic_arn.as_ref().map(|arn| SnsNotifier::new(aws_sdk_sns::Client::new(aws), arn)),
+            slack: self
+                .slack_secret
+                .as_ref()
+                .map(|id| SlackNotifier::new(aws_sdk_secretsmanager::Client::new(aws), id)),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Ferry's library: everything the three functions and the CLI share.
+//!
+//! - Pure core, no I/O: [`config`], [`rules`], [`event`], [`model`], [`plan`], [`render`],
+//!   [`notify`].
+//! - [`ports`]: what the core needs from the world; [`adapters`] implement them on AWS.
+//! - Handlers: [`deploy`], generic over the ports so tests drive them with [`fakes`].
+
+pub mod adapters;
+pub mod config;
+pub mod deploy;
+pub mod event;
+pub mod function;
+pub mod model;
+pub mod notify;
+pub mod plan;
+pub mod ports;
+pub mod render;
+pub mod rules;
+
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;

@@ -1,0 +1,381 @@
+//! Ferry's words: pushes, targets, deployments and the deployment state machine.
+
+use chrono::{DateTime, Utc};
+use std::fmt;
+
+/// A successful image push, as ECR reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// The EventBridge event id: the same push redelivered has the same id.
+    pub event_id: String,
+    /// Account and region of the registry the image was pushed to.
+    pub registry_account: String,
+    pub registry_region: String,
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+    pub pushed_at: DateTime<Utc>,
+}
+
+impl Push {
+    /// The image reference ECS runs: pinned by digest, never by the (moving) tag.
+    pub fn image(&self) -> String {
+        format!(
+            "{}.dkr.ecr.{}.amazonaws.com/{}@{}",
+            self.registry_account, self.registry_region, self.repository, self.digest
+        )
+    }
+}
+
+/// One ECS service in one cluster, region and account: the unit Ferry deploys to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub environment: String,
+    /// `None` when the target is in Ferry's own account and the config does not name it.
+    pub account: Option<String>,
+    pub region: String,
+    pub cluster: String,
+    pub service: String,
+    /// The role assumed to reach another account.
+    pub role_arn: Option<String>,
+}
+
+impl Target {
+    /// Stable identity of the target in the ledger.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.account.as_deref().unwrap_or("-"),
+            self.region,
+            self.cluster,
+            self.service
+        )
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, {})", self.service, self.cluster, self.region)?;
+        if let Some(account) = &self.account {
+            write!(f, " in {account}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A deployment's state; see DESIGN.md for the diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Pending,
+    InProgress,
+    Verifying,
+    Succeeded,
+    Failed,
+    RollingBack,
+    RolledBack,
+    RollbackFailed,
+    Superseded,
+    Skipped,
+}
+
+impl State {
+    pub const ALL: [State; 10] = [
+        State::Pending,
+        State::InProgress,
+        State::Verifying,
+        State::Succeeded,
+        State::Failed,
+        State::RollingBack,
+        State::RolledBack,
+        State::RollbackFailed,
+        State::Superseded,
+        State::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "PENDING",
+            State::InProgress => "IN_PROGRESS",
+            State::Verifying => "VERIFYING",
+            State::Succeeded => "SUCCEEDED",
+            State::Failed => "FAILED",
+            State::RollingBack => "ROLLING_BACK",
+            State::RolledBack => "ROLLED_BACK",
+            State::RollbackFailed => "ROLLBACK_FAILED",
+            State::Superseded => "SUPERSEDED",
+            State::Skipped => "SKIPPED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// The states this one may move to. Every ledger write checks this, so a duplicate
+    /// or late event can never move a record backwards.
+    pub fn next(self) -> &'static [State] {
+        use State::*;
+        match self {
+            // FAILED from PENDING: the deployment stopped before the service was updated
+            // (a failing migration, a service that does not exist).
+            Pending => &[InProgress, Skipped, Failed],
+            InProgress => &[Verifying, Succeeded, Failed, Superseded],
+            Verifying => &[Succeeded, Failed, Superseded],
+            Failed => &[RollingBack, RolledBack],
+            RollingBack => &[RolledBack, RollbackFailed],
+            Succeeded | RolledBack | RollbackFailed | Superseded | Skipped => &[],
+        }
+    }
+
+    pub fn can_become(self, next: State) -> bool {
+        self.next().contains(&next)
+    }
+
+    /// States in which the deployment's image is (being) put on the target.
+    pub fn is_active(self) -> bool {
+        matches!(self, State::InProgress | State::Verifying | State::Succeeded)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One push on one target, as the ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// Sortable and derived from the push alone (push time, then event id), so the same
+    /// event always maps to the same record on a target.
+    pub id: String,
+    pub target: Target,
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+    pub image: String,
+    pub event_id: String,
+    pub pushed_at: DateTime<Utc>,
+    pub state: State,
+    pub reason: Option<String>,
+    pub ecs_deployment_id: Option<String>,
+    pub previous_task_definition: Option<String>,
+    pub task_definition: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Why a notification about this deployment could not be delivered, if one could not.
+    pub notify_error: Option<String>,
+}
+
+impl Deployment {
+    /// A new PENDING record for `push` on `target`.
+    pub fn new(push: &Push, target: Target, now: DateTime<Utc>) -> Deployment {
+        Deployment {
+            id: deployment_id(push),
+            target,
+            repository: push.repository.clone(),
+            tag: push.tag.clone(),
+            digest: push.digest.clone(),
+            image: push.image(),
+            event_id: push.event_id.clone(),
+            pushed_at: push.pushed_at,
+            state: State::Pending,
+            reason: None,
+            ecs_deployment_id: None,
+            previous_task_definition: None,
+            task_definition: None,
+            created_at: now,
+            updated_at: now,
+            notify_error: None,
+        }
+    }
+}
+
+/// `20261116T015434Z-<event id>`: sorts by push time, unique per push.
+pub fn deployment_id(push: &Push) -> String {
+    format!("{}-{}", push.pushed_at.format("%Y%m%dT%H%M%SZ"), push.event_id)
+}
+
+/// The ledger's view of one target: what is deployed there and who holds its lock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Head {
+    /// Who holds the target's lock, and until when.
+    pub lock: Option<Lock>,
+    /// The newest push time accepted for the target: an older push is stale.
+    pub newest_pushed_at: Option<DateTime<Utc>>,
+    /// The deployment in flight or live, and its digest.
+    pub active: Option<(String, String)>,
+    /// The last deployment that passed verification: its task definition and digest.
+    pub last_known_good: Option<(String, String)>,
+}
+
+/// A target's lock: held by one invocation (an attempt) working on one deployment, as a
+/// lease that ends shortly after that invocation's deadline, so a function that died
+/// cannot block the target and its redelivered event can take over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    pub deployment: String,
+    pub attempt: String,
+    pub until: DateTime<Utc>,
+}
+
+/// Why a push is not deployed to a target now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Another deployment holds the target; wait for it.
+    Locked { by: String, until: DateTime<Utc> },
+    /// A newer push was already accepted for the target.
+    Stale { newest: DateTime<Utc> },
+    /// This digest is already live or in flight on the target.
+    SameDigest { deployment: String },
+}
+
+impl Refusal {
+    /// The reason recorded on a SKIPPED record; `None` while the push should wait.
+    pub fn skip_reason(&self) -> Option<String> {
+        match self {
+            Refusal::Locked { .. } => None,
+            Refusal::Stale { newest } => Some(format!(
+                "stale: a newer push (from {}) was already accepted for this target",
+                newest.to_rfc3339()
+            )),
+            Refusal::SameDigest { deployment } => {
+                Some(format!("this digest is already live or in flight (deployment {deployment})"))
+            }
+        }
+    }
+}
+
+impl Head {
+    /// Whether `deployment` may take the target's lock at `now`; the DynamoDB ledger
+    /// enforces the same rules in one conditional write.
+    pub fn admit(&self, deployment: &Deployment, now: DateTime<Utc>) -> Result<(), Refusal> {
+        if let Some(lock) = self.lock.as_ref().filter(|lock| lock.until > now) {
+            return Err(Refusal::Locked { by: lock.deployment.clone(), until: lock.until });
+        }
+        if let Some(newest) = self.newest_pushed_at {
+            if newest > deployment.pushed_at {
+                return Err(Refusal::Stale { newest });
+            }
+        }
+        match &self.active {
+            Some((id, digest)) if *digest == deployment.digest => {
+                Err(Refusal::SameDigest { deployment: id.clone() })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_763_000_000 + secs, 0).single().expect("time")
+    }
+
+    fn deployment(pushed: i64, digest: &str) -> Deployment {
+        let push = Push {
+            event_id: format!("evt-{pushed}"),
+            registry_account: "123456789012".into(),
+            registry_region: "eu-west-1".into(),
+            repository: "shop/api".into(),
+            tag: "staging-1".into(),
+            digest: digest.into(),
+            pushed_at: at(pushed),
+        };
+        let target = Target {
+            environment: "staging".into(),
+            account: None,
+            region: "eu-west-1".into(),
+            cluster: "c".into(),
+            service: "s".into(),
+            role_arn: None,
+        };
+        Deployment::new(&push, target, at(pushed))
+    }
+
+    #[test]
+    fn states_round_trip_and_only_move_forward() {
+        for state in State::ALL {
+            assert_eq!(State::parse(state.as_str()), Some(state));
+            assert!(!state.can_become(state), "{state} never moves to itself");
+            assert!(!state.can_become(State::Pending), "nothing goes back to PENDING");
+        }
+        assert_eq!(State::parse("DONE"), None);
+        let allowed: Vec<(State, State)> = State::ALL
+            .into_iter()
+            .flat_map(|from| State::ALL.into_iter().filter(move |to| from.can_become(*to)).map(move |to| (from, to)))
+            .collect();
+        use State::*;
+        assert_eq!(
+            allowed,
+            vec![
+                (Pending, InProgress),
+                (Pending, Failed),
+                (Pending, Skipped),
+                (InProgress, Verifying),
+                (InProgress, Succeeded),
+                (InProgress, Failed),
+                (InProgress, Superseded),
+                (Verifying, Succeeded),
+                (Verifying, Failed),
+                (Verifying, Superseded),
+                (Failed, RollingBack),
+                (Failed, RolledBack),
+                (RollingBack, RolledBack),
+                (RollingBack, RollbackFailed),
+            ]
+        );
+    }
+
+    fn lock(deployment: &str, until: i64) -> Lock {
+        Lock { deployment: deployment.into(), attempt: "attempt".into(), until: at(until) }
+    }
+
+    #[test]
+    fn admission_follows_lock_age_and_digest() {
+        let d = deployment(100, "sha256:new");
+        let cases: Vec<(&str, Head, Result<(), Refusal>)> = vec![
+            ("empty head", Head::default(), Ok(())),
+            (
+                "locked by another",
+                Head { lock: Some(lock("other", 200)), ..Head::default() },
+                Err(Refusal::Locked { by: "other".into(), until: at(200) }),
+            ),
+            (
+                // A concurrent delivery of the same event holds it: wait, never interleave.
+                "locked by another attempt at this deployment",
+                Head { lock: Some(lock(&d.id, 200)), ..Head::default() },
+                Err(Refusal::Locked { by: d.id.clone(), until: at(200) }),
+            ),
+            ("expired lock", Head { lock: Some(lock("other", 50)), ..Head::default() }, Ok(())),
+            (
+                "newer push accepted",
+                Head { newest_pushed_at: Some(at(101)), ..Head::default() },
+                Err(Refusal::Stale { newest: at(101) }),
+            ),
+            ("same second", Head { newest_pushed_at: Some(at(100)), ..Head::default() }, Ok(())),
+            (
+                "same digest live",
+                Head { active: Some(("live".into(), "sha256:new".into())), ..Head::default() },
+                Err(Refusal::SameDigest { deployment: "live".into() }),
+            ),
+            ("other digest live", Head { active: Some(("live".into(), "sha256:old".into())), ..Head::default() }, Ok(())),
+        ];
+        for (name, head, expected) in cases {
+            assert_eq!(head.admit(&d, at(100)), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn deployment_ids_sort_by_push_time_and_images_pin_the_digest() {
+        let older = deployment(5, "sha256:a");
+        let newer = deployment(60, "sha256:a");
+        assert!(older.id < newer.id);
+        assert_eq!(older.image, "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api@sha256:a");
+        assert_eq!(older.target.key(), "-/eu-west-1/c/s");
+    }
+}

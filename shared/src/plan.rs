@@ -1,0 +1,154 @@
+//! From a push to the targets it deploys: tag → environment → services × targets.
+
+use crate::config::{Config, Migration};
+use crate::model::{Push, Target};
+use crate::render::ImageChange;
+
+/// What a push means, before anything is touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// No service is built from this repository.
+    UnknownRepository,
+    /// No environment's rules match the tag.
+    UnmatchedTag,
+    /// The tag matches `environment`, but none of the repository's services deploy there.
+    NoServiceInEnvironment { environment: String },
+    Deploy { environment: String, targets: Vec<TargetPlan> },
+}
+
+/// One target's share of a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetPlan {
+    pub target: Target,
+    pub change: ImageChange,
+    pub migration: Option<Migration>,
+    /// Slack webhook key for this service's messages.
+    pub notify: Option<String>,
+}
+
+pub fn plan(config: &Config, push: &Push) -> Plan {
+    let services: Vec<_> = config.services.iter().filter(|s| s.repository == push.repository).collect();
+    if services.is_empty() {
+        return Plan::UnknownRepository;
+    }
+    let Some(environment) =
+        config.environments.iter().find(|env| env.rules.iter().any(|rule| rule.matches(&push.tag)))
+    else {
+        return Plan::UnmatchedTag;
+    };
+    let targets: Vec<TargetPlan> = services
+        .iter()
+        .filter(|service| service.deploys_to(&environment.name))
+        .flat_map(|service| {
+            environment.targets.iter().map(move |spec| TargetPlan {
+                target: Target {
+                    environment: environment.name.clone(),
+                    account: spec.account.clone(),
+                    region: spec.region.clone(),
+                    cluster: spec.cluster.clone(),
+                    service: service.service_name(&environment.name),
+                    role_arn: spec.role_arn.clone(),
+                },
+                change: ImageChange { containers: service.containers.clone(), image: push.image() },
+                migration: service.migration.clone(),
+                notify: service.notify.clone(),
+            })
+        })
+        .collect();
+    if targets.is_empty() {
+        return Plan::NoServiceInEnvironment { environment: environment.name.clone() };
+    }
+    Plan::Deploy { environment: environment.name.clone(), targets }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    const CONFIG: &str = r#"
+[[environments]]
+name = "staging"
+rules = [{ glob = "staging-*" }, { semver = "prerelease", pre = "rc" }, { glob = "latest" }]
+targets = [{ region = "ap-southeast-1", cluster = "shop-staging" }]
+
+[[environments]]
+name = "production"
+rules = [{ glob = "prod-*" }, { semver = "final" }]
+targets = [
+  { region = "eu-west-1", cluster = "shop-prod", role_arn = "arn:aws:iam::210987654321:role/ferry" },
+  { region = "us-east-1", cluster = "shop-prod", role_arn = "arn:aws:iam::210987654321:role/ferry" },
+]
+
+[[environments]]
+name = "catch-all"
+rules = [{ glob = "*" }]
+targets = [{ region = "eu-west-1", cluster = "sandbox" }]
+
+[[services]]
+repository = "shop/api"
+name = "shop-{env}-api"
+containers = ["api"]
+environments = ["staging", "production"]
+
+[[services]]
+repository = "shop/api"
+name = "shop-{env}-worker"
+containers = ["worker"]
+environments = ["production"]
+"#;
+
+    fn push(repository: &str, tag: &str) -> Push {
+        Push {
+            event_id: "e".into(),
+            registry_account: "123456789012".into(),
+            registry_region: "eu-west-1".into(),
+            repository: repository.into(),
+            tag: tag.into(),
+            digest: "sha256:aa".into(),
+            pushed_at: chrono::Utc.timestamp_opt(0, 0).single().expect("time"),
+        }
+    }
+
+    fn targets(plan: &Plan) -> Vec<String> {
+        match plan {
+            Plan::Deploy { targets, .. } => targets.iter().map(|t| t.target.to_string()).collect(),
+            other => panic!("not a deploy: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tags_pick_the_first_matching_environment_and_fan_out() {
+        let config = Config::parse("ferry.toml", CONFIG).expect("config");
+        let staging = plan(&config, &push("shop/api", "staging-1a2b3c4d"));
+        assert_eq!(targets(&staging), ["shop-staging-api (shop-staging, ap-southeast-1)"]);
+        assert_eq!(targets(&plan(&config, &push("shop/api", "v0.1.0-rc.1"))), targets(&staging));
+        let prod = plan(&config, &push("shop/api", "v0.1.0"));
+        assert_eq!(
+            targets(&prod),
+            [
+                "shop-production-api (shop-prod, eu-west-1) in 210987654321",
+                "shop-production-api (shop-prod, us-east-1) in 210987654321",
+                "shop-production-worker (shop-prod, eu-west-1) in 210987654321",
+                "shop-production-worker (shop-prod, us-east-1) in 210987654321",
+            ]
+        );
+        let Plan::Deploy { targets, .. } = prod else { unreachable!() };
+        assert_eq!(targets[0].change.containers, ["api"]);
+        assert_eq!(targets[2].change.containers, ["worker"]);
+        assert_eq!(targets[0].change.image, "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api@sha256:aa");
+    }
+
+    #[test]
+    fn pushes_that_deploy_nothing_say_why() {
+        let config = Config::parse("ferry.toml", CONFIG).expect("config");
+        assert_eq!(plan(&config, &push("shop/web", "staging-1")), Plan::UnknownRepository);
+        assert_eq!(
+            plan(&config, &push("shop/api", "feature-x")),
+            Plan::NoServiceInEnvironment { environment: "catch-all".into() }
+        );
+        let without_catch_all = CONFIG.replace("rules = [{ glob = \"*\" }]", "rules = [{ glob = \"nightly-*\" }]");
+        let config = Config::parse("ferry.toml", &without_catch_all).expect("config");
+        assert_eq!(plan(&config, &push("shop/api", "feature-x")), Plan::UnmatchedTag);
+    }
+}

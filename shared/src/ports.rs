@@ -1,0 +1,177 @@
+//! What the core needs from the world, in Ferry's words. Adapters implement these with
+//! the AWS SDK and HTTP; `fakes` implements them in memory for handler tests.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Migration;
+use crate::model::{Deployment, Head, State, Target};
+use crate::notify::Notification;
+use crate::render::{ImageChange, RenderError};
+
+/// An ECS failure, classified by what the caller should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EcsError {
+    /// The service, cluster or task definition does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// ECS refused the request as invalid, or the task definition cannot be rendered:
+    /// retrying will not help.
+    #[error("{0}")]
+    Rejected(String),
+    /// Throttling, a 5xx, a timeout: a retry may succeed.
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+impl From<RenderError> for EcsError {
+    fn from(e: RenderError) -> Self {
+        EcsError::Rejected(e.to_string())
+    }
+}
+
+/// An ECS deployment of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EcsDeployment {
+    pub id: String,
+    pub task_definition: String,
+    /// `IN_PROGRESS`, `COMPLETED` or `FAILED`.
+    pub rollout_state: String,
+}
+
+/// An ECS service as the deploy function needs to see it.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceInfo {
+    /// ARN of the task definition the service is set to.
+    pub task_definition: String,
+    /// The PRIMARY deployment.
+    pub primary: Option<EcsDeployment>,
+    /// `ECS` for rolling updates; Ferry cannot drive CODE_DEPLOY or EXTERNAL services.
+    pub deployment_controller: Option<String>,
+    /// What the adapter needs to run a task like the service's and to update the service
+    /// without changing any of its other settings. Opaque to the core.
+    pub settings: crate::adapters::ecs::ServiceSettings,
+}
+
+/// The outcome of rendering and registering a revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revision {
+    /// A new revision, registered.
+    Registered(String),
+    /// The task definition already runs the image: nothing registered.
+    Unchanged,
+}
+
+/// How a one-off task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskExit {
+    pub exit_code: Option<i32>,
+    pub reason: String,
+}
+
+pub trait Ecs: Send + Sync {
+    fn service(&self, target: &Target) -> impl Future<Output = Result<ServiceInfo, EcsError>> + Send;
+
+    /// Renders `from` with `change` (tags included) and registers it. Never deregisters anything.
+    fn register_revision(
+        &self,
+        target: &Target,
+        from: &str,
+        change: &ImageChange,
+    ) -> impl Future<Output = Result<Revision, EcsError>> + Send;
+
+    /// Starts `migration` as a one-off task of `task_definition`, placed like the service.
+    fn run_task(
+        &self,
+        target: &Target,
+        service: &ServiceInfo,
+        task_definition: &str,
+        migration: &Migration,
+    ) -> impl Future<Output = Result<String, EcsError>> + Send;
+
+    /// `None` while the task has not stopped.
+    fn task_exit(&self, target: &Target, task: &str, container: &str) -> impl Future<Output = Result<Option<TaskExit>, EcsError>> + Send;
+
+    /// Points the service at `task_definition` with the deployment circuit breaker on;
+    /// returns the new ECS deployment id.
+    fn update_service(
+        &self,
+        target: &Target,
+        service: &ServiceInfo,
+        task_definition: &str,
+    ) -> impl Future<Output = Result<String, EcsError>> + Send;
+}
+
+/// A ledger failure: always worth a retry (the ledger's own refusals are outcomes, not errors).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ledger: {0}")]
+pub struct LedgerError(pub String);
+
+/// The outcome of asking the ledger to start a deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// Recorded PENDING (or still PENDING from an attempt that died) and holding the lock.
+    Started,
+    /// The ledger already has this deployment past PENDING: the same event, delivered again.
+    Done(State),
+    /// The target's head refused it; [`Head::admit`] says why.
+    Refused(Head),
+}
+
+pub trait Ledger: Send + Sync {
+    /// Records `deployment` as PENDING and takes its target's lock for `attempt` until
+    /// `lease_until`, in one atomic step that refuses it (see [`Head::admit`]) while
+    /// another attempt holds the lock, when the push is stale or the digest already live.
+    fn begin(
+        &self,
+        deployment: &Deployment,
+        attempt: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Begin, LedgerError>> + Send;
+
+    /// Records a SKIPPED deployment, unless it is already recorded past PENDING.
+    fn record_skipped(&self, deployment: &Deployment) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Moves a PENDING deployment to its new state (IN_PROGRESS, FAILED or SKIPPED) and
+    /// releases the lock `attempt` holds; IN_PROGRESS also makes it the target's active
+    /// deployment.
+    fn finish(&self, deployment: &Deployment, attempt: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Notes on the record that a notification about it could not be delivered.
+    fn note_notify_error(&self, deployment: &Deployment, error: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    fn head(&self, target: &Target) -> impl Future<Output = Result<Head, LedgerError>> + Send;
+
+    /// The target's deployments, newest first.
+    fn history(&self, target: &Target, limit: usize) -> impl Future<Output = Result<Vec<Deployment>, LedgerError>> + Send;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("notification: {0}")]
+pub struct NotifyError(pub String);
+
+pub trait Notifier: Send + Sync {
+    fn send(&self, notification: &Notification) -> impl Future<Output = Result<(), NotifyError>> + Send;
+}
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}

@@ -1,0 +1,447 @@
+"""moto server for Ferry's integration tests, with the ECS behaviour Ferry relies on.
+
+Ferry watches ECS deployments (rollout state, circuit breaker, rollback) and
+one-off tasks (exit codes). moto emulates none of that faithfully: UpdateService
+does not start a deployment, deploymentConfiguration is dropped on
+CreateService, deployments never finish, and every container exits 0. This
+script serves moto unchanged for all services, patches moto's ECS model classes
+in place to fill those gaps, and adds control endpoints under /_ferry/ so tests
+can drive what AWS would do on its own:
+
+  POST /_ferry/ecs/exit-codes   {"exitCode": 1}  exit code of tasks started from now on
+  POST /_ferry/ecs/complete     {"cluster", "service"}  -> the EventBridge event
+  POST /_ferry/ecs/fail         {"cluster", "service", "rollback": true} -> {"events", ...}
+  GET  /_ferry/ec2/default-network               -> {"subnets", "securityGroups"}
+  POST /_ferry/reset                             reset moto and harness state
+
+Every control endpoint takes optional "account" (default 123456789012) and
+"region" (default us-east-1), in the JSON body or the query string.
+
+Usage: python3 tests/harness/ferry_moto.py --port PORT   (0 = any free port)
+Prints "READY http://127.0.0.1:PORT" once it accepts requests, and exits on
+SIGTERM/SIGINT or when stdin reaches EOF (so a test that drops the pipe never
+leaves a server behind).
+"""
+
+import argparse
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+import uuid
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from moto.core.utils import utcnow
+from moto.ec2 import ec2_backends
+from moto.ecs.exceptions import ClusterNotFoundException, ServiceNotFoundException
+from moto.ecs.models import Container, EC2ContainerServiceBackend, Service, Task, ecs_backends
+from moto.ecs.responses import EC2ContainerServiceResponse
+from moto.moto_api._internal.models import moto_api_backend
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+
+DEFAULT_ACCOUNT = "123456789012"
+DEFAULT_REGION = "us-east-1"
+DEFAULT_DEPLOYMENT_CONFIGURATION = {
+    "deploymentCircuitBreaker": {"enable": False, "rollback": False},
+    "maximumPercent": 200,
+    "minimumHealthyPercent": 100,
+}
+CIRCUIT_BREAKER_REASON = "ECS deployment circuit breaker: task failed to start."
+ESSENTIAL_EXITED = "Essential container in task exited"
+
+# (account, region) -> exit code for every container of tasks started afterwards.
+EXIT_CODES: dict[tuple[str, str], int] = {}
+_rng = random.SystemRandom()
+
+
+class HarnessError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def new_deployment_id() -> str:
+    return f"ecs-svc/{_rng.randint(10**18, 10**19 - 1)}"
+
+
+def rfc3339(ts: datetime) -> str:
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(timezone.utc).replace(tzinfo=None)
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_deployment(service: Service, task_definition_arn: str) -> dict:
+    dep_id, now = new_deployment_id(), utcnow()
+    return {
+        "id": dep_id,
+        "status": "PRIMARY",
+        "taskDefinition": task_definition_arn,
+        "desiredCount": service.desired_count,
+        "pendingCount": 0,
+        "runningCount": 0,
+        "failedTasks": 0,
+        "createdAt": now,
+        "updatedAt": now,
+        "launchType": service.launch_type,
+        "platformVersion": service.platform_version,
+        "platformFamily": "EC2" if service.launch_type == "EC2" else "FARGATE",
+        "networkConfiguration": service.network_configuration or None,
+        "rolloutState": "IN_PROGRESS",
+        "rolloutStateReason": f"ECS deployment {dep_id} in progress.",
+    }
+
+
+def primary_of(service: Service) -> dict:
+    for dep in service.deployments:
+        if dep["status"] == "PRIMARY":
+            return dep
+    raise HarnessError(409, f"service {service.name} has no PRIMARY deployment")
+
+
+def start_deployment(service: Service, task_definition_arn: str) -> dict:
+    """Make a new PRIMARY deployment; the old PRIMARY stays on as ACTIVE."""
+    now = utcnow()
+    for dep in service.deployments:
+        if dep["status"] == "PRIMARY":
+            dep["status"], dep["updatedAt"] = "ACTIVE", now
+    dep = new_deployment(service, task_definition_arn)
+    service.deployments.insert(0, dep)
+    service.task_definition = task_definition_arn
+    return dep
+
+
+# --- moto patches -------------------------------------------------------------
+
+_orig_service_init = Service.__init__
+
+
+def _service_init(self, *args, **kwargs):
+    _orig_service_init(self, *args, **kwargs)
+    # A service created from scratch reaches steady state at once.
+    self.deployment_configuration = json.loads(json.dumps(DEFAULT_DEPLOYMENT_CONFIGURATION))
+    self.running_count, self.pending_count = self.desired_count, 0
+    for dep in self.deployments:
+        dep["id"] = new_deployment_id()
+        dep.update(
+            rolloutState="COMPLETED",
+            rolloutStateReason=f"ECS deployment {dep['id']} completed.",
+            runningCount=self.desired_count,
+            pendingCount=0,
+        )
+
+
+_orig_create_service_response = EC2ContainerServiceResponse.create_service
+
+
+def _create_service_response(self):
+    result = _orig_create_service_response(self)
+    # moto's backend never sees deploymentConfiguration on CreateService; the
+    # service is only serialised after we return, so amending it here is enough.
+    passed = self._get_param("deploymentConfiguration")
+    if passed:
+        service = self.ecs_backend._get_service(
+            self._get_param("cluster", "default"), self._get_param("serviceName")
+        )
+        service.deployment_configuration.update(passed)
+    return result
+
+
+_orig_update_service = EC2ContainerServiceBackend.update_service
+
+
+def _update_service(self, service_properties):
+    props = dict(service_properties)
+    force = props.pop("force_new_deployment", False)  # moto's version only renames the id
+    service = self._get_service(props.get("cluster", "default"), props["service"].split("/")[-1])
+    old_td = service.task_definition
+    old_config = dict(getattr(service, "deployment_configuration", None) or {})
+    td_str = props.get("task_definition")
+    new_config = props.get("deployment_configuration") or {}
+    _orig_update_service(self, dict(props))  # it pops keys off what it is given
+
+    service.deployment_configuration = {**old_config, **new_config}
+    new_td = self.describe_task_definition(td_str).arn if td_str else old_td
+    service.task_definition = new_td
+    if service.deployments and (force or new_td != old_td):
+        start_deployment(service, new_td)
+        # moto counted every task as running when desiredCount was passed; the
+        # new deployment has none yet, only the old one's tasks are running.
+        service.running_count, service.pending_count = sum(
+            d["runningCount"] for d in service.deployments
+        ), 0
+    elif service.deployments:
+        primary = primary_of(service)
+        primary["desiredCount"] = service.desired_count
+        if primary["rolloutState"] == "COMPLETED":
+            primary["runningCount"] = service.desired_count
+    return service
+
+
+_orig_task_init = Task.__init__
+
+
+def _task_init(self, cluster, task_definition, *args, **kwargs):
+    _orig_task_init(self, cluster, task_definition, *args, **kwargs)
+    self._ferry_exit_code = EXIT_CODES.get((self._account_id, self.region_name), 0)
+    # moto models only the first container of the task definition.
+    self.containers = []
+    for cdef in task_definition.container_definitions:
+        c = Container(task_definition)
+        c.name, c.image = cdef.get("name"), cdef.get("image")
+        c.cpu, c.memory = cdef.get("cpu", 0), cdef.get("memory")
+        c.environment, c.command = cdef.get("environment"), cdef.get("command")
+        c.exitCode = None  # AWS reports no exit code until the container stopped
+        self.containers.append(c)
+
+
+_orig_describe_tasks = EC2ContainerServiceBackend.describe_tasks
+
+
+def _describe_tasks(self, cluster_str, tasks):
+    result = _orig_describe_tasks(self, cluster_str, tasks)
+    for task in result:
+        status = task.last_status  # reading it applies moto's pending transition
+        if status == "RUNNING":
+            for c in task.containers:
+                c.last_status = "RUNNING"
+            continue
+        # Past RUNNING the containers have exited, as on AWS while the task stops.
+        task.desired_status = "STOPPED"
+        for c in task.containers:
+            c.last_status = "STOPPED"
+            if c.exitCode is None:
+                c.exitCode = getattr(task, "_ferry_exit_code", 0)
+        if not task.stopped_reason:
+            task.stopped_reason = ESSENTIAL_EXITED
+            task.stop_code = "EssentialContainerExited"
+        elif not getattr(task, "stop_code", None):
+            task.stop_code = "UserInitiated"  # StopTask set the reason
+        if status == "STOPPED" and getattr(task, "stopped_at", None) is None:
+            task.stopped_at = utcnow()
+    return result
+
+
+_orig_task_requirements = EC2ContainerServiceBackend._calculate_task_resource_requirements
+
+
+def _task_requirements(task_definition):
+    # Fargate containers may leave memory to the task level; moto would then add
+    # None to an int.
+    memory_keys = ("memory", "memoryReservation", "Memory", "MemoryReservation")
+    defs = [
+        cd if any(k in cd for k in memory_keys) else {**cd, "memory": 0}
+        for cd in task_definition.container_definitions
+    ]
+    return _orig_task_requirements(SimpleNamespace(container_definitions=defs))
+
+
+Service.__init__ = _service_init
+EC2ContainerServiceResponse.create_service = _create_service_response
+EC2ContainerServiceBackend.update_service = _update_service
+Task.__init__ = _task_init
+EC2ContainerServiceBackend.describe_tasks = _describe_tasks
+EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(_task_requirements)
+
+
+# --- control endpoints ---------------------------------------------------------
+
+def deployment_event(service: Service, name: str, deployment_id: str, reason: str) -> dict:
+    now = rfc3339(utcnow())
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "ECS Deployment State Change",
+        "source": "aws.ecs",
+        "account": service._account_id,
+        "time": now,
+        "region": service.region_name,
+        "resources": [service.arn],
+        "detail": {
+            "eventType": "ERROR" if name == "SERVICE_DEPLOYMENT_FAILED" else "INFO",
+            "eventName": name,
+            "deploymentId": deployment_id,
+            "updatedAt": now,
+            "reason": reason,
+        },
+    }
+
+
+def find_service(params: dict) -> Service:
+    for key in ("cluster", "service"):
+        if not params.get(key):
+            raise HarnessError(400, f"missing '{key}'")
+    backend = ecs_backends[params["account"]][params["region"]]
+    try:
+        return backend._get_service(params["cluster"], params["service"].split("/")[-1])
+    except (ClusterNotFoundException, ServiceNotFoundException):
+        raise HarnessError(404, f"service {params['service']} not found in cluster {params['cluster']}")
+
+
+def complete(params: dict) -> dict:
+    service = find_service(params)
+    dep = primary_of(service)
+    dep.update(
+        rolloutState="COMPLETED",
+        rolloutStateReason=f"ECS deployment {dep['id']} completed.",
+        runningCount=service.desired_count,
+        desiredCount=service.desired_count,
+        pendingCount=0,
+        updatedAt=utcnow(),
+    )
+    service.deployments = [dep]
+    service.running_count, service.pending_count = service.desired_count, 0
+    return deployment_event(
+        service, "SERVICE_DEPLOYMENT_COMPLETED", dep["id"], f"ECS deployment {dep['id']} completed."
+    )
+
+
+def fail(params: dict) -> dict:
+    """Circuit breaker trips on the PRIMARY deployment.
+
+    Events in the order AWS emits them (see the fixtures in shared/events):
+    SERVICE_DEPLOYMENT_FAILED for the failed deployment, then, when rolling back,
+    SERVICE_DEPLOYMENT_IN_PROGRESS for the new rollback deployment, whose reason
+    names the earlier COMPLETED deployment being rolled back to. As on AWS,
+    rollback needs such a deployment; without one there is no rollback.
+    """
+    service = find_service(params)
+    failed = primary_of(service)
+    failed.update(rolloutState="FAILED", rolloutStateReason=CIRCUIT_BREAKER_REASON, updatedAt=utcnow())
+    events = [deployment_event(service, "SERVICE_DEPLOYMENT_FAILED", failed["id"], CIRCUIT_BREAKER_REASON)]
+    target = next(
+        (d for d in service.deployments if d["status"] == "ACTIVE" and d["rolloutState"] == "COMPLETED"),
+        None,
+    )
+    rollback = None
+    if params.get("rollback", True) and target is not None:
+        rollback = start_deployment(service, target["taskDefinition"])
+        events.append(
+            deployment_event(
+                service,
+                "SERVICE_DEPLOYMENT_IN_PROGRESS",
+                rollback["id"],
+                f"ECS deployment circuit breaker: rolling back to deploymentId {target['id']}.",
+            )
+        )
+    return {
+        "events": events,
+        "failedDeploymentId": failed["id"],
+        "rollbackDeploymentId": rollback and rollback["id"],
+        "rolledBackToDeploymentId": rollback and target["id"],
+    }
+
+
+def set_exit_code(params: dict) -> dict:
+    code = params.get("exitCode")
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise HarnessError(400, "'exitCode' must be an integer")
+    EXIT_CODES[(params["account"], params["region"])] = code
+    return {"exitCode": code}
+
+
+def default_network(params: dict) -> dict:
+    ec2 = ec2_backends[params["account"]][params["region"]]
+    vpc = ec2.get_default_vpc()
+    if vpc is None:
+        raise HarnessError(404, "no default VPC")
+    subnets = ec2.describe_subnets(filters={"vpc-id": [vpc.id]})
+    return {
+        "subnets": [s.id for s in subnets],
+        "securityGroups": [ec2.get_default_security_group(vpc.id).id],
+    }
+
+
+def reset(params: dict) -> dict:
+    moto_api_backend.reset()
+    EXIT_CODES.clear()
+    return {"status": "ok"}
+
+
+ROUTES = {
+    ("POST", "/_ferry/ecs/exit-codes"): set_exit_code,
+    ("POST", "/_ferry/ecs/complete"): complete,
+    ("POST", "/_ferry/ecs/fail"): fail,
+    ("GET", "/_ferry/ec2/default-network"): default_network,
+    ("POST", "/_ferry/reset"): reset,
+}
+
+
+def control_app(environ, start_response):
+    request = Request(environ)
+    try:
+        handler = ROUTES.get((request.method, request.path))
+        if handler is None:
+            raise HarnessError(404, f"no harness endpoint {request.method} {request.path}")
+        params = dict(request.args.items())
+        if request.get_data():
+            body = json.loads(request.get_data())
+            if not isinstance(body, dict):
+                raise HarnessError(400, "JSON body must be an object")
+            params.update(body)
+        params.setdefault("account", DEFAULT_ACCOUNT)
+        params.setdefault("region", DEFAULT_REGION)
+        status, payload = 200, handler(params)
+    except HarnessError as exc:
+        status, payload = exc.status, {"error": str(exc)}
+    except json.JSONDecodeError as exc:
+        status, payload = 400, {"error": f"invalid JSON: {exc}"}
+    response = Response(json.dumps(payload), status=status, mimetype="application/json")
+    return response(environ, start_response)
+
+
+def make_app():
+    moto_app = DomainDispatcherApplication(create_backend_app)
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/_ferry/"):
+            return control_app(environ, start_response)
+        return moto_app(environ, start_response)
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument(
+        "--ignore-stdin", action="store_true", help="do not exit at EOF on stdin (manual runs)"
+    )
+    args = parser.parse_args()
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines on stderr
+    server = make_server("127.0.0.1", args.port, make_app(), threaded=True,
+                         request_handler=MotoRequestHandler)
+    port = server.server_port
+    os.environ["MOTO_PORT"] = str(port)  # moto builds some URLs (SQS, S3) from it
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if not args.ignore_stdin:
+        def watch_stdin():
+            while sys.stdin.buffer.read1(65536):
+                pass
+            stop.set()
+        threading.Thread(target=watch_stdin, daemon=True).start()
+
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(f"READY http://127.0.0.1:{port}", flush=True)
+    stop.wait()
+    server.shutdown()
+    server.server_close()
+    os._exit(0)  # request threads are daemons; don't wait on anything moto started
+
+
+if __name__ == "__main__":
+    main()
