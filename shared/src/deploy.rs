@@ -320,7 +320,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
         let notification = Notification { deployment: deployment.clone(), route: plan.notify.clone() };
         if let Err(e) = self.notifier.send(&notification).await {
             warn!(deployment = %deployment.id, error = %e, "notification failed");
-            if let Err(e) = self.ledger.note_notify_error(deployment, &e.to_string()).await {
+            if let Err(e) = self.ledger.note_notify_error(deployment, &e.0).await {
                 warn!(deployment = %deployment.id, error = %e, "could not record the notification failure");
             }
         }

@@ -1,0 +1,470 @@
+//! The deploy handler with in-memory ports: one test per rule of the deploy function.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use ferry::config::Config;
+use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
+use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingNotifier};
+use ferry::model::{Head, Lock, State, Target};
+use ferry::plan::Plan;
+use ferry::ports::{Clock, EcsError, Ledger, LedgerError};
+use serde_json::Value;
+
+const CONFIG: &str = r#"
+[[environments]]
+name = "staging"
+rules = [{ glob = "staging-*" }]
+targets = [{ region = "ap-southeast-1", cluster = "shop-staging" }]
+
+[[environments]]
+name = "production"
+rules = [{ semver = "final" }]
+targets = [
+  { region = "eu-west-1", cluster = "shop-prod" },
+  { region = "us-east-1", cluster = "shop-prod" },
+]
+
+[[services]]
+repository = "shop/api"
+name = "shop-{env}-api"
+containers = ["api"]
+notify = "shop-team"
+
+[[services]]
+repository = "shop/api"
+name = "shop-{env}-worker"
+containers = ["worker"]
+environments = ["production"]
+
+[[services]]
+repository = "shop/db"
+name = "shop-{env}-db"
+containers = ["app"]
+migration = { command = ["bin/migrate"], timeout_seconds = 60 }
+"#;
+
+const DIGEST: &str = "sha256:7f5b2640fe6fb4f46592dfd3410c4a79dac4f89e4782432e0378abcd1234";
+const OLD_IMAGE: &str = "123456789012.dkr.ecr.ap-southeast-1.amazonaws.com/shop/api@sha256:0000000000000000000000000000000000000000000000000000000000000000";
+const PROXY: &str = "public.ecr.aws/envoy/envoy:v1.30";
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 16, 1, 54, 40).single().expect("time")
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/../../tests/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).expect("json")
+}
+
+/// The sample staging push, with the given id, tag, digest and push time.
+fn push(id: &str, repository: &str, tag: &str, digest: &str, time: DateTime<Utc>) -> Value {
+    let mut e = fixture("ecr-push-staging.json");
+    e["id"] = id.into();
+    e["time"] = time.to_rfc3339().into();
+    e["detail"]["repository-name"] = repository.into();
+    e["detail"]["image-tag"] = tag.into();
+    e["detail"]["image-digest"] = digest.into();
+    e
+}
+
+fn digest(n: u8) -> String {
+    format!("sha256:{}", format!("{n:02x}").repeat(32))
+}
+
+fn target(env: &str, region: &str, cluster: &str, service: &str) -> Target {
+    Target {
+        environment: env.into(),
+        account: None,
+        region: region.into(),
+        cluster: cluster.into(),
+        service: service.into(),
+        role_arn: None,
+    }
+}
+
+fn staging_api() -> Target {
+    target("staging", "ap-southeast-1", "shop-staging", "shop-staging-api")
+}
+
+struct World {
+    config: Config,
+    ecs: FakeEcs,
+    ledger: MemoryLedger,
+    notifier: RecordingNotifier,
+    clock: FakeClock,
+}
+
+impl World {
+    fn new() -> World {
+        let w = World {
+            config: Config::parse("ferry.toml", CONFIG).expect("config"),
+            ecs: FakeEcs::default(),
+            ledger: MemoryLedger::default(),
+            notifier: RecordingNotifier::default(),
+            clock: FakeClock::at(t0()),
+        };
+        w.ecs.add_service(&staging_api(), "shop-staging-api", &[("api", OLD_IMAGE), ("proxy", PROXY)]);
+        w
+    }
+
+    fn deployer(&self) -> Deployer<'_, FakeEcs, MemoryLedger, RecordingNotifier, FakeClock> {
+        Deployer {
+            config: &self.config,
+            ecs: &self.ecs,
+            ledger: &self.ledger,
+            notifier: &self.notifier,
+            clock: &self.clock,
+            settings: DeploySettings {
+                lease: Duration::from_secs(900),
+                lock_wait: Duration::from_secs(30),
+                poll: Duration::from_secs(5),
+            },
+        }
+    }
+
+    async fn handle_as(&self, event: Value, attempt: &str) -> Result<Outcome, Retryable> {
+        let invocation = Invocation { attempt: attempt.into(), deadline: Some(self.clock.now() + Duration::from_secs(60)) };
+        self.deployer().handle(event, &invocation).await
+    }
+
+    async fn handle(&self, event: Value) -> Result<Outcome, Retryable> {
+        self.handle_as(event, "attempt-1").await
+    }
+
+    fn states(&self) -> Vec<(String, State)> {
+        self.ledger.records().iter().map(|d| (d.target.service.clone(), d.state)).collect()
+    }
+}
+
+fn outcomes(outcome: Result<Outcome, Retryable>) -> Vec<TargetOutcome> {
+    match outcome {
+        Ok(Outcome::Deployed(targets)) => targets,
+        other => panic!("expected deployments, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_push_deploys_only_the_configured_container_pinned_by_digest() {
+    let w = World::new();
+    let result = outcomes(w.handle(fixture("ecr-push-staging.json")).await);
+    assert_eq!(
+        result,
+        [TargetOutcome::Started {
+            target: "shop-staging-api (shop-staging, ap-southeast-1)".into(),
+            ecs_deployment_id: "ecs-svc/1".into()
+        }]
+    );
+
+    let service = w.ecs.service_of(&staging_api()).expect("service");
+    let image = format!("123456789012.dkr.ecr.ap-southeast-1.amazonaws.com/shop/api@{DIGEST}");
+    assert_eq!(w.ecs.containers(&service.task_definition), [("api".into(), image.clone()), ("proxy".into(), PROXY.into())]);
+    assert_eq!(
+        w.ecs.calls(),
+        ["DescribeServices shop-staging-api", "RegisterTaskDefinition shop-staging-api", "UpdateService shop-staging-api"]
+    );
+
+    let [record] = w.ledger.records().try_into().expect("one record");
+    assert_eq!(record.state, State::InProgress);
+    assert_eq!(record.ecs_deployment_id.as_deref(), Some("ecs-svc/1"));
+    assert_eq!(record.tag, "staging-1a2b3c4d");
+    assert_eq!(record.digest, DIGEST);
+    assert_eq!(record.image, image);
+    assert_eq!(record.event_id, "13cde686-328b-6117-af20-0e5566167482");
+    assert_eq!(record.target.environment, "staging");
+    assert_eq!(
+        record.previous_task_definition.as_deref(),
+        Some("arn:aws:ecs:ap-southeast-1:123456789012:task-definition/shop-staging-api:1")
+    );
+    assert_eq!(record.task_definition.as_deref(), Some(service.task_definition.as_str()));
+
+    let head = w.ledger.head(&staging_api()).await.expect("head");
+    assert_eq!(head.lock, None, "the lock is released");
+    assert_eq!(head.active, Some((record.id.clone(), DIGEST.into())));
+
+    let [sent] = w.notifier.sent().try_into().expect("one message");
+    assert_eq!(sent.deployment.state, State::InProgress);
+    assert_eq!(sent.route.as_deref(), Some("shop-team"));
+}
+
+
+
+#[tokio::test]
+async fn a_push_fans_out_to_every_service_and_region_of_its_environment() {
+    let w = World::new();
+    let prod = [
+        target("production", "eu-west-1", "shop-prod", "shop-production-api"),
+        target("production", "us-east-1", "shop-prod", "shop-production-api"),
+        target("production", "eu-west-1", "shop-prod", "shop-production-worker"),
+        target("production", "us-east-1", "shop-prod", "shop-production-worker"),
+    ];
+    for t in &prod {
+        w.ecs.add_service(t, &t.service, &[("api", OLD_IMAGE), ("worker", OLD_IMAGE), ("proxy", PROXY)]);
+    }
+    let result = outcomes(w.handle(push("e1", "shop/api", "v1.2.3", DIGEST, t0())).await);
+    assert_eq!(result.len(), 4);
+    assert!(result.iter().all(|o| matches!(o, TargetOutcome::Started { .. })), "{result:?}");
+    for t in &prod {
+        let service = w.ecs.service_of(t).expect("service");
+        let containers = w.ecs.containers(&service.task_definition);
+        let changed: Vec<&str> =
+            containers.iter().filter(|(_, image)| image.ends_with(DIGEST)).map(|(name, _)| name.as_str()).collect();
+        let expected = if t.service.ends_with("api") { ["api"] } else { ["worker"] };
+        assert_eq!(changed, expected, "{t}");
+    }
+    assert_eq!(w.states().iter().filter(|(_, s)| *s == State::InProgress).count(), 4);
+    assert_eq!(w.notifier.sent().len(), 4);
+    assert_eq!(w.ecs.service_of(&staging_api()).expect("staging").deployments.len(), 1, "staging untouched");
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_again_changes_nothing_and_sends_nothing() {
+    let w = World::new();
+    w.handle(fixture("ecr-push-staging.json")).await.expect("first");
+    let calls = w.ecs.calls().len();
+    for attempt in ["attempt-2", "attempt-3"] {
+        let again = outcomes(w.handle_as(fixture("ecr-push-staging.json"), attempt).await);
+        assert_eq!(
+            again,
+            [TargetOutcome::Duplicate {
+                target: "shop-staging-api (shop-staging, ap-southeast-1)".into(),
+                state: State::InProgress
+            }]
+        );
+    }
+    assert_eq!(w.ecs.calls().len(), calls, "no ECS call on a duplicate");
+    assert_eq!(w.ledger.records().len(), 1);
+    assert_eq!(w.notifier.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn events_that_are_not_successful_pushes_are_acknowledged_without_action() {
+    let w = World::new();
+    for name in ["ecr-push-failed.json", "ecr-delete.json", "ecs-deployment-completed.json", "cloudwatch-alarm-state-change.json"] {
+        assert!(matches!(w.handle(fixture(name)).await, Ok(Outcome::Ignored(_))), "{name}");
+    }
+    for malformed in [serde_json::json!("hello"), serde_json::json!({"detail-type": "ECR Image Action"}), {
+        let mut e = fixture("ecr-push-staging.json");
+        e["detail"]["image-digest"] = "not-a-digest".into();
+        e
+    }] {
+        let outcome = w.handle(malformed).await;
+        assert!(matches!(&outcome, Ok(Outcome::Ignored(why)) if why.starts_with("malformed")), "{outcome:?}");
+    }
+    assert!(w.ecs.calls().is_empty());
+    assert!(w.ledger.records().is_empty());
+    assert!(w.notifier.sent().is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_repository_or_an_unmatched_tag_deploys_nothing() {
+    let w = World::new();
+    assert_eq!(
+        w.handle(push("e1", "shop/web", "staging-1a2b3c4d", DIGEST, t0())).await,
+        Ok(Outcome::Unplanned(Plan::UnknownRepository))
+    );
+    assert_eq!(w.handle(push("e2", "shop/api", "feature-x", DIGEST, t0())).await, Ok(Outcome::Unplanned(Plan::UnmatchedTag)));
+    assert_eq!(
+        w.handle(push("e3", "shop/api", "v1.0.0-rc.1", DIGEST, t0())).await,
+        Ok(Outcome::Unplanned(Plan::UnmatchedTag)),
+        "a pre-release is not a final release"
+    );
+    assert!(w.ecs.calls().is_empty());
+    assert!(w.ledger.records().is_empty());
+    assert!(w.notifier.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_digest_already_live_is_skipped_with_its_reason() {
+    let w = World::new();
+    w.handle(push("e1", "shop/api", "staging-1a2b3c4d", DIGEST, t0())).await.expect("first");
+    // The same image pushed again under another tag.
+    let again = outcomes(w.handle(push("e2", "shop/api", "staging-retag", DIGEST, t0() + Duration::from_secs(60))).await);
+    let [TargetOutcome::Skipped { reason, .. }] = again.as_slice() else { panic!("{again:?}") };
+    assert!(reason.contains("already live or in flight"), "{reason}");
+    assert_eq!(w.ecs.count("UpdateService"), 1);
+    assert_eq!(w.states(), [("shop-staging-api".into(), State::InProgress), ("shop-staging-api".into(), State::Skipped)]);
+    assert_eq!(w.notifier.sent().len(), 1, "a routine skip sends nothing");
+}
+
+#[tokio::test]
+async fn an_older_push_never_replaces_a_newer_one() {
+    let w = World::new();
+    let newer = push("newer", "shop/api", "staging-bbbbbbbb", &digest(2), t0() + Duration::from_secs(30));
+    let older = push("older", "shop/api", "staging-aaaaaaaa", &digest(1), t0());
+    w.handle(newer).await.expect("newer");
+    let result = outcomes(w.handle(older).await);
+    let [TargetOutcome::Skipped { reason, .. }] = result.as_slice() else { panic!("{result:?}") };
+    assert!(reason.starts_with("stale"), "{reason}");
+    let service = w.ecs.service_of(&staging_api()).expect("service");
+    assert!(w.ecs.containers(&service.task_definition)[0].1.ends_with(&digest(2)), "the newer image stays live");
+    assert_eq!(w.ecs.count("RegisterTaskDefinition"), 1);
+}
+
+#[tokio::test]
+async fn a_locked_target_is_waited_for_then_retried_without_any_change() {
+    let w = World::new();
+    let holder = Lock { deployment: "other".into(), attempt: "other-attempt".into(), until: t0() + Duration::from_secs(600) };
+    w.ledger.set_head(&staging_api(), Head { lock: Some(holder), ..Head::default() });
+    let result = w.handle(fixture("ecr-push-staging.json")).await;
+    let Err(Retryable(why)) = result else { panic!("{result:?}") };
+    assert!(why.contains("locked by deployment other"), "{why}");
+    assert!(w.clock.now() >= t0() + Duration::from_secs(30), "it waited for the lock first");
+    assert!(w.ecs.calls().is_empty(), "nothing touched while another deployment holds the target");
+    assert!(w.ledger.records().is_empty());
+}
+
+#[tokio::test]
+async fn a_lock_whose_holder_died_lapses_with_its_lease() {
+    let w = World::new();
+    let holder = Lock { deployment: "other".into(), attempt: "dead".into(), until: t0() + Duration::from_secs(10) };
+    w.ledger.set_head(&staging_api(), Head { lock: Some(holder), ..Head::default() });
+    let result = outcomes(w.handle(fixture("ecr-push-staging.json")).await);
+    assert!(matches!(result.as_slice(), [TargetOutcome::Started { .. }]), "{result:?}");
+    assert!(w.clock.now() > t0() + Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn two_pushes_for_one_target_never_interleave() {
+    let w = World::new();
+    let first = push("first", "shop/api", "staging-aaaaaaaa", &digest(1), t0());
+    let second = push("second", "shop/api", "staging-bbbbbbbb", &digest(2), t0() + Duration::from_secs(1));
+    let (a, b) = tokio::join!(w.handle_as(first, "a"), w.handle_as(second, "b"));
+    assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+    let calls = w.ecs.calls();
+    let pairs: Vec<&[String]> = calls.chunks(3).collect();
+    assert!(
+        pairs.iter().all(|c| c[0].starts_with("DescribeServices")
+            && c[1].starts_with("RegisterTaskDefinition")
+            && c[2].starts_with("UpdateService")),
+        "register/update steps interleaved: {calls:?}"
+    );
+    let service = w.ecs.service_of(&staging_api()).expect("service");
+    assert!(w.ecs.containers(&service.task_definition)[0].1.ends_with(&digest(2)), "the newest push ends live");
+}
+
+#[tokio::test]
+async fn a_migration_runs_first_and_a_failing_one_stops_the_deployment() {
+    let w = World::new();
+    let db = target("staging", "ap-southeast-1", "shop-staging", "shop-staging-db");
+    w.ecs.add_service(&db, "shop-staging-db", &[("app", OLD_IMAGE)]);
+
+    outcomes(w.handle(push("ok", "shop/db", "staging-aaaaaaaa", &digest(1), t0())).await);
+    assert_eq!(
+        w.ecs.calls(),
+        [
+            "DescribeServices shop-staging-db",
+            "RegisterTaskDefinition shop-staging-db",
+            "RunTask shop-staging-db",
+            "DescribeTasks shop-staging-db",
+            "UpdateService shop-staging-db"
+        ]
+    );
+
+    w.ecs.set_migration_exit(3);
+    let before = w.ecs.service_of(&db).expect("db");
+    let result = outcomes(w.handle(push("bad", "shop/db", "staging-bbbbbbbb", &digest(2), t0() + Duration::from_secs(60))).await);
+    let [TargetOutcome::Failed { reason, .. }] = result.as_slice() else { panic!("{result:?}") };
+    assert!(reason.contains("exited with code 3") && reason.contains("not updated"), "{reason}");
+    assert_eq!(w.ecs.count("UpdateService"), 1, "the service was not updated");
+    assert_eq!(w.ecs.service_of(&db).expect("db").task_definition, before.task_definition);
+    let head = w.ledger.head(&db).await.expect("head");
+    assert_eq!(head.lock, None, "the lock is released");
+    assert_eq!(head.active.map(|(_, d)| d), Some(digest(1)), "the live deployment is still the last one");
+    let last = w.notifier.sent().pop().expect("a message");
+    assert_eq!((last.deployment.state, last.severity()), (State::Failed, "error"));
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_and_the_redelivery_finishes_once() {
+    let w = World::new();
+    w.ecs.fail("UpdateService", EcsError::Transient("ThrottlingException".into()));
+    let first = w.handle_as(fixture("ecr-push-staging.json"), "attempt-1").await;
+    assert!(matches!(&first, Err(Retryable(why)) if why.contains("ThrottlingException")), "{first:?}");
+    assert_eq!(w.states(), [("shop-staging-api".into(), State::Pending)]);
+    assert!(w.notifier.sent().is_empty());
+
+    w.ecs.heal("UpdateService");
+    // Lambda redelivers a failed asynchronous event a minute or more later; by then the
+    // first attempt's lease (its deadline plus a margin) has lapsed.
+    w.clock.advance(Duration::from_secs(120));
+    let again = outcomes(w.handle_as(fixture("ecr-push-staging.json"), "attempt-2").await);
+    assert!(matches!(again.as_slice(), [TargetOutcome::Started { .. }]), "{again:?}");
+    assert_eq!(w.states(), [("shop-staging-api".into(), State::InProgress)]);
+    assert_eq!(w.ecs.service_of(&staging_api()).expect("service").deployments.len(), 2, "one rollout");
+    assert_eq!(w.notifier.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn a_redelivery_after_the_service_was_updated_adopts_the_rollout() {
+    // The first attempt's UpdateService went through, but its answer was lost.
+    let w = World::new();
+    w.ecs.fail("UpdateService", EcsError::Transient("timeout".into()));
+    assert!(w.handle_as(fixture("ecr-push-staging.json"), "attempt-1").await.is_err());
+    w.ecs.heal("UpdateService");
+    // Simulate the update having gone through although its answer was lost.
+    let service = w.ecs.service_of(&staging_api()).expect("service");
+    let revision = format!("{}:2", service.task_definition.rsplit_once(':').expect("revision").0);
+    let registered = w.ecs.containers(&revision);
+    assert_eq!(registered[0].1, format!("123456789012.dkr.ecr.ap-southeast-1.amazonaws.com/shop/api@{DIGEST}"));
+    use ferry::ports::Ecs;
+    let info = w.ecs.service(&staging_api()).await.expect("service");
+    w.ecs.update_service(&staging_api(), &info, &revision).await.expect("update");
+    let calls_before = w.ecs.count("UpdateService");
+
+    w.clock.advance(Duration::from_secs(120)); // the first attempt's lease has lapsed
+    let again = outcomes(w.handle_as(fixture("ecr-push-staging.json"), "attempt-2").await);
+    assert!(matches!(again.as_slice(), [TargetOutcome::Started { ecs_deployment_id, .. }] if ecs_deployment_id == "ecs-svc/2"), "{again:?}");
+    assert_eq!(w.ecs.count("UpdateService"), calls_before, "no second update");
+    assert_eq!(w.ecs.count("RegisterTaskDefinition"), 2, "no third revision");
+}
+
+#[tokio::test]
+async fn a_missing_service_fails_the_target_clearly() {
+    let w = World::new();
+    let result = outcomes(w.handle(push("e1", "shop/api", "v1.2.3", DIGEST, t0())).await);
+    assert_eq!(result.len(), 4);
+    for outcome in &result {
+        let TargetOutcome::Failed { reason, .. } = outcome else { panic!("{outcome:?}") };
+        assert!(reason.starts_with("not found"), "{reason}");
+    }
+    assert!(w.states().iter().all(|(_, s)| *s == State::Failed));
+    assert_eq!(w.notifier.sent().len(), 4);
+}
+
+#[tokio::test]
+async fn a_notification_failure_is_recorded_and_never_fails_the_deployment() {
+    let w = World::new();
+    w.notifier.fail_with(Some("Slack (shop-team): HTTP 503"));
+    let result = outcomes(w.handle(fixture("ecr-push-staging.json")).await);
+    assert!(matches!(result.as_slice(), [TargetOutcome::Started { .. }]));
+    let [record] = w.ledger.records().try_into().expect("one record");
+    assert_eq!(record.state, State::InProgress);
+    assert_eq!(record.notify_error.as_deref(), Some("Slack (shop-team): HTTP 503"));
+    // ...and it is not retried: a redelivery is a duplicate.
+    w.notifier.fail_with(None);
+    w.handle_as(fixture("ecr-push-staging.json"), "attempt-2").await.expect("again");
+    assert!(w.notifier.sent().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_ledger_is_retried_before_anything_changes() {
+    let w = World::new();
+    w.ledger.fail(Some(LedgerError("ProvisionedThroughputExceededException".into())));
+    let result = w.handle(fixture("ecr-push-staging.json")).await;
+    assert!(matches!(&result, Err(Retryable(why)) if why.contains("ProvisionedThroughput")), "{result:?}");
+    assert!(w.ecs.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_service_already_running_the_image_out_of_band_is_skipped() {
+    let w = World::new();
+    let image = format!("123456789012.dkr.ecr.ap-southeast-1.amazonaws.com/shop/api@{DIGEST}");
+    let w2 = World { ecs: FakeEcs::default(), ..w };
+    w2.ecs.add_service(&staging_api(), "shop-staging-api", &[("api", image.as_str()), ("proxy", PROXY)]);
+    let result = outcomes(w2.handle(fixture("ecr-push-staging.json")).await);
+    let [TargetOutcome::Skipped { reason, .. }] = result.as_slice() else { panic!("{result:?}") };
+    assert!(reason.contains("already runs this image"), "{reason}");
+    assert_eq!(w2.ecs.count("UpdateService"), 0);
+    assert_eq!(w2.ledger.head(&staging_api()).await.expect("head").lock, None);
+}
