@@ -12,6 +12,7 @@ can drive what AWS would do on its own:
   POST /_ferry/ecs/complete     {"cluster", "service"}  -> the EventBridge event
   POST /_ferry/ecs/fail         {"cluster", "service", "rollback": true} -> {"events", ...}
   GET  /_ferry/ec2/default-network               -> {"subnets", "securityGroups"}
+  GET  /_ferry/sns/published?topic=ARN           -> {"messages": [{"subject", "message", "attributes"}]}
   POST /_ferry/reset                             reset moto and harness state
 
 Every control endpoint takes optional "account" (default 123456789012) and
@@ -44,6 +45,7 @@ from moto.ecs.exceptions import ClusterNotFoundException, ServiceNotFoundExcepti
 from moto.ecs.models import Container, EC2ContainerServiceBackend, Service, Task, ecs_backends
 from moto.ecs.responses import EC2ContainerServiceResponse
 from moto.moto_api._internal.models import moto_api_backend
+from moto.sns.models import SNSBackend
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -63,6 +65,9 @@ ESSENTIAL_EXITED = "Essential container in task exited"
 # (account, region) -> exit code for every container of tasks started afterwards.
 EXIT_CODES: dict[tuple[str, str], int] = {}
 _rng = random.SystemRandom()
+# topic ARN -> every message published to it, attributes included (moto's HTTP delivery
+# to subscribers drops message attributes, and tests must see them).
+PUBLISHED: dict[str, list[dict]] = {}
 
 
 class HarnessError(Exception):
@@ -342,6 +347,27 @@ def fail(params: dict) -> dict:
     }
 
 
+_sns_publish = SNSBackend.publish
+
+
+def _record_publish(self, message, arn=None, *args, **kwargs):
+    message_id = _sns_publish(self, message, arn, *args, **kwargs)
+    attributes = kwargs.get("message_attributes") or {}
+    PUBLISHED.setdefault(arn or "", []).append({
+        "subject": kwargs.get("subject"),
+        "message": message,
+        "attributes": {k: v.get("Value", v.get("StringValue")) for k, v in attributes.items()},
+    })
+    return message_id
+
+
+SNSBackend.publish = _record_publish
+
+
+def published(params: dict) -> dict:
+    return {"messages": PUBLISHED.get(params.get("topic", ""), [])}
+
+
 def set_exit_code(params: dict) -> dict:
     code = params.get("exitCode")
     if not isinstance(code, int) or isinstance(code, bool):
@@ -365,6 +391,7 @@ def default_network(params: dict) -> dict:
 def reset(params: dict) -> dict:
     moto_api_backend.reset()
     EXIT_CODES.clear()
+    PUBLISHED.clear()
     return {"status": "ok"}
 
 
@@ -373,6 +400,7 @@ ROUTES = {
     ("POST", "/_ferry/ecs/complete"): complete,
     ("POST", "/_ferry/ecs/fail"): fail,
     ("GET", "/_ferry/ec2/default-network"): default_network,
+    ("GET", "/_ferry/sns/published"): published,
     ("POST", "/_ferry/reset"): reset,
 }
 

@@ -32,7 +32,11 @@ pub struct EcsAdapter {
 
 impl EcsAdapter {
     pub fn new(base: aws_config::SdkConfig) -> Self {
-        EcsAdapter { clients: AwsClients::new(base, Client::new) }
+        Self::with_clients(AwsClients::new(base, Client::new))
+    }
+
+    pub fn with_clients(clients: AwsClients<Client>) -> Self {
+        EcsAdapter { clients }
     }
 
     async fn client(&self, target: &Target) -> Client {
