@@ -1,0 +1,151 @@
+//! The DynamoDB ledger against the emulator: its conditional writes must refuse exactly
+//! what `Head::admit` refuses (the in-memory ledger used by handler tests relies on it),
+//! and records only ever move forward.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use ferry::adapters::dynamodb::DynamoLedger;
+use ferry::model::{Deployment, Push, Refusal, State, Target};
+use ferry::ports::{Begin, Ledger};
+use ferry_tests::{Emulator, unique};
+
+fn at(secs: u64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 16, 2, 0, 0).single().expect("time") + Duration::from_secs(secs)
+}
+
+fn target(service: &str) -> Target {
+    Target {
+        environment: "staging".into(),
+        account: Some("123456789012".into()),
+        region: "eu-west-1".into(),
+        cluster: "shop".into(),
+        service: service.into(),
+        role_arn: None,
+    }
+}
+
+fn deployment(target: &Target, event: &str, digest: &str, pushed: u64) -> Deployment {
+    let push = Push {
+        event_id: event.into(),
+        registry_account: "123456789012".into(),
+        registry_region: "eu-west-1".into(),
+        repository: "shop/api".into(),
+        tag: format!("staging-{event}"),
+        digest: digest.into(),
+        pushed_at: at(pushed),
+    };
+    Deployment::new(&push, target.clone(), at(pushed))
+}
+
+async fn ledger(emulator: &Emulator) -> DynamoLedger {
+    let aws = emulator.sdk_config("eu-west-1").await;
+    let table = unique("ledger");
+    let client = aws_sdk_dynamodb::Client::new(&aws);
+    use aws_sdk_dynamodb::types::*;
+    let attr = |n: &str| AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().expect("attr");
+    let key = |n: &str, k| KeySchemaElement::builder().attribute_name(n).key_type(k).build().expect("key");
+    client
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk"))
+        .attribute_definitions(attr("sk"))
+        .attribute_definitions(attr("ecs_deployment_id"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(ferry::adapters::dynamodb::ECS_DEPLOYMENT_INDEX)
+                .key_schema(key("ecs_deployment_id", KeyType::Hash))
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .build()
+                .expect("gsi"),
+        )
+        .send()
+        .await
+        .expect("table");
+    DynamoLedger::new(client, table)
+}
+
+/// What `begin` answered, in the words `Head::admit` uses.
+async fn begin(ledger: &DynamoLedger, d: &Deployment, attempt: &str, now: u64) -> Result<(), String> {
+    match ledger.begin(d, attempt, at(now + 60), at(now)).await.expect("begin") {
+        Begin::Started => Ok(()),
+        Begin::Done(state) => Err(format!("done {state}")),
+        Begin::Refused(head) => match head.admit(d, at(now)) {
+            Err(Refusal::Locked { by, .. }) => Err(format!("locked by {by}")),
+            Err(Refusal::Stale { .. }) => Err("stale".into()),
+            Err(Refusal::SameDigest { deployment }) => Err(format!("same digest as {deployment}")),
+            Ok(()) => Err("refused by DynamoDB but admitted by Head::admit".into()),
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conditional_writes_refuse_what_admit_refuses_and_never_move_backwards() {
+    let emulator = Emulator::start();
+    let ledger = ledger(&emulator).await;
+    let t = target("api");
+    let first = deployment(&t, "e1", "sha256:aaaa", 100);
+    let second = deployment(&t, "e2", "sha256:bbbb", 200);
+    let older = deployment(&t, "e0", "sha256:0000", 50);
+    let same = deployment(&t, "e3", "sha256:aaaa", 300);
+
+    assert_eq!(begin(&ledger, &first, "a1", 100).await, Ok(()));
+    assert_eq!(begin(&ledger, &second, "a2", 101).await, Err(format!("locked by {}", first.id)));
+    assert_eq!(
+        begin(&ledger, &first, "a1-concurrent-duplicate", 101).await,
+        Err(format!("locked by {}", first.id)),
+        "a concurrent delivery of the same event waits too"
+    );
+    // The first attempt died: once its lease lapses, its redelivery resumes the PENDING record.
+    assert_eq!(begin(&ledger, &first, "a1-redelivered", 161).await, Ok(()));
+
+    let mut live = first.clone();
+    live.state = State::InProgress;
+    live.ecs_deployment_id = Some("ecs-svc/1".into());
+    ledger.finish(&live, "a1-redelivered").await.expect("finish");
+    assert_eq!(ledger.history(&t, 10).await.expect("history")[0].state, State::InProgress);
+    ledger.finish(&live, "a1-redelivered").await.expect("a second finish is a no-op");
+
+    assert_eq!(begin(&ledger, &first, "a1-late", 400).await, Err("done IN_PROGRESS".into()), "duplicate event");
+    assert_eq!(begin(&ledger, &older, "a0", 400).await, Err("stale".into()));
+    assert_eq!(begin(&ledger, &same, "a3", 400).await, Err(format!("same digest as {}", first.id)));
+    assert_eq!(begin(&ledger, &second, "a2", 400).await, Ok(()));
+
+    // A record past PENDING is never overwritten, whatever a late writer says.
+    let mut skipped = first.clone();
+    skipped.state = State::Skipped;
+    ledger.record_skipped(&skipped).await.expect("skip");
+    let by_id = ledger.by_ecs_deployment("ecs-svc/1").await.expect("lookup").expect("found");
+    assert_eq!((by_id.id.as_str(), by_id.state), (first.id.as_str(), State::InProgress));
+
+    // History is newest first.
+    let ids: Vec<String> = ledger.history(&t, 10).await.expect("history").into_iter().map(|d| d.id).collect();
+    assert_eq!(ids, [second.id.clone(), first.id.clone()]);
+    let head = ledger.head(&t).await.expect("head");
+    assert_eq!(head.lock.map(|l| (l.deployment, l.attempt)), Some((second.id.clone(), "a2".into())));
+    assert_eq!(head.active, Some((first.id.clone(), "sha256:aaaa".into())));
+    assert_eq!(head.newest_pushed_at, Some(at(200)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_keeps_every_field_through_the_ledger() {
+    let emulator = Emulator::start();
+    let ledger = ledger(&emulator).await;
+    let t = Target { role_arn: Some("arn:aws:iam::210987654321:role/ferry".into()), ..target("worker") };
+    let mut d = deployment(&t, "e9", "sha256:9999", 900);
+    assert_eq!(begin(&ledger, &d, "a9", 900).await, Ok(()));
+    d.state = State::Failed;
+    d.reason = Some("migration task exited with code 2".into());
+    d.previous_task_definition = Some("arn:aws:ecs:eu-west-1:123456789012:task-definition/worker:4".into());
+    d.task_definition = Some("arn:aws:ecs:eu-west-1:123456789012:task-definition/worker:5".into());
+    d.updated_at = at(960);
+    ledger.finish(&d, "a9").await.expect("finish");
+    ledger.note_notify_error(&d, "Slack (default): HTTP 503").await.expect("note");
+    d.notify_error = Some("Slack (default): HTTP 503".into());
+    let [stored] = ledger.history(&t, 10).await.expect("history").try_into().expect("one");
+    assert_eq!(stored, d);
+    assert_eq!(ledger.head(&t).await.expect("head").lock, None);
+}
