@@ -115,8 +115,7 @@ impl Config {
             let (line, column) = span.map_or((0, 0), |s| line_column(text, s.start));
             ConfigError { file: file.to_string(), line, column, reason }
         };
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| at(e.span(), e.message().to_string()))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| at(e.span(), e.message().to_string()))?;
         raw.validate().map_err(|(span, reason)| at(Some(span), reason))
     }
 
@@ -201,9 +200,7 @@ struct RawMigration {
 }
 
 fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn is_region(s: &str) -> bool {
@@ -227,8 +224,12 @@ fn role_account(arn: &str) -> Option<&str> {
     let region = parts.next()?;
     let account = parts.next()?;
     let resource = parts.next()?;
-    (service == "iam" && region.is_empty() && is_account(account) && resource.len() > 5 && resource.starts_with("role/"))
-        .then_some(account)
+    (service == "iam"
+        && region.is_empty()
+        && is_account(account)
+        && resource.len() > 5
+        && resource.starts_with("role/"))
+    .then_some(account)
 }
 
 fn is_repository(s: &str) -> bool {
@@ -260,7 +261,10 @@ impl RawConfig {
             let env = env.into_inner();
             let name = env.name.get_ref();
             if !is_name(name) {
-                return Err(invalid(&env.name, format!("environment name {name:?} must be lowercase letters, digits and '-'")));
+                return Err(invalid(
+                    &env.name,
+                    format!("environment name {name:?} must be lowercase letters, digits and '-'"),
+                ));
             }
             if !names.insert(name.clone()) {
                 return Err(invalid(&env.name, format!("environment {name:?} is defined twice")));
@@ -274,10 +278,10 @@ impl RawConfig {
             let span = service.span();
             let service = service.into_inner().validate(&environments)?;
             if !seen.insert((service.repository.clone(), service.name.clone())) {
-                return Err((span, format!(
-                    "service {:?} for repository {:?} is defined twice",
-                    service.name, service.repository
-                )));
+                return Err((
+                    span,
+                    format!("service {:?} for repository {:?} is defined twice", service.name, service.repository),
+                ));
             }
             services.push(service);
         }
@@ -337,19 +341,23 @@ impl RawTarget {
         if self.cluster.get_ref().trim().is_empty() {
             return Err(invalid(&self.cluster, "cluster must not be empty"));
         }
-        if let Some(account) = &self.account {
-            if !is_account(account.get_ref()) {
-                return Err(invalid(account, format!("{:?} is not a 12-digit AWS account id", account.get_ref())));
-            }
+        if let Some(account) = self.account.as_ref().filter(|a| !is_account(a.get_ref())) {
+            return Err(invalid(account, format!("{:?} is not a 12-digit AWS account id", account.get_ref())));
         }
         let mut account = self.account.as_ref().map(|a| a.get_ref().clone());
         if let Some(role) = &self.role_arn {
             let Some(role_account) = role_account(role.get_ref()) else {
-                return Err(invalid(role, format!("{:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", role.get_ref())));
+                return Err(invalid(
+                    role,
+                    format!("{:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", role.get_ref()),
+                ));
             };
             match &account {
                 Some(a) if a != role_account => {
-                    return Err(invalid(role, format!("role {:?} is in account {role_account}, not {a}", role.get_ref())));
+                    return Err(invalid(
+                        role,
+                        format!("role {:?} is in account {role_account}, not {a}", role.get_ref()),
+                    ));
                 }
                 _ => account = Some(role_account.to_string()),
             }
@@ -366,7 +374,10 @@ impl RawTarget {
 impl RawService {
     fn validate(self, environments: &[Environment]) -> Result<Service, Invalid> {
         if !is_repository(self.repository.get_ref()) {
-            return Err(invalid(&self.repository, format!("{:?} is not an ECR repository name", self.repository.get_ref())));
+            return Err(invalid(
+                &self.repository,
+                format!("{:?} is not an ECR repository name", self.repository.get_ref()),
+            ));
         }
         let name = self.name.get_ref();
         if name.trim().is_empty() || !only_env_placeholder(name) {
@@ -408,7 +419,10 @@ impl RawService {
                 }
                 let timeout_seconds = match &m.timeout_seconds {
                     Some(t) if !(1..=MAX_MIGRATION_SECONDS).contains(t.get_ref()) => {
-                        return Err(invalid(t, format!("timeout_seconds must be between 1 and {MAX_MIGRATION_SECONDS}")));
+                        return Err(invalid(
+                            t,
+                            format!("timeout_seconds must be between 1 and {MAX_MIGRATION_SECONDS}"),
+                        ));
                     }
                     Some(t) => *t.get_ref(),
                     None => 300,
@@ -421,10 +435,13 @@ impl RawService {
                 Some(Migration { container, command: m.command.into_inner(), timeout_seconds })
             }
         };
-        if let Some(n) = &self.notify {
-            if !is_name(n.get_ref()) && !n.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
-                return Err(invalid(n, format!("notify {:?} must be a webhook key (letters, digits, '-', '_')", n.get_ref())));
-            }
+        if let Some(n) =
+            self.notify.as_ref().filter(|n| !n.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)))
+        {
+            return Err(invalid(
+                n,
+                format!("notify {:?} must be a webhook key (letters, digits, '-', '_')", n.get_ref()),
+            ));
         }
         Ok(Service {
             repository: self.repository.into_inner(),
@@ -482,7 +499,11 @@ environments = ["production"]
         assert_eq!(api.service_name("staging"), "shop-staging-api");
         assert_eq!(
             api.migration,
-            Some(Migration { container: "api".into(), command: vec!["bin/migrate".into(), "up".into()], timeout_seconds: 300 })
+            Some(Migration {
+                container: "api".into(),
+                command: vec!["bin/migrate".into(), "up".into()],
+                timeout_seconds: 300
+            })
         );
         assert!(api.deploys_to("staging") && api.deploys_to("production"));
         assert!(!c.services[1].deploys_to("staging"));
@@ -495,27 +516,109 @@ environments = ["production"]
         let cases: &[(&str, usize, &str)] = &[
             ("", 1, "at least one [[environments]]"),
             ("[[environments]]\nname = \"Staging\"\nrules = []\ntargets = []\n", 2, "lowercase"),
-            ("[[environments]]\nname = \"s\"\nrules = []\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n", 3, "at least one tag rule"),
+            (
+                "[[environments]]\nname = \"s\"\nrules = []\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n",
+                3,
+                "at least one tag rule",
+            ),
             ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"*\" }]\n", 1, "missing field `targets`"),
             ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"*\" }]\ntargets = []\n", 4, "at least one target"),
-            ("[[environments]]\nname = \"s\"\nrules = [{ regex = \"(\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n", 3, "regex"),
-            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\", regex = \"b\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n", 3, "exactly one"),
-            ("[[environments]]\nname = \"s\"\nrules = [{ semver = \"newest\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n", 3, "semver"),
-            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [\n  { region = \"europe\", cluster = \"c\" }]\n", 5, "not an AWS region"),
-            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\", role_arn = \"arn:aws:iam::1:role/x\" }]\n", 4, "not an IAM role ARN"),
-            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\", account = \"111111111111\", role_arn = \"arn:aws:iam::222222222222:role/x\" }]\n", 4, "not 111111111111"),
-            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }, { region = \"eu-west-1\", cluster = \"c\" }]\n", 4, "listed twice"),
-            ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\", colour = \"red\" }]\n", 4, "unknown field"),
+            (
+                "[[environments]]\nname = \"s\"\nrules = [{ regex = \"(\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n",
+                3,
+                "regex",
+            ),
+            (
+                "[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\", regex = \"b\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n",
+                3,
+                "exactly one",
+            ),
+            (
+                "[[environments]]\nname = \"s\"\nrules = [{ semver = \"newest\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n",
+                3,
+                "semver",
+            ),
+            (
+                "[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [\n  { region = \"europe\", cluster = \"c\" }]\n",
+                5,
+                "not an AWS region",
+            ),
+            (
+                "[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\", role_arn = \"arn:aws:iam::1:role/x\" }]\n",
+                4,
+                "not an IAM role ARN",
+            ),
+            (
+                "[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\", account = \"111111111111\", role_arn = \"arn:aws:iam::222222222222:role/x\" }]\n",
+                4,
+                "not 111111111111",
+            ),
+            (
+                "[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }, { region = \"eu-west-1\", cluster = \"c\" }]\n",
+                4,
+                "listed twice",
+            ),
+            (
+                "[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\", colour = \"red\" }]\n",
+                4,
+                "unknown field",
+            ),
             (&format!("{env}{env}"), 6, "defined twice"),
-            (&format!("{env}\n[[services]]\nrepository = \"Shop\"\nname = \"x\"\ncontainers = [\"a\"]\n"), 7, "not an ECR repository"),
-            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x-{{region}}\"\ncontainers = [\"a\"]\n"), 8, "only the {env} placeholder"),
-            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = []\n"), 9, "at least one container"),
-            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\", \"a\"]\n"), 9, "listed twice"),
-            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nenvironments = [\"prod\"]\n"), 10, "unknown environment \"prod\""),
-            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nhealth = {{ url = \"ftp://x\" }}\n"), 10, "http(s)"),
-            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nmigration = {{ command = [] }}\n"), 10, "needs a command"),
-            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nmigration = {{ command = [\"m\"], timeout_seconds = 5000 }}\n"), 10, "between 1 and 600"),
-            (&format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"b\"]\n"), 10, "defined twice"),
+            (
+                &format!("{env}\n[[services]]\nrepository = \"Shop\"\nname = \"x\"\ncontainers = [\"a\"]\n"),
+                7,
+                "not an ECR repository",
+            ),
+            (
+                &format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x-{{region}}\"\ncontainers = [\"a\"]\n"),
+                8,
+                "only the {env} placeholder",
+            ),
+            (
+                &format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = []\n"),
+                9,
+                "at least one container",
+            ),
+            (
+                &format!("{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\", \"a\"]\n"),
+                9,
+                "listed twice",
+            ),
+            (
+                &format!(
+                    "{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nenvironments = [\"prod\"]\n"
+                ),
+                10,
+                "unknown environment \"prod\"",
+            ),
+            (
+                &format!(
+                    "{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nhealth = {{ url = \"ftp://x\" }}\n"
+                ),
+                10,
+                "http(s)",
+            ),
+            (
+                &format!(
+                    "{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nmigration = {{ command = [] }}\n"
+                ),
+                10,
+                "needs a command",
+            ),
+            (
+                &format!(
+                    "{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nmigration = {{ command = [\"m\"], timeout_seconds = 5000 }}\n"
+                ),
+                10,
+                "between 1 and 600",
+            ),
+            (
+                &format!(
+                    "{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"b\"]\n"
+                ),
+                10,
+                "defined twice",
+            ),
             ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }\n", 3, ""),
         ];
         for (text, line, reason) in cases {

@@ -55,11 +55,23 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetOutcome {
     /// The service is rolling out the new revision (IN_PROGRESS).
-    Started { target: String, ecs_deployment_id: String },
-    Skipped { target: String, reason: String },
-    Failed { target: String, reason: String },
+    Started {
+        target: String,
+        ecs_deployment_id: String,
+    },
+    Skipped {
+        target: String,
+        reason: String,
+    },
+    Failed {
+        target: String,
+        reason: String,
+    },
     /// This event was already handled on this target: nothing done again.
-    Duplicate { target: String, state: State },
+    Duplicate {
+        target: String,
+        state: State,
+    },
 }
 
 /// A failure a retry can fix: returned as the function's error so EventBridge redelivers
@@ -263,10 +275,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
                         info!(target = %target, ecs_deployment = %p.id, "adopting the rollout already running this image");
                         Ok(p.id.clone())
                     }
-                    _ => Err(Stop::Skipped(format!(
-                        "the service already runs this image ({})",
-                        service.task_definition
-                    ))),
+                    _ => {
+                        Err(Stop::Skipped(format!("the service already runs this image ({})", service.task_definition)))
+                    }
                 };
             }
         };

@@ -44,8 +44,8 @@ pub fn parse_ecr_event(event: Value) -> Result<EcrEvent, MalformedEvent> {
             envelope.source, envelope.detail_type
         )));
     }
-    let detail: EcrDetail = serde_json::from_value(envelope.detail)
-        .map_err(|e| MalformedEvent(format!("ECR detail: {e}")))?;
+    let detail: EcrDetail =
+        serde_json::from_value(envelope.detail).map_err(|e| MalformedEvent(format!("ECR detail: {e}")))?;
     let action = detail.action_type.unwrap_or_default();
     let result = detail.result.unwrap_or_default();
     if action != "PUSH" || result != "SUCCESS" {

@@ -171,13 +171,22 @@ impl Ecs for FakeEcs {
 
     async fn task_exit(&self, target: &Target, _: &str, _: &str) -> Result<Option<TaskExit>, EcsError> {
         let w = self.call("DescribeTasks", target)?;
-        Ok(Some(TaskExit { exit_code: Some(w.migration_exit.unwrap_or(0)), reason: "Essential container in task exited".into() }))
+        Ok(Some(TaskExit {
+            exit_code: Some(w.migration_exit.unwrap_or(0)),
+            reason: "Essential container in task exited".into(),
+        }))
     }
 
-    async fn update_service(&self, target: &Target, _: &ServiceInfo, task_definition: &str) -> Result<String, EcsError> {
+    async fn update_service(
+        &self,
+        target: &Target,
+        _: &ServiceInfo,
+        task_definition: &str,
+    ) -> Result<String, EcsError> {
         let mut w = self.call("UpdateService", target)?;
         let n = w.calls.iter().filter(|c| c.starts_with("UpdateService")).count();
-        let service = w.services.get_mut(&service_key(target)).ok_or_else(|| EcsError::NotFound(target.service.clone()))?;
+        let service =
+            w.services.get_mut(&service_key(target)).ok_or_else(|| EcsError::NotFound(target.service.clone()))?;
         let id = format!("ecs-svc/{n}");
         service.task_definition = task_definition.to_string();
         service.deployments.push(EcsDeployment {
@@ -229,13 +238,17 @@ fn record_key(d: &Deployment) -> (String, String) {
 }
 
 impl Ledger for MemoryLedger {
-    async fn begin(&self, d: &Deployment, attempt: &str, lease_until: DateTime<Utc>, now: DateTime<Utc>) -> Result<Begin, LedgerError> {
+    async fn begin(
+        &self,
+        d: &Deployment,
+        attempt: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Begin, LedgerError> {
         let mut w = self.world()?;
         let existing = w.records.get(&record_key(d)).cloned();
-        if let Some(existing) = &existing {
-            if existing.state != State::Pending {
-                return Ok(Begin::Done(existing.state));
-            }
+        if let Some(existing) = existing.as_ref().filter(|e| e.state != State::Pending) {
+            return Ok(Begin::Done(existing.state));
         }
         let head = w.heads.entry(d.target.key()).or_default();
         if head.admit(d, now).is_err() {

@@ -43,13 +43,7 @@ pub struct Target {
 impl Target {
     /// Stable identity of the target in the ledger.
     pub fn key(&self) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            self.account.as_deref().unwrap_or("-"),
-            self.region,
-            self.cluster,
-            self.service
-        )
+        format!("{}/{}/{}/{}", self.account.as_deref().unwrap_or("-"), self.region, self.cluster, self.service)
     }
 }
 
@@ -235,10 +229,9 @@ impl Refusal {
     pub fn skip_reason(&self) -> Option<String> {
         match self {
             Refusal::Locked { .. } => None,
-            Refusal::Stale { newest } => Some(format!(
-                "stale: a newer push (from {}) was already accepted for this target",
-                newest.to_rfc3339()
-            )),
+            Refusal::Stale { newest } => {
+                Some(format!("stale: a newer push (from {}) was already accepted for this target", newest.to_rfc3339()))
+            }
             Refusal::SameDigest { deployment } => {
                 Some(format!("this digest is already live or in flight (deployment {deployment})"))
             }
@@ -253,15 +246,11 @@ impl Head {
         if let Some(lock) = self.lock.as_ref().filter(|lock| lock.until > now) {
             return Err(Refusal::Locked { by: lock.deployment.clone(), until: lock.until });
         }
-        if let Some(newest) = self.newest_pushed_at {
-            if newest > deployment.pushed_at {
-                return Err(Refusal::Stale { newest });
-            }
+        if let Some(newest) = self.newest_pushed_at.filter(|newest| *newest > deployment.pushed_at) {
+            return Err(Refusal::Stale { newest });
         }
         match &self.active {
-            Some((id, digest)) if *digest == deployment.digest => {
-                Err(Refusal::SameDigest { deployment: id.clone() })
-            }
+            Some((id, digest)) if *digest == deployment.digest => Err(Refusal::SameDigest { deployment: id.clone() }),
             _ => Ok(()),
         }
     }
@@ -363,7 +352,11 @@ mod tests {
                 Head { active: Some(("live".into(), "sha256:new".into())), ..Head::default() },
                 Err(Refusal::SameDigest { deployment: "live".into() }),
             ),
-            ("other digest live", Head { active: Some(("live".into(), "sha256:old".into())), ..Head::default() }, Ok(())),
+            (
+                "other digest live",
+                Head { active: Some(("live".into(), "sha256:old".into())), ..Head::default() },
+                Ok(()),
+            ),
         ];
         for (name, head, expected) in cases {
             assert_eq!(head.admit(&d, at(100)), expected, "{name}");

@@ -12,8 +12,13 @@ pub enum Plan {
     /// No environment's rules match the tag.
     UnmatchedTag,
     /// The tag matches `environment`, but none of the repository's services deploy there.
-    NoServiceInEnvironment { environment: String },
-    Deploy { environment: String, targets: Vec<TargetPlan> },
+    NoServiceInEnvironment {
+        environment: String,
+    },
+    Deploy {
+        environment: String,
+        targets: Vec<TargetPlan>,
+    },
 }
 
 /// One target's share of a push.
@@ -31,8 +36,7 @@ pub fn plan(config: &Config, push: &Push) -> Plan {
     if services.is_empty() {
         return Plan::UnknownRepository;
     }
-    let Some(environment) =
-        config.environments.iter().find(|env| env.rules.iter().any(|rule| rule.matches(&push.tag)))
+    let Some(environment) = config.environments.iter().find(|env| env.rules.iter().any(|rule| rule.matches(&push.tag)))
     else {
         return Plan::UnmatchedTag;
     };

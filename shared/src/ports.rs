@@ -92,7 +92,12 @@ pub trait Ecs: Send + Sync {
     ) -> impl Future<Output = Result<String, EcsError>> + Send;
 
     /// `None` while the task has not stopped.
-    fn task_exit(&self, target: &Target, task: &str, container: &str) -> impl Future<Output = Result<Option<TaskExit>, EcsError>> + Send;
+    fn task_exit(
+        &self,
+        target: &Target,
+        task: &str,
+        container: &str,
+    ) -> impl Future<Output = Result<Option<TaskExit>, EcsError>> + Send;
 
     /// Points the service at `task_definition` with the deployment circuit breaker on;
     /// returns the new ECS deployment id.
@@ -141,12 +146,20 @@ pub trait Ledger: Send + Sync {
     fn finish(&self, deployment: &Deployment, attempt: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// Notes on the record that a notification about it could not be delivered.
-    fn note_notify_error(&self, deployment: &Deployment, error: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
+    fn note_notify_error(
+        &self,
+        deployment: &Deployment,
+        error: &str,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     fn head(&self, target: &Target) -> impl Future<Output = Result<Head, LedgerError>> + Send;
 
     /// The target's deployments, newest first.
-    fn history(&self, target: &Target, limit: usize) -> impl Future<Output = Result<Vec<Deployment>, LedgerError>> + Send;
+    fn history(
+        &self,
+        target: &Target,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Deployment>, LedgerError>> + Send;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

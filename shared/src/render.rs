@@ -65,10 +65,7 @@ mod tests {
         let cases: Vec<(&[&str], Result<Images, RenderError>)> = vec![
             (&["api"], Ok(Images::Changed(vec![Some(NEW.into()), Some("envoy:1.30".into()), None]))),
             (&["api", "proxy"], Ok(Images::Changed(vec![Some(NEW.into()), Some(NEW.into()), None]))),
-            (
-                &["worker"],
-                Err(RenderError::MissingContainer { name: "worker".into(), present: "api, proxy".into() }),
-            ),
+            (&["worker"], Err(RenderError::MissingContainer { name: "worker".into(), present: "api, proxy".into() })),
         ];
         for (names, expected) in cases {
             assert_eq!(change(names).apply(&containers), expected, "{names:?}");

@@ -56,7 +56,8 @@ impl Emulator {
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("READY line");
-        let endpoint = line.trim().strip_prefix("READY ").unwrap_or_else(|| panic!("harness said {line:?}")).to_string();
+        let endpoint =
+            line.trim().strip_prefix("READY ").unwrap_or_else(|| panic!("harness said {line:?}")).to_string();
         Emulator { endpoint, child: Some(child) }
     }
 
@@ -65,7 +66,13 @@ impl Emulator {
         aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
             .endpoint_url(&self.endpoint)
-            .credentials_provider(aws_sdk_ecs::config::Credentials::new("testing", "testing", None, None, "ferry-tests"))
+            .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+                "testing",
+                "testing",
+                None,
+                None,
+                "ferry-tests",
+            ))
             .load()
             .await
     }
@@ -136,7 +143,11 @@ impl HttpSink {
                         let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
                         let length = head
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
                             .unwrap_or(0usize);
                         if body.len() >= length {
                             let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
@@ -155,7 +166,13 @@ impl HttpSink {
 
     /// Bodies received on `path`.
     pub fn bodies(&self, path: &str) -> Vec<String> {
-        self.received.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|(p, _)| p == path).map(|(_, b)| b.clone()).collect()
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, b)| b.clone())
+            .collect()
     }
 
     pub fn answer_with(&self, status: u16) {
@@ -235,7 +252,9 @@ pub mod clients {
         aws_sdk_ecs::Client::from_conf(aws_sdk_ecs::config::Builder::from(c).interceptor(ActionRecorder).build())
     }
     pub fn dynamodb(c: &SdkConfig) -> aws_sdk_dynamodb::Client {
-        aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(c).interceptor(ActionRecorder).build())
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(c).interceptor(ActionRecorder).build(),
+        )
     }
     pub fn sns(c: &SdkConfig) -> aws_sdk_sns::Client {
         aws_sdk_sns::Client::from_conf(aws_sdk_sns::config::Builder::from(c).interceptor(ActionRecorder).build())

@@ -4,16 +4,16 @@
 
 use std::time::Duration;
 
+use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
     ScalarAttributeType,
 };
 use aws_sdk_ecs::types::{
-    AwsVpcConfiguration, Compatibility, ContainerDefinition, ContainerDependency, ContainerCondition, HealthCheck,
-    KeyValuePair, LaunchType, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, PortMapping,
-    RuntimePlatform, Secret, Tag, TaskDefinition, TaskDefinitionField, Volume, CpuArchitecture, OsFamily,
+    AwsVpcConfiguration, Compatibility, ContainerCondition, ContainerDefinition, ContainerDependency, CpuArchitecture,
+    HealthCheck, KeyValuePair, LaunchType, LogConfiguration, LogDriver, NetworkConfiguration, NetworkMode, OsFamily,
+    PortMapping, RuntimePlatform, Secret, Tag, TaskDefinition, TaskDefinitionField, Volume,
 };
-use aws_config::SdkConfig;
 use ferry::adapters::dynamodb::{DynamoLedger, ECS_DEPLOYMENT_INDEX};
 use ferry::adapters::notifiers::{Notifiers, SlackNotifier, SnsNotifier};
 use ferry::config::Config;
@@ -30,7 +30,11 @@ const PROXY: &str = "public.ecr.aws/envoy/envoy:v1.30.1";
 /// Everything one scenario needs in the emulator, under names no other test uses.
 struct World {
     emulator: Emulator,
+    /// Ferry's own account: ledger, topic, secret, ECR.
+    home: SdkConfig,
+    /// The account the ECS service is in (the home account unless a role is used).
     aws: SdkConfig,
+    role: Option<String>,
     table: String,
     topic: String,
     secret: String,
@@ -42,7 +46,13 @@ struct World {
 }
 
 async fn create_table(aws: &SdkConfig, table: &str) {
-    let attr = |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().expect("attr");
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("attr")
+    };
     let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("key");
     aws_sdk_dynamodb::Client::new(aws)
         .create_table()
@@ -77,9 +87,28 @@ fn rich_containers(app_image: &str) -> Vec<ContainerDefinition> {
         .cpu(256)
         .port_mappings(PortMapping::builder().container_port(8080).host_port(8080).build())
         .environment(KeyValuePair::builder().name("RUST_LOG").value("info").build())
-        .secrets(Secret::builder().name("DB_URL").value_from("arn:aws:ssm:ap-southeast-1:123456789012:parameter/db").build().expect("secret"))
-        .health_check(HealthCheck::builder().command("CMD-SHELL").command("curl -f localhost:8080/health").interval(10).build().expect("hc"))
-        .depends_on(ContainerDependency::builder().container_name("proxy").condition(ContainerCondition::Start).build().expect("dep"))
+        .secrets(
+            Secret::builder()
+                .name("DB_URL")
+                .value_from("arn:aws:ssm:ap-southeast-1:123456789012:parameter/db")
+                .build()
+                .expect("secret"),
+        )
+        .health_check(
+            HealthCheck::builder()
+                .command("CMD-SHELL")
+                .command("curl -f localhost:8080/health")
+                .interval(10)
+                .build()
+                .expect("hc"),
+        )
+        .depends_on(
+            ContainerDependency::builder()
+                .container_name("proxy")
+                .condition(ContainerCondition::Start)
+                .build()
+                .expect("dep"),
+        )
         .log_configuration(
             LogConfiguration::builder()
                 .log_driver(LogDriver::Awslogs)
@@ -100,17 +129,35 @@ fn rich_containers(app_image: &str) -> Vec<ContainerDefinition> {
     vec![app, proxy]
 }
 
+/// An SDK config acting in `account` through an assumed role (moto keeps each account's
+/// resources apart by the credentials' account).
+async fn in_account(base: &SdkConfig, role: &str) -> SdkConfig {
+    let provider =
+        aws_config::sts::AssumeRoleProvider::builder(role).session_name("ferry-tests").configure(base).build().await;
+    base.to_builder().credentials_provider(aws_sdk_ecs::config::SharedCredentialsProvider::new(provider)).build()
+}
+
 impl World {
     async fn new() -> World {
+        Self::in_account(None).await
+    }
+
+    /// The world's ECS cluster and service in the account `role` is in (else the default).
+    async fn in_account(role: Option<&str>) -> World {
         let emulator = Emulator::start();
-        let aws = emulator.sdk_config(REGION).await;
-        let (table, repository, cluster, family) = (unique("ledger"), unique("shop").to_lowercase() + "/api", unique("shop-staging"), unique("api"));
-        create_table(&aws, &table).await;
+        let home = emulator.sdk_config(REGION).await;
+        let aws = match role {
+            Some(role) => in_account(&home, role).await,
+            None => home.clone(),
+        };
+        let (table, repository, cluster, family) =
+            (unique("ledger"), unique("shop").to_lowercase() + "/api", unique("shop-staging"), unique("api"));
+        create_table(&home, &table).await;
 
         let sink = HttpSink::start().await;
-        let sns = aws_sdk_sns::Client::new(&aws);
+        let sns = aws_sdk_sns::Client::new(&home);
         let topic = sns.create_topic().name(unique("ferry")).send().await.expect("topic").topic_arn.expect("arn");
-        let secret = aws_sdk_secretsmanager::Client::new(&aws)
+        let secret = aws_sdk_secretsmanager::Client::new(&home)
             .create_secret()
             .name(unique("ferry/slack"))
             .secret_string(json!({ "default": format!("{}/slack", sink.url) }).to_string())
@@ -120,7 +167,7 @@ impl World {
             .arn
             .expect("arn");
 
-        aws_sdk_ecr::Client::new(&aws).create_repository().repository_name(&repository).send().await.expect("repo");
+        aws_sdk_ecr::Client::new(&home).create_repository().repository_name(&repository).send().await.expect("repo");
         let ecs = aws_sdk_ecs::Client::new(&aws);
         ecs.create_cluster().cluster_name(&cluster).send().await.expect("cluster");
         let old_image = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{repository}:staging-00000000");
@@ -134,7 +181,12 @@ impl World {
             .memory("1024")
             .execution_role_arn("arn:aws:iam::123456789012:role/shop-execution")
             .task_role_arn("arn:aws:iam::123456789012:role/shop-task")
-            .runtime_platform(RuntimePlatform::builder().cpu_architecture(CpuArchitecture::Arm64).operating_system_family(OsFamily::Linux).build())
+            .runtime_platform(
+                RuntimePlatform::builder()
+                    .cpu_architecture(CpuArchitecture::Arm64)
+                    .operating_system_family(OsFamily::Linux)
+                    .build(),
+            )
             .volumes(Volume::builder().name("scratch").build())
             .tags(Tag::builder().key("team").value("shop").build())
             .tags(Tag::builder().key("cost-centre").value("42").build())
@@ -144,8 +196,13 @@ impl World {
             .task_definition
             .and_then(|t| t.task_definition_arn)
             .expect("arn");
-        let network = emulator.control(&format!("/_ferry/ec2/default-network?region={REGION}"), Value::Null).await;
-        let strings = |v: &Value| v.as_array().expect("list").iter().map(|s| s.as_str().expect("id").to_string()).collect::<Vec<_>>();
+        let account = role.map_or(ACCOUNT, |r| r.split(':').nth(4).expect("account"));
+        let network = emulator
+            .control(&format!("/_ferry/ec2/default-network?region={REGION}&account={account}"), Value::Null)
+            .await;
+        let strings = |v: &Value| {
+            v.as_array().expect("list").iter().map(|s| s.as_str().expect("id").to_string()).collect::<Vec<_>>()
+        };
         let service = "shop-staging-api".to_string();
         ecs.create_service()
             .cluster(&cluster)
@@ -167,11 +224,25 @@ impl World {
             .send()
             .await
             .expect("service");
-        World { emulator, aws, table, topic, secret, sink, repository, cluster, service, family }
+        World {
+            emulator,
+            home,
+            aws,
+            role: role.map(str::to_string),
+            table,
+            topic,
+            secret,
+            sink,
+            repository,
+            cluster,
+            service,
+            family,
+        }
     }
 
     fn config(&self, migration: bool) -> Config {
-        let migration = if migration { "migration = { command = [\"bin/migrate\", \"up\"], timeout_seconds = 60 }" } else { "" };
+        let migration =
+            if migration { "migration = { command = [\"bin/migrate\", \"up\"], timeout_seconds = 60 }" } else { "" };
         Config::parse(
             "ferry.toml",
             &format!(
@@ -179,7 +250,7 @@ impl World {
 [[environments]]
 name = "staging"
 rules = [{{ glob = "staging-*" }}]
-targets = [{{ region = "{REGION}", cluster = "{cluster}" }}]
+targets = [{{ region = "{REGION}", cluster = "{cluster}"{role} }}]
 
 [[services]]
 repository = "{repository}"
@@ -188,7 +259,8 @@ containers = ["api"]
 {migration}
 "#,
                 cluster = self.cluster,
-                repository = self.repository
+                repository = self.repository,
+                role = self.role.as_ref().map(|r| format!(", role_arn = \"{r}\"")).unwrap_or_default(),
             ),
         )
         .expect("config")
@@ -202,7 +274,7 @@ containers = ["api"]
             "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023, "digest": format!("sha256:{}", "c".repeat(64))},
             "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 32654, "digest": format!("sha256:{layer}")}]
         });
-        let out = aws_sdk_ecr::Client::new(&self.aws)
+        let out = aws_sdk_ecr::Client::new(&self.home)
             .put_image()
             .repository_name(&self.repository)
             .image_manifest(manifest.to_string())
@@ -226,28 +298,29 @@ containers = ["api"]
     }
 
     fn target(&self) -> Target {
+        let account = self.role.as_ref().map(|r| r.split(':').nth(4).expect("account").to_string());
         Target {
             environment: "staging".into(),
-            account: None,
+            account,
             region: REGION.into(),
             cluster: self.cluster.clone(),
             service: self.service.clone(),
-            role_arn: None,
+            role_arn: self.role.clone(),
         }
     }
 
     /// The ledger as the test reads it (not recorded as the function's actions).
     fn ledger(&self) -> DynamoLedger {
-        DynamoLedger::new(aws_sdk_dynamodb::Client::new(&self.aws), &self.table)
+        DynamoLedger::new(aws_sdk_dynamodb::Client::new(&self.home), &self.table)
     }
 
     async fn deploy(&self, config: &Config, event: Value, attempt: &str) -> Outcome {
         // The function's clients record every AWS action they make.
-        let ecs = clients::ecs_adapter(self.aws.clone());
-        let ledger = DynamoLedger::new(clients::dynamodb(&self.aws), &self.table);
+        let ecs = clients::ecs_adapter(self.home.clone());
+        let ledger = DynamoLedger::new(clients::dynamodb(&self.home), &self.table);
         let notifier = Notifiers {
-            sns: Some(SnsNotifier::new(clients::sns(&self.aws), &self.topic)),
-            slack: Some(SlackNotifier::new(clients::secrets(&self.aws), &self.secret)),
+            sns: Some(SnsNotifier::new(clients::sns(&self.home), &self.topic)),
+            slack: Some(SlackNotifier::new(clients::secrets(&self.home), &self.secret)),
         };
         let deployer = Deployer {
             config,
@@ -287,7 +360,8 @@ containers = ["api"]
 
     /// Messages published to the topic, as the harness recorded them (with attributes).
     async fn sns_messages(&self) -> Vec<Value> {
-        let published = self.emulator.control(&format!("/_ferry/sns/published?topic={}", self.topic), Value::Null).await;
+        let published =
+            self.emulator.control(&format!("/_ferry/sns/published?topic={}", self.topic), Value::Null).await;
         published["messages"].as_array().expect("messages").clone()
     }
 }
@@ -324,7 +398,8 @@ async fn an_ecr_push_deploys_the_digest_records_it_and_notifies_once() {
     let primary = after.deployments().iter().find(|d| d.status() == Some("PRIMARY")).expect("primary");
     assert_eq!(primary.id.as_deref(), Some(ecs_deployment_id.as_str()));
     assert_eq!(primary.task_definition.as_deref(), Some(new_arn.as_str()));
-    let breaker = after.deployment_configuration.as_ref().and_then(|c| c.deployment_circuit_breaker.as_ref()).expect("breaker");
+    let breaker =
+        after.deployment_configuration.as_ref().and_then(|c| c.deployment_circuit_breaker.as_ref()).expect("breaker");
     assert!(breaker.enable && breaker.rollback, "circuit breaker on, with rollback");
 
     let (old, old_tags) = w.task_definition(before.task_definition.as_deref().expect("old")).await;
@@ -347,7 +422,10 @@ async fn an_ecr_push_deploys_the_digest_records_it_and_notifies_once() {
     assert_eq!(record.tag, "staging-1a2b3c4d");
     assert_eq!(record.task_definition.as_deref(), Some(new_arn.as_str()));
     assert_eq!(record.previous_task_definition, before.task_definition);
-    assert_eq!(ledger.by_ecs_deployment(ecs_deployment_id).await.expect("lookup").map(|d| d.id), Some(record.id.clone()));
+    assert_eq!(
+        ledger.by_ecs_deployment(ecs_deployment_id).await.expect("lookup").map(|d| d.id),
+        Some(record.id.clone())
+    );
     let head = ledger.head(&target).await.expect("head");
     assert_eq!(head.lock, None);
     assert_eq!(head.active, Some((record.id.clone(), digest.clone())));
@@ -369,7 +447,10 @@ async fn an_ecr_push_deploys_the_digest_records_it_and_notifies_once() {
 
     // The same event again: nothing changes, nothing is sent.
     let again = w.deploy(&config, event, "attempt-2").await;
-    assert!(matches!(&again, Outcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Duplicate { .. }])), "{again:?}");
+    assert!(
+        matches!(&again, Outcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Duplicate { .. }])),
+        "{again:?}"
+    );
     assert_eq!(w.describe().await.task_definition, Some(new_arn));
     assert_eq!(ledger.history(&target, 10).await.expect("history").len(), 1);
     assert_eq!(w.sink.bodies("/slack").len(), 1);
@@ -409,6 +490,37 @@ async fn a_failing_migration_leaves_the_service_untouched() {
     // With a migration that succeeds, the next push deploys.
     let event = w.push("staging-cafef00d", &"d".repeat(64)).await;
     let outcome = w.deploy(&config, event, "attempt-2").await;
-    assert!(matches!(&outcome, Outcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])), "{outcome:?}");
+    assert!(
+        matches!(&outcome, Outcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
+        "{outcome:?}"
+    );
     save_recorded("deploy", "migration", &recorded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_in_another_account_is_deployed_through_the_assumed_role() {
+    let role = "arn:aws:iam::210987654321:role/ferry-target";
+    let w = World::in_account(Some(role)).await;
+    let config = w.config(false);
+    let before = w.describe().await;
+    let event = w.push("staging-0badf00d", &"e".repeat(64)).await;
+    let outcome = w.deploy(&config, event, "attempt-1").await;
+    assert!(
+        matches!(&outcome, Outcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
+        "{outcome:?}"
+    );
+
+    let after = w.describe().await;
+    assert_ne!(after.task_definition, before.task_definition, "the service in the other account moved");
+    assert!(after.task_definition.as_deref().is_some_and(|td| td.contains(":210987654321:")), "{after:?}");
+    // The home account has no such cluster: the deploy really acted through the role.
+    let home =
+        aws_sdk_ecs::Client::new(&w.home).describe_services().cluster(&w.cluster).services(&w.service).send().await;
+    assert!(home.map_or(true, |o| o.services().is_empty()), "nothing in the home account");
+    let [record] = w.ledger().history(&w.target(), 10).await.expect("history").try_into().expect("one record");
+    assert_eq!(record.target.account.as_deref(), Some("210987654321"));
+    assert_eq!(record.state, State::InProgress);
+    // The role is assumed through STS inside the credentials provider, which the recorder
+    // cannot see; the infra check learns of sts:AssumeRole from the code instead.
+    save_recorded("deploy", "cross-account", &recorded());
 }

@@ -43,7 +43,9 @@ async fn ledger(emulator: &Emulator) -> DynamoLedger {
     let table = unique("ledger");
     let client = aws_sdk_dynamodb::Client::new(&aws);
     use aws_sdk_dynamodb::types::*;
-    let attr = |n: &str| AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().expect("attr");
+    let attr = |n: &str| {
+        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().expect("attr")
+    };
     let key = |n: &str, k| KeySchemaElement::builder().attribute_name(n).key_type(k).build().expect("key");
     client
         .create_table()

@@ -41,7 +41,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let invocation = Invocation {
             attempt: event.context.request_id.clone(),
-            deadline: chrono::DateTime::from_timestamp_millis(i64::try_from(event.context.deadline).unwrap_or(i64::MAX)),
+            deadline: chrono::DateTime::from_timestamp_millis(
+                i64::try_from(event.context.deadline).unwrap_or(i64::MAX),
+            ),
         };
         deployer.handle(event.payload, &invocation).await.map(|o| summary(&o)).map_err(Retry)
     }))

@@ -124,7 +124,8 @@ impl World {
     }
 
     async fn handle_as(&self, event: Value, attempt: &str) -> Result<Outcome, Retryable> {
-        let invocation = Invocation { attempt: attempt.into(), deadline: Some(self.clock.now() + Duration::from_secs(60)) };
+        let invocation =
+            Invocation { attempt: attempt.into(), deadline: Some(self.clock.now() + Duration::from_secs(60)) };
         self.deployer().handle(event, &invocation).await
     }
 
@@ -158,10 +159,17 @@ async fn a_push_deploys_only_the_configured_container_pinned_by_digest() {
 
     let service = w.ecs.service_of(&staging_api()).expect("service");
     let image = format!("123456789012.dkr.ecr.ap-southeast-1.amazonaws.com/shop/api@{DIGEST}");
-    assert_eq!(w.ecs.containers(&service.task_definition), [("api".into(), image.clone()), ("proxy".into(), PROXY.into())]);
+    assert_eq!(
+        w.ecs.containers(&service.task_definition),
+        [("api".into(), image.clone()), ("proxy".into(), PROXY.into())]
+    );
     assert_eq!(
         w.ecs.calls(),
-        ["DescribeServices shop-staging-api", "RegisterTaskDefinition shop-staging-api", "UpdateService shop-staging-api"]
+        [
+            "DescribeServices shop-staging-api",
+            "RegisterTaskDefinition shop-staging-api",
+            "UpdateService shop-staging-api"
+        ]
     );
 
     let [record] = w.ledger.records().try_into().expect("one record");
@@ -186,8 +194,6 @@ async fn a_push_deploys_only_the_configured_container_pinned_by_digest() {
     assert_eq!(sent.deployment.state, State::InProgress);
     assert_eq!(sent.route.as_deref(), Some("shop-team"));
 }
-
-
 
 #[tokio::test]
 async fn a_push_fans_out_to_every_service_and_region_of_its_environment() {
@@ -240,7 +246,12 @@ async fn the_same_event_delivered_again_changes_nothing_and_sends_nothing() {
 #[tokio::test]
 async fn events_that_are_not_successful_pushes_are_acknowledged_without_action() {
     let w = World::new();
-    for name in ["ecr-push-failed.json", "ecr-delete.json", "ecs-deployment-completed.json", "cloudwatch-alarm-state-change.json"] {
+    for name in [
+        "ecr-push-failed.json",
+        "ecr-delete.json",
+        "ecs-deployment-completed.json",
+        "cloudwatch-alarm-state-change.json",
+    ] {
         assert!(matches!(w.handle(fixture(name)).await, Ok(Outcome::Ignored(_))), "{name}");
     }
     for malformed in [serde_json::json!("hello"), serde_json::json!({"detail-type": "ECR Image Action"}), {
@@ -263,7 +274,10 @@ async fn an_unknown_repository_or_an_unmatched_tag_deploys_nothing() {
         w.handle(push("e1", "shop/web", "staging-1a2b3c4d", DIGEST, t0())).await,
         Ok(Outcome::Unplanned(Plan::UnknownRepository))
     );
-    assert_eq!(w.handle(push("e2", "shop/api", "feature-x", DIGEST, t0())).await, Ok(Outcome::Unplanned(Plan::UnmatchedTag)));
+    assert_eq!(
+        w.handle(push("e2", "shop/api", "feature-x", DIGEST, t0())).await,
+        Ok(Outcome::Unplanned(Plan::UnmatchedTag))
+    );
     assert_eq!(
         w.handle(push("e3", "shop/api", "v1.0.0-rc.1", DIGEST, t0())).await,
         Ok(Outcome::Unplanned(Plan::UnmatchedTag)),
@@ -279,11 +293,15 @@ async fn a_digest_already_live_is_skipped_with_its_reason() {
     let w = World::new();
     w.handle(push("e1", "shop/api", "staging-1a2b3c4d", DIGEST, t0())).await.expect("first");
     // The same image pushed again under another tag.
-    let again = outcomes(w.handle(push("e2", "shop/api", "staging-retag", DIGEST, t0() + Duration::from_secs(60))).await);
+    let again =
+        outcomes(w.handle(push("e2", "shop/api", "staging-retag", DIGEST, t0() + Duration::from_secs(60))).await);
     let [TargetOutcome::Skipped { reason, .. }] = again.as_slice() else { panic!("{again:?}") };
     assert!(reason.contains("already live or in flight"), "{reason}");
     assert_eq!(w.ecs.count("UpdateService"), 1);
-    assert_eq!(w.states(), [("shop-staging-api".into(), State::InProgress), ("shop-staging-api".into(), State::Skipped)]);
+    assert_eq!(
+        w.states(),
+        [("shop-staging-api".into(), State::InProgress), ("shop-staging-api".into(), State::Skipped)]
+    );
     assert_eq!(w.notifier.sent().len(), 1, "a routine skip sends nothing");
 }
 
@@ -304,7 +322,8 @@ async fn an_older_push_never_replaces_a_newer_one() {
 #[tokio::test]
 async fn a_locked_target_is_waited_for_then_retried_without_any_change() {
     let w = World::new();
-    let holder = Lock { deployment: "other".into(), attempt: "other-attempt".into(), until: t0() + Duration::from_secs(600) };
+    let holder =
+        Lock { deployment: "other".into(), attempt: "other-attempt".into(), until: t0() + Duration::from_secs(600) };
     w.ledger.set_head(&staging_api(), Head { lock: Some(holder), ..Head::default() });
     let result = w.handle(fixture("ecr-push-staging.json")).await;
     let Err(Retryable(why)) = result else { panic!("{result:?}") };
@@ -363,7 +382,9 @@ async fn a_migration_runs_first_and_a_failing_one_stops_the_deployment() {
 
     w.ecs.set_migration_exit(3);
     let before = w.ecs.service_of(&db).expect("db");
-    let result = outcomes(w.handle(push("bad", "shop/db", "staging-bbbbbbbb", &digest(2), t0() + Duration::from_secs(60))).await);
+    let result = outcomes(
+        w.handle(push("bad", "shop/db", "staging-bbbbbbbb", &digest(2), t0() + Duration::from_secs(60))).await,
+    );
     let [TargetOutcome::Failed { reason, .. }] = result.as_slice() else { panic!("{result:?}") };
     assert!(reason.contains("exited with code 3") && reason.contains("not updated"), "{reason}");
     assert_eq!(w.ecs.count("UpdateService"), 1, "the service was not updated");
@@ -414,7 +435,10 @@ async fn a_redelivery_after_the_service_was_updated_adopts_the_rollout() {
 
     w.clock.advance(Duration::from_secs(120)); // the first attempt's lease has lapsed
     let again = outcomes(w.handle_as(fixture("ecr-push-staging.json"), "attempt-2").await);
-    assert!(matches!(again.as_slice(), [TargetOutcome::Started { ecs_deployment_id, .. }] if ecs_deployment_id == "ecs-svc/2"), "{again:?}");
+    assert!(
+        matches!(again.as_slice(), [TargetOutcome::Started { ecs_deployment_id, .. }] if ecs_deployment_id == "ecs-svc/2"),
+        "{again:?}"
+    );
     assert_eq!(w.ecs.count("UpdateService"), calls_before, "no second update");
     assert_eq!(w.ecs.count("RegisterTaskDefinition"), 2, "no third revision");
 }

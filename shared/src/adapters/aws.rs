@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use aws_config::{Region, SdkConfig};
 use aws_config::sts::AssumeRoleProvider;
+use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
@@ -62,8 +62,14 @@ where
     let message = DisplayErrorContext(err).to_string();
     let kind = match err.as_service_error().and_then(|e| e.code()) {
         Some(code) if code.ends_with("NotFoundException") || code == "ResourceNotFoundException" => ErrorKind::NotFound,
-        Some(code) if code.contains("Throttl") || code.contains("LimitExceeded") || code == "ServerException"
-            || code.contains("InternalServer") || code.contains("ServiceUnavailable") || code == "RequestLimitExceeded" => {
+        Some(code)
+            if code.contains("Throttl")
+                || code.contains("LimitExceeded")
+                || code == "ServerException"
+                || code.contains("InternalServer")
+                || code.contains("ServiceUnavailable")
+                || code == "RequestLimitExceeded" =>
+        {
             ErrorKind::Transient
         }
         Some(_) => ErrorKind::Rejected,

@@ -169,7 +169,8 @@ fn time(item: &Item, field: &str) -> Option<DateTime<Utc>> {
 
 fn deployment_from(item: &Item) -> Result<Deployment, LedgerError> {
     let need = |field: &str| text(item, field).ok_or_else(|| LedgerError(format!("deployment record without {field}")));
-    let need_time = |field: &str| time(item, field).ok_or_else(|| LedgerError(format!("deployment record without {field}")));
+    let need_time =
+        |field: &str| time(item, field).ok_or_else(|| LedgerError(format!("deployment record without {field}")));
     let state = need("state")?;
     Ok(Deployment {
         id: need("id")?,

@@ -2,11 +2,11 @@
 //! migration tasks, update services.
 
 use aws_sdk_ecs::Client;
+use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
 use aws_sdk_ecs::types::{
     CapacityProviderStrategyItem, ContainerOverride, DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType,
-    NetworkConfiguration, TaskDefinition, TaskDefinitionField, TaskOverride, Tag,
+    NetworkConfiguration, Tag, TaskDefinition, TaskDefinitionField, TaskOverride,
 };
-use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
 
 use super::aws::{AwsClients, ErrorKind, classify};
 use crate::config::Migration;
@@ -105,15 +105,17 @@ impl Ecs for EcsAdapter {
             .send()
             .await
             .map_err(ecs_error)?;
-        let Some(service) = out.services.unwrap_or_default().into_iter().find(|s| s.status.as_deref() == Some("ACTIVE"))
+        let Some(service) =
+            out.services.unwrap_or_default().into_iter().find(|s| s.status.as_deref() == Some("ACTIVE"))
         else {
             return Err(EcsError::NotFound(format!("service {} in cluster {}", target.service, target.cluster)));
         };
-        let primary = service.deployments().iter().find(|d| d.status.as_deref() == Some("PRIMARY")).map(|d| EcsDeployment {
-            id: d.id.clone().unwrap_or_default(),
-            task_definition: d.task_definition.clone().unwrap_or_default(),
-            rollout_state: d.rollout_state.as_ref().map(|s| s.as_str().to_string()).unwrap_or_default(),
-        });
+        let primary =
+            service.deployments().iter().find(|d| d.status.as_deref() == Some("PRIMARY")).map(|d| EcsDeployment {
+                id: d.id.clone().unwrap_or_default(),
+                task_definition: d.task_definition.clone().unwrap_or_default(),
+                rollout_state: d.rollout_state.as_ref().map(|s| s.as_str().to_string()).unwrap_or_default(),
+            });
         Ok(ServiceInfo {
             task_definition: service.task_definition.clone().unwrap_or_default(),
             primary,
@@ -144,10 +146,8 @@ impl Ecs for EcsAdapter {
             Images::Unchanged => return Ok(Revision::Unchanged),
             Images::Changed(images) => images,
         };
-        let registered = render(definition, out.tags.unwrap_or_default(), images)
-            .send_with(&client)
-            .await
-            .map_err(ecs_error)?;
+        let registered =
+            render(definition, out.tags.unwrap_or_default(), images).send_with(&client).await.map_err(ecs_error)?;
         registered
             .task_definition
             .and_then(|td| td.task_definition_arn)
@@ -165,7 +165,10 @@ impl Ecs for EcsAdapter {
         let s = &service.settings;
         let overrides = TaskOverride::builder()
             .container_overrides(
-                ContainerOverride::builder().name(&migration.container).set_command(Some(migration.command.clone())).build(),
+                ContainerOverride::builder()
+                    .name(&migration.container)
+                    .set_command(Some(migration.command.clone()))
+                    .build(),
             )
             .build();
         let out = self
@@ -217,10 +220,19 @@ impl Ecs for EcsAdapter {
         Ok(Some(TaskExit { exit_code, reason: task.stopped_reason().unwrap_or("stopped").to_string() }))
     }
 
-    async fn update_service(&self, target: &Target, service: &ServiceInfo, task_definition: &str) -> Result<String, EcsError> {
+    async fn update_service(
+        &self,
+        target: &Target,
+        service: &ServiceInfo,
+        task_definition: &str,
+    ) -> Result<String, EcsError> {
         // Keep every deployment setting the service has; only make sure the circuit
         // breaker is on (with ECS's own rollback unless the team turned that off).
-        let existing: DeploymentConfiguration = service.settings.deployment_configuration.clone().unwrap_or_else(|| DeploymentConfiguration::builder().build());
+        let existing: DeploymentConfiguration = service
+            .settings
+            .deployment_configuration
+            .clone()
+            .unwrap_or_else(|| DeploymentConfiguration::builder().build());
         let rollback = existing.deployment_circuit_breaker.as_ref().is_none_or(|b| !b.enable || b.rollback);
         let breaker = DeploymentCircuitBreaker::builder().enable(true).rollback(rollback).build();
         let mut configuration = existing;

@@ -23,11 +23,7 @@ impl SnsNotifier {
 }
 
 fn attribute(value: &str) -> MessageAttributeValue {
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(value)
-        .build()
-        .expect("data_type is set")
+    MessageAttributeValue::builder().data_type("String").string_value(value).build().expect("data_type is set")
 }
 
 impl Notifier for SnsNotifier {
@@ -105,18 +101,15 @@ impl Notifier for SlackNotifier {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            let sent = self
-                .http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await;
+            let sent = self.http.post(url).header("content-type", "application/json").body(body.clone()).send().await;
             // Errors are described without the URL: it is a credential.
             last = match sent {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) if r.status().is_client_error() => {
-                    return Err(NotifyError(format!("Slack ({route}) refused the message: HTTP {}", r.status().as_u16())));
+                    return Err(NotifyError(format!(
+                        "Slack ({route}) refused the message: HTTP {}",
+                        r.status().as_u16()
+                    )));
                 }
                 Ok(r) => format!("HTTP {}", r.status().as_u16()),
                 Err(e) if e.is_timeout() => "timed out".to_string(),
