@@ -1,0 +1,495 @@
+"""The infrastructure (infra/*.yaml) agrees with the code.
+
+Run from the repository root: python3 -m pytest tests/infra -q
+
+- Every AWS action the code calls is granted to a function's role, and every grant is
+  an action the code calls (or one AWS checks with it, or Lambda's own logging and
+  dead-letter delivery): found statically in the Rust sources (iam.py).
+- Per function, the role grants exactly what the Rust integration tests saw that function
+  do (tests/.recorded-actions/<function>.json or <function>/*.json; another directory with
+  FERRY_RECORDED_ACTIONS).
+- Grants are scoped (resources, conditions), cfn-lint reports nothing, the template wires
+  the function the way the code reads its environment, and the stack creates in the
+  local AWS emulator.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import io
+import json
+import re
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import iam  # noqa: E402
+
+REPO = iam.REPO
+TEMPLATE = iam.INFRA / "template.yaml"
+
+#: Parameter values the checks resolve the templates with.
+PARAMETERS = {
+    "EcsClusterNames": "shop-staging,shop-production",
+    "TaskRoleArns": "arn:aws:iam::123456789012:role/shop-api-task,arn:aws:iam::123456789012:role/shop-api-execution",
+}
+TARGET_ROLE = "arn:aws:iam::210987654321:role/ferry-target"
+
+#: Actions the code calls that no function's role grants yet, each with the reason. The
+#: library's ledger adapter also serves the verify and rollback functions, which are not
+#: written (nor deployed) yet; the deploy function never reads the ledger outside its
+#: conditional writes. When a role grants one of these, remove it here: the check is exact.
+NOT_YET_GRANTED = {
+    "dynamodb:GetItem": "Ledger::head (DynamoLedger): for the verify/rollback functions, not deployed yet",
+    "dynamodb:Query": "Ledger::history, DynamoLedger::by_ecs_deployment: for the verify/rollback functions, not deployed yet",
+}
+
+#: The only actions allowed on Resource "*": AWS supports no resource-level permission for them.
+STAR_RESOURCE_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"}
+
+RUN_RUST_TESTS = "run the Rust integration tests first (cargo nextest run -p ferry-tests)"
+
+
+@functools.cache
+def template() -> dict:
+    return iam.load_template(TEMPLATE)
+
+
+@functools.cache
+def calls() -> tuple[iam.Call, ...]:
+    return tuple(iam.code_calls())
+
+
+def code_actions() -> set[str]:
+    return {c.action for c in calls()}
+
+
+def all_templates() -> list[Path]:
+    found = iam.templates()
+    assert TEMPLATE in found, f"{TEMPLATE} is not recognised as a template"
+    return found
+
+
+def deployed_functions() -> list[tuple[str, str]]:
+    """(logical id, function name) of every function in the template."""
+    return [(logical, iam.function_name(resource)) for logical, resource in iam.functions(template()).items()]
+
+
+def statements(parameters: dict[str, str], role: str = "DeployFunctionRole") -> list[dict]:
+    resolver = iam.Resolver(template(), parameters)
+    return iam.statements(resolver, iam.role_policy_documents(template(), role))
+
+
+def granting(action: str, parameters: dict[str, str], role: str = "DeployFunctionRole") -> list[dict]:
+    return [s for s in statements(parameters, role) if action in iam.actions_of(s)]
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def where(action: str) -> str:
+    sites = [str(c) for c in calls() if c.action == action]
+    return "; ".join(sites) if sites else "implied or runtime"
+
+
+# --- cfn-lint --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", all_templates(), ids=lambda p: str(p.relative_to(REPO)))
+def test_cfn_lint_reports_nothing(path: Path) -> None:
+    # The informational checks too: nothing is skipped. A rule may only be silenced in the
+    # template itself (Metadata cfn-lint ignore_checks), with a comment saying why.
+    lint = subprocess.run(
+        [sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())",
+         "--include-checks", "I", "--", str(path)],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert (lint.returncode, lint.stdout + lint.stderr) == (0, ""), f"cfn-lint {path}:\n{lint.stdout}{lint.stderr}"
+
+
+# --- the static scan itself ------------------------------------------------------------
+
+
+def test_the_scan_finds_each_form_of_call_and_nothing_else(tmp_path: Path) -> None:
+    ops = {
+        "ecs": {"update_service": "UpdateService", "register_task_definition": "RegisterTaskDefinition", "list_tasks": "ListTasks"},
+        "dynamodb": {"transact_write_items": "TransactWriteItems", "put_item": "PutItem"},
+        "sns": {"publish": "Publish"},
+    }
+    (tmp_path / "a.rs").write_text(
+        "use aws_sdk_ecs::Client;\n"
+        "use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;\n"
+        "async fn f(c: &Client) {\n"
+        "    c.update_service()\n        .send().await;\n"
+        "    RegisterTaskDefinitionInputBuilder::default().send_with(c).await;\n"
+        "    // c.list_tasks() in a comment\n"
+        "    let s = \"c.list_tasks()\"; /* c.list_tasks() */\n"
+        "    let p = AssumeRoleProvider::builder(\"r\");\n"
+        "}\n"
+    )
+    (tmp_path / "b.rs").write_text(
+        "use aws_sdk_dynamodb::{types::TransactWriteItem, Client};\n"
+        "fn g(c: &Client) { c.transact_write_items(); TransactWriteItem::builder().put(p).build(); TransactWriteItem::builder()\n  .update(u); }\n"
+    )
+    # Names no SDK client: a port method of the same name is not an AWS call.
+    (tmp_path / "c.rs").write_text("fn h(e: &impl Ecs) { e.update_service(); x.publish(); }\n")
+    found = iam.scan(sorted(tmp_path.glob("*.rs")), ops, tmp_path)
+    assert sorted((c.action, c.file, c.line) for c in found) == [
+        ("dynamodb:PutItem", "b.rs", 2),
+        ("dynamodb:UpdateItem", "b.rs", 2),
+        ("ecs:RegisterTaskDefinition", "a.rs", 2),
+        ("ecs:RegisterTaskDefinition", "a.rs", 6),
+        ("ecs:UpdateService", "a.rs", 4),
+        ("sts:AssumeRole", "a.rs", 9),
+    ]
+
+
+def test_the_scan_knows_each_sdk_crate_of_the_lock_file() -> None:
+    crates = iam.locked_sdk_crates()
+    assert {"ecs", "dynamodb", "sns", "secretsmanager"} <= set(crates), crates
+    for svc, version in crates.items():
+        ops = iam.sdk_operations(svc, version)
+        assert len(ops) > 10, (svc, version, ops)
+    assert iam.sdk_operations("ecs", crates["ecs"])["update_service"] == "UpdateService"
+
+
+# --- code <-> grants -------------------------------------------------------------------
+
+
+def test_every_action_the_code_calls_is_granted() -> None:
+    granted = set()
+    for logical, _ in deployed_functions():
+        for _, actions in iam.grant_variants(template(), iam.role_of(template(), logical), PARAMETERS):
+            granted |= actions
+    missing = (code_actions() | iam.implied(code_actions())) - granted
+    unexplained = {a: where(a) for a in sorted(missing - set(NOT_YET_GRANTED))}
+    assert not unexplained, f"the code calls actions no role grants: {unexplained}"
+    stale = set(NOT_YET_GRANTED) - missing
+    assert not stale, f"now granted (or no longer called): remove from NOT_YET_GRANTED: {sorted(stale)}"
+
+
+@pytest.mark.parametrize("logical,name", deployed_functions())
+def test_every_grant_is_an_action_the_code_calls(logical: str, name: str) -> None:
+    role = iam.role_of(template(), logical)
+    allowed = code_actions() | iam.implied(code_actions()) | iam.runtime_actions(template(), logical)
+    for conditions, actions in iam.grant_variants(template(), role, PARAMETERS):
+        extra = actions - allowed
+        assert not extra, f"{role} (conditions {conditions}) grants actions no code calls: {sorted(extra)}"
+
+
+@pytest.mark.parametrize("logical,name", deployed_functions())
+def test_the_role_grants_exactly_what_the_function_was_seen_doing(logical: str, name: str) -> None:
+    recorded = iam.recorded_actions(name)
+    if recorded is None:
+        pytest.fail(f"no record of the {name} function's AWS calls in {iam.recorded_dir()}: {RUN_RUST_TESTS}")
+    unseen = recorded - code_actions()
+    assert not unseen, f"the integration tests saw {name} call {sorted(unseen)}, which the static scan did not find"
+    expected = recorded | iam.implied(recorded) | iam.runtime_actions(template(), logical)
+    role = iam.role_of(template(), logical)
+    variants = iam.grant_variants(template(), role, PARAMETERS)
+    if any(actions == expected for _, actions in variants):
+        return
+    conditions, actions = min(variants, key=lambda v: len(v[1] ^ expected))
+    pytest.fail(
+        f"{role} does not grant exactly what {name} does (closest: conditions {conditions}):\n"
+        f"  granted, never called: {sorted(actions - expected)}\n"
+        f"  called, not granted:   {sorted(expected - actions)}"
+    )
+
+
+def policy_documents(node):
+    """Every IAM policy document in a template (anything with a Statement)."""
+    if isinstance(node, dict):
+        if "Statement" in node:
+            yield node
+        for v in node.values():
+            yield from policy_documents(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from policy_documents(v)
+
+
+@pytest.mark.parametrize("path", all_templates(), ids=lambda p: str(p.relative_to(REPO)))
+def test_no_policy_grants_a_wildcard_action(path: Path) -> None:
+    found = list(policy_documents(iam.load_template(path)))
+    assert found, "no policy documents found"
+    for doc in found:
+        for s in policy_documents_statements(doc):
+            for key in ("Action", "NotAction"):
+                for action in as_list(s.get(key, [])):
+                    assert isinstance(action, str), f"{key} must be literal: {s}"
+                    assert "*" not in action and "?" not in action, f"wildcard {key} {action!r} in {s}"
+
+
+def policy_documents_statements(doc: dict):
+    for s in as_list(doc["Statement"]):
+        if isinstance(s, dict) and "Fn::If" in s:
+            yield from (b for b in s["Fn::If"][1:] if isinstance(b, dict) and "Ref" not in b)
+        else:
+            yield s
+
+
+# --- scope: resources and conditions ---------------------------------------------------
+
+
+def test_only_actions_without_resource_level_permissions_use_resource_star() -> None:
+    for s in statements({**PARAMETERS, "TargetRoleArns": TARGET_ROLE}):
+        if "*" in as_list(s["Resource"]):
+            assert set(iam.actions_of(s)) <= STAR_RESOURCE_ONLY, f'Resource "*" for {s}'
+
+
+def only_statement(action: str, parameters: dict[str, str] = PARAMETERS) -> dict:
+    found = granting(action, parameters)
+    assert len(found) == 1, f"{action} should be granted by one statement: {found}"
+    return found[0]
+
+
+def test_ecs_grants_are_limited_to_the_configured_clusters() -> None:
+    clusters = PARAMETERS["EcsClusterNames"].split(",")
+    for action in ("ecs:DescribeServices", "ecs:UpdateService"):
+        assert as_list(only_statement(action)["Resource"]) == [f"arn:*:ecs:*:*:service/{c}/*" for c in clusters]
+    assert as_list(only_statement("ecs:DescribeTasks")["Resource"]) == [f"arn:*:ecs:*:*:task/{c}/*" for c in clusters]
+    run = only_statement("ecs:RunTask")
+    assert run["Resource"] == "arn:aws:ecs:*:123456789012:task-definition/*"
+    (operator, keys), = run["Condition"].items()
+    assert operator in ("ArnEquals", "ArnLike")
+    assert keys == {"ecs:cluster": [f"arn:*:ecs:*:*:cluster/{c}" for c in clusters]}
+    tag = only_statement("ecs:TagResource")
+    assert tag["Resource"] == "arn:aws:ecs:*:123456789012:task-definition/*"
+    assert tag["Condition"] == {"StringEquals": {"ecs:CreateAction": "RegisterTaskDefinition"}}
+
+
+def test_only_the_task_roles_are_passed_and_only_to_ecs_tasks() -> None:
+    s = only_statement("iam:PassRole")
+    assert as_list(s["Resource"]) == PARAMETERS["TaskRoleArns"].split(",")
+    assert s["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
+
+
+def test_target_roles_are_assumable_only_when_given() -> None:
+    assert granting("sts:AssumeRole", PARAMETERS) == []
+    assert granting("sts:AssumeRole", {**PARAMETERS, "TargetRoleArns": ""}) == []
+    two = f"{TARGET_ROLE},arn:aws:iam::333333333333:role/ferry-target"
+    s, = granting("sts:AssumeRole", {**PARAMETERS, "TargetRoleArns": two})
+    assert as_list(s["Resource"]) == two.split(",")
+    assert "Condition" not in s
+
+
+def test_the_stack_resources_are_granted_one_by_one() -> None:
+    expected = {
+        "dynamodb:UpdateItem": "<LedgerTable.Arn>",
+        "sns:Publish": "<NotificationTopic>",
+        "secretsmanager:GetSecretValue": "<SlackWebhooksSecret>",
+        "sqs:SendMessage": "<DeployDeadLetterQueue.Arn>",
+        "logs:CreateLogStream": "arn:aws:logs:eu-west-1:123456789012:log-group:<DeployLogGroup>:*",
+        "logs:PutLogEvents": "arn:aws:logs:eu-west-1:123456789012:log-group:<DeployLogGroup>:*",
+    }
+    for action, resource in expected.items():
+        assert only_statement(action)["Resource"] == resource, action
+        assert "Condition" not in only_statement(action), action
+
+
+# --- the function's wiring -------------------------------------------------------------
+
+
+def deploy_function() -> dict:
+    return template()["Resources"]["DeployFunction"]
+
+
+def test_the_function_gets_every_setting_the_code_reads() -> None:
+    code = (REPO / "shared" / "src" / "function.rs").read_text()
+    read = set(re.findall(r'\bvar\("(FERRY_[A-Z_]+)"\)', code))
+    assert read, "no FERRY_* variables found in function.rs"
+    variables = deploy_function()["Properties"]["Environment"]["Variables"]
+    assert set(variables) == read
+    assert variables["FERRY_CONFIG"] == "/opt/ferry.toml"
+    assert variables["FERRY_TABLE"] == {"Ref": "LedgerTable"}
+    assert variables["FERRY_TOPIC_ARN"] == {"Ref": "NotificationTopic"}
+    assert variables["FERRY_SLACK_SECRET"] == {"Ref": "SlackWebhooksSecret"}  # Ref of a secret is its ARN
+
+
+def test_the_config_ships_as_a_layer_holding_only_ferry_toml() -> None:
+    props = deploy_function()["Properties"]
+    layer = template()["Resources"]["ConfigLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert props["Layers"] == [{"Ref": "ConfigLayer"}]
+    content = (TEMPLATE.parent / layer["Properties"]["ContentUri"]).resolve()
+    # Everything in the layer's directory ships: nothing but the config may be there.
+    assert sorted(p.name for p in content.iterdir()) == ["ferry.toml"]
+
+
+def test_the_example_config_is_the_documented_one() -> None:
+    config = tomllib.loads((iam.INFRA / "config" / "ferry.toml").read_text())
+    assert [e["name"] for e in config["environments"]] == ["staging", "production"]
+    (api,) = config["services"]
+    assert (api["repository"], api["name"], api["containers"]) == ("shop/api", "shop-{env}-api", ["api"])
+    clusters = {t["cluster"] for e in config["environments"] for t in e["targets"]}
+    assert all("role_arn" not in t for e in config["environments"] for t in e["targets"]), "same-account example"
+    assert clusters == {"shop-staging", "shop-production"}
+
+
+def test_the_function_builds_the_deploy_binary_from_the_workspace() -> None:
+    fn = deploy_function()
+    assert fn["Metadata"] == {"BuildMethod": "rust-cargolambda", "BuildProperties": {"Binary": "ferry-deploy"}}
+    root = (TEMPLATE.parent / fn["Properties"]["CodeUri"]).resolve()
+    assert root == REPO and "[workspace]" in (root / "Cargo.toml").read_text()
+    binaries = {
+        m for toml in (REPO / "functions").glob("*/Cargo.toml")
+        for m in re.findall(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', toml.read_text())
+    }
+    built = {r["Metadata"]["BuildProperties"]["Binary"] for r in iam.functions(template()).values()}
+    assert built == binaries, "every function binary of the workspace is deployed, and only those"
+    props = fn["Properties"]
+    assert (props["Runtime"], props["Handler"], props["MemorySize"]) == ("provided.al2023", "bootstrap", 128)
+    assert props["Architectures"] == [{"Ref": "Architecture"}]
+    assert template()["Parameters"]["Architecture"]["AllowedValues"] == ["arm64", "x86_64"]
+    assert template()["Parameters"]["Architecture"]["Default"] == "arm64"
+
+
+def test_the_timeout_leaves_room_for_the_longest_migration() -> None:
+    config = (REPO / "shared" / "src" / "config.rs").read_text()
+    longest = int(re.search(r"MAX_MIGRATION_SECONDS: u64 = (\d+);", config).group(1))
+    timeout = deploy_function()["Properties"]["Timeout"]
+    assert timeout == 900 and timeout >= longest + 120
+
+
+def test_failed_invocations_are_retried_twice_then_kept() -> None:
+    props = deploy_function()["Properties"]
+    invoke = props["EventInvokeConfig"]
+    assert invoke["MaximumRetryAttempts"] == 2
+    assert invoke["DestinationConfig"]["OnFailure"] == {"Type": "SQS", "Destination": {"Fn::GetAtt": ["DeployDeadLetterQueue", "Arn"]}}
+    queue = template()["Resources"]["DeployDeadLetterQueue"]["Properties"]
+    assert queue.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue
+
+
+def test_logs_are_json_with_retention() -> None:
+    logging = deploy_function()["Properties"]["LoggingConfig"]
+    assert logging["LogFormat"] == "JSON"
+    assert logging["LogGroup"] == {"Ref": "DeployLogGroup"}
+    assert template()["Resources"]["DeployLogGroup"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert template()["Parameters"]["LogRetentionDays"]["Default"] == 30
+
+
+def test_the_ledger_table_is_the_one_the_adapter_uses() -> None:
+    code = (REPO / "shared" / "src" / "adapters" / "dynamodb.rs").read_text()
+    index = re.search(r'ECS_DEPLOYMENT_INDEX: &str = "([^"]+)"', code).group(1)
+    table = template()["Resources"]["LedgerTable"]
+    props = table["Properties"]
+    assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+    assert '("pk".to_string()' in code and '("sk".to_string()' in code
+    (gsi,) = props["GlobalSecondaryIndexes"]
+    assert gsi["IndexName"] == index
+    (key,) = gsi["KeySchema"]
+    assert key["KeyType"] == "HASH" and f'key_condition_expression("{key["AttributeName"]} = ' in code
+    assert gsi["Projection"] == {"ProjectionType": "ALL"}
+    types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+    assert types == {"pk": "S", "sk": "S", key["AttributeName"]: "S"}
+    ttl = props["TimeToLiveSpecification"]
+    assert ttl["Enabled"] is True and f'e.set("{ttl["AttributeName"]}", n(' in code
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert props["DeletionProtectionEnabled"] is True
+
+
+def test_notifications_are_encrypted_and_the_secret_holds_no_webhook() -> None:
+    resources = template()["Resources"]
+    assert resources["NotificationTopic"]["Properties"]["KmsMasterKeyId"] == "alias/aws/sns"
+    assert resources["NotificationEmailSubscription"]["Condition"] == "HasNotificationEmail"
+    assert json.loads(resources["SlackWebhooksSecret"]["Properties"]["SecretString"]) == {"default": ""}
+
+
+# --- the push rule ---------------------------------------------------------------------
+
+FIXTURES = REPO / "tests" / "fixtures" / "events"
+
+
+def push_pattern(prefixes: str) -> dict:
+    pattern = deploy_function()["Properties"]["Events"]["EcrPush"]["Properties"]["Pattern"]
+    resolved = iam.Resolver(template(), {**PARAMETERS, "EcrRepositoryPrefixes": prefixes}).resolve(pattern)
+    return json.loads(resolved) if isinstance(resolved, str) else resolved
+
+
+@pytest.mark.parametrize("prefixes,delivered", [
+    ("", True),
+    ("shop/", True),
+    ("billing/,shop/a", True),
+    ("billing/", False),
+])
+def test_the_rule_delivers_successful_pushes_only(prefixes: str, delivered: bool) -> None:
+    from moto.events.models import EventPattern
+
+    pattern = EventPattern.load(json.dumps(push_pattern(prefixes)))
+    events = {p.name: json.loads(p.read_text()) for p in FIXTURES.glob("*.json")}
+    assert "ecr-push-staging.json" in events
+    matched = {name for name, event in events.items() if pattern.matches_event(event)}
+    assert matched == ({"ecr-push-staging.json"} if delivered else set())
+
+
+def test_the_prefix_filter_only_adds_the_repository_condition() -> None:
+    # The two branches of the rule's pattern (plain, and JSON text with prefixes) must not drift.
+    filtered = push_pattern("shop/,billing/")
+    assert filtered["detail"].pop("repository-name") == [{"prefix": "shop/"}, {"prefix": "billing/"}]
+    assert filtered == push_pattern("")
+
+
+# --- the emulator ----------------------------------------------------------------------
+
+
+# moto's CloudFormation skips what it cannot create (the secret, the async invoke config).
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS::")
+def test_the_stack_creates_in_the_emulator_with_the_grants_checked_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SAM template, transformed offline, creates a stack in moto; the role it creates
+    grants what the checks above resolved (so the resolver reads the template right)."""
+    for k, v in {"AWS_DEFAULT_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(k, v)
+    import boto3
+    from moto import mock_aws
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    class NoManagedPolicies:
+        def load(self) -> dict:
+            return {}
+
+    sam = yaml_parse(TEMPLATE.read_text())
+    sam["Resources"]["DeployFunction"]["Properties"]["CodeUri"] = "s3://ferry-artifacts/deploy.zip"
+    sam["Resources"]["ConfigLayer"]["Properties"]["ContentUri"] = "s3://ferry-artifacts/config.zip"
+    plain = transform(sam, {}, NoManagedPolicies())
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("bootstrap", "#!/bin/sh\n")
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="ferry-artifacts", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        for key in ("deploy.zip", "config.zip"):
+            s3.put_object(Bucket="ferry-artifacts", Key=key, Body=archive.getvalue())
+        cfn, iam_client = boto3.client("cloudformation"), boto3.client("iam")
+        for name, targets in (("ferry-one-account", ""), ("ferry-cross-account", TARGET_ROLE)):
+            parameters = {**PARAMETERS, "TargetRoleArns": targets}
+            cfn.create_stack(
+                StackName=name, TemplateBody=json.dumps(plain), Capabilities=["CAPABILITY_IAM"],
+                Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+            )
+            assert cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+            created = {r["LogicalResourceId"]: r for r in cfn.list_stack_resources(StackName=name)["StackResourceSummaries"]}
+            for logical in ("DeployFunction", "LedgerTable", "NotificationTopic", "DeployFunctionRole", "DeployDeadLetterQueue"):
+                assert created[logical]["ResourceStatus"] == "CREATE_COMPLETE", logical
+            role = created["DeployFunctionRole"]["PhysicalResourceId"]
+            actions = set()
+            for policy in iam_client.list_role_policies(RoleName=role)["PolicyNames"]:
+                document = iam_client.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
+                if isinstance(document, str):
+                    # moto 5.2.5 answers with the document's Python repr, and keeps an
+                    # AWS::NoValue statement as None (CloudFormation drops it).
+                    document = ast.literal_eval(document)
+                actions |= {a for s in as_list(document["Statement"]) if s is not None for a in as_list(s["Action"])}
+            assert actions == iam.granted(template(), "DeployFunctionRole", parameters), name
