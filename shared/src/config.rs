@@ -56,10 +56,30 @@ pub struct Service {
     pub notify: Option<String>,
 }
 
+/// The smoke test run once ECS reports a deployment complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     /// Health URL; `{env}` is replaced by the environment's name.
     pub url: String,
+    /// Status codes that pass, inclusive (default: any 2xx).
+    pub expect_status: (u16, u16),
+    /// Text the body must contain, if any.
+    pub body_contains: Option<String>,
+    /// How many requests at most; the first that passes ends the test.
+    pub attempts: u32,
+    pub interval_seconds: u64,
+    /// Each request's own limit.
+    pub timeout_seconds: u64,
+}
+
+/// The longest a smoke test may take in all (attempts × (timeout + interval)): well inside
+/// the verify function's 5-minute limit.
+pub const MAX_SMOKE_SECONDS: u64 = 240;
+
+impl Health {
+    pub fn url_for(&self, environment: &str) -> String {
+        self.url.replace("{env}", environment)
+    }
 }
 
 /// A one-off task run with the new image before the service is updated.
@@ -189,6 +209,63 @@ struct RawService {
 #[serde(deny_unknown_fields)]
 struct RawHealth {
     url: Spanned<String>,
+    /// `200`, or a range such as `"200-299"`.
+    expect_status: Option<Spanned<toml::Value>>,
+    body_contains: Option<String>,
+    attempts: Option<Spanned<u32>>,
+    interval_seconds: Option<u64>,
+    timeout_seconds: Option<Spanned<u64>>,
+}
+
+impl RawHealth {
+    fn validate(self, span: std::ops::Range<usize>) -> Result<Health, Invalid> {
+        let u = self.url.get_ref();
+        if !(u.starts_with("http://") || u.starts_with("https://")) || !only_env_placeholder(u) {
+            return Err(invalid(&self.url, format!("health url {u:?} must be http(s):// and may use only {{env}}")));
+        }
+        let expect_status = match &self.expect_status {
+            None => (200, 299),
+            Some(v) => {
+                let parsed = match v.get_ref() {
+                    toml::Value::Integer(code) => u16::try_from(*code).ok().map(|c| (c, c)),
+                    toml::Value::String(range) => {
+                        range.split_once('-').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+                    }
+                    _ => None,
+                };
+                match parsed {
+                    Some((low, high)) if (100..=599).contains(&low) && low <= high && high <= 599 => (low, high),
+                    _ => return Err(invalid(v, "expect_status must be a status code or a range such as \"200-299\"")),
+                }
+            }
+        };
+        let attempts = self.attempts.as_ref().map_or(5, |a| *a.get_ref());
+        if attempts == 0 {
+            return Err(invalid(self.attempts.as_ref().expect("set"), "attempts must be at least 1"));
+        }
+        let timeout_seconds = self.timeout_seconds.as_ref().map_or(3, |t| *t.get_ref());
+        if timeout_seconds == 0 {
+            return Err(invalid(self.timeout_seconds.as_ref().expect("set"), "timeout_seconds must be at least 1"));
+        }
+        let interval_seconds = self.interval_seconds.unwrap_or(5);
+        let budget = u64::from(attempts) * (timeout_seconds + interval_seconds);
+        if budget > MAX_SMOKE_SECONDS {
+            return Err((
+                span,
+                format!(
+                    "the smoke test could take {budget} s (attempts × (timeout + interval)); the limit is {MAX_SMOKE_SECONDS} s"
+                ),
+            ));
+        }
+        Ok(Health {
+            url: self.url.into_inner(),
+            expect_status,
+            body_contains: self.body_contains,
+            attempts,
+            interval_seconds,
+            timeout_seconds,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -401,12 +478,8 @@ impl RawService {
         let health = match self.health {
             None => None,
             Some(h) => {
-                let url = h.into_inner().url;
-                let u = url.get_ref();
-                if !(u.starts_with("http://") || u.starts_with("https://")) || !only_env_placeholder(u) {
-                    return Err(invalid(&url, format!("health url {u:?} must be http(s):// and may use only {{env}}")));
-                }
-                Some(Health { url: url.into_inner() })
+                let span = h.span();
+                Some(h.into_inner().validate(span)?)
             }
         };
         let migration = match self.migration {
@@ -477,7 +550,7 @@ targets = [
 repository = "shop/api"
 name = "shop-{env}-api"
 containers = ["api"]
-health = { url = "https://api.{env}.shop.example/healthz" }
+health = { url = "https://api.{env}.shop.example/healthz", expect_status = 204, body_contains = "ok" }
 migration = { command = ["bin/migrate", "up"] }
 notify = "shop-team"
 
@@ -506,6 +579,21 @@ environments = ["production"]
             })
         );
         assert!(api.deploys_to("staging") && api.deploys_to("production"));
+        assert_eq!(
+            api.health,
+            Some(Health {
+                url: "https://api.{env}.shop.example/healthz".into(),
+                expect_status: (204, 204),
+                body_contains: Some("ok".into()),
+                attempts: 5,
+                interval_seconds: 5,
+                timeout_seconds: 3,
+            })
+        );
+        assert_eq!(
+            api.health.as_ref().map(|h| h.url_for("staging")).as_deref(),
+            Some("https://api.staging.shop.example/healthz")
+        );
         assert!(!c.services[1].deploys_to("staging"));
     }
 

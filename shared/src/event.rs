@@ -72,6 +72,98 @@ pub fn parse_ecr_event(event: Value) -> Result<EcrEvent, MalformedEvent> {
     }))
 }
 
+/// What an "ECS Deployment State Change" event says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EcsEventKind {
+    InProgress,
+    Completed,
+    Failed,
+}
+
+/// An "ECS Deployment State Change" event, in Ferry's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcsDeploymentEvent {
+    pub event_id: String,
+    pub kind: EcsEventKind,
+    pub deployment_id: String,
+    pub reason: String,
+    pub account: String,
+    pub region: String,
+    pub cluster: String,
+    pub service: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+impl EcsDeploymentEvent {
+    /// ECS's circuit breaker is rolling the service back (an IN_PROGRESS event for the
+    /// rollback deployment): `Some(deployment it rolls back to)`.
+    pub fn circuit_breaker_rollback(&self) -> Option<&str> {
+        if self.kind != EcsEventKind::InProgress {
+            return None;
+        }
+        let rest = self.reason.strip_prefix("ECS deployment circuit breaker: rolling back to deploymentId ")?;
+        Some(rest.trim_end_matches('.').trim())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EcsDetail {
+    event_name: Option<String>,
+    deployment_id: Option<String>,
+    reason: Option<String>,
+}
+
+/// Parses an event addressed to the verify function: `Ok(None)` for anything that is not
+/// an ECS deployment state change Ferry acts on.
+pub fn parse_ecs_event(event: Value) -> Result<Option<EcsDeploymentEvent>, MalformedEvent> {
+    let envelope: EventBridgeEvent<Value> =
+        serde_json::from_value(event).map_err(|e| MalformedEvent(format!("not an EventBridge event: {e}")))?;
+    if envelope.source != "aws.ecs" || envelope.detail_type != "ECS Deployment State Change" {
+        return Ok(None);
+    }
+    let detail: EcsDetail =
+        serde_json::from_value(envelope.detail).map_err(|e| MalformedEvent(format!("ECS detail: {e}")))?;
+    let kind = match detail.event_name.as_deref() {
+        Some("SERVICE_DEPLOYMENT_IN_PROGRESS") => EcsEventKind::InProgress,
+        Some("SERVICE_DEPLOYMENT_COMPLETED") => EcsEventKind::Completed,
+        Some("SERVICE_DEPLOYMENT_FAILED") => EcsEventKind::Failed,
+        _ => return Ok(None),
+    };
+    // arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/SERVICE
+    let arn = envelope
+        .resources
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.contains(":service/"))
+        .ok_or_else(|| MalformedEvent("no service ARN in resources".into()))?;
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let (region, account, resource) = match parts.as_slice() {
+        ["arn", _, "ecs", region, account, resource] => (*region, *account, *resource),
+        _ => return Err(MalformedEvent(format!("{arn:?} is not an ECS service ARN"))),
+    };
+    let Some(("service", cluster, service)) =
+        resource.split_once('/').and_then(|(kind, rest)| rest.split_once('/').map(|(c, s)| (kind, c, s)))
+    else {
+        return Err(MalformedEvent(format!("{arn:?} does not name a cluster and service")));
+    };
+    let deployment_id = detail
+        .deployment_id
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| MalformedEvent("missing detail.deploymentId".into()))?;
+    Ok(Some(EcsDeploymentEvent {
+        event_id: envelope.id.unwrap_or_default(),
+        kind,
+        deployment_id,
+        reason: detail.reason.unwrap_or_default(),
+        account: account.to_string(),
+        region: region.to_string(),
+        cluster: cluster.to_string(),
+        service: service.to_string(),
+        at: envelope.time.ok_or_else(|| MalformedEvent("missing time".into()))?,
+    }))
+}
+
 /// `sha256:<hex>` (and the other algorithms OCI allows).
 fn is_digest(s: &str) -> bool {
     s.split_once(':').is_some_and(|(algorithm, hex)| {
@@ -128,6 +220,41 @@ mod tests {
         let mut no_id = sample("ecr-push-staging.json");
         no_id.as_object_mut().expect("event").remove("id");
         assert!(malformed(no_id).contains("missing id"));
+    }
+
+    #[test]
+    fn ecs_deployment_events_are_parsed() {
+        let parse = |name| parse_ecs_event(sample(name)).expect("parse").expect("an ECS event");
+        let completed = parse("ecs-deployment-completed.json");
+        assert_eq!(completed.kind, EcsEventKind::Completed);
+        assert_eq!(completed.deployment_id, "ecs-svc/1234567890123456789");
+        assert_eq!(
+            (
+                completed.account.as_str(),
+                completed.region.as_str(),
+                completed.cluster.as_str(),
+                completed.service.as_str()
+            ),
+            ("123456789012", "ap-southeast-1", "shop-staging", "shop-staging-api")
+        );
+        assert_eq!(completed.circuit_breaker_rollback(), None);
+        assert_eq!(parse("ecs-deployment-in-progress.json").kind, EcsEventKind::InProgress);
+        let failed = parse("ecs-deployment-failed.json");
+        assert_eq!(
+            (failed.kind, failed.reason.as_str()),
+            (EcsEventKind::Failed, "ECS deployment circuit breaker: task failed to start.")
+        );
+        let rollback = parse("ecs-deployment-circuit-breaker-rollback.json");
+        assert_eq!(rollback.circuit_breaker_rollback(), Some("ecs-svc/5555555555555555555"));
+
+        assert_eq!(parse_ecs_event(sample("ecs-service-action-placement-failure.json")), Ok(None));
+        assert_eq!(parse_ecs_event(sample("ecr-push-staging.json")), Ok(None));
+        let mut no_arn = sample("ecs-deployment-completed.json");
+        no_arn["resources"] = serde_json::json!([]);
+        assert!(parse_ecs_event(no_arn).is_err());
+        let mut bad_arn = sample("ecs-deployment-completed.json");
+        bad_arn["resources"] = serde_json::json!(["arn:aws:ecs:eu-west-1:1:service/only-a-name"]);
+        assert!(parse_ecs_event(bad_arn).is_err());
     }
 
     #[test]
