@@ -12,8 +12,8 @@ use crate::config::Migration;
 use crate::model::{Deployment, Head, Lock, State, Target};
 use crate::notify::Notification;
 use crate::ports::{
-    Begin, Clock, Ecs, EcsDeployment, EcsError, Ledger, LedgerError, Notifier, NotifyError, Revision, ServiceInfo,
-    TaskExit,
+    Begin, BusError, Clock, Ecs, EcsDeployment, EcsError, EventBus, HeadChange, HealthProbe, Ledger, LedgerError,
+    Notifier, NotifyError, ProbeResponse, Revision, ServiceInfo, TaskExit,
 };
 use crate::render::{ImageChange, Images};
 
@@ -90,10 +90,31 @@ impl FakeEcs {
                     id: "ecs-svc/0".into(),
                     task_definition: arn.clone(),
                     rollout_state: "COMPLETED".into(),
+                    running: 2,
+                    desired: 2,
                 }],
             },
         );
         arn
+    }
+
+    /// Completes the PRIMARY (last) deployment as ECS would: rollout COMPLETED, all tasks running.
+    pub fn complete(&self, target: &Target) {
+        let mut w = lock(&self.0);
+        if let Some(d) = w.services.get_mut(&service_key(target)).and_then(|s| s.deployments.last_mut()) {
+            d.rollout_state = "COMPLETED".into();
+            d.running = d.desired;
+        }
+    }
+
+    /// Replaces a service's deployments (to stage what DescribeServices answers).
+    pub fn set_deployments(&self, target: &Target, deployments: Vec<EcsDeployment>) {
+        if let Some(s) = lock(&self.0).services.get_mut(&service_key(target)) {
+            if let Some(last) = deployments.last() {
+                s.task_definition = last.task_definition.clone();
+            }
+            s.deployments = deployments;
+        }
     }
 
     pub fn service_of(&self, target: &Target) -> Option<FakeService> {
@@ -193,6 +214,8 @@ impl Ecs for FakeEcs {
             id: id.clone(),
             task_definition: task_definition.to_string(),
             rollout_state: "IN_PROGRESS".into(),
+            running: 0,
+            desired: 2,
         });
         Ok(id)
     }
@@ -202,7 +225,32 @@ impl Ecs for FakeEcs {
 struct LedgerWorld {
     heads: HashMap<String, Head>,
     records: BTreeMap<(String, String), Deployment>,
+    /// Verification claims: record key → until.
+    claims: HashMap<(String, String), DateTime<Utc>>,
     fail: Option<LedgerError>,
+}
+
+impl LedgerWorld {
+    fn change_head(&mut self, d: &Deployment, change: HeadChange) {
+        let head = self.heads.entry(d.target.key()).or_default();
+        match change {
+            HeadChange::None => {}
+            HeadChange::LastKnownGood => {
+                head.last_known_good = Some((d.task_definition.clone().unwrap_or_default(), d.digest.clone()));
+            }
+            HeadChange::Active => head.active = Some((d.id.clone(), d.digest.clone())),
+        }
+    }
+
+    /// Replaces a record, keeping when it was first written.
+    fn put(&mut self, d: &Deployment) {
+        let key = record_key(d);
+        let mut record = d.clone();
+        if let Some(existing) = self.records.get(&key) {
+            record.created_at = existing.created_at;
+        }
+        self.records.insert(key, record);
+    }
 }
 
 /// The ledger in memory, with the DynamoDB ledger's conditions.
@@ -295,6 +343,64 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
+    async fn transition(&self, d: &Deployment, from: &[State], head: HeadChange) -> Result<bool, LedgerError> {
+        let mut w = self.world()?;
+        match w.records.get(&record_key(d)) {
+            Some(existing) if from.contains(&existing.state) => {
+                w.put(d);
+                w.change_head(d, head);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn claim_verification(
+        &self,
+        d: &Deployment,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let mut w = self.world()?;
+        let key = record_key(d);
+        let claimable = match w.records.get(&key).map(|r| r.state) {
+            Some(State::InProgress) => true,
+            Some(State::Verifying) => w.claims.get(&key).is_none_or(|claim| *claim < now),
+            _ => false,
+        };
+        if claimable {
+            w.claims.insert(key.clone(), until);
+            if let Some(record) = w.records.get_mut(&key) {
+                record.state = State::Verifying;
+                record.updated_at = now;
+            }
+        }
+        Ok(claimable)
+    }
+
+    async fn record_external(&self, d: &Deployment, head: HeadChange) -> Result<bool, LedgerError> {
+        let mut w = self.world()?;
+        if w.records.contains_key(&record_key(d)) {
+            return Ok(false);
+        }
+        w.put(d);
+        w.change_head(d, head);
+        Ok(true)
+    }
+
+    async fn note_ecs_event(&self, d: &Deployment, event: &str) -> Result<(), LedgerError> {
+        let mut w = self.world()?;
+        if let Some(record) = w.records.get_mut(&record_key(d)) {
+            record.ecs_event = Some(event.to_string());
+        }
+        Ok(())
+    }
+
+    async fn by_ecs_deployment(&self, ecs_deployment_id: &str) -> Result<Option<Deployment>, LedgerError> {
+        let w = self.world()?;
+        Ok(w.records.values().find(|d| d.ecs_deployment_id.as_deref() == Some(ecs_deployment_id)).cloned())
+    }
+
     async fn note_notify_error(&self, d: &Deployment, error: &str) -> Result<(), LedgerError> {
         let mut w = self.world()?;
         if let Some(record) = w.records.get_mut(&record_key(d)) {
@@ -338,5 +444,62 @@ impl Notifier for RecordingNotifier {
         }
         lock(&self.sent).push(n.clone());
         Ok(())
+    }
+}
+
+/// Keeps every "Deployment Failed" event; can be made to fail.
+#[derive(Debug, Default)]
+pub struct RecordingBus {
+    sent: Mutex<Vec<Deployment>>,
+    failing: Mutex<bool>,
+}
+
+impl RecordingBus {
+    pub fn sent(&self) -> Vec<Deployment> {
+        lock(&self.sent).clone()
+    }
+
+    pub fn fail(&self, failing: bool) {
+        *lock(&self.failing) = failing;
+    }
+}
+
+impl EventBus for RecordingBus {
+    async fn deployment_failed(&self, d: &Deployment) -> Result<(), BusError> {
+        if *lock(&self.failing) {
+            return Err(BusError("ThrottlingException".into()));
+        }
+        lock(&self.sent).push(d.clone());
+        Ok(())
+    }
+}
+
+/// Answers health checks from a script: each GET takes the next answer (the last repeats).
+#[derive(Debug, Default)]
+pub struct ScriptedProbe {
+    answers: Mutex<Vec<Result<ProbeResponse, String>>>,
+    requests: Mutex<Vec<(String, Duration)>>,
+}
+
+impl ScriptedProbe {
+    pub fn answering(answers: Vec<Result<ProbeResponse, String>>) -> Self {
+        ScriptedProbe { answers: Mutex::new(answers), requests: Mutex::default() }
+    }
+
+    /// Every request made: URL and timeout.
+    pub fn requests(&self) -> Vec<(String, Duration)> {
+        lock(&self.requests).clone()
+    }
+}
+
+impl HealthProbe for ScriptedProbe {
+    async fn get(&self, url: &str, timeout: Duration) -> Result<ProbeResponse, String> {
+        lock(&self.requests).push((url.to_string(), timeout));
+        let mut answers = lock(&self.answers);
+        match answers.len() {
+            0 => Err("no answer scripted".into()),
+            1 => answers[0].clone(),
+            _ => answers.remove(0),
+        }
     }
 }

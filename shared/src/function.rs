@@ -7,6 +7,7 @@
 //! | `FERRY_TABLE` | the ledger's DynamoDB table |
 //! | `FERRY_TOPIC_ARN` | SNS topic for notifications (optional) |
 //! | `FERRY_SLACK_SECRET` | Secrets Manager secret with the Slack webhooks (optional) |
+//! | `FERRY_EVENT_BUS` | EventBridge bus for Ferry's own events (default `default`) |
 
 use std::path::PathBuf;
 
@@ -24,6 +25,7 @@ pub struct FunctionEnv {
     pub table: String,
     pub topic_arn: Option<String>,
     pub slack_secret: Option<String>,
+    pub event_bus: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,7 @@ impl FunctionEnv {
             table: var("FERRY_TABLE").ok_or(StartError::Missing("FERRY_TABLE"))?,
             topic_arn: var("FERRY_TOPIC_ARN"),
             slack_secret: var("FERRY_SLACK_SECRET"),
+            event_bus: var("FERRY_EVENT_BUS").unwrap_or_else(|| "default".into()),
         })
     }
 

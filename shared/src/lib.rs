@@ -16,6 +16,7 @@ pub mod plan;
 pub mod ports;
 pub mod render;
 pub mod rules;
+pub mod verify;
 
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;

@@ -124,16 +124,37 @@ impl State {
     pub fn can_become(self, next: State) -> bool {
         self.next().contains(&next)
     }
-
-    /// States in which the deployment's image is (being) put on the target.
-    pub fn is_active(self) -> bool {
-        matches!(self, State::InProgress | State::Verifying | State::Succeeded)
-    }
 }
 
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Who started a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// Ferry, for a push.
+    #[default]
+    Ferry,
+    /// Someone else (an UpdateService by hand, another tool): recorded, not verified.
+    External,
+    /// ECS's deployment circuit breaker, rolling back a failed deployment.
+    EcsRollback,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Ferry => "ferry",
+            Origin::External => "external",
+            Origin::EcsRollback => "ecs-rollback",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Origin> {
+        [Origin::Ferry, Origin::External, Origin::EcsRollback].into_iter().find(|o| o.as_str() == s)
     }
 }
 
@@ -159,6 +180,9 @@ pub struct Deployment {
     pub updated_at: DateTime<Utc>,
     /// Why a notification about this deployment could not be delivered, if one could not.
     pub notify_error: Option<String>,
+    pub origin: Origin,
+    /// The last ECS deployment event applied to the record, and when ECS sent it.
+    pub ecs_event: Option<String>,
 }
 
 impl Deployment {
@@ -181,7 +205,14 @@ impl Deployment {
             created_at: now,
             updated_at: now,
             notify_error: None,
+            origin: Origin::Ferry,
+            ecs_event: None,
         }
+    }
+
+    /// Whether the deployment can still change (not in a final state).
+    pub fn is_open(&self) -> bool {
+        !self.state.next().is_empty()
     }
 }
 

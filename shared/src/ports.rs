@@ -39,6 +39,8 @@ pub struct EcsDeployment {
     pub task_definition: String,
     /// `IN_PROGRESS`, `COMPLETED` or `FAILED`.
     pub rollout_state: String,
+    pub running: i32,
+    pub desired: i32,
 }
 
 /// An ECS service as the deploy function needs to see it.
@@ -145,6 +147,43 @@ pub trait Ledger: Send + Sync {
     /// deployment.
     fn finish(&self, deployment: &Deployment, attempt: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
+    /// Moves `deployment` to its (new) state if the record is still in one of `from`, and
+    /// applies `head` to its target; `false` if the record had already moved on.
+    fn transition(
+        &self,
+        deployment: &Deployment,
+        from: &[State],
+        head: HeadChange,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Claims an IN_PROGRESS deployment for verification (VERIFYING) until `until`; a
+    /// claim whose holder died can be taken again once it has lapsed.
+    fn claim_verification(
+        &self,
+        deployment: &Deployment,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Records a deployment Ferry did not start; `false` if it is already recorded.
+    fn record_external(
+        &self,
+        deployment: &Deployment,
+        head: HeadChange,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Notes the latest ECS event on an open record.
+    fn note_ecs_event(
+        &self,
+        deployment: &Deployment,
+        event: &str,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    fn by_ecs_deployment(
+        &self,
+        ecs_deployment_id: &str,
+    ) -> impl Future<Output = Result<Option<Deployment>, LedgerError>> + Send;
+
     /// Notes on the record that a notification about it could not be delivered.
     fn note_notify_error(
         &self,
@@ -162,12 +201,45 @@ pub trait Ledger: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Deployment>, LedgerError>> + Send;
 }
 
+/// What a ledger transition also changes on the target's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadChange {
+    None,
+    /// The deployment passed verification: its revision and digest are the last known good.
+    LastKnownGood,
+    /// The deployment is what the target runs now (a deployment Ferry did not start).
+    Active,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("notification: {0}")]
 pub struct NotifyError(pub String);
 
 pub trait Notifier: Send + Sync {
     fn send(&self, notification: &Notification) -> impl Future<Output = Result<(), NotifyError>> + Send;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event bus: {0}")]
+pub struct BusError(pub String);
+
+/// Ferry's own events on EventBridge, for the rollback function and anyone else.
+pub trait EventBus: Send + Sync {
+    /// Announces a failed deployment ("Deployment Failed").
+    fn deployment_failed(&self, deployment: &Deployment) -> impl Future<Output = Result<(), BusError>> + Send;
+}
+
+/// One HTTP answer from a health URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResponse {
+    pub status: u16,
+    /// The start of the body (a few hundred bytes at most).
+    pub body: String,
+}
+
+pub trait HealthProbe: Send + Sync {
+    /// One GET of `url`, bounded by `timeout`; `Err` describes a timeout or connection failure.
+    fn get(&self, url: &str, timeout: Duration) -> impl Future<Output = Result<ProbeResponse, String>> + Send;
 }
 
 pub trait Clock: Send + Sync {

@@ -19,8 +19,8 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, Utc};
 
-use crate::model::{Deployment, Head, Lock, State, Target};
-use crate::ports::{Begin, Ledger, LedgerError};
+use crate::model::{Deployment, Head, Lock, Origin, State, Target};
+use crate::ports::{Begin, HeadChange, Ledger, LedgerError};
 
 /// Name of the GSI that finds a deployment by its ECS deployment id.
 pub const ECS_DEPLOYMENT_INDEX: &str = "by-ecs-deployment";
@@ -110,7 +110,7 @@ impl Expression {
             .table_name(table)
             .set_key(Some(key))
             .update_expression(expression)
-            .condition_expression(condition)
+            .set_condition_expression((!condition.is_empty()).then(|| condition.to_string()))
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values((!self.values.is_empty()).then_some(self.values))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -135,6 +135,7 @@ fn deployment_fields(d: &Deployment, e: &mut Expression) {
     e.set("event_id", s(&d.event_id));
     e.set("pushed_at", s(d.pushed_at.to_rfc3339()));
     e.set("state", s(d.state.as_str()));
+    e.set("origin", s(d.origin.as_str()));
     e.set("updated_at", s(d.updated_at.to_rfc3339()));
     e.set("expires_at", n(d.created_at.timestamp() + HISTORY_DAYS * 86_400));
     e.set_if_absent("created_at", s(d.created_at.to_rfc3339()));
@@ -146,6 +147,7 @@ fn deployment_fields(d: &Deployment, e: &mut Expression) {
         ("previous_task_definition", &d.previous_task_definition),
         ("task_definition", &d.task_definition),
         ("notify_error", &d.notify_error),
+        ("ecs_event", &d.ecs_event),
     ];
     for (field, value) in optional {
         if let Some(value) = value {
@@ -196,6 +198,8 @@ fn deployment_from(item: &Item) -> Result<Deployment, LedgerError> {
         created_at: need_time("created_at")?,
         updated_at: need_time("updated_at")?,
         notify_error: text(item, "notify_error"),
+        origin: text(item, "origin").and_then(|o| Origin::parse(&o)).unwrap_or_default(),
+        ecs_event: text(item, "ecs_event"),
     })
 }
 
@@ -254,49 +258,68 @@ impl DynamoLedger {
         }
     }
 
-    /// Writes a record as it is unless it is already recorded past PENDING.
-    async fn write_unless_done(&self, d: &Deployment) -> Result<(), LedgerError> {
+    /// The update that writes `d` whole, if the record satisfies `condition` (written with
+    /// `#state` for its state); `states` become `:s0`, `:s1`, ….
+    fn record_update(&self, d: &Deployment, condition: &str, states: &[State]) -> Result<Update, LedgerError> {
         let mut e = Expression::new();
         deployment_fields(d, &mut e);
-        let pending = e.value("pending", s(State::Pending.as_str()));
-        let state = e.name("state");
-        let update = e.update(
-            Self::deployment_key(d),
-            &self.table,
-            &[],
-            &format!("attribute_not_exists(pk) OR {state} = {pending}"),
-        )?;
+        for (i, state) in states.iter().enumerate() {
+            e.value(&format!("s{i}"), s(state.as_str()));
+        }
+        e.update(Self::deployment_key(d), &self.table, &[], condition)
+    }
+
+    /// The head change a transition carries, if any.
+    fn head_update(&self, d: &Deployment, change: HeadChange) -> Result<Option<Update>, LedgerError> {
+        let mut e = Expression::new();
+        match change {
+            HeadChange::None => return Ok(None),
+            HeadChange::LastKnownGood => {
+                e.set("lkg_deployment", s(&d.id));
+                e.set("lkg_task_definition", s(d.task_definition.clone().unwrap_or_default()));
+                e.set("lkg_digest", s(&d.digest));
+            }
+            HeadChange::Active => {
+                e.set("active_deployment", s(&d.id));
+                e.set("active_digest", s(&d.digest));
+            }
+        }
+        e.set("updated_at", s(d.updated_at.to_rfc3339()));
+        e.update(Self::head_key(&d.target), &self.table, &[], "").map(Some)
+    }
+
+    /// Applies a record update and, atomically with it, a head update; `false` when the
+    /// record's condition did not hold.
+    async fn apply(&self, context: &str, record: Update, head: Option<Update>) -> Result<bool, LedgerError> {
+        if let Some(head) = head {
+            let items = vec![
+                TransactWriteItem::builder().update(record).build(),
+                TransactWriteItem::builder().update(head).build(),
+            ];
+            return Ok(self.transact(context, items).await?.is_ok());
+        }
         let result = self
             .client
             .update_item()
-            .table_name(update.table_name())
-            .set_key(Some(update.key().clone()))
-            .update_expression(update.update_expression())
-            .set_condition_expression(update.condition_expression().map(str::to_string))
-            .set_expression_attribute_names(update.expression_attribute_names().cloned())
-            .set_expression_attribute_values(update.expression_attribute_values().cloned())
+            .table_name(record.table_name())
+            .set_key(Some(record.key().clone()))
+            .update_expression(record.update_expression())
+            .set_condition_expression(record.condition_expression().map(str::to_string))
+            .set_expression_attribute_names(record.expression_attribute_names().cloned())
+            .set_expression_attribute_values(record.expression_attribute_values().cloned())
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(err) => Err(ledger_error("recording a deployment", err)),
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err) => Err(ledger_error(context, err)),
         }
     }
 
-    /// Finds a deployment by its ECS deployment id.
-    pub async fn by_ecs_deployment(&self, ecs_deployment_id: &str) -> Result<Option<Deployment>, LedgerError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(ECS_DEPLOYMENT_INDEX)
-            .key_condition_expression("ecs_deployment_id = :id")
-            .expression_attribute_values(":id", s(ecs_deployment_id))
-            .send()
-            .await
-            .map_err(|e| ledger_error("finding a deployment", e))?;
-        out.items().first().map(deployment_from).transpose()
+    /// Writes a record as it is unless it is already recorded past PENDING.
+    async fn write_unless_done(&self, d: &Deployment) -> Result<(), LedgerError> {
+        let record = self.record_update(d, "attribute_not_exists(pk) OR #state = :s0", &[State::Pending])?;
+        self.apply("recording a deployment", record, None).await.map(|_| ())
     }
 }
 
@@ -389,6 +412,66 @@ impl Ledger for DynamoLedger {
                 self.write_unless_done(d).await
             }
         }
+    }
+
+    async fn transition(&self, d: &Deployment, from: &[State], head: HeadChange) -> Result<bool, LedgerError> {
+        let placeholders: Vec<String> = (0..from.len()).map(|i| format!(":s{i}")).collect();
+        let record = self.record_update(d, &format!("#state IN ({})", placeholders.join(", ")), from)?;
+        self.apply("recording a state change", record, self.head_update(d, head)?).await
+    }
+
+    async fn claim_verification(
+        &self,
+        d: &Deployment,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let mut e = Expression::new();
+        e.set("state", s(State::Verifying.as_str()));
+        e.set("verify_until", millis(until));
+        e.set("updated_at", s(now.to_rfc3339()));
+        e.value("in_progress", s(State::InProgress.as_str()));
+        e.value("now", millis(now));
+        let update = e.update(
+            Self::deployment_key(d),
+            &self.table,
+            &[],
+            "#state = :in_progress OR (#state = :state AND #verify_until < :now)",
+        )?;
+        self.apply("claiming a verification", update, None).await
+    }
+
+    async fn record_external(&self, d: &Deployment, head: HeadChange) -> Result<bool, LedgerError> {
+        let record = self.record_update(d, "attribute_not_exists(pk)", &[])?;
+        self.apply("recording an external deployment", record, self.head_update(d, head)?).await
+    }
+
+    async fn note_ecs_event(&self, d: &Deployment, event: &str) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::deployment_key(d)))
+            .update_expression("SET ecs_event = :e")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":e", s(event))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| ledger_error("noting an ECS event", e))
+    }
+
+    async fn by_ecs_deployment(&self, ecs_deployment_id: &str) -> Result<Option<Deployment>, LedgerError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ECS_DEPLOYMENT_INDEX)
+            .key_condition_expression("ecs_deployment_id = :id")
+            .expression_attribute_values(":id", s(ecs_deployment_id))
+            .send()
+            .await
+            .map_err(|e| ledger_error("finding a deployment", e))?;
+        out.items().first().map(deployment_from).transpose()
     }
 
     async fn note_notify_error(&self, d: &Deployment, error: &str) -> Result<(), LedgerError> {

@@ -115,6 +115,8 @@ impl Ecs for EcsAdapter {
                 id: d.id.clone().unwrap_or_default(),
                 task_definition: d.task_definition.clone().unwrap_or_default(),
                 rollout_state: d.rollout_state.as_ref().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                running: d.running_count,
+                desired: d.desired_count,
             });
         Ok(ServiceInfo {
             task_definition: service.task_definition.clone().unwrap_or_default(),

@@ -4,4 +4,5 @@
 pub mod aws;
 pub mod dynamodb;
 pub mod ecs;
+pub mod http;
 pub mod notifiers;

@@ -1,0 +1,45 @@
+//! `ferry-verify`: the Lambda that receives "ECS Deployment State Change" events and
+//! records whether a deployment Ferry started is healthy. The decisions live in
+//! `ferry::verify`; this only wires them up.
+
+use ferry::adapters::http::{EventBridgeBus, HttpProbe};
+use ferry::deploy::Retryable;
+use ferry::function::FunctionEnv;
+use ferry::ports::SystemClock;
+use ferry::verify::{Verifier, VerifySettings};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use serde_json::{Value, json};
+
+/// Returned as the function's error only when EventBridge should deliver the event again.
+#[derive(Debug)]
+struct Retry(Retryable);
+
+impl From<Retry> for Diagnostic {
+    fn from(e: Retry) -> Diagnostic {
+        Diagnostic { error_type: "Ferry.Retryable".into(), error_message: e.0.to_string() }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let env = FunctionEnv::from_env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let (ecs, ledger, notifier) = (env.ecs(&aws), env.ledger(&aws), env.notifiers(&aws));
+    let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), &env.event_bus);
+    let verifier = Verifier {
+        config: &env.config,
+        ecs: &ecs,
+        ledger: &ledger,
+        notifier: &notifier,
+        bus: &bus,
+        probe: &HttpProbe::default(),
+        clock: &SystemClock,
+        settings: VerifySettings::default(),
+    };
+    let verifier = &verifier;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        verifier.handle(event.payload).await.map(|o| json!({ "outcome": format!("{o:?}") })).map_err(Retry)
+    }))
+    .await
+}

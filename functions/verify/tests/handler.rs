@@ -1,0 +1,488 @@
+//! The verify handler with in-memory ports: one test per rule of the verify function.
+//! Each deployment under test is first made by the real deploy handler, so the records
+//! are the ones the deploy function writes.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use ferry::config::Config;
+use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
+use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe};
+use ferry::model::{Deployment, Origin, State, Target};
+use ferry::ports::{Clock, EcsDeployment, Ledger, ProbeResponse};
+use ferry::verify::{Verifier, VerifyOutcome, VerifySettings, check_rollout, judge};
+use serde_json::Value;
+
+const CONFIG: &str = r#"
+[[environments]]
+name = "staging"
+rules = [{ glob = "staging-*" }]
+targets = [{ region = "ap-southeast-1", cluster = "shop-staging" }]
+
+[[services]]
+repository = "shop/api"
+name = "shop-{env}-api"
+containers = ["api"]
+health = { url = "https://api.{env}.shop.example/healthz", body_contains = "ok", attempts = 3, interval_seconds = 4, timeout_seconds = 2 }
+
+[[services]]
+repository = "shop/worker"
+name = "shop-{env}-worker"
+containers = ["worker"]
+"#;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 16, 1, 54, 40).single().expect("time")
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/../../tests/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).expect("json")
+}
+
+fn target(service: &str) -> Target {
+    Target {
+        environment: "staging".into(),
+        account: None,
+        region: "ap-southeast-1".into(),
+        cluster: "shop-staging".into(),
+        service: service.into(),
+        role_arn: None,
+    }
+}
+
+fn digest(n: u8) -> String {
+    format!("sha256:{}", format!("{n:02x}").repeat(32))
+}
+
+fn ok(body: &str) -> Result<ProbeResponse, String> {
+    Ok(ProbeResponse { status: 200, body: body.into() })
+}
+
+fn status(code: u16, body: &str) -> Result<ProbeResponse, String> {
+    Ok(ProbeResponse { status: code, body: body.into() })
+}
+
+struct World {
+    config: Config,
+    ecs: FakeEcs,
+    ledger: MemoryLedger,
+    notifier: RecordingNotifier,
+    bus: RecordingBus,
+    probe: ScriptedProbe,
+    clock: FakeClock,
+}
+
+impl World {
+    fn new(answers: Vec<Result<ProbeResponse, String>>) -> World {
+        let w = World {
+            config: Config::parse("ferry.toml", CONFIG).expect("config"),
+            ecs: FakeEcs::default(),
+            ledger: MemoryLedger::default(),
+            notifier: RecordingNotifier::default(),
+            bus: RecordingBus::default(),
+            probe: ScriptedProbe::answering(answers),
+            clock: FakeClock::at(t0()),
+        };
+        w.ecs.add_service(&target("shop-staging-api"), "api", &[("api", "old"), ("proxy", "envoy")]);
+        w.ecs.add_service(&target("shop-staging-worker"), "worker", &[("worker", "old")]);
+        w
+    }
+
+    /// Deploys `repository:tag` with the real deploy handler; returns the ECS deployment id.
+    async fn deploy(&self, repository: &str, tag: &str, n: u8) -> String {
+        let mut e = fixture("ecr-push-staging.json");
+        e["id"] = format!("push-{n}").into();
+        e["time"] = (t0() + Duration::from_secs(u64::from(n))).to_rfc3339().into();
+        e["detail"]["repository-name"] = repository.into();
+        e["detail"]["image-tag"] = tag.into();
+        e["detail"]["image-digest"] = digest(n).into();
+        let deployer = Deployer {
+            config: &self.config,
+            ecs: &self.ecs,
+            ledger: &self.ledger,
+            notifier: &RecordingNotifier::default(),
+            clock: &self.clock,
+            settings: DeploySettings::default(),
+        };
+        let invocation = Invocation { attempt: format!("deploy-{n}"), deadline: None };
+        match deployer.handle(e, &invocation).await {
+            Ok(Outcome::Deployed(t)) => match t.as_slice() {
+                [TargetOutcome::Started { ecs_deployment_id, .. }] => ecs_deployment_id.clone(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn verify(&self, event: Value) -> Result<VerifyOutcome, Retryable> {
+        Verifier {
+            config: &self.config,
+            ecs: &self.ecs,
+            ledger: &self.ledger,
+            notifier: &self.notifier,
+            bus: &self.bus,
+            probe: &self.probe,
+            clock: &self.clock,
+            settings: VerifySettings::default(),
+        }
+        .handle(event)
+        .await
+    }
+
+    fn record(&self, ecs_id: &str) -> Deployment {
+        self.ledger.records().into_iter().find(|d| d.ecs_deployment_id.as_deref() == Some(ecs_id)).expect("record")
+    }
+}
+
+/// An ECS deployment event for `service` about `deployment_id`.
+fn ecs_event(name: &str, service: &str, deployment_id: &str) -> Value {
+    let mut e = fixture(name);
+    e["resources"] =
+        serde_json::json!([format!("arn:aws:ecs:ap-southeast-1:123456789012:service/shop-staging/{service}")]);
+    e["detail"]["deploymentId"] = deployment_id.into();
+    e
+}
+
+fn completed(service: &str, id: &str) -> Value {
+    ecs_event("ecs-deployment-completed.json", service, id)
+}
+
+#[tokio::test]
+async fn a_completed_healthy_deployment_succeeds_and_becomes_last_known_good() {
+    let w = World::new(vec![ok("{\"status\":\"ok\"}")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.complete(&target("shop-staging-api"));
+
+    let outcome = w.verify(completed("shop-staging-api", &id)).await;
+    let record = w.record(&id);
+    assert_eq!(outcome, Ok(VerifyOutcome::Succeeded { deployment: record.id.clone() }));
+    assert_eq!(record.state, State::Succeeded);
+    let head = w.ledger.head(&target("shop-staging-api")).await.expect("head");
+    assert_eq!(head.last_known_good, Some((record.task_definition.clone().expect("td"), digest(1))));
+    assert_eq!(w.probe.requests(), [("https://api.staging.shop.example/healthz".to_string(), Duration::from_secs(2))]);
+    let sent = w.notifier.sent();
+    assert_eq!(sent.iter().map(|n| n.deployment.state).collect::<Vec<_>>(), [State::Succeeded]);
+    assert!(w.bus.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_service_without_a_health_url_succeeds_on_the_rollout_check_alone() {
+    let w = World::new(vec![]);
+    let id = w.deploy("shop/worker", "staging-bbbbbbbb", 2).await;
+    w.ecs.complete(&target("shop-staging-worker"));
+    assert!(matches!(w.verify(completed("shop-staging-worker", &id)).await, Ok(VerifyOutcome::Succeeded { .. })));
+    assert!(w.probe.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_smoke_test_is_retried_then_fails_with_its_evidence() {
+    let w = World::new(vec![status(500, "upstream connect error"), Err("no answer within 2 s".into())]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.complete(&target("shop-staging-api"));
+    let before = w.clock.now();
+
+    let outcome = w.verify(completed("shop-staging-api", &id)).await;
+    let Ok(VerifyOutcome::Failed { reason, .. }) = outcome else { panic!("{outcome:?}") };
+    assert_eq!(w.probe.requests().len(), 3, "the configured attempts");
+    assert_eq!(w.clock.now() - before, chrono::Duration::seconds(8), "two intervals between three attempts");
+    assert!(
+        reason.starts_with("smoke test of https://api.staging.shop.example/healthz failed: 3 attempts: "),
+        "{reason}"
+    );
+    assert!(reason.contains("#1 HTTP 500 (expected 200-299)"), "{reason}");
+    assert!(reason.contains("\"upstream connect error\""), "body excerpt: {reason}");
+    assert!(reason.contains("#2 no answer within 2 s") && reason.contains("#3 no answer within 2 s"), "{reason}");
+    assert_eq!(w.record(&id).state, State::Failed);
+    assert_eq!(w.record(&id).reason.as_deref(), Some(reason.as_str()));
+    let [announced] = w.bus.sent().try_into().expect("one Deployment Failed event");
+    assert_eq!((announced.id, announced.reason), (w.record(&id).id, Some(reason)));
+    assert_eq!(w.notifier.sent().iter().map(|n| n.deployment.state).collect::<Vec<_>>(), [State::Failed]);
+    assert_eq!(w.ledger.head(&target("shop-staging-api")).await.expect("head").last_known_good, None);
+}
+
+#[tokio::test]
+async fn a_flaky_start_passes_on_a_later_attempt() {
+    let w = World::new(vec![status(503, "starting"), ok("ok")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.complete(&target("shop-staging-api"));
+    assert!(matches!(w.verify(completed("shop-staging-api", &id)).await, Ok(VerifyOutcome::Succeeded { .. })));
+    assert_eq!(w.probe.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn the_body_must_match_when_configured() {
+    let w = World::new(vec![ok("{\"status\":\"degraded\"}")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.complete(&target("shop-staging-api"));
+    let outcome = w.verify(completed("shop-staging-api", &id)).await;
+    assert!(
+        matches!(&outcome, Ok(VerifyOutcome::Failed { reason, .. }) if reason.contains("without \"ok\" in the body")),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn completed_is_not_enough_when_the_service_does_not_run_the_revision() {
+    let w = World::new(vec![ok("ok")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    // ECS says COMPLETED, but only 1 of 2 tasks runs.
+    let service = w.ecs.service_of(&target("shop-staging-api")).expect("service");
+    let mut deployments = service.deployments.clone();
+    let last = deployments.last_mut().expect("primary");
+    last.rollout_state = "COMPLETED".into();
+    last.running = 1;
+    w.ecs.set_deployments(&target("shop-staging-api"), deployments);
+
+    let outcome = w.verify(completed("shop-staging-api", &id)).await;
+    assert!(
+        matches!(&outcome, Ok(VerifyOutcome::Failed { reason, .. }) if reason.ends_with("but 1 of 2 tasks are running")),
+        "{outcome:?}"
+    );
+    assert!(w.probe.requests().is_empty(), "no smoke test on a service that is not rolled out");
+}
+
+#[test]
+fn rollout_checks_and_probe_verdicts() {
+    let deployment = |td: &str| {
+        let mut d = Deployment::new(
+            &ferry::model::Push {
+                event_id: "e".into(),
+                registry_account: "1".into(),
+                registry_region: "r".into(),
+                repository: "shop/api".into(),
+                tag: "t".into(),
+                digest: "sha256:aa".into(),
+                pushed_at: t0(),
+            },
+            target("s"),
+            t0(),
+        );
+        d.ecs_deployment_id = Some("ecs-svc/2".into());
+        d.task_definition = Some(td.into());
+        d
+    };
+    let primary = |id: &str, td: &str, rollout: &str, running: i32| ferry::ports::ServiceInfo {
+        task_definition: td.into(),
+        primary: Some(EcsDeployment {
+            id: id.into(),
+            task_definition: td.into(),
+            rollout_state: rollout.into(),
+            running,
+            desired: 3,
+        }),
+        ..Default::default()
+    };
+    let d = deployment("td:2");
+    let cases = [
+        (primary("ecs-svc/2", "td:2", "COMPLETED", 3), Ok(())),
+        (
+            primary("ecs-svc/3", "td:3", "COMPLETED", 3),
+            Err("the PRIMARY deployment is ecs-svc/3, not ecs-svc/2".to_string()),
+        ),
+        (primary("ecs-svc/2", "td:2", "IN_PROGRESS", 3), Err("the rollout is IN_PROGRESS, not COMPLETED".into())),
+        (primary("ecs-svc/2", "td:1", "COMPLETED", 3), Err("the service runs td:1, not td:2".into())),
+        (primary("ecs-svc/2", "td:2", "COMPLETED", 2), Err("2 of 3 tasks are running".into())),
+        (ferry::ports::ServiceInfo::default(), Err("the service has no PRIMARY deployment".into())),
+    ];
+    for (service, expected) in cases {
+        assert_eq!(check_rollout(&d, &service), expected, "{service:?}");
+    }
+
+    let config = Config::parse("ferry.toml", CONFIG).expect("config");
+    let health = config.services[0].health.clone().expect("health");
+    let exact = ferry::config::Health { expect_status: (204, 204), body_contains: None, ..health.clone() };
+    let verdicts = [
+        (&health, ok("all ok"), Ok(())),
+        (&health, status(299, "ok"), Ok(())),
+        (&health, status(301, "ok"), Err("HTTP 301 (expected 200-299)".to_string())),
+        (&health, ok("degraded"), Err("HTTP 200 without \"ok\" in the body".into())),
+        (&health, Err("connection failed".into()), Err("connection failed".into())),
+        (&exact, status(204, ""), Ok(())),
+        (&exact, status(200, "ok"), Err("HTTP 200 (expected 204)".into())),
+    ];
+    for (health, answer, expected) in verdicts {
+        assert_eq!(judge(health, &answer), expected, "{answer:?}");
+    }
+}
+
+#[tokio::test]
+async fn in_progress_is_recorded_without_reaching_verifying() {
+    let w = World::new(vec![ok("ok")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    let outcome = w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &id)).await;
+    assert_eq!(outcome, Ok(VerifyOutcome::Progress { deployment: w.record(&id).id }));
+    let record = w.record(&id);
+    assert_eq!(record.state, State::InProgress);
+    assert!(
+        record.ecs_event.as_deref().is_some_and(|e| e.starts_with("SERVICE_DEPLOYMENT_IN_PROGRESS at")),
+        "{record:?}"
+    );
+    assert!(w.notifier.sent().is_empty() && w.bus.sent().is_empty());
+}
+
+#[tokio::test]
+async fn ecs_failure_fails_the_deployment_with_ecs_reason() {
+    let w = World::new(vec![ok("ok")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    let outcome = w.verify(ecs_event("ecs-deployment-failed.json", "shop-staging-api", &id)).await;
+    let reason = "ECS: ECS deployment circuit breaker: task failed to start.".to_string();
+    assert_eq!(outcome, Ok(VerifyOutcome::Failed { deployment: w.record(&id).id, reason: reason.clone() }));
+    assert_eq!(w.record(&id).reason, Some(reason));
+    assert_eq!(w.bus.sent().len(), 1);
+    // Delivered again: nothing new.
+    let again = w.verify(ecs_event("ecs-deployment-failed.json", "shop-staging-api", &id)).await;
+    assert!(matches!(again, Ok(VerifyOutcome::Unchanged { state: State::Failed, .. })), "{again:?}");
+    assert_eq!((w.bus.sent().len(), w.notifier.sent().len()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_circuit_breaker_rollback_fails_ferrys_deployment_and_is_recorded() {
+    let w = World::new(vec![ok("ok")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    // ECS announces the rollback under a deployment id of its own.
+    let outcome = w
+        .verify(ecs_event(
+            "ecs-deployment-circuit-breaker-rollback.json",
+            "shop-staging-api",
+            "ecs-svc/9876543210987654321",
+        ))
+        .await;
+    let Ok(VerifyOutcome::External { origin: Origin::EcsRollback, state: State::InProgress, deployment }) = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    let ferrys = w.record(&id);
+    assert_eq!(ferrys.state, State::Failed);
+    assert!(ferrys.reason.as_deref().is_some_and(|r| r.contains("circuit breaker: rolling back")), "{ferrys:?}");
+    assert_eq!(w.bus.sent().len(), 1, "the failure is announced for the rollback function");
+    let rollback = w.record("ecs-svc/9876543210987654321");
+    assert_eq!((rollback.id, rollback.origin), (deployment, Origin::EcsRollback));
+    assert!(rollback.reason.as_deref().is_some_and(|r| r.contains(&ferrys.id)));
+
+    // The rollback completes: recorded, and the head knows what is live.
+    let done = w.verify(completed("shop-staging-api", "ecs-svc/9876543210987654321")).await;
+    assert!(matches!(done, Ok(VerifyOutcome::External { state: State::Succeeded, .. })), "{done:?}");
+    let head = w.ledger.head(&target("shop-staging-api")).await.expect("head");
+    assert_eq!(head.active.map(|(id, _)| id), Some(w.record("ecs-svc/9876543210987654321").id));
+}
+
+#[tokio::test]
+async fn events_out_of_order_never_move_a_record_backwards() {
+    let w = World::new(vec![ok("ok")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.complete(&target("shop-staging-api"));
+    assert!(matches!(w.verify(completed("shop-staging-api", &id)).await, Ok(VerifyOutcome::Succeeded { .. })));
+    for late in ["ecs-deployment-in-progress.json", "ecs-deployment-completed.json", "ecs-deployment-failed.json"] {
+        let outcome = w.verify(ecs_event(late, "shop-staging-api", &id)).await;
+        assert!(matches!(outcome, Ok(VerifyOutcome::Unchanged { state: State::Succeeded, .. })), "{late}: {outcome:?}");
+    }
+    assert_eq!(w.record(&id).state, State::Succeeded);
+    assert_eq!(w.notifier.sent().len(), 1);
+    assert!(w.bus.sent().is_empty());
+    assert_eq!(w.probe.requests().len(), 1, "verified once");
+}
+
+#[tokio::test]
+async fn an_old_deployments_events_after_a_newer_push_mark_it_superseded() {
+    let w = World::new(vec![ok("ok")]);
+    let old = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    let new = w.deploy("shop/api", "staging-bbbbbbbb", 2).await;
+    let outcome = w.verify(completed("shop-staging-api", &old)).await;
+    assert_eq!(outcome, Ok(VerifyOutcome::Superseded { deployment: w.record(&old).id, by: w.record(&new).id }));
+    assert_eq!(w.record(&old).state, State::Superseded);
+    assert!(w.bus.sent().is_empty(), "a superseded deployment is not a failure");
+}
+
+#[tokio::test]
+async fn a_newer_deployment_succeeding_supersedes_older_open_ones() {
+    let w = World::new(vec![ok("ok")]);
+    let old = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    let new = w.deploy("shop/api", "staging-bbbbbbbb", 2).await;
+    w.ecs.complete(&target("shop-staging-api"));
+    assert!(matches!(w.verify(completed("shop-staging-api", &new)).await, Ok(VerifyOutcome::Succeeded { .. })));
+    assert_eq!(w.record(&old).state, State::Superseded);
+}
+
+#[tokio::test]
+async fn a_deployment_ferry_did_not_start_is_recorded_and_the_head_follows_it() {
+    let w = World::new(vec![ok("ok")]);
+    w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    let manual = "ecs-svc/4242424242424242424";
+    let first = w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", manual)).await;
+    assert!(
+        matches!(first, Ok(VerifyOutcome::External { origin: Origin::External, state: State::InProgress, .. })),
+        "{first:?}"
+    );
+    let done = w.verify(completed("shop-staging-api", manual)).await;
+    assert!(matches!(done, Ok(VerifyOutcome::External { state: State::Succeeded, .. })), "{done:?}");
+    let record = w.record(manual);
+    assert_eq!((record.origin, record.state), (Origin::External, State::Succeeded));
+    let head = w.ledger.head(&target("shop-staging-api")).await.expect("head");
+    assert_eq!(head.active.map(|(id, _)| id), Some(record.id), "the head points at what is live");
+    assert_eq!(w.ledger.history(&target("shop-staging-api"), 10).await.expect("history").len(), 2);
+    assert!(w.bus.sent().is_empty() && w.probe.requests().is_empty());
+}
+
+#[tokio::test]
+async fn events_for_other_services_and_malformed_events_change_nothing() {
+    let w = World::new(vec![ok("ok")]);
+    let ignored = |o: &Result<VerifyOutcome, Retryable>| matches!(o, Ok(VerifyOutcome::Ignored(_)));
+    assert!(ignored(&w.verify(completed("billing-api", "ecs-svc/1")).await));
+    assert!(ignored(&w.verify(fixture("ecr-push-staging.json")).await));
+    assert!(ignored(&w.verify(fixture("ecs-service-action-placement-failure.json")).await));
+    assert!(ignored(&w.verify(serde_json::json!({"source": "aws.ecs"})).await));
+    let mut no_service = completed("shop-staging-api", "ecs-svc/1");
+    no_service["resources"] = serde_json::json!([]);
+    assert!(ignored(&w.verify(no_service).await));
+    assert!(w.ledger.records().is_empty());
+    assert!(w.notifier.sent().is_empty() && w.bus.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_failure_that_cannot_be_announced_is_retried_and_recorded_once() {
+    let w = World::new(vec![ok("ok")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.bus.fail(true);
+    let first = w.verify(ecs_event("ecs-deployment-failed.json", "shop-staging-api", &id)).await;
+    assert!(first.is_err(), "{first:?}");
+    assert_eq!(w.record(&id).state, State::InProgress, "not recorded until announced");
+    w.bus.fail(false);
+    assert!(matches!(
+        w.verify(ecs_event("ecs-deployment-failed.json", "shop-staging-api", &id)).await,
+        Ok(VerifyOutcome::Failed { .. })
+    ));
+    assert_eq!((w.bus.sent().len(), w.notifier.sent().len()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_verification_in_progress_elsewhere_is_not_repeated_until_its_claim_lapses() {
+    let w = World::new(vec![ok("ok")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.complete(&target("shop-staging-api"));
+    let record = w.record(&id);
+    assert!(
+        w.ledger
+            .claim_verification(&record, w.clock.now(), w.clock.now() + Duration::from_secs(360))
+            .await
+            .expect("claim")
+    );
+
+    let busy = w.verify(completed("shop-staging-api", &id)).await;
+    assert!(matches!(busy, Ok(VerifyOutcome::Unchanged { state: State::Verifying, .. })), "{busy:?}");
+    assert!(w.probe.requests().is_empty());
+
+    w.clock.advance(Duration::from_secs(361)); // the other invocation died
+    assert!(matches!(w.verify(completed("shop-staging-api", &id)).await, Ok(VerifyOutcome::Succeeded { .. })));
+}
+
+#[tokio::test]
+async fn a_notification_failure_is_recorded_and_does_not_fail_verification() {
+    let w = World::new(vec![ok("ok")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.complete(&target("shop-staging-api"));
+    w.notifier.fail_with(Some("SNS: throttled"));
+    assert!(matches!(w.verify(completed("shop-staging-api", &id)).await, Ok(VerifyOutcome::Succeeded { .. })));
+    let record = w.record(&id);
+    assert_eq!((record.state, record.notify_error.as_deref()), (State::Succeeded, Some("SNS: throttled")));
+}

@@ -1,0 +1,436 @@
+//! The verify function's handler: a deployment is SUCCEEDED only when ECS completed it,
+//! the service really runs the new revision on every task, and its smoke test passes.
+//!
+//! Every ECS deployment event is matched to Ferry's record by the ECS deployment id. A
+//! deployment Ferry did not start (an UpdateService by hand, ECS's circuit-breaker
+//! rollback) gets a record of its own on the target's history. Every change is a
+//! conditional ledger write, so duplicate and out-of-order events never move a record
+//! backwards.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Health};
+use crate::deploy::Retryable;
+use crate::event::{EcsDeploymentEvent, EcsEventKind, parse_ecs_event};
+use crate::model::{Deployment, Origin, State, Target};
+use crate::notify::Notification;
+use crate::ports::{
+    Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, Notifier, ProbeResponse, ServiceInfo,
+};
+
+#[derive(Debug, Clone)]
+pub struct VerifySettings {
+    /// How long a verification claim lasts: longer than the function may run, so a
+    /// verification is never done twice at once, and one that died can be taken over.
+    pub claim: Duration,
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        VerifySettings { claim: Duration::from_secs(6 * 60) }
+    }
+}
+
+/// What the handler did with one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// Not an ECS deployment event for a service Ferry deploys, or malformed.
+    Ignored(String),
+    /// The event changes nothing: the record is already past it (a duplicate or late event),
+    /// or another invocation is verifying it.
+    Unchanged {
+        deployment: String,
+        state: State,
+    },
+    /// ECS reports the rollout under way.
+    Progress {
+        deployment: String,
+    },
+    Succeeded {
+        deployment: String,
+    },
+    Failed {
+        deployment: String,
+        reason: String,
+    },
+    /// A newer deployment took the target over.
+    Superseded {
+        deployment: String,
+        by: String,
+    },
+    /// A deployment Ferry did not start, recorded on the target's history.
+    External {
+        deployment: String,
+        origin: Origin,
+        state: State,
+    },
+}
+
+#[derive(Debug)]
+pub struct Verifier<'a, E, L, N, B, H, C> {
+    pub config: &'a Config,
+    pub ecs: &'a E,
+    pub ledger: &'a L,
+    pub notifier: &'a N,
+    pub bus: &'a B,
+    pub probe: &'a H,
+    pub clock: &'a C,
+    pub settings: VerifySettings,
+}
+
+/// Whether the service really runs `d`: its PRIMARY deployment is `d`'s, rolled out to
+/// completion, on `d`'s revision, with every desired task running.
+pub fn check_rollout(d: &Deployment, service: &ServiceInfo) -> Result<(), String> {
+    let Some(primary) = &service.primary else {
+        return Err("the service has no PRIMARY deployment".into());
+    };
+    let expected = d.ecs_deployment_id.as_deref().unwrap_or_default();
+    if primary.id != expected {
+        return Err(format!("the PRIMARY deployment is {}, not {expected}", primary.id));
+    }
+    if primary.rollout_state != "COMPLETED" {
+        return Err(format!("the rollout is {}, not COMPLETED", primary.rollout_state));
+    }
+    let revision = d.task_definition.as_deref().unwrap_or_default();
+    if primary.task_definition != revision {
+        return Err(format!("the service runs {}, not {revision}", primary.task_definition));
+    }
+    if primary.running != primary.desired {
+        return Err(format!("{} of {} tasks are running", primary.running, primary.desired));
+    }
+    Ok(())
+}
+
+/// Whether one health answer passes the smoke test.
+pub fn judge(health: &Health, answer: &Result<ProbeResponse, String>) -> Result<(), String> {
+    let response = answer.as_ref().map_err(Clone::clone)?;
+    let (low, high) = health.expect_status;
+    if !(low..=high).contains(&response.status) {
+        return Err(format!(
+            "HTTP {} (expected {})",
+            response.status,
+            if low == high { low.to_string() } else { format!("{low}-{high}") }
+        ));
+    }
+    match &health.body_contains {
+        Some(text) if !response.body.contains(text.as_str()) => {
+            Err(format!("HTTP {} without {text:?} in the body", response.status))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// At most this much of a body goes into the evidence.
+const EXCERPT: usize = 120;
+
+fn excerpt(body: &str) -> String {
+    let flat: String = body.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let mut cut: String = flat.chars().take(EXCERPT).collect();
+    if flat.chars().count() > EXCERPT {
+        cut.push('…');
+    }
+    cut
+}
+
+impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Verifier<'_, E, L, N, B, H, C> {
+    /// Handles one EventBridge event. `Err` only for what a retry can fix.
+    pub async fn handle(&self, event: Value) -> Result<VerifyOutcome, Retryable> {
+        let ev = match parse_ecs_event(event) {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return Ok(VerifyOutcome::Ignored("not an ECS deployment state change".into())),
+            Err(malformed) => {
+                warn!(error = %malformed, "malformed event acknowledged without action");
+                return Ok(VerifyOutcome::Ignored(malformed.to_string()));
+            }
+        };
+        info!(ecs_deployment = %ev.deployment_id, event = ?ev.kind, service = %ev.service, "ECS deployment event");
+        match self.ledger.by_ecs_deployment(&ev.deployment_id).await? {
+            Some(d) if d.origin == Origin::Ferry => self.ferrys(d, &ev).await,
+            Some(d) => self.externals(d, &ev).await,
+            None => self.unknown(&ev).await,
+        }
+    }
+
+    /// An event about a deployment Ferry started.
+    async fn ferrys(&self, d: Deployment, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
+        if !matches!(d.state, State::InProgress | State::Verifying) {
+            info!(deployment = %d.id, state = %d.state, "event for a settled deployment: nothing to do");
+            return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: d.state });
+        }
+        let head = self.ledger.head(&d.target).await?;
+        if let Some((active, _)) = head.active.filter(|(active, _)| *active != d.id) {
+            return self.supersede(d, &active).await;
+        }
+        match ev.kind {
+            EcsEventKind::InProgress => {
+                self.ledger.note_ecs_event(&d, &describe(ev)).await?;
+                Ok(VerifyOutcome::Progress { deployment: d.id })
+            }
+            EcsEventKind::Failed => self.fail(d, format!("ECS: {}", ev.reason)).await,
+            EcsEventKind::Completed => self.verify(d, ev).await,
+        }
+    }
+
+    async fn verify(&self, mut d: Deployment, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
+        let now = self.clock.now();
+        if !self.ledger.claim_verification(&d, now, now + self.settings.claim).await? {
+            info!(deployment = %d.id, "another invocation is verifying this deployment");
+            return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: State::Verifying });
+        }
+        d.state = State::Verifying;
+        d.ecs_event = Some(describe(ev));
+        let service = match self.ecs.service(&d.target).await {
+            Ok(service) => service,
+            // The claim lapses and the redelivered event verifies again.
+            Err(EcsError::Transient(e)) => return Err(Retryable(e)),
+            Err(e) => return self.fail(d, format!("cannot read the service: {e}")).await,
+        };
+        if let Err(why) = check_rollout(&d, &service) {
+            return self.fail(d, format!("ECS reported the deployment complete, but {why}")).await;
+        }
+        if let Some(health) = self.health_of(&d.target) {
+            let url = health.url_for(&d.target.environment);
+            if let Err(evidence) = self.smoke_test(health, &url).await {
+                return self.fail(d, format!("smoke test of {url} failed: {evidence}")).await;
+            }
+        }
+        self.succeed(d).await
+    }
+
+    /// The service's smoke test, if it has one.
+    fn health_of(&self, target: &Target) -> Option<&Health> {
+        self.config
+            .services
+            .iter()
+            .filter(|s| s.deploys_to(&target.environment) && s.service_name(&target.environment) == target.service)
+            .find_map(|s| s.health.as_ref())
+    }
+
+    /// GETs the health URL until an answer passes or the attempts run out; `Err` carries
+    /// every attempt's evidence.
+    async fn smoke_test(&self, health: &Health, url: &str) -> Result<(), String> {
+        let timeout = Duration::from_secs(health.timeout_seconds);
+        let mut evidence = Vec::new();
+        for attempt in 1..=health.attempts {
+            let started = Instant::now();
+            let answer = self.probe.get(url, timeout).await;
+            let took = started.elapsed().as_millis();
+            match judge(health, &answer) {
+                Ok(()) => {
+                    info!(url = %url, attempt, took_ms = took, "smoke test passed");
+                    return Ok(());
+                }
+                Err(why) => {
+                    let body = answer.as_ref().map(|r| excerpt(&r.body)).unwrap_or_default();
+                    let body = if body.is_empty() { String::new() } else { format!(": {body:?}") };
+                    warn!(url = %url, attempt, took_ms = took, reason = %why, "smoke test attempt failed");
+                    evidence.push(format!("#{attempt} {why} after {took} ms{body}"));
+                }
+            }
+            if attempt < health.attempts {
+                self.clock.sleep(Duration::from_secs(health.interval_seconds)).await;
+            }
+        }
+        Err(format!("{} attempts: {}", health.attempts, evidence.join("; ")))
+    }
+
+    async fn succeed(&self, mut d: Deployment) -> Result<VerifyOutcome, Retryable> {
+        d.state = State::Succeeded;
+        d.updated_at = self.clock.now();
+        if !self.ledger.transition(&d, &[State::Verifying], HeadChange::LastKnownGood).await? {
+            return self.unchanged(d).await;
+        }
+        info!(deployment = %d.id, target = %d.target, "deployment verified: SUCCEEDED");
+        self.notify(&d).await;
+        // Older deployments of this target still open were overtaken by this one.
+        for older in self.ledger.history(&d.target, 20).await? {
+            if older.id < d.id
+                && older.origin == Origin::Ferry
+                && matches!(older.state, State::InProgress | State::Verifying)
+            {
+                self.supersede(older, &d.id).await?;
+            }
+        }
+        Ok(VerifyOutcome::Succeeded { deployment: d.id })
+    }
+
+    /// Records FAILED, after announcing it on the event bus so the rollback function
+    /// acts on it (announcing first: a lost announcement would leave a failure live).
+    async fn fail(&self, mut d: Deployment, reason: String) -> Result<VerifyOutcome, Retryable> {
+        d.state = State::Failed;
+        d.reason = Some(reason.clone());
+        d.updated_at = self.clock.now();
+        self.bus.deployment_failed(&d).await.map_err(|e| Retryable(e.to_string()))?;
+        if !self.ledger.transition(&d, &[State::InProgress, State::Verifying], HeadChange::None).await? {
+            return self.unchanged(d).await;
+        }
+        error!(deployment = %d.id, target = %d.target, reason = %reason, "deployment FAILED");
+        self.notify(&d).await;
+        Ok(VerifyOutcome::Failed { deployment: d.id, reason })
+    }
+
+    async fn supersede(&self, mut d: Deployment, by: &str) -> Result<VerifyOutcome, Retryable> {
+        d.state = State::Superseded;
+        d.reason = Some(format!("superseded by deployment {by}"));
+        d.updated_at = self.clock.now();
+        if !self.ledger.transition(&d, &[State::InProgress, State::Verifying], HeadChange::None).await? {
+            return self.unchanged(d).await;
+        }
+        info!(deployment = %d.id, by = %by, "deployment SUPERSEDED");
+        Ok(VerifyOutcome::Superseded { deployment: d.id, by: by.to_string() })
+    }
+
+    /// The record moved on while this event was handled: report where it is now.
+    async fn unchanged(&self, d: Deployment) -> Result<VerifyOutcome, Retryable> {
+        let now = self.ledger.history(&d.target, 50).await?.into_iter().find(|r| r.id == d.id);
+        let state = now.map_or(d.state, |r| r.state);
+        Ok(VerifyOutcome::Unchanged { deployment: d.id, state })
+    }
+
+    /// An event about a deployment Ferry has no record of: someone else's, or ECS's own
+    /// circuit-breaker rollback of Ferry's deployment.
+    async fn unknown(&self, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
+        let Some(target) = target_of(self.config, ev) else {
+            info!(service = %ev.service, cluster = %ev.cluster, region = %ev.region, "not a service Ferry deploys");
+            return Ok(VerifyOutcome::Ignored(format!(
+                "{} in {} ({}, {}) is not a service Ferry deploys",
+                ev.service, ev.cluster, ev.region, ev.account
+            )));
+        };
+        // The GSI is eventually consistent: a record written a moment ago may not be in it
+        // yet, but the target's history (a consistent read) has it.
+        let history = self.ledger.history(&target, 20).await?;
+        if let Some(d) = history.iter().find(|d| d.ecs_deployment_id.as_deref() == Some(ev.deployment_id.as_str())) {
+            return match d.origin {
+                Origin::Ferry => self.ferrys(d.clone(), ev).await,
+                _ => self.externals(d.clone(), ev).await,
+            };
+        }
+        let origin = if ev.circuit_breaker_rollback().is_some() { Origin::EcsRollback } else { Origin::External };
+        let mut record = external_record(&target, ev, origin, self.clock.now());
+        if let Ok(service) = self.ecs.service(&target).await {
+            record.task_definition = service.primary.filter(|p| p.id == ev.deployment_id).map(|p| p.task_definition);
+        }
+        if origin == Origin::EcsRollback {
+            // ECS is rolling back: the deployment it rolls back is Ferry's active one.
+            let head = self.ledger.head(&target).await?;
+            if let Some((active, _)) = head.active {
+                let failed = history.into_iter().find(|d| d.id == active);
+                if let Some(d) = failed
+                    .filter(|d| d.origin == Origin::Ferry && matches!(d.state, State::InProgress | State::Verifying))
+                {
+                    record.reason = Some(format!("ECS circuit breaker rolling back Ferry deployment {}", d.id));
+                    self.fail(d, format!("ECS: {}", ev.reason)).await?;
+                }
+            }
+        }
+        let head = if record.state == State::Succeeded { HeadChange::Active } else { HeadChange::None };
+        let recorded = self.ledger.record_external(&record, head).await?;
+        info!(deployment = %record.id, origin = origin.as_str(), state = %record.state, recorded, "deployment Ferry did not start");
+        Ok(VerifyOutcome::External { deployment: record.id, origin, state: record.state })
+    }
+
+    /// A later event about a deployment Ferry did not start.
+    async fn externals(&self, mut d: Deployment, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
+        let (state, head) = match ev.kind {
+            EcsEventKind::InProgress => {
+                self.ledger.note_ecs_event(&d, &describe(ev)).await?;
+                return Ok(VerifyOutcome::External { deployment: d.id, origin: d.origin, state: d.state });
+            }
+            EcsEventKind::Completed => (State::Succeeded, HeadChange::Active),
+            EcsEventKind::Failed => (State::Failed, HeadChange::None),
+        };
+        if d.state != State::InProgress {
+            return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: d.state });
+        }
+        d.state = state;
+        d.ecs_event = Some(describe(ev));
+        d.updated_at = self.clock.now();
+        if state == State::Failed {
+            d.reason = Some(format!("ECS: {}", ev.reason));
+        }
+        self.ledger.transition(&d, &[State::InProgress], head).await?;
+        Ok(VerifyOutcome::External { deployment: d.id, origin: d.origin, state })
+    }
+
+    async fn notify(&self, d: &Deployment) {
+        let route = self
+            .config
+            .services
+            .iter()
+            .find(|s| s.repository == d.repository && s.service_name(&d.target.environment) == d.target.service)
+            .and_then(|s| s.notify.clone());
+        let notification = Notification { deployment: d.clone(), route };
+        if let Err(e) = self.notifier.send(&notification).await {
+            warn!(deployment = %d.id, error = %e, "notification failed");
+            if let Err(e) = self.ledger.note_notify_error(d, &e.0).await {
+                warn!(deployment = %d.id, error = %e, "could not record the notification failure");
+            }
+        }
+    }
+}
+
+fn describe(ev: &EcsDeploymentEvent) -> String {
+    let name = match ev.kind {
+        EcsEventKind::InProgress => "SERVICE_DEPLOYMENT_IN_PROGRESS",
+        EcsEventKind::Completed => "SERVICE_DEPLOYMENT_COMPLETED",
+        EcsEventKind::Failed => "SERVICE_DEPLOYMENT_FAILED",
+    };
+    format!("{name} at {}: {}", ev.at.to_rfc3339(), ev.reason)
+}
+
+/// The configured target an ECS event is about, if Ferry deploys that service.
+pub fn target_of(config: &Config, ev: &EcsDeploymentEvent) -> Option<Target> {
+    config.environments.iter().find_map(|env| {
+        let spec = env.targets.iter().find(|t| {
+            t.region == ev.region && t.cluster == ev.cluster && t.account.as_deref().is_none_or(|a| a == ev.account)
+        })?;
+        config.services.iter().find(|s| s.deploys_to(&env.name) && s.service_name(&env.name) == ev.service).map(|_| {
+            Target {
+                environment: env.name.clone(),
+                account: spec.account.clone(),
+                region: spec.region.clone(),
+                cluster: spec.cluster.clone(),
+                service: ev.service.clone(),
+                role_arn: spec.role_arn.clone(),
+            }
+        })
+    })
+}
+
+/// The record of a deployment Ferry did not start, from its first event.
+fn external_record(
+    target: &Target,
+    ev: &EcsDeploymentEvent,
+    origin: Origin,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Deployment {
+    let state = match ev.kind {
+        EcsEventKind::InProgress => State::InProgress,
+        EcsEventKind::Completed => State::Succeeded,
+        EcsEventKind::Failed => State::Failed,
+    };
+    Deployment {
+        id: format!("{}-{}", ev.at.format("%Y%m%dT%H%M%SZ"), ev.deployment_id.replace('/', "-")),
+        target: target.clone(),
+        repository: String::new(),
+        tag: String::new(),
+        digest: String::new(),
+        image: String::new(),
+        event_id: ev.event_id.clone(),
+        pushed_at: ev.at,
+        state,
+        reason: (state == State::Failed).then(|| format!("ECS: {}", ev.reason)),
+        ecs_deployment_id: Some(ev.deployment_id.clone()),
+        previous_task_definition: None,
+        task_definition: None,
+        created_at: now,
+        updated_at: now,
+        notify_error: None,
+        origin,
+        ecs_event: Some(describe(ev)),
+    }
+}
