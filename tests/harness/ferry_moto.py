@@ -13,6 +13,7 @@ can drive what AWS would do on its own:
   POST /_ferry/ecs/fail         {"cluster", "service", "rollback": true} -> {"events", ...}
   GET  /_ferry/ec2/default-network               -> {"subnets", "securityGroups"}
   GET  /_ferry/sns/published?topic=ARN           -> {"messages": [{"subject", "message", "attributes"}]}
+  GET  /_ferry/events/published?source=S         -> {"events": [PutEvents entries with that Source]}
   POST /_ferry/reset                             reset moto and harness state
 
 Every control endpoint takes optional "account" (default 123456789012) and
@@ -45,6 +46,7 @@ from moto.ecs.exceptions import ClusterNotFoundException, ServiceNotFoundExcepti
 from moto.ecs.models import Container, EC2ContainerServiceBackend, Service, Task, ecs_backends
 from moto.ecs.responses import EC2ContainerServiceResponse
 from moto.moto_api._internal.models import moto_api_backend
+from moto.events.models import EventsBackend
 from moto.sns.models import SNSBackend
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -363,6 +365,22 @@ def _record_publish(self, message, arn=None, *args, **kwargs):
 
 SNSBackend.publish = _record_publish
 
+# Every PutEvents entry, so tests can see what a function put on a bus.
+PUT_EVENTS: list[dict] = []
+_put_events = EventsBackend.put_events
+
+
+def _record_put_events(self, events):
+    PUT_EVENTS.extend(dict(e, account=self.account_id, region=self.region_name) for e in events)
+    return _put_events(self, events)
+
+
+EventsBackend.put_events = _record_put_events
+
+
+def put_events_published(params: dict) -> dict:
+    return {"events": [e for e in PUT_EVENTS if e.get("Source") == params.get("source")]}
+
 
 def published(params: dict) -> dict:
     return {"messages": PUBLISHED.get(params.get("topic", ""), [])}
@@ -392,6 +410,7 @@ def reset(params: dict) -> dict:
     moto_api_backend.reset()
     EXIT_CODES.clear()
     PUBLISHED.clear()
+    PUT_EVENTS.clear()
     return {"status": "ok"}
 
 
@@ -401,6 +420,7 @@ ROUTES = {
     ("POST", "/_ferry/ecs/fail"): fail,
     ("GET", "/_ferry/ec2/default-network"): default_network,
     ("GET", "/_ferry/sns/published"): published,
+    ("GET", "/_ferry/events/published"): put_events_published,
     ("POST", "/_ferry/reset"): reset,
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -119,17 +119,23 @@ pub struct HttpSink {
     pub url: String,
     received: Arc<Mutex<Vec<(String, String)>>>,
     status: Arc<AtomicU16>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl HttpSink {
     pub async fn start() -> HttpSink {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let sink = HttpSink { url, received: Arc::default(), status: Arc::new(AtomicU16::new(200)) };
-        let (received, status) = (sink.received.clone(), sink.status.clone());
+        let sink = HttpSink {
+            url,
+            received: Arc::default(),
+            status: Arc::new(AtomicU16::new(200)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
+        };
+        let (received, status, delay) = (sink.received.clone(), sink.status.clone(), sink.delay_ms.clone());
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                let (received, status) = (received.clone(), status.clone());
+                let (received, status, delay) = (received.clone(), status.clone(), delay.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -155,6 +161,10 @@ impl HttpSink {
                         }
                     };
                     received.lock().unwrap_or_else(|p| p.into_inner()).push((path, body));
+                    let delay = delay.load(Ordering::Relaxed);
+                    if delay > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                    }
                     let code = status.load(Ordering::Relaxed);
                     let reply = format!("HTTP/1.1 {code} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
                     let _ = stream.write_all(reply.as_bytes()).await;
@@ -177,6 +187,16 @@ impl HttpSink {
 
     pub fn answer_with(&self, status: u16) {
         self.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Makes every answer wait this long first (a slow endpoint).
+    pub fn delay(&self, delay: std::time::Duration) {
+        self.delay_ms.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Requests received on `path`.
+    pub fn hits(&self, path: &str) -> usize {
+        self.bodies(path).len()
     }
 }
 
@@ -258,6 +278,11 @@ pub mod clients {
     }
     pub fn sns(c: &SdkConfig) -> aws_sdk_sns::Client {
         aws_sdk_sns::Client::from_conf(aws_sdk_sns::config::Builder::from(c).interceptor(ActionRecorder).build())
+    }
+    pub fn eventbridge(c: &SdkConfig) -> aws_sdk_eventbridge::Client {
+        aws_sdk_eventbridge::Client::from_conf(
+            aws_sdk_eventbridge::config::Builder::from(c).interceptor(ActionRecorder).build(),
+        )
     }
     pub fn secrets(c: &SdkConfig) -> aws_sdk_secretsmanager::Client {
         aws_sdk_secretsmanager::Client::from_conf(

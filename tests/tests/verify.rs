@@ -1,0 +1,186 @@
+//! The verify function's handler with real SDK clients against the local AWS emulator and
+//! a local health endpoint that answers 200, 500, slowly, or not at all.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{REGION, World};
+use ferry::adapters::dynamodb::DynamoLedger;
+use ferry::adapters::http::{EventBridgeBus, HttpProbe};
+use ferry::deploy::{Outcome, TargetOutcome};
+use ferry::model::{Origin, State};
+use ferry::ports::{Ledger, SystemClock};
+use ferry::verify::{Verifier, VerifyOutcome, VerifySettings};
+use ferry_tests::{clients, recorded, save_recorded};
+use serde_json::{Value, json};
+
+impl World {
+    /// Deploys a fresh image of the world's repository; returns the ECS deployment id.
+    async fn deployed(&self, config: &ferry::config::Config, tag: &str, layer: char) -> String {
+        let event = self.push(tag, &layer.to_string().repeat(64)).await;
+        match self.deploy(config, event, tag).await {
+            Outcome::Deployed(t) => match t.as_slice() {
+                [TargetOutcome::Started { ecs_deployment_id, .. }] => ecs_deployment_id.clone(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Runs the verify handler on `event` with the function's (recording) clients.
+    async fn verify(&self, config: &ferry::config::Config, event: Value) -> VerifyOutcome {
+        let ecs = clients::ecs_adapter(self.home.clone());
+        let ledger = DynamoLedger::new(clients::dynamodb(&self.home), &self.table);
+        let bus = EventBridgeBus::new(clients::eventbridge(&self.home), "default");
+        let verifier = Verifier {
+            config,
+            ecs: &ecs,
+            ledger: &ledger,
+            notifier: &self.notifiers(),
+            bus: &bus,
+            probe: &HttpProbe::default(),
+            clock: &SystemClock,
+            settings: VerifySettings::default(),
+        };
+        verifier.handle(event).await.expect("handled")
+    }
+
+    async fn complete(&self) -> Value {
+        self.emulator
+            .control(
+                "/_ferry/ecs/complete",
+                json!({"region": REGION, "cluster": self.cluster, "service": self.service}),
+            )
+            .await
+    }
+
+    /// "Deployment Failed" events Ferry put on the bus for this world's service.
+    async fn failures_announced(&self) -> Vec<Value> {
+        let events = self.emulator.control("/_ferry/events/published?source=ferry", Value::Null).await;
+        events["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["DetailType"] == "Deployment Failed")
+            .map(|e| serde_json::from_str::<Value>(e["Detail"].as_str().expect("detail")).expect("json"))
+            .filter(|d| d["cluster"] == self.cluster.as_str())
+            .collect()
+    }
+}
+
+fn health(sink: &str) -> String {
+    format!(
+        "health = {{ url = \"{sink}/health\", body_contains = \"ok\", attempts = 2, interval_seconds = 0, timeout_seconds = 1 }}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_deployment_is_verified_and_becomes_last_known_good() {
+    let w = World::new().await;
+    let config = w.config_with(&health(&w.sink.url));
+    let id = w.deployed(&config, "staging-11111111", '1').await;
+
+    // ECS reports progress, then completion (the harness completes the rollout).
+    let mut in_progress = w.complete().await;
+    in_progress["detail"]["eventName"] = "SERVICE_DEPLOYMENT_IN_PROGRESS".into();
+    // (re-sent as IN_PROGRESS after completion: out of order, must not move anything back)
+    let completed = w.complete().await;
+    assert_eq!(completed["detail"]["deploymentId"], id.as_str());
+    let outcome = w.verify(&config, completed.clone()).await;
+    assert!(matches!(outcome, VerifyOutcome::Succeeded { .. }), "{outcome:?}");
+    assert_eq!(w.sink.hits("/health"), 1);
+
+    let ledger = w.ledger();
+    let [record] = ledger.history(&w.target(), 10).await.expect("history").try_into().expect("one");
+    assert_eq!(record.state, State::Succeeded);
+    let head = ledger.head(&w.target()).await.expect("head");
+    assert_eq!(head.last_known_good, Some((record.task_definition.clone().expect("td"), record.digest.clone())));
+    let statuses: Vec<Value> = w.sns_messages().await.iter().map(|m| m["attributes"]["status"].clone()).collect();
+    assert_eq!(statuses, [json!("IN_PROGRESS"), json!("SUCCEEDED")]);
+    assert!(w.failures_announced().await.is_empty());
+
+    // Duplicates and late events change nothing.
+    for late in [completed, in_progress] {
+        let again = w.verify(&config, late).await;
+        assert!(matches!(again, VerifyOutcome::Unchanged { state: State::Succeeded, .. }), "{again:?}");
+    }
+    assert_eq!(w.sink.hits("/health"), 1, "verified once");
+    assert_eq!(w.sns_messages().await.len(), 2);
+    save_recorded("verify", "healthy", &recorded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unhealthy_service_fails_with_evidence_and_the_failure_is_announced() {
+    let w = World::new().await;
+    let config = w.config_with(&health(&w.sink.url));
+    let cases: [(&str, char, Box<dyn Fn(&World)>, &str); 3] = [
+        ("staging-22222222", '2', Box::new(|w: &World| w.sink.answer_with(500)), "HTTP 500 (expected 200-299)"),
+        (
+            "staging-33333333",
+            '3',
+            Box::new(|w: &World| w.sink.delay(Duration::from_millis(2500))),
+            "no answer within 1 s",
+        ),
+        ("staging-44444444", '4', Box::new(|_| {}), "connection failed"),
+    ];
+    for (tag, layer, make_unhealthy, evidence) in cases {
+        w.sink.answer_with(200);
+        w.sink.delay(Duration::ZERO);
+        make_unhealthy(&w);
+        // "Not at all": the last case points the health URL at a port nothing listens on.
+        let config =
+            if evidence == "connection failed" { w.config_with(&health("http://127.0.0.1:9")) } else { config.clone() };
+        let id = w.deployed(&config, tag, layer).await;
+        let outcome = w.verify(&config, w.complete().await).await;
+        let VerifyOutcome::Failed { reason, .. } = &outcome else { panic!("{tag}: {outcome:?}") };
+        assert!(reason.contains("2 attempts") && reason.contains(evidence), "{tag}: {reason}");
+        let record = w.ledger().by_ecs_deployment(&id).await.expect("lookup").expect("record");
+        assert_eq!((record.state, record.reason.as_deref()), (State::Failed, Some(reason.as_str())));
+        let announced = w.failures_announced().await;
+        let last = announced.last().expect("announced");
+        assert_eq!(
+            (last["deployment"].as_str(), last["reason"].as_str()),
+            (Some(record.id.as_str()), Some(reason.as_str()))
+        );
+    }
+    assert_eq!(w.failures_announced().await.len(), 3);
+    assert_eq!(w.ledger().head(&w.target()).await.expect("head").last_known_good, None);
+    save_recorded("verify", "unhealthy", &recorded());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_circuit_breaker_rollback_fails_the_deployment_once() {
+    let w = World::new().await;
+    let config = w.config(false);
+    let good = w.deployed(&config, "staging-55555555", '5').await;
+    assert!(matches!(w.verify(&config, w.complete().await).await, VerifyOutcome::Succeeded { .. }));
+    let bad = w.deployed(&config, "staging-66666666", '6').await;
+
+    let failure = w
+        .emulator
+        .control(
+            "/_ferry/ecs/fail",
+            json!({"region": REGION, "cluster": w.cluster, "service": w.service, "rollback": true}),
+        )
+        .await;
+    let events = failure["events"].as_array().expect("events").clone();
+    assert_eq!(events.len(), 2, "{failure}");
+    let mut outcomes = Vec::new();
+    for event in events.iter().chain(events.iter()) {
+        outcomes.push(w.verify(&config, event.clone()).await);
+    }
+    let ledger = w.ledger();
+    let bad_record = ledger.by_ecs_deployment(&bad).await.expect("lookup").expect("record");
+    assert_eq!(bad_record.state, State::Failed, "{outcomes:?}");
+    let rollback_id = failure["rollbackDeploymentId"].as_str().expect("rollback id");
+    let rollback = ledger
+        .history(&w.target(), 10)
+        .await
+        .expect("history")
+        .into_iter()
+        .find(|d| d.ecs_deployment_id.as_deref() == Some(rollback_id));
+    assert_eq!(rollback.map(|r| (r.origin, r.state)), Some((Origin::EcsRollback, State::InProgress)));
+    assert_eq!(w.failures_announced().await.len(), 1, "one failure, announced once: {outcomes:?}");
+    assert_ne!(good, bad);
+}
