@@ -2,7 +2,7 @@
 //! `tests/harness/ferry_moto.py`), SDK clients pointed at it, a local HTTP sink that
 //! plays Slack and SNS subscribers, and a recorder of the AWS actions the code makes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -200,7 +200,15 @@ impl HttpSink {
     }
 }
 
-static ACTIONS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// The function whose handler is running; its AWS actions are recorded under its name.
+static ACTING: Mutex<&str> = Mutex::new("");
+static ACTIONS: Mutex<BTreeMap<&str, BTreeSet<String>>> = Mutex::new(BTreeMap::new());
+
+/// From now on, record AWS actions as `function`'s (each test runs in a process of its own
+/// and calls one handler at a time).
+pub fn acting_as(function: &'static str) {
+    *ACTING.lock().unwrap_or_else(|p| p.into_inner()) = function;
+}
 
 /// An SDK interceptor that records the IAM action behind every request.
 #[derive(Debug, Clone, Copy, Default)]
@@ -235,6 +243,7 @@ pub fn iam_action(service: &str, operation: &str) -> String {
         "sns" => "sns",
         "secretsmanager" => "secretsmanager",
         "ecr" => "ecr",
+        "eventbridge" => "events",
         "sts" => "sts",
         other => return format!("{other}:{operation}"),
     };
@@ -243,12 +252,13 @@ pub fn iam_action(service: &str, operation: &str) -> String {
 }
 
 pub fn record(action: &str) {
-    ACTIONS.lock().unwrap_or_else(|p| p.into_inner()).insert(action.to_string());
+    let function = *ACTING.lock().unwrap_or_else(|p| p.into_inner());
+    ACTIONS.lock().unwrap_or_else(|p| p.into_inner()).entry(function).or_default().insert(action.to_string());
 }
 
-/// Actions recorded so far in this process.
-pub fn recorded() -> BTreeSet<String> {
-    ACTIONS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+/// Actions recorded so far in this process as `function`'s.
+pub fn recorded(function: &str) -> BTreeSet<String> {
+    ACTIONS.lock().unwrap_or_else(|p| p.into_inner()).get(function).cloned().unwrap_or_default()
 }
 
 /// Writes what `function` was seen doing to `tests/.recorded-actions/<function>/<test>.json`,

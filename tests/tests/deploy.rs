@@ -89,7 +89,7 @@ async fn an_ecr_push_deploys_the_digest_records_it_and_notifies_once() {
     assert_eq!(w.sink.bodies("/slack").len(), 1);
     assert_eq!(w.sns_messages().await.len(), 1);
 
-    save_recorded("deploy", "push", &recorded());
+    save_recorded("deploy", "push", &recorded("deploy"));
     drop(w.emulator);
 }
 
@@ -127,7 +127,7 @@ async fn a_failing_migration_leaves_the_service_untouched() {
         matches!(&outcome, Outcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
         "{outcome:?}"
     );
-    save_recorded("deploy", "migration", &recorded());
+    save_recorded("deploy", "migration", &recorded("deploy"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -155,5 +155,5 @@ async fn a_target_in_another_account_is_deployed_through_the_assumed_role() {
     assert_eq!(record.state, State::InProgress);
     // The role is assumed through STS inside the credentials provider, which the recorder
     // cannot see; the infra check learns of sts:AssumeRole from the code instead.
-    save_recorded("deploy", "cross-account", &recorded());
+    save_recorded("deploy", "cross-account", &recorded("deploy"));
 }

@@ -30,6 +30,7 @@ impl World {
 
     /// Runs the verify handler on `event` with the function's (recording) clients.
     async fn verify(&self, config: &ferry::config::Config, event: Value) -> VerifyOutcome {
+        ferry_tests::acting_as("verify");
         let ecs = clients::ecs_adapter(self.home.clone());
         let ledger = DynamoLedger::new(clients::dynamodb(&self.home), &self.table);
         let bus = EventBridgeBus::new(clients::eventbridge(&self.home), "default");
@@ -107,30 +108,38 @@ async fn a_healthy_deployment_is_verified_and_becomes_last_known_good() {
     }
     assert_eq!(w.sink.hits("/health"), 1, "verified once");
     assert_eq!(w.sns_messages().await.len(), 2);
-    save_recorded("verify", "healthy", &recorded());
+    save_recorded("verify", "healthy", &recorded("verify"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unhealthy_service_fails_with_evidence_and_the_failure_is_announced() {
     let w = World::new().await;
     let config = w.config_with(&health(&w.sink.url));
-    let cases: [(&str, char, Box<dyn Fn(&World)>, &str); 3] = [
-        ("staging-22222222", '2', Box::new(|w: &World| w.sink.answer_with(500)), "HTTP 500 (expected 200-299)"),
-        (
-            "staging-33333333",
-            '3',
-            Box::new(|w: &World| w.sink.delay(Duration::from_millis(2500))),
-            "no answer within 1 s",
-        ),
-        ("staging-44444444", '4', Box::new(|_| {}), "connection failed"),
+    enum Unhealthy {
+        Errors,
+        Slow,
+        NotListening,
+    }
+    let cases = [
+        ("staging-22222222", '2', Unhealthy::Errors, "HTTP 500 (expected 200-299)"),
+        ("staging-33333333", '3', Unhealthy::Slow, "no answer within 1 s"),
+        ("staging-44444444", '4', Unhealthy::NotListening, "connection failed"),
     ];
-    for (tag, layer, make_unhealthy, evidence) in cases {
+    for (tag, layer, unhealthy, evidence) in cases {
         w.sink.answer_with(200);
         w.sink.delay(Duration::ZERO);
-        make_unhealthy(&w);
-        // "Not at all": the last case points the health URL at a port nothing listens on.
-        let config =
-            if evidence == "connection failed" { w.config_with(&health("http://127.0.0.1:9")) } else { config.clone() };
+        let config = match unhealthy {
+            Unhealthy::Errors => {
+                w.sink.answer_with(500);
+                config.clone()
+            }
+            Unhealthy::Slow => {
+                w.sink.delay(Duration::from_millis(2500));
+                config.clone()
+            }
+            // Nothing listens on the discard port.
+            Unhealthy::NotListening => w.config_with(&health("http://127.0.0.1:9")),
+        };
         let id = w.deployed(&config, tag, layer).await;
         let outcome = w.verify(&config, w.complete().await).await;
         let VerifyOutcome::Failed { reason, .. } = &outcome else { panic!("{tag}: {outcome:?}") };
@@ -146,7 +155,7 @@ async fn an_unhealthy_service_fails_with_evidence_and_the_failure_is_announced()
     }
     assert_eq!(w.failures_announced().await.len(), 3);
     assert_eq!(w.ledger().head(&w.target()).await.expect("head").last_known_good, None);
-    save_recorded("verify", "unhealthy", &recorded());
+    save_recorded("verify", "unhealthy", &recorded("verify"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

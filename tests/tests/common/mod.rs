@@ -330,6 +330,7 @@ containers = ["api"]
 
     pub async fn deploy(&self, config: &Config, event: Value, attempt: &str) -> Outcome {
         // The function's clients record every AWS action they make.
+        ferry_tests::acting_as("deploy");
         let ecs = clients::ecs_adapter(self.home.clone());
         let ledger = DynamoLedger::new(clients::dynamodb(&self.home), &self.table);
         let notifier = self.notifiers();
