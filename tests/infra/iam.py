@@ -34,6 +34,7 @@ INFRA = REPO / "infra"
 # ---------------------------------------------------------------------------------------
 
 #: IAM service prefix of each SDK crate (`aws-sdk-<key>`); an unlisted crate uses its own suffix.
+#: test_template.py checks each against the SigV4 signing name the crate declares.
 IAM_PREFIX = {
     "ecs": "ecs",
     "dynamodb": "dynamodb",
@@ -41,6 +42,7 @@ IAM_PREFIX = {
     "secretsmanager": "secretsmanager",
     "sts": "sts",
     "ecr": "ecr",
+    "eventbridge": "events",
 }
 
 #: A DynamoDB transaction is authorised per contained item, by the item's own action.
@@ -94,17 +96,34 @@ def registry_sources() -> list[Path]:
     return sorted((cargo_home / "registry" / "src").glob("*"))
 
 
+def sdk_crate_dir(svc: str, version: str) -> Path:
+    """The source of `aws-sdk-<svc>` at `version` in the local cargo registry."""
+    for src in registry_sources():
+        crate = src / f"aws-sdk-{svc}-{version}"
+        if (crate / "src" / "operation").is_dir():
+            return crate
+    raise FileNotFoundError(
+        f"aws-sdk-{svc} {version} is not in the cargo registry ({registry_sources()}): "
+        "fetch the workspace's dependencies first (cargo fetch)"
+    )
+
+
+def signing_name(svc: str, version: str) -> str:
+    """The SigV4 signing name `aws-sdk-<svc>` declares (`events` for EventBridge): the
+    service's IAM prefix, save for a few services this project does not use."""
+    names = {
+        m.group(1)
+        for f in (sdk_crate_dir(svc, version) / "src").rglob("*.rs")
+        for m in re.finditer(r'SigningName::from_static\(\s*"([^"]+)"', f.read_text())
+    }
+    if len(names) != 1:
+        raise ValueError(f"aws-sdk-{svc} {version}: expected one SigningName, found {sorted(names)}")
+    return names.pop()
+
+
 def sdk_operations(svc: str, version: str) -> dict[str, str]:
     """The operations of `aws-sdk-<svc>` at `version`: snake_case method -> API name."""
-    for src in registry_sources():
-        operation_dir = src / f"aws-sdk-{svc}-{version}" / "src" / "operation"
-        if operation_dir.is_dir():
-            break
-    else:
-        raise FileNotFoundError(
-            f"aws-sdk-{svc} {version} is not in the cargo registry ({registry_sources()}): "
-            "fetch the workspace's dependencies first (cargo fetch)"
-        )
+    operation_dir = sdk_crate_dir(svc, version) / "src" / "operation"
     operations = {}
     for d in sorted(p for p in operation_dir.iterdir() if p.is_dir()):
         module = operation_dir / f"{d.name}.rs"

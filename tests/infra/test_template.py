@@ -5,12 +5,12 @@ Run from the repository root: python3 -m pytest tests/infra -q
 - Every AWS action the code calls is granted to a function's role, and every grant is
   an action the code calls (or one AWS checks with it, or Lambda's own logging and
   dead-letter delivery): found statically in the Rust sources (iam.py).
-- Per function, the role grants exactly what the Rust integration tests saw that function
-  do (tests/.recorded-actions/<function>.json or <function>/*.json; another directory with
-  FERRY_RECORDED_ACTIONS).
+- Per function (deploy, verify), its own role grants exactly what the Rust integration
+  tests saw that function do (tests/.recorded-actions/<function>.json or <function>/*.json;
+  another directory with FERRY_RECORDED_ACTIONS).
 - Grants are scoped (resources, conditions), cfn-lint reports nothing, the template wires
-  the function the way the code reads its environment, and the stack creates in the
-  local AWS emulator.
+  each function the way the code reads its environment, each sample event reaches the
+  right function and no other, and the stack creates in the local AWS emulator.
 """
 
 from __future__ import annotations
@@ -41,19 +41,19 @@ PARAMETERS = {
 }
 TARGET_ROLE = "arn:aws:iam::210987654321:role/ferry-target"
 
-#: Actions the code calls that no function's role grants yet, each with the reason. The
-#: library's ledger adapter also serves the verify and rollback functions, which are not
-#: written (nor deployed) yet; the deploy function never reads the ledger outside its
-#: conditional writes. When a role grants one of these, remove it here: the check is exact.
-NOT_YET_GRANTED = {
-    "dynamodb:GetItem": "Ledger::head (DynamoLedger): for the verify/rollback functions, not deployed yet",
-    "dynamodb:Query": "Ledger::history, DynamoLedger::by_ecs_deployment: for the verify/rollback functions, not deployed yet",
-}
+#: Actions the library calls that no function's role grants yet (action -> reason), for code
+#: written ahead of the function that uses it (e.g. the rollback function's). Empty since
+#: the verify role grants GetItem and Query. When a role grants one of these, remove it
+#: here: the check is exact.
+NOT_YET_GRANTED: dict[str, str] = {}
+
+#: Each function (its binary without `ferry-`) and the role it runs as.
+ROLES = {"deploy": "DeployFunctionRole", "verify": "VerifyFunctionRole"}
 
 #: The only actions allowed on Resource "*": AWS supports no resource-level permission for them.
 STAR_RESOURCE_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"}
 
-RUN_RUST_TESTS = "run the Rust integration tests first (cargo nextest run -p ferry-tests)"
+RUN_RUST_TESTS = "run the Rust integration tests first (cargo nextest run -p ferry-tests, or tests/run)"
 
 
 @functools.cache
@@ -81,13 +81,37 @@ def deployed_functions() -> list[tuple[str, str]]:
     return [(logical, iam.function_name(resource)) for logical, resource in iam.functions(template()).items()]
 
 
-def statements(parameters: dict[str, str], role: str = "DeployFunctionRole") -> list[dict]:
+def function_logical_id(name: str) -> str:
+    (logical,) = [logical for logical, n in deployed_functions() if n == name]
+    return logical
+
+
+def function(name: str) -> dict:
+    return template()["Resources"][function_logical_id(name)]
+
+
+def function_sources(name: str) -> list[Path]:
+    """The Rust sources of the crate that builds `ferry-<name>`."""
+    for toml in (REPO / "functions").glob("*/Cargo.toml"):
+        if f"ferry-{name}" in re.findall(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', toml.read_text()):
+            return sorted((toml.parent / "src").rglob("*.rs"))
+    raise AssertionError(f"no crate under functions/ builds ferry-{name}")
+
+
+def statements(parameters: dict[str, str], role: str) -> list[dict]:
     resolver = iam.Resolver(template(), parameters)
     return iam.statements(resolver, iam.role_policy_documents(template(), role))
 
 
-def granting(action: str, parameters: dict[str, str], role: str = "DeployFunctionRole") -> list[dict]:
+def granting(action: str, parameters: dict[str, str], role: str) -> list[dict]:
     return [s for s in statements(parameters, role) if action in iam.actions_of(s)]
+
+
+def code_constant(path: str, name: str) -> str:
+    """The value of a `&str` const in the Rust sources."""
+    found = re.search(rf'\b{name}: &str = "([^"]*)";', (REPO / path).read_text())
+    assert found, f"no const {name} in {path}"
+    return found.group(1)
 
 
 def as_list(value) -> list:
@@ -140,6 +164,12 @@ def test_the_scan_finds_each_form_of_call_and_nothing_else(tmp_path: Path) -> No
     )
     # Names no SDK client: a port method of the same name is not an AWS call.
     (tmp_path / "c.rs").write_text("fn h(e: &impl Ecs) { e.update_service(); x.publish(); }\n")
+    # A client held in a field, of a crate whose IAM prefix is not its name (EventBridge: events).
+    (tmp_path / "d.rs").write_text(
+        "struct Bus { client: aws_sdk_eventbridge::Client }\n"
+        "impl Bus { async fn f(&self) { self.client\n    .put_events().entries(e).send().await; } }\n"
+    )
+    ops["eventbridge"] = {"put_events": "PutEvents", "put_rule": "PutRule"}
     found = iam.scan(sorted(tmp_path.glob("*.rs")), ops, tmp_path)
     assert sorted((c.action, c.file, c.line) for c in found) == [
         ("dynamodb:PutItem", "b.rs", 2),
@@ -147,17 +177,27 @@ def test_the_scan_finds_each_form_of_call_and_nothing_else(tmp_path: Path) -> No
         ("ecs:RegisterTaskDefinition", "a.rs", 2),
         ("ecs:RegisterTaskDefinition", "a.rs", 6),
         ("ecs:UpdateService", "a.rs", 4),
+        ("events:PutEvents", "d.rs", 3),
         ("sts:AssumeRole", "a.rs", 9),
     ]
 
 
 def test_the_scan_knows_each_sdk_crate_of_the_lock_file() -> None:
     crates = iam.locked_sdk_crates()
-    assert {"ecs", "dynamodb", "sns", "secretsmanager"} <= set(crates), crates
+    assert {"ecs", "dynamodb", "sns", "secretsmanager", "eventbridge"} <= set(crates), crates
     for svc, version in crates.items():
         ops = iam.sdk_operations(svc, version)
         assert len(ops) > 10, (svc, version, ops)
+        # The IAM prefix the scan gives the crate's calls is the service's signing name.
+        assert iam.IAM_PREFIX.get(svc, svc) == iam.signing_name(svc, version), f"IAM_PREFIX[{svc!r}]"
     assert iam.sdk_operations("ecs", crates["ecs"])["update_service"] == "UpdateService"
+    assert iam.sdk_operations("eventbridge", crates["eventbridge"])["put_events"] == "PutEvents"
+
+
+def test_the_scan_sees_the_failure_announcement() -> None:
+    sites = {c.file for c in calls() if c.action == "events:PutEvents"}
+    assert sites == {"shared/src/adapters/http.rs"}, sites
+    assert not [c for c in calls() if c.action.startswith("eventbridge:")]
 
 
 # --- code <-> grants -------------------------------------------------------------------
@@ -188,8 +228,14 @@ def test_every_grant_is_an_action_the_code_calls(logical: str, name: str) -> Non
 def test_the_role_grants_exactly_what_the_function_was_seen_doing(logical: str, name: str) -> None:
     recorded = iam.recorded_actions(name)
     if recorded is None:
-        pytest.fail(f"no record of the {name} function's AWS calls in {iam.recorded_dir()}: {RUN_RUST_TESTS}")
+        pytest.fail(
+            f"no record of the {name} function's AWS calls ({iam.recorded_dir()}/{name}/<test>.json "
+            f"or {iam.recorded_dir()}/{name}.json): {RUN_RUST_TESTS}"
+        )
     unseen = recorded - code_actions()
+    sdk_names = {svc: iam.IAM_PREFIX[svc] for svc in iam.IAM_PREFIX if iam.IAM_PREFIX[svc] != svc}
+    misnamed = {a: f"{sdk_names[a.split(':')[0]]}:{a.split(':')[1]}" for a in unseen if a.split(":")[0] in sdk_names}
+    assert not misnamed, f"the records name SDK services, not IAM prefixes: {misnamed} (fix the recorder's iam_action)"
     assert not unseen, f"the integration tests saw {name} call {sorted(unseen)}, which the static scan did not find"
     expected = recorded | iam.implied(recorded) | iam.runtime_actions(template(), logical)
     role = iam.role_of(template(), logical)
@@ -239,22 +285,29 @@ def policy_documents_statements(doc: dict):
 # --- scope: resources and conditions ---------------------------------------------------
 
 
-def test_only_actions_without_resource_level_permissions_use_resource_star() -> None:
-    for s in statements({**PARAMETERS, "TargetRoleArns": TARGET_ROLE}):
+def test_each_function_runs_as_a_role_of_its_own() -> None:
+    assert {name: iam.role_of(template(), logical) for logical, name in deployed_functions()} == ROLES
+
+
+@pytest.mark.parametrize("role", ROLES.values())
+def test_only_actions_without_resource_level_permissions_use_resource_star(role: str) -> None:
+    for s in statements({**PARAMETERS, "TargetRoleArns": TARGET_ROLE}, role):
         if "*" in as_list(s["Resource"]):
             assert set(iam.actions_of(s)) <= STAR_RESOURCE_ONLY, f'Resource "*" for {s}'
 
 
-def only_statement(action: str, parameters: dict[str, str] = PARAMETERS) -> dict:
-    found = granting(action, parameters)
-    assert len(found) == 1, f"{action} should be granted by one statement: {found}"
+def only_statement(action: str, parameters: dict[str, str] = PARAMETERS, role: str = ROLES["deploy"]) -> dict:
+    found = granting(action, parameters, role)
+    assert len(found) == 1, f"{role}: {action} should be granted by one statement: {found}"
     return found[0]
 
 
 def test_ecs_grants_are_limited_to_the_configured_clusters() -> None:
     clusters = PARAMETERS["EcsClusterNames"].split(",")
+    services = [f"arn:*:ecs:*:*:service/{c}/*" for c in clusters]
     for action in ("ecs:DescribeServices", "ecs:UpdateService"):
-        assert as_list(only_statement(action)["Resource"]) == [f"arn:*:ecs:*:*:service/{c}/*" for c in clusters]
+        assert as_list(only_statement(action)["Resource"]) == services
+    assert as_list(only_statement("ecs:DescribeServices", role=ROLES["verify"])["Resource"]) == services
     assert as_list(only_statement("ecs:DescribeTasks")["Resource"]) == [f"arn:*:ecs:*:*:task/{c}/*" for c in clusters]
     run = only_statement("ecs:RunTask")
     assert run["Resource"] == "arn:aws:ecs:*:123456789012:task-definition/*"
@@ -272,50 +325,88 @@ def test_only_the_task_roles_are_passed_and_only_to_ecs_tasks() -> None:
     assert s["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
 
 
-def test_target_roles_are_assumable_only_when_given() -> None:
-    assert granting("sts:AssumeRole", PARAMETERS) == []
-    assert granting("sts:AssumeRole", {**PARAMETERS, "TargetRoleArns": ""}) == []
+@pytest.mark.parametrize("role", ROLES.values())
+def test_target_roles_are_assumable_only_when_given(role: str) -> None:
+    assert granting("sts:AssumeRole", PARAMETERS, role) == []
+    assert granting("sts:AssumeRole", {**PARAMETERS, "TargetRoleArns": ""}, role) == []
     two = f"{TARGET_ROLE},arn:aws:iam::333333333333:role/ferry-target"
-    s, = granting("sts:AssumeRole", {**PARAMETERS, "TargetRoleArns": two})
+    s, = granting("sts:AssumeRole", {**PARAMETERS, "TargetRoleArns": two}, role)
     assert as_list(s["Resource"]) == two.split(",")
     assert "Condition" not in s
 
 
-def test_the_stack_resources_are_granted_one_by_one() -> None:
-    expected = {
+def stack_resources(prefix: str) -> dict[str, str]:
+    """What each grant to the resources of this stack names, for the function `prefix`."""
+    log_group = f"arn:aws:logs:eu-west-1:123456789012:log-group:<{prefix}LogGroup>:*"
+    return {
         "dynamodb:UpdateItem": "<LedgerTable.Arn>",
         "sns:Publish": "<NotificationTopic>",
         "secretsmanager:GetSecretValue": "<SlackWebhooksSecret>",
-        "sqs:SendMessage": "<DeployDeadLetterQueue.Arn>",
-        "logs:CreateLogStream": "arn:aws:logs:eu-west-1:123456789012:log-group:<DeployLogGroup>:*",
-        "logs:PutLogEvents": "arn:aws:logs:eu-west-1:123456789012:log-group:<DeployLogGroup>:*",
+        "sqs:SendMessage": f"<{prefix}DeadLetterQueue.Arn>",
+        "logs:CreateLogStream": log_group,
+        "logs:PutLogEvents": log_group,
     }
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("deploy", stack_resources("Deploy")),
+    ("verify", {**stack_resources("Verify"), "dynamodb:GetItem": "<LedgerTable.Arn>"}),
+], ids=["deploy", "verify"])
+def test_the_stack_resources_are_granted_one_by_one(name: str, expected: dict[str, str]) -> None:
     for action, resource in expected.items():
-        assert only_statement(action)["Resource"] == resource, action
-        assert "Condition" not in only_statement(action), action
+        s = only_statement(action, role=ROLES[name])
+        assert s["Resource"] == resource, action
+        assert "Condition" not in s, action
 
 
-# --- the function's wiring -------------------------------------------------------------
+def test_verify_queries_the_table_and_only_the_index_it_uses() -> None:
+    index = code_constant("shared/src/adapters/dynamodb.rs", "ECS_DEPLOYMENT_INDEX")
+    s = only_statement("dynamodb:Query", role=ROLES["verify"])
+    # history: the table; by_ecs_deployment: the GSI, which IAM authorises on its own ARN.
+    assert as_list(s["Resource"]) == ["<LedgerTable.Arn>", f"<LedgerTable.Arn>/index/{index}"]
+    assert "Condition" not in s
+    assert granting("dynamodb:Query", PARAMETERS, ROLES["deploy"]) == []
+
+
+@pytest.mark.parametrize("bus", ["default", "ferry-events"])
+def test_verify_announces_on_the_configured_bus_only_and_only_as_ferry(bus: str) -> None:
+    source = code_constant("shared/src/adapters/http.rs", "EVENT_SOURCE")
+    s = only_statement("events:PutEvents", {**PARAMETERS, "EventBusName": bus}, ROLES["verify"])
+    assert s["Resource"] == f"arn:aws:events:eu-west-1:123456789012:event-bus/{bus}"
+    # events:source holds one value per entry of the request: every one must be Ferry's.
+    assert s["Condition"] == {"ForAllValues:StringEquals": {"events:source": source}, "Null": {"events:source": "false"}}
+    assert iam.actions_of(s) == ["events:PutEvents"]
+
+
+# --- the functions' wiring ------------------------------------------------------------
 
 
 def deploy_function() -> dict:
-    return template()["Resources"]["DeployFunction"]
+    return function("deploy")
 
 
-def test_the_function_gets_every_setting_the_code_reads() -> None:
+@pytest.mark.parametrize("logical,name", deployed_functions())
+def test_the_function_gets_every_setting_the_code_reads(logical: str, name: str) -> None:
     code = (REPO / "shared" / "src" / "function.rs").read_text()
     read = set(re.findall(r'\bvar\("(FERRY_[A-Z_]+)"\)', code))
-    assert read, "no FERRY_* variables found in function.rs"
-    variables = deploy_function()["Properties"]["Environment"]["Variables"]
-    assert set(variables) == read
+    assert read >= {"FERRY_CONFIG", "FERRY_TABLE", "FERRY_EVENT_BUS"}, "FERRY_* variables in function.rs"
+    # The bus only matters to a function that puts events on it.
+    uses_bus = any("event_bus" in iam.strip_comments_and_strings(f.read_text()) for f in function_sources(name))
+    variables = template()["Resources"][logical]["Properties"]["Environment"]["Variables"]
+    assert set(variables) == (read if uses_bus else read - {"FERRY_EVENT_BUS"})
     assert variables["FERRY_CONFIG"] == "/opt/ferry.toml"
     assert variables["FERRY_TABLE"] == {"Ref": "LedgerTable"}
     assert variables["FERRY_TOPIC_ARN"] == {"Ref": "NotificationTopic"}
     assert variables["FERRY_SLACK_SECRET"] == {"Ref": "SlackWebhooksSecret"}  # Ref of a secret is its ARN
+    if uses_bus:
+        assert variables["FERRY_EVENT_BUS"] == {"Ref": "EventBusName"}
+        default = re.search(r'var\("FERRY_EVENT_BUS"\)\.unwrap_or_else\(\|\| "([^"]+)"', code).group(1)
+        assert template()["Parameters"]["EventBusName"]["Default"] == default
 
 
-def test_the_config_ships_as_a_layer_holding_only_ferry_toml() -> None:
-    props = deploy_function()["Properties"]
+@pytest.mark.parametrize("logical,name", deployed_functions())
+def test_the_config_ships_as_a_layer_holding_only_ferry_toml(logical: str, name: str) -> None:
+    props = template()["Resources"][logical]["Properties"]
     layer = template()["Resources"]["ConfigLayer"]
     assert layer["Type"] == "AWS::Serverless::LayerVersion"
     assert props["Layers"] == [{"Ref": "ConfigLayer"}]
@@ -334,22 +425,27 @@ def test_the_example_config_is_the_documented_one() -> None:
     assert clusters == {"shop-staging", "shop-production"}
 
 
-def test_the_function_builds_the_deploy_binary_from_the_workspace() -> None:
-    fn = deploy_function()
-    assert fn["Metadata"] == {"BuildMethod": "rust-cargolambda", "BuildProperties": {"Binary": "ferry-deploy"}}
+@pytest.mark.parametrize("logical,name", deployed_functions())
+def test_the_function_builds_its_binary_from_the_workspace(logical: str, name: str) -> None:
+    fn = template()["Resources"][logical]
+    assert fn["Metadata"] == {"BuildMethod": "rust-cargolambda", "BuildProperties": {"Binary": f"ferry-{name}"}}
     root = (TEMPLATE.parent / fn["Properties"]["CodeUri"]).resolve()
     assert root == REPO and "[workspace]" in (root / "Cargo.toml").read_text()
-    binaries = {
-        m for toml in (REPO / "functions").glob("*/Cargo.toml")
-        for m in re.findall(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', toml.read_text())
-    }
-    built = {r["Metadata"]["BuildProperties"]["Binary"] for r in iam.functions(template()).values()}
-    assert built == binaries, "every function binary of the workspace is deployed, and only those"
     props = fn["Properties"]
     assert (props["Runtime"], props["Handler"], props["MemorySize"]) == ("provided.al2023", "bootstrap", 128)
     assert props["Architectures"] == [{"Ref": "Architecture"}]
     assert template()["Parameters"]["Architecture"]["AllowedValues"] == ["arm64", "x86_64"]
     assert template()["Parameters"]["Architecture"]["Default"] == "arm64"
+
+
+def test_every_function_binary_of_the_workspace_is_deployed_and_only_those() -> None:
+    binaries = {
+        m for toml in (REPO / "functions").glob("*/Cargo.toml")
+        for m in re.findall(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', toml.read_text())
+    }
+    built = {r["Metadata"]["BuildProperties"]["Binary"] for r in iam.functions(template()).values()}
+    assert built == binaries
+    assert {f"ferry-{name}" for name in ROLES} == binaries
 
 
 def test_the_timeout_leaves_room_for_the_longest_migration() -> None:
@@ -359,20 +455,39 @@ def test_the_timeout_leaves_room_for_the_longest_migration() -> None:
     assert timeout == 900 and timeout >= longest + 120
 
 
-def test_failed_invocations_are_retried_twice_then_kept() -> None:
-    props = deploy_function()["Properties"]
+def test_verify_has_time_for_the_longest_smoke_test_and_ends_before_its_claim_lapses() -> None:
+    config = (REPO / "shared" / "src" / "config.rs").read_text()
+    smoke = int(re.search(r"MAX_SMOKE_SECONDS: u64 = (\d+);", config).group(1))
+    verify = (REPO / "shared" / "src" / "verify.rs").read_text()
+    factors = re.search(r"claim: Duration::from_secs\(\s*(\d+(?:\s*\*\s*\d+)*)\s*\)", verify).group(1)
+    claim = 1
+    for factor in factors.split("*"):
+        claim *= int(factor)
+    timeout = function("verify")["Properties"]["Timeout"]
+    assert timeout == 300 and smoke + 60 <= timeout < claim, (smoke, timeout, claim)
+
+
+@pytest.mark.parametrize("logical,name", deployed_functions())
+def test_failed_invocations_are_retried_twice_then_kept(logical: str, name: str) -> None:
+    props = template()["Resources"][logical]["Properties"]
     invoke = props["EventInvokeConfig"]
     assert invoke["MaximumRetryAttempts"] == 2
-    assert invoke["DestinationConfig"]["OnFailure"] == {"Type": "SQS", "Destination": {"Fn::GetAtt": ["DeployDeadLetterQueue", "Arn"]}}
-    queue = template()["Resources"]["DeployDeadLetterQueue"]["Properties"]
-    assert queue.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue
+    queue_id = f"{logical.removesuffix('Function')}DeadLetterQueue"
+    assert invoke["DestinationConfig"]["OnFailure"] == {"Type": "SQS", "Destination": {"Fn::GetAtt": [queue_id, "Arn"]}}
+    queue = template()["Resources"][queue_id]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"].get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue["Properties"]
 
 
-def test_logs_are_json_with_retention() -> None:
-    logging = deploy_function()["Properties"]["LoggingConfig"]
+@pytest.mark.parametrize("logical,name", deployed_functions())
+def test_logs_are_json_with_retention(logical: str, name: str) -> None:
+    logging = template()["Resources"][logical]["Properties"]["LoggingConfig"]
+    group_id = f"{logical.removesuffix('Function')}LogGroup"
     assert logging["LogFormat"] == "JSON"
-    assert logging["LogGroup"] == {"Ref": "DeployLogGroup"}
-    assert template()["Resources"]["DeployLogGroup"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert logging["LogGroup"] == {"Ref": group_id}
+    group = template()["Resources"][group_id]["Properties"]
+    assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{AWS::StackName}}-{name}"}
     assert template()["Parameters"]["LogRetentionDays"]["Default"] == 30
 
 
@@ -406,15 +521,60 @@ def test_notifications_are_encrypted_and_the_secret_holds_no_webhook() -> None:
     assert json.loads(resources["SlackWebhooksSecret"]["Properties"]["SecretString"]) == {"default": ""}
 
 
-# --- the push rule ---------------------------------------------------------------------
+# --- the rules -------------------------------------------------------------------------
 
 FIXTURES = REPO / "tests" / "fixtures" / "events"
+
+#: Where each sample event must go: to these functions and no other. Rollback (the alarm,
+#: Ferry's own "Deployment Failed" events) comes later.
+ROUTES = {
+    "ecr-push-staging.json": {"deploy"},
+    "ecr-push-failed.json": set(),
+    "ecr-delete.json": set(),
+    "ecs-deployment-in-progress.json": {"verify"},
+    "ecs-deployment-completed.json": {"verify"},
+    "ecs-deployment-failed.json": {"verify"},
+    "ecs-deployment-circuit-breaker-rollback.json": {"verify"},
+    "ecs-service-action-placement-failure.json": set(),
+    "cloudwatch-alarm-state-change.json": set(),
+}
 
 
 def push_pattern(prefixes: str) -> dict:
     pattern = deploy_function()["Properties"]["Events"]["EcrPush"]["Properties"]["Pattern"]
     resolved = iam.Resolver(template(), {**PARAMETERS, "EcrRepositoryPrefixes": prefixes}).resolve(pattern)
     return json.loads(resolved) if isinstance(resolved, str) else resolved
+
+
+def rule_patterns(prefixes: str) -> dict[str, list[dict]]:
+    """Every function's EventBridge rule patterns, resolved: function name -> patterns."""
+    raw_rules = [k for k, v in template()["Resources"].items() if v["Type"] == "AWS::Events::Rule"]
+    assert not raw_rules, f"rules outside the functions' Events are not routed by this check: {raw_rules}"
+    resolver = iam.Resolver(template(), {**PARAMETERS, "EcrRepositoryPrefixes": prefixes})
+    patterns: dict[str, list[dict]] = {}
+    for logical, name in deployed_functions():
+        for event_id, event in (template()["Resources"][logical]["Properties"].get("Events") or {}).items():
+            assert event["Type"] == "EventBridgeRule", f"{logical}.{event_id}: {event['Type']} is not routed by this check"
+            # AWS services publish on the default bus only.
+            assert event["Properties"].get("EventBusName", "default") == "default", f"{logical}.{event_id}"
+            resolved = resolver.resolve(event["Properties"]["Pattern"])
+            patterns.setdefault(name, []).append(json.loads(resolved) if isinstance(resolved, str) else resolved)
+    return patterns
+
+
+@pytest.mark.parametrize("prefixes", ["", "shop/"])
+def test_each_sample_event_reaches_the_right_function_and_no_other(prefixes: str) -> None:
+    from moto.events.models import EventPattern
+
+    events = {p.name: json.loads(p.read_text()) for p in FIXTURES.glob("*.json")}
+    assert set(events) == set(ROUTES), "every sample event must say where it goes (ROUTES)"
+    rules = {name: [EventPattern.load(json.dumps(p)) for p in ps] for name, ps in rule_patterns(prefixes).items()}
+    assert set(rules) == set(ROLES), "every function has a rule"
+    reached = {
+        fixture: {name for name, patterns in rules.items() if any(p.matches_event(event) for p in patterns)}
+        for fixture, event in events.items()
+    }
+    assert reached == ROUTES
 
 
 @pytest.mark.parametrize("prefixes,delivered", [
@@ -460,7 +620,8 @@ def test_the_stack_creates_in_the_emulator_with_the_grants_checked_here(monkeypa
             return {}
 
     sam = yaml_parse(TEMPLATE.read_text())
-    sam["Resources"]["DeployFunction"]["Properties"]["CodeUri"] = "s3://ferry-artifacts/deploy.zip"
+    for logical, name in deployed_functions():
+        sam["Resources"][logical]["Properties"]["CodeUri"] = "s3://ferry-artifacts/function.zip"
     sam["Resources"]["ConfigLayer"]["Properties"]["ContentUri"] = "s3://ferry-artifacts/config.zip"
     plain = transform(sam, {}, NoManagedPolicies())
 
@@ -470,7 +631,7 @@ def test_the_stack_creates_in_the_emulator_with_the_grants_checked_here(monkeypa
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="ferry-artifacts", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-        for key in ("deploy.zip", "config.zip"):
+        for key in ("function.zip", "config.zip"):
             s3.put_object(Bucket="ferry-artifacts", Key=key, Body=archive.getvalue())
         cfn, iam_client = boto3.client("cloudformation"), boto3.client("iam")
         for name, targets in (("ferry-one-account", ""), ("ferry-cross-account", TARGET_ROLE)):
@@ -481,15 +642,20 @@ def test_the_stack_creates_in_the_emulator_with_the_grants_checked_here(monkeypa
             )
             assert cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
             created = {r["LogicalResourceId"]: r for r in cfn.list_stack_resources(StackName=name)["StackResourceSummaries"]}
-            for logical in ("DeployFunction", "LedgerTable", "NotificationTopic", "DeployFunctionRole", "DeployDeadLetterQueue"):
+            expected = ["LedgerTable", "NotificationTopic", *ROLES.values()]
+            for logical, _ in deployed_functions():
+                prefix = logical.removesuffix("Function")
+                expected += [logical, f"{prefix}DeadLetterQueue", f"{prefix}LogGroup"]
+            for logical in expected:
                 assert created[logical]["ResourceStatus"] == "CREATE_COMPLETE", logical
-            role = created["DeployFunctionRole"]["PhysicalResourceId"]
-            actions = set()
-            for policy in iam_client.list_role_policies(RoleName=role)["PolicyNames"]:
-                document = iam_client.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
-                if isinstance(document, str):
-                    # moto 5.2.5 answers with the document's Python repr, and keeps an
-                    # AWS::NoValue statement as None (CloudFormation drops it).
-                    document = ast.literal_eval(document)
-                actions |= {a for s in as_list(document["Statement"]) if s is not None for a in as_list(s["Action"])}
-            assert actions == iam.granted(template(), "DeployFunctionRole", parameters), name
+            for role_id in ROLES.values():
+                role = created[role_id]["PhysicalResourceId"]
+                actions = set()
+                for policy in iam_client.list_role_policies(RoleName=role)["PolicyNames"]:
+                    document = iam_client.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
+                    if isinstance(document, str):
+                        # moto 5.2.5 answers with the document's Python repr, and keeps an
+                        # AWS::NoValue statement as None (CloudFormation drops it).
+                        document = ast.literal_eval(document)
+                    actions |= {a for s in as_list(document["Statement"]) if s is not None for a in as_list(s["Action"])}
+                assert actions == iam.granted(template(), role_id, parameters), (name, role_id)
