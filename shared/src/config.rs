@@ -54,6 +54,8 @@ pub struct Service {
     pub migration: Option<Migration>,
     /// Key of the Slack webhook (in the webhook secret) that this service's messages go to.
     pub notify: Option<String>,
+    /// CloudWatch alarms (names; `{env}` is replaced) whose ALARM rolls the service back.
+    pub alarms: Vec<String>,
 }
 
 /// The smoke test run once ECS reports a deployment complete.
@@ -203,6 +205,8 @@ struct RawService {
     health: Option<Spanned<RawHealth>>,
     migration: Option<Spanned<RawMigration>>,
     notify: Option<Spanned<String>>,
+    #[serde(default)]
+    alarms: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -516,6 +520,15 @@ impl RawService {
                 format!("notify {:?} must be a webhook key (letters, digits, '-', '_')", n.get_ref()),
             ));
         }
+        for alarm in &self.alarms {
+            let a = alarm.get_ref();
+            if a.trim().is_empty() || a.len() > 255 || !only_env_placeholder(a) {
+                return Err(invalid(
+                    alarm,
+                    format!("alarm name {a:?} must be 1 to 255 characters and may use only {{env}}"),
+                ));
+            }
+        }
         Ok(Service {
             repository: self.repository.into_inner(),
             name: self.name.into_inner(),
@@ -524,6 +537,7 @@ impl RawService {
             health,
             migration,
             notify: self.notify.map(Spanned::into_inner),
+            alarms: self.alarms.into_iter().map(Spanned::into_inner).collect(),
         })
     }
 }
@@ -553,6 +567,7 @@ containers = ["api"]
 health = { url = "https://api.{env}.shop.example/healthz", expect_status = 204, body_contains = "ok" }
 migration = { command = ["bin/migrate", "up"] }
 notify = "shop-team"
+alarms = ["shop-{env}-api-5xx"]
 
 [[services]]
 repository = "shop/api"
@@ -595,6 +610,7 @@ environments = ["production"]
             Some("https://api.staging.shop.example/healthz")
         );
         assert!(!c.services[1].deploys_to("staging"));
+        assert_eq!(api.alarms, ["shop-{env}-api-5xx"]);
     }
 
     /// Each invalid file is rejected with the line of the value that is wrong.

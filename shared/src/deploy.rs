@@ -328,13 +328,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
 
     /// Sends the deployment's message; a failure is recorded and logged, never raised.
     async fn notify(&self, deployment: &Deployment, plan: &TargetPlan) {
-        let notification = Notification { deployment: deployment.clone(), route: plan.notify.clone() };
-        if let Err(e) = self.notifier.send(&notification).await {
-            warn!(deployment = %deployment.id, error = %e, "notification failed");
-            if let Err(e) = self.ledger.note_notify_error(deployment, &e.0).await {
-                warn!(deployment = %deployment.id, error = %e, "could not record the notification failure");
-            }
-        }
+        let notification = Notification { deployment: deployment.clone(), route: plan.notify.clone(), live_now: None };
+        crate::notify::send(self.notifier, self.ledger, notification).await;
     }
 }
 

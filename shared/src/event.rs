@@ -164,6 +164,103 @@ pub fn parse_ecs_event(event: Value) -> Result<Option<EcsDeploymentEvent>, Malfo
     }))
 }
 
+/// Why the rollback function was invoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackTrigger {
+    /// Ferry's verify function announced a failed deployment.
+    DeploymentFailed { deployment: String, account: Option<String>, region: String, cluster: String, service: String },
+    /// ECS failed a deployment.
+    EcsFailed(EcsDeploymentEvent),
+    /// A CloudWatch alarm went into ALARM.
+    Alarm { name: String, account: String, region: String, reason: String },
+    /// An operator asked (the CLI's `ferry rollback`).
+    Requested { environment: String, service: String, region: Option<String>, to: Option<String>, by: String },
+}
+
+#[derive(Deserialize)]
+struct FailedDetail {
+    deployment: String,
+    account: Option<String>,
+    region: String,
+    cluster: String,
+    service: String,
+}
+
+#[derive(Deserialize)]
+struct AlarmDetail {
+    #[serde(rename = "alarmName")]
+    alarm_name: String,
+    state: AlarmState,
+}
+
+#[derive(Deserialize)]
+struct AlarmState {
+    value: String,
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(Deserialize)]
+struct RequestDetail {
+    environment: String,
+    service: String,
+    region: Option<String>,
+    to: Option<String>,
+    requested_by: Option<String>,
+}
+
+/// Parses an event addressed to the rollback function: `Ok(None)` for one it does not act on.
+pub fn parse_rollback_trigger(event: Value) -> Result<Option<RollbackTrigger>, MalformedEvent> {
+    let envelope: EventBridgeEvent<Value> =
+        serde_json::from_value(event.clone()).map_err(|e| MalformedEvent(format!("not an EventBridge event: {e}")))?;
+    let detail = |what: &str| MalformedEvent(format!("{what} detail"));
+    match (envelope.source.as_str(), envelope.detail_type.as_str()) {
+        (crate::adapters::http::EVENT_SOURCE, crate::adapters::http::DEPLOYMENT_FAILED) => {
+            let d: FailedDetail =
+                serde_json::from_value(envelope.detail).map_err(|e| detail(&format!("Deployment Failed: {e};")))?;
+            Ok(Some(RollbackTrigger::DeploymentFailed {
+                deployment: d.deployment,
+                account: d.account,
+                region: d.region,
+                cluster: d.cluster,
+                service: d.service,
+            }))
+        }
+        (crate::adapters::http::EVENT_SOURCE, ROLLBACK_REQUESTED) => {
+            let d: RequestDetail =
+                serde_json::from_value(envelope.detail).map_err(|e| detail(&format!("Rollback Requested: {e};")))?;
+            Ok(Some(RollbackTrigger::Requested {
+                environment: d.environment,
+                service: d.service,
+                region: d.region,
+                to: d.to,
+                by: d.requested_by.unwrap_or_else(|| "an operator".into()),
+            }))
+        }
+        ("aws.cloudwatch", "CloudWatch Alarm State Change") => {
+            let d: AlarmDetail =
+                serde_json::from_value(envelope.detail).map_err(|e| detail(&format!("alarm: {e};")))?;
+            if d.state.value != "ALARM" {
+                return Ok(None);
+            }
+            Ok(Some(RollbackTrigger::Alarm {
+                name: d.alarm_name,
+                account: envelope.account.unwrap_or_default(),
+                region: envelope.region.unwrap_or_default(),
+                reason: d.state.reason,
+            }))
+        }
+        ("aws.ecs", _) => match parse_ecs_event(event)? {
+            Some(ev) if ev.kind == EcsEventKind::Failed => Ok(Some(RollbackTrigger::EcsFailed(ev))),
+            _ => Ok(None),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// The detail-type of an operator's rollback request (source `ferry`).
+pub const ROLLBACK_REQUESTED: &str = "Rollback Requested";
+
 /// `sha256:<hex>` (and the other algorithms OCI allows).
 fn is_digest(s: &str) -> bool {
     s.split_once(':').is_some_and(|(algorithm, hex)| {
@@ -255,6 +352,40 @@ mod tests {
         let mut bad_arn = sample("ecs-deployment-completed.json");
         bad_arn["resources"] = serde_json::json!(["arn:aws:ecs:eu-west-1:1:service/only-a-name"]);
         assert!(parse_ecs_event(bad_arn).is_err());
+    }
+
+    #[test]
+    fn rollback_triggers_are_parsed() {
+        let alarm = parse_rollback_trigger(sample("cloudwatch-alarm-state-change.json")).expect("parse");
+        assert!(
+            matches!(&alarm, Some(RollbackTrigger::Alarm { name, region, .. }) if name == "shop-staging-api-5xx" && region == "ap-southeast-1"),
+            "{alarm:?}"
+        );
+        let mut ok = sample("cloudwatch-alarm-state-change.json");
+        ok["detail"]["state"]["value"] = "OK".into();
+        assert_eq!(parse_rollback_trigger(ok), Ok(None), "only ALARM rolls back");
+        assert!(matches!(
+            parse_rollback_trigger(sample("ecs-deployment-failed.json")),
+            Ok(Some(RollbackTrigger::EcsFailed(_)))
+        ));
+        assert_eq!(parse_rollback_trigger(sample("ecs-deployment-completed.json")), Ok(None));
+        assert_eq!(parse_rollback_trigger(sample("ecr-push-staging.json")), Ok(None));
+        let request = serde_json::json!({"version": "0", "id": "r1", "detail-type": "Rollback Requested", "source": "ferry",
+            "account": "123456789012", "time": "2026-11-16T02:00:00Z", "region": "eu-west-1", "resources": [],
+            "detail": {"environment": "staging", "service": "shop-staging-api", "requested_by": "alice"}});
+        assert_eq!(
+            parse_rollback_trigger(request.clone()),
+            Ok(Some(RollbackTrigger::Requested {
+                environment: "staging".into(),
+                service: "shop-staging-api".into(),
+                region: None,
+                to: None,
+                by: "alice".into()
+            }))
+        );
+        let mut bad = request;
+        bad["detail"] = serde_json::json!({"service": 3});
+        assert!(parse_rollback_trigger(bad).is_err());
     }
 
     #[test]

@@ -239,6 +239,11 @@ impl LedgerWorld {
                 head.last_known_good = Some((d.task_definition.clone().unwrap_or_default(), d.digest.clone()));
             }
             HeadChange::Active => head.active = Some((d.id.clone(), d.digest.clone())),
+            HeadChange::Quarantine => {
+                if !head.quarantine.contains(&d.digest) {
+                    head.quarantine.push(d.digest.clone());
+                }
+            }
         }
     }
 
@@ -304,6 +309,7 @@ impl Ledger for MemoryLedger {
         }
         head.lock = Some(Lock { deployment: d.id.clone(), attempt: attempt.into(), until: lease_until });
         head.newest_pushed_at = Some(d.pushed_at);
+        head.quarantine.clear(); // a new digest lifts the quarantine of the ones before it
         let mut record = d.clone();
         if let Some(existing) = existing {
             record.created_at = existing.created_at;
@@ -386,6 +392,22 @@ impl Ledger for MemoryLedger {
         w.put(d);
         w.change_head(d, head);
         Ok(true)
+    }
+
+    async fn note_reason(&self, d: &Deployment, state: State) -> Result<(), LedgerError> {
+        let mut w = self.world()?;
+        if let Some(record) = w.records.get_mut(&record_key(d)).filter(|r| r.state == state) {
+            record.reason = d.reason.clone();
+        }
+        Ok(())
+    }
+
+    async fn release(&self, target: &Target, digest: &str) -> Result<(), LedgerError> {
+        let mut w = self.world()?;
+        if let Some(head) = w.heads.get_mut(&target.key()) {
+            head.quarantine.retain(|q| q != digest);
+        }
+        Ok(())
     }
 
     async fn note_ecs_event(&self, d: &Deployment, event: &str) -> Result<(), LedgerError> {

@@ -15,6 +15,7 @@ pub mod notify;
 pub mod plan;
 pub mod ports;
 pub mod render;
+pub mod rollback;
 pub mod rules;
 pub mod verify;
 

@@ -115,9 +115,11 @@ impl State {
             Pending => &[InProgress, Skipped, Failed],
             InProgress => &[Verifying, Succeeded, Failed, Superseded],
             Verifying => &[Succeeded, Failed, Superseded],
+            // A verified deployment can still fail: an alarm, or an operator's rollback request.
+            Succeeded => &[Failed],
             Failed => &[RollingBack, RolledBack],
             RollingBack => &[RolledBack, RollbackFailed],
-            Succeeded | RolledBack | RollbackFailed | Superseded | Skipped => &[],
+            RolledBack | RollbackFailed | Superseded | Skipped => &[],
         }
     }
 
@@ -142,6 +144,8 @@ pub enum Origin {
     External,
     /// ECS's deployment circuit breaker, rolling back a failed deployment.
     EcsRollback,
+    /// Ferry's rollback function, putting the last-known-good revision back.
+    Rollback,
 }
 
 impl Origin {
@@ -150,11 +154,12 @@ impl Origin {
             Origin::Ferry => "ferry",
             Origin::External => "external",
             Origin::EcsRollback => "ecs-rollback",
+            Origin::Rollback => "rollback",
         }
     }
 
     pub fn parse(s: &str) -> Option<Origin> {
-        [Origin::Ferry, Origin::External, Origin::EcsRollback].into_iter().find(|o| o.as_str() == s)
+        [Origin::Ferry, Origin::External, Origin::EcsRollback, Origin::Rollback].into_iter().find(|o| o.as_str() == s)
     }
 }
 
@@ -183,6 +188,8 @@ pub struct Deployment {
     pub origin: Origin,
     /// The last ECS deployment event applied to the record, and when ECS sent it.
     pub ecs_event: Option<String>,
+    /// For a rollback (Ferry's or ECS's): the deployment it undoes.
+    pub rolls_back: Option<String>,
 }
 
 impl Deployment {
@@ -207,6 +214,7 @@ impl Deployment {
             notify_error: None,
             origin: Origin::Ferry,
             ecs_event: None,
+            rolls_back: None,
         }
     }
 
@@ -232,6 +240,9 @@ pub struct Head {
     pub active: Option<(String, String)>,
     /// The last deployment that passed verification: its task definition and digest.
     pub last_known_good: Option<(String, String)>,
+    /// Digests that failed and were rolled back here: not deployed again automatically
+    /// until another digest is pushed or an operator releases them.
+    pub quarantine: Vec<String>,
 }
 
 /// A target's lock: held by one invocation (an attempt) working on one deployment, as a
@@ -253,6 +264,8 @@ pub enum Refusal {
     Stale { newest: DateTime<Utc> },
     /// This digest is already live or in flight on the target.
     SameDigest { deployment: String },
+    /// This digest failed here and was rolled back.
+    Quarantined,
 }
 
 impl Refusal {
@@ -266,6 +279,10 @@ impl Refusal {
             Refusal::SameDigest { deployment } => {
                 Some(format!("this digest is already live or in flight (deployment {deployment})"))
             }
+            Refusal::Quarantined => Some(
+                "quarantined: this digest failed and was rolled back on this target; push a new digest or release it"
+                    .into(),
+            ),
         }
     }
 }
@@ -279,6 +296,9 @@ impl Head {
         }
         if let Some(newest) = self.newest_pushed_at.filter(|newest| *newest > deployment.pushed_at) {
             return Err(Refusal::Stale { newest });
+        }
+        if self.quarantine.contains(&deployment.digest) {
+            return Err(Refusal::Quarantined);
         }
         match &self.active {
             Some((id, digest)) if *digest == deployment.digest => Err(Refusal::SameDigest { deployment: id.clone() }),
@@ -343,6 +363,7 @@ mod tests {
                 (Verifying, Succeeded),
                 (Verifying, Failed),
                 (Verifying, Superseded),
+                (Succeeded, Failed),
                 (Failed, RollingBack),
                 (Failed, RolledBack),
                 (RollingBack, RolledBack),
@@ -388,6 +409,12 @@ mod tests {
                 Head { active: Some(("live".into(), "sha256:old".into())), ..Head::default() },
                 Ok(()),
             ),
+            (
+                "quarantined",
+                Head { quarantine: vec!["sha256:bad".into(), "sha256:new".into()], ..Head::default() },
+                Err(Refusal::Quarantined),
+            ),
+            ("another digest quarantined", Head { quarantine: vec!["sha256:bad".into()], ..Head::default() }, Ok(())),
         ];
         for (name, head, expected) in cases {
             assert_eq!(head.admit(&d, at(100)), expected, "{name}");

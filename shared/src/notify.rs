@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::model::{Deployment, State};
+use crate::ports::{Ledger, Notifier};
 
 /// A message about one deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +11,19 @@ pub struct Notification {
     pub deployment: Deployment,
     /// Key of the Slack webhook it goes to (`None`: the default webhook).
     pub route: Option<String>,
+    /// After a rollback: the task definition the service runs now.
+    pub live_now: Option<String>,
+}
+
+/// Sends a notification; a failure is logged and noted on the deployment, never raised.
+pub async fn send<N: Notifier, L: Ledger>(notifier: &N, ledger: &L, notification: Notification) {
+    let d = &notification.deployment;
+    if let Err(e) = notifier.send(&notification).await {
+        tracing::warn!(deployment = %d.id, error = %e, "notification failed");
+        if let Err(e) = ledger.note_notify_error(d, &e.0).await {
+            tracing::warn!(deployment = %d.id, error = %e, "could not record the notification failure");
+        }
+    }
 }
 
 impl Notification {
@@ -20,6 +34,7 @@ impl Notification {
             State::Succeeded => "deployed",
             State::Failed => "deployment failed",
             State::Skipped => "skipped",
+            State::RollingBack => "rolling back",
             State::RolledBack => "rolled back",
             State::RollbackFailed => "ROLLBACK FAILED",
             _ => d.state.as_str(),
@@ -55,6 +70,7 @@ impl Notification {
             "previous_task_definition": d.previous_task_definition,
             "ecs_deployment_id": d.ecs_deployment_id,
             "reason": d.reason,
+            "live_now": self.live_now,
         })
     }
 
@@ -75,6 +91,10 @@ impl Notification {
             json!({"type": "header", "text": {"type": "plain_text", "text": self.headline()}}),
             json!({"type": "section", "fields": fields.iter().map(|f| json!({"type": "mrkdwn", "text": f})).collect::<Vec<_>>()}),
         ];
+        if let Some(live) = &self.live_now {
+            blocks
+                .push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Live now*\n`{live}`")}}));
+        }
         if let Some(reason) = &d.reason {
             blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Reason*\n{reason}")}}));
         }

@@ -184,6 +184,16 @@ pub trait Ledger: Send + Sync {
         ecs_deployment_id: &str,
     ) -> impl Future<Output = Result<Option<Deployment>, LedgerError>> + Send;
 
+    /// Replaces the reason on a record that is still in `state`.
+    fn note_reason(
+        &self,
+        deployment: &Deployment,
+        state: State,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Lifts the quarantine of `digest` on `target` (an operator's decision).
+    fn release(&self, target: &Target, digest: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
     /// Notes on the record that a notification about it could not be delivered.
     fn note_notify_error(
         &self,
@@ -209,6 +219,8 @@ pub enum HeadChange {
     LastKnownGood,
     /// The deployment is what the target runs now (a deployment Ferry did not start).
     Active,
+    /// The deployment's digest failed here: quarantine it on the target.
+    Quarantine,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

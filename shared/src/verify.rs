@@ -319,11 +319,16 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             let head = self.ledger.head(&target).await?;
             if let Some((active, _)) = head.active {
                 let failed = history.into_iter().find(|d| d.id == active);
-                if let Some(d) = failed
-                    .filter(|d| d.origin == Origin::Ferry && matches!(d.state, State::InProgress | State::Verifying))
-                {
+                // ECS's FAILED event may have come first: the deployment can be FAILED already.
+                let rolled_back = |d: &Deployment| {
+                    d.origin == Origin::Ferry && matches!(d.state, State::InProgress | State::Verifying | State::Failed)
+                };
+                if let Some(d) = failed.filter(rolled_back) {
                     record.reason = Some(format!("ECS circuit breaker rolling back Ferry deployment {}", d.id));
-                    self.fail(d, format!("ECS: {}", ev.reason)).await?;
+                    record.rolls_back = Some(d.id.clone());
+                    if d.state != State::Failed {
+                        self.fail(d, format!("ECS: {}", ev.reason)).await?;
+                    }
                 }
             }
         }
@@ -352,24 +357,55 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         if state == State::Failed {
             d.reason = Some(format!("ECS: {}", ev.reason));
         }
-        self.ledger.transition(&d, &[State::InProgress], head).await?;
+        if self.ledger.transition(&d, &[State::InProgress], head).await? {
+            self.settle_rollback(&d).await?;
+        }
         Ok(VerifyOutcome::External { deployment: d.id, origin: d.origin, state })
     }
 
+    /// A rollback (Ferry's or ECS's) finished: the deployment it undoes is ROLLED_BACK, or
+    /// ROLLBACK_FAILED, which pages and stops: a rollback is never itself rolled back.
+    async fn settle_rollback(&self, rollback: &Deployment) -> Result<(), Retryable> {
+        let Some(undone) = &rollback.rolls_back else { return Ok(()) };
+        let Some(mut d) = self.ledger.history(&rollback.target, 50).await?.into_iter().find(|d| d.id == *undone) else {
+            warn!(rollback = %rollback.id, undone = %undone, "the rolled-back deployment is not in the recent history");
+            return Ok(());
+        };
+        let from: &[State] = if rollback.state == State::Succeeded {
+            d.state = State::RolledBack;
+            &[State::Failed, State::RollingBack]
+        } else {
+            d.state = State::RollbackFailed;
+            d.reason = Some(format!(
+                "{}; the rollback failed too: {}",
+                d.reason.as_deref().unwrap_or("failed"),
+                rollback.reason.as_deref().unwrap_or("ECS failed the rollback")
+            ));
+            &[State::RollingBack]
+        };
+        d.updated_at = self.clock.now();
+        if self.ledger.transition(&d, from, HeadChange::None).await? {
+            match d.state {
+                State::RolledBack => info!(deployment = %d.id, "rolled back"),
+                _ => error!(deployment = %d.id, "ROLLBACK FAILED: paging"),
+            }
+            self.notify_with(&d, rollback.task_definition.clone()).await;
+        }
+        Ok(())
+    }
+
     async fn notify(&self, d: &Deployment) {
+        self.notify_with(d, None).await;
+    }
+
+    async fn notify_with(&self, d: &Deployment, live_now: Option<String>) {
         let route = self
             .config
             .services
             .iter()
             .find(|s| s.repository == d.repository && s.service_name(&d.target.environment) == d.target.service)
             .and_then(|s| s.notify.clone());
-        let notification = Notification { deployment: d.clone(), route };
-        if let Err(e) = self.notifier.send(&notification).await {
-            warn!(deployment = %d.id, error = %e, "notification failed");
-            if let Err(e) = self.ledger.note_notify_error(d, &e.0).await {
-                warn!(deployment = %d.id, error = %e, "could not record the notification failure");
-            }
-        }
+        crate::notify::send(self.notifier, self.ledger, Notification { deployment: d.clone(), route, live_now }).await;
     }
 }
 
@@ -384,21 +420,7 @@ fn describe(ev: &EcsDeploymentEvent) -> String {
 
 /// The configured target an ECS event is about, if Ferry deploys that service.
 pub fn target_of(config: &Config, ev: &EcsDeploymentEvent) -> Option<Target> {
-    config.environments.iter().find_map(|env| {
-        let spec = env.targets.iter().find(|t| {
-            t.region == ev.region && t.cluster == ev.cluster && t.account.as_deref().is_none_or(|a| a == ev.account)
-        })?;
-        config.services.iter().find(|s| s.deploys_to(&env.name) && s.service_name(&env.name) == ev.service).map(|_| {
-            Target {
-                environment: env.name.clone(),
-                account: spec.account.clone(),
-                region: spec.region.clone(),
-                cluster: spec.cluster.clone(),
-                service: ev.service.clone(),
-                role_arn: spec.role_arn.clone(),
-            }
-        })
-    })
+    crate::plan::find_target(config, &ev.account, &ev.region, &ev.cluster, &ev.service)
 }
 
 /// The record of a deployment Ferry did not start, from its first event.
@@ -432,5 +454,6 @@ fn external_record(
         notify_error: None,
         origin,
         ecs_event: Some(describe(ev)),
+        rolls_back: None,
     }
 }

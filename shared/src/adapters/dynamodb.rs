@@ -148,6 +148,7 @@ fn deployment_fields(d: &Deployment, e: &mut Expression) {
         ("task_definition", &d.task_definition),
         ("notify_error", &d.notify_error),
         ("ecs_event", &d.ecs_event),
+        ("rolls_back", &d.rolls_back),
     ];
     for (field, value) in optional {
         if let Some(value) = value {
@@ -200,6 +201,7 @@ fn deployment_from(item: &Item) -> Result<Deployment, LedgerError> {
         notify_error: text(item, "notify_error"),
         origin: text(item, "origin").and_then(|o| Origin::parse(&o)).unwrap_or_default(),
         ecs_event: text(item, "ecs_event"),
+        rolls_back: text(item, "rolls_back"),
     })
 }
 
@@ -213,6 +215,7 @@ fn head_from(item: &Item) -> Head {
         newest_pushed_at: time(item, "newest_pushed_at"),
         active: pair("active_deployment", "active_digest"),
         last_known_good: pair("lkg_task_definition", "lkg_digest"),
+        quarantine: item.get("quarantine").and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default(),
     }
 }
 
@@ -282,6 +285,16 @@ impl DynamoLedger {
             HeadChange::Active => {
                 e.set("active_deployment", s(&d.id));
                 e.set("active_digest", s(&d.digest));
+            }
+            HeadChange::Quarantine => {
+                e.set("updated_at", s(d.updated_at.to_rfc3339()));
+                let mut update = e.update(Self::head_key(&d.target), &self.table, &[], "")?;
+                update.update_expression.push_str(" ADD #quarantine :quarantined");
+                let names = update.expression_attribute_names.get_or_insert_default();
+                names.insert("#quarantine".into(), "quarantine".into());
+                let values = update.expression_attribute_values.get_or_insert_default();
+                values.insert(":quarantined".into(), AttributeValue::Ss(vec![d.digest.clone()]));
+                return Ok(Some(update));
             }
         }
         e.set("updated_at", s(d.updated_at.to_rfc3339()));
@@ -355,9 +368,12 @@ impl Ledger for DynamoLedger {
         let condition = format!(
             "(attribute_not_exists({until}) OR {until} <= {now}) \
              AND (attribute_not_exists({newest}) OR {newest} <= :newest_pushed_at) \
-             AND (attribute_not_exists({active}) OR {active} <> {digest})"
+             AND (attribute_not_exists({active}) OR {active} <> {digest}) \
+             AND NOT contains(#quarantine, {digest})"
         );
-        let head = head.update(Self::head_key(&d.target), &self.table, &[], &condition)?;
+        head.name("quarantine");
+        // A new digest lifts the quarantine of the ones that failed before it.
+        let head = head.update(Self::head_key(&d.target), &self.table, &["quarantine"], &condition)?;
 
         let items = vec![
             TransactWriteItem::builder().update(record).build(),
@@ -444,6 +460,38 @@ impl Ledger for DynamoLedger {
     async fn record_external(&self, d: &Deployment, head: HeadChange) -> Result<bool, LedgerError> {
         let record = self.record_update(d, "attribute_not_exists(pk)", &[])?;
         self.apply("recording an external deployment", record, self.head_update(d, head)?).await
+    }
+
+    async fn note_reason(&self, d: &Deployment, state: State) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::deployment_key(d)))
+            .update_expression("SET reason = :r")
+            .condition_expression("#state = :s")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":r", s(d.reason.clone().unwrap_or_default()))
+            .expression_attribute_values(":s", s(state.as_str()))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match e.as_service_error() {
+                Some(e) if e.is_conditional_check_failed_exception() => Ok(()),
+                _ => Err(ledger_error("noting a reason", e)),
+            })
+    }
+
+    async fn release(&self, target: &Target, digest: &str) -> Result<(), LedgerError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::head_key(target)))
+            .update_expression("DELETE quarantine :d")
+            .expression_attribute_values(":d", AttributeValue::Ss(vec![digest.to_string()]))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| ledger_error("releasing a quarantined digest", e))
     }
 
     async fn note_ecs_event(&self, d: &Deployment, event: &str) -> Result<(), LedgerError> {

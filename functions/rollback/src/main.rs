@@ -1,0 +1,35 @@
+//! `ferry-rollback`: the Lambda that puts the last-known-good revision back when a
+//! deployment fails (Ferry's "Deployment Failed", ECS's failure, a configured alarm, an
+//! operator's request). The decisions live in `ferry::rollback`; this only wires them up.
+
+use ferry::deploy::Retryable;
+use ferry::function::FunctionEnv;
+use ferry::ports::SystemClock;
+use ferry::rollback::RollbackHandler;
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use serde_json::{Value, json};
+
+/// Returned as the function's error only when EventBridge should deliver the event again.
+#[derive(Debug)]
+struct Retry(Retryable);
+
+impl From<Retry> for Diagnostic {
+    fn from(e: Retry) -> Diagnostic {
+        Diagnostic { error_type: "Ferry.Retryable".into(), error_message: e.0.to_string() }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let env = FunctionEnv::from_env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let (ecs, ledger, notifier) = (env.ecs(&aws), env.ledger(&aws), env.notifiers(&aws));
+    let handler =
+        RollbackHandler { config: &env.config, ecs: &ecs, ledger: &ledger, notifier: &notifier, clock: &SystemClock };
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handler.handle(event.payload).await.map(|o| json!({ "outcomes": format!("{o:?}") })).map_err(Retry)
+    }))
+    .await
+}

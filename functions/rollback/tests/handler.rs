@@ -1,0 +1,480 @@
+//! The rollback handler with in-memory ports: one test per rule of the rollback function.
+//! The deployments are made and verified by the real deploy and verify handlers.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use ferry::adapters::http::failure_detail;
+use ferry::config::Config;
+use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, TargetOutcome};
+use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe};
+use ferry::model::{Deployment, Origin, State, Target};
+use ferry::ports::{Clock, EcsDeployment, EcsError, Ledger, ProbeResponse};
+use ferry::rollback::{RollbackHandler, RollbackOutcome, last_known_good};
+use ferry::verify::{Verifier, VerifyOutcome, VerifySettings};
+use serde_json::{Value, json};
+
+const CONFIG: &str = r#"
+[[environments]]
+name = "staging"
+rules = [{ glob = "staging-*" }]
+targets = [{ region = "ap-southeast-1", cluster = "shop-staging" }]
+
+[[services]]
+repository = "shop/api"
+name = "shop-{env}-api"
+containers = ["api"]
+health = { url = "https://api.{env}.shop.example/healthz", attempts = 1 }
+alarms = ["shop-{env}-api-5xx"]
+notify = "shop-team"
+"#;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 16, 1, 54, 40).single().expect("time")
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/../../tests/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).expect("json")
+}
+
+fn api() -> Target {
+    Target {
+        environment: "staging".into(),
+        account: None,
+        region: "ap-southeast-1".into(),
+        cluster: "shop-staging".into(),
+        service: "shop-staging-api".into(),
+        role_arn: None,
+    }
+}
+
+fn digest(n: u8) -> String {
+    format!("sha256:{}", format!("{n:02x}").repeat(32))
+}
+
+fn ecs_event(name: &str, deployment_id: &str) -> Value {
+    let mut e = fixture(name);
+    e["detail"]["deploymentId"] = deployment_id.into();
+    e
+}
+
+struct World {
+    config: Config,
+    ecs: FakeEcs,
+    ledger: MemoryLedger,
+    notifier: RecordingNotifier,
+    bus: RecordingBus,
+    healthy: ScriptedProbe,
+    unhealthy: ScriptedProbe,
+    clock: FakeClock,
+}
+
+impl World {
+    fn new() -> World {
+        let w = World {
+            config: Config::parse("ferry.toml", CONFIG).expect("config"),
+            ecs: FakeEcs::default(),
+            ledger: MemoryLedger::default(),
+            notifier: RecordingNotifier::default(),
+            bus: RecordingBus::default(),
+            healthy: ScriptedProbe::answering(vec![Ok(ProbeResponse { status: 200, body: "ok".into() })]),
+            unhealthy: ScriptedProbe::answering(vec![Ok(ProbeResponse { status: 500, body: "boom".into() })]),
+            clock: FakeClock::at(t0()),
+        };
+        w.ecs.add_service(&api(), "shop-staging-api", &[("api", "old"), ("proxy", "envoy")]);
+        w
+    }
+
+    /// Pushes digest `n` and deploys it; returns the ECS deployment id.
+    async fn deploy(&self, n: u8) -> String {
+        self.clock.advance(Duration::from_secs(60));
+        let mut e = fixture("ecr-push-staging.json");
+        e["id"] = format!("push-{n}-{}", self.clock.now().timestamp()).into();
+        e["time"] = self.clock.now().to_rfc3339().into();
+        e["detail"]["image-tag"] = format!("staging-{n:08}").into();
+        e["detail"]["image-digest"] = digest(n).into();
+        let deployer = Deployer {
+            config: &self.config,
+            ecs: &self.ecs,
+            ledger: &self.ledger,
+            notifier: &self.notifier,
+            clock: &self.clock,
+            settings: DeploySettings::default(),
+        };
+        let invocation = Invocation { attempt: format!("deploy-{n}"), deadline: None };
+        match deployer.handle(e, &invocation).await {
+            Ok(Outcome::Deployed(t)) => match t.as_slice() {
+                [TargetOutcome::Started { ecs_deployment_id, .. }] => ecs_deployment_id.clone(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn verify(&self, event: Value, healthy: bool) -> VerifyOutcome {
+        Verifier {
+            config: &self.config,
+            ecs: &self.ecs,
+            ledger: &self.ledger,
+            notifier: &self.notifier,
+            bus: &self.bus,
+            probe: if healthy { &self.healthy } else { &self.unhealthy },
+            clock: &self.clock,
+            settings: VerifySettings::default(),
+        }
+        .handle(event)
+        .await
+        .expect("verify")
+    }
+
+    /// Deploys digest `n` and lets ECS complete it; verify passes or fails the smoke test.
+    async fn deploy_and_verify(&self, n: u8, healthy: bool) -> String {
+        let id = self.deploy(n).await;
+        self.ecs.complete(&api());
+        self.verify(ecs_event("ecs-deployment-completed.json", &id), healthy).await;
+        id
+    }
+
+    async fn rollback(&self, event: Value) -> Vec<RollbackOutcome> {
+        RollbackHandler {
+            config: &self.config,
+            ecs: &self.ecs,
+            ledger: &self.ledger,
+            notifier: &self.notifier,
+            clock: &self.clock,
+        }
+        .handle(event)
+        .await
+        .expect("rollback")
+    }
+
+    fn record(&self, ecs_id: &str) -> Deployment {
+        self.ledger.records().into_iter().find(|d| d.ecs_deployment_id.as_deref() == Some(ecs_id)).expect("record")
+    }
+
+    /// The "Deployment Failed" events verify announced, as the rollback function gets them.
+    fn announced(&self) -> Vec<Value> {
+        self.bus
+            .sent()
+            .iter()
+            .map(|d| {
+                json!({"version": "0", "id": format!("failed-{}", d.id), "detail-type": "Deployment Failed", "source": "ferry",
+                       "account": "123456789012", "time": "2026-11-16T03:00:00Z", "region": "ap-southeast-1",
+                       "resources": [], "detail": failure_detail(d)})
+            })
+            .collect()
+    }
+
+    fn live(&self) -> String {
+        self.ecs.service_of(&api()).expect("service").task_definition
+    }
+}
+
+#[tokio::test]
+async fn a_failed_smoke_test_rolls_back_to_the_last_known_good_and_quarantines_the_digest() {
+    let w = World::new();
+    let good = w.deploy_and_verify(1, true).await;
+    let good_td = w.record(&good).task_definition.expect("td");
+    let bad = w.deploy_and_verify(2, false).await;
+    assert_eq!(w.record(&bad).state, State::Failed);
+
+    let [failed] = w.announced().try_into().expect("one announcement");
+    let outcome = w.rollback(failed.clone()).await;
+    let [RollbackOutcome::RollingBack { to, ecs_deployment_id, .. }] = outcome.as_slice() else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(*to, good_td);
+    assert_eq!(w.live(), good_td, "the service is pointed back at the known-good revision");
+    assert_eq!(w.record(&bad).state, State::RollingBack);
+    let rollback = w.record(ecs_deployment_id);
+    assert_eq!(
+        (rollback.origin, rollback.state, rollback.rolls_back.as_deref()),
+        (Origin::Rollback, State::InProgress, Some(w.record(&bad).id.as_str()))
+    );
+    assert_eq!(w.ledger.head(&api()).await.expect("head").quarantine, [digest(2)]);
+    let last = w.notifier.sent().pop().expect("message");
+    assert_eq!((last.deployment.state, last.live_now.as_deref()), (State::RollingBack, Some(good_td.as_str())));
+
+    // ECS completes the rollback; verify records it ROLLED_BACK and says what is live.
+    w.ecs.complete(&api());
+    w.verify(ecs_event("ecs-deployment-completed.json", ecs_deployment_id), true).await;
+    assert_eq!(w.record(&bad).state, State::RolledBack);
+    assert_eq!(w.record(ecs_deployment_id).state, State::Succeeded);
+    let last = w.notifier.sent().pop().expect("message");
+    assert_eq!(
+        (last.deployment.state, last.severity(), last.live_now.as_deref()),
+        (State::RolledBack, "error", Some(good_td.as_str()))
+    );
+    let head = w.ledger.head(&api()).await.expect("head");
+    assert_eq!(head.active.map(|(_, d)| d), Some(digest(1)), "the head knows the good digest is live");
+
+    // The same trigger again changes nothing.
+    assert!(matches!(
+        w.rollback(failed).await.as_slice(),
+        [RollbackOutcome::AlreadyHandled { state: State::RolledBack, .. }]
+    ));
+    assert_eq!(w.ecs.count("UpdateService"), 3, "two deployments and one rollback");
+}
+
+#[tokio::test]
+async fn a_quarantined_digest_is_not_redeployed_until_another_digest_is_pushed() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let bad = w.deploy_and_verify(2, false).await;
+    let [failed] = w.announced().try_into().expect("one");
+    w.rollback(failed).await;
+    let _ = bad;
+
+    // The bad digest's tag is moved back: skipped, and the team is told.
+    w.clock.advance(Duration::from_secs(60));
+    let mut again = fixture("ecr-push-staging.json");
+    again["id"] = "tag-moved-back".into();
+    again["time"] = w.clock.now().to_rfc3339().into();
+    again["detail"]["image-digest"] = digest(2).into();
+    let deployer = Deployer {
+        config: &w.config,
+        ecs: &w.ecs,
+        ledger: &w.ledger,
+        notifier: &w.notifier,
+        clock: &w.clock,
+        settings: DeploySettings::default(),
+    };
+    let outcome = deployer.handle(again, &Invocation { attempt: "x".into(), deadline: None }).await;
+    assert!(
+        matches!(&outcome, Ok(Outcome::Deployed(t)) if matches!(t.as_slice(), [TargetOutcome::Skipped { reason, .. }] if reason.starts_with("quarantined"))),
+        "{outcome:?}"
+    );
+    // A new digest deploys, and lifts the quarantine.
+    w.deploy(3).await;
+    assert!(w.ledger.head(&api()).await.expect("head").quarantine.is_empty());
+    // An operator can also release a digest by hand.
+    w.ledger.release(&api(), &digest(3)).await.expect("release");
+}
+
+#[tokio::test]
+async fn the_target_is_the_last_verified_revision_not_revision_minus_one() {
+    let w = World::new();
+    let good = w.deploy_and_verify(1, true).await; // revision 2
+    // Someone registers a revision out of band (revision 3), then Ferry deploys revision 4.
+    use ferry::ports::Ecs;
+    let change = ferry::render::ImageChange { containers: vec!["proxy".into()], image: "envoy:debug".into() };
+    w.ecs.register_revision(&api(), &w.live(), &change).await.expect("out of band");
+    let bad = w.deploy_and_verify(2, false).await;
+    let bad_td = w.record(&bad).task_definition.expect("td");
+    assert!(bad_td.ends_with(":4"), "{bad_td}");
+    let [failed] = w.announced().try_into().expect("one");
+    let outcome = w.rollback(failed).await;
+    let [RollbackOutcome::RollingBack { to, .. }] = outcome.as_slice() else { panic!("{outcome:?}") };
+    assert_eq!(*to, w.record(&good).task_definition.expect("td"));
+    assert!(to.ends_with(":2"), "not :3, the out-of-band revision: {to}");
+}
+
+#[test]
+fn last_known_good_skips_the_failing_deployment_its_digest_and_anything_unverified() {
+    let make = |id: &str, digest: &str, state: State, origin: Origin| {
+        let mut d = Deployment::new(
+            &ferry::model::Push {
+                event_id: id.into(),
+                registry_account: "1".into(),
+                registry_region: "r".into(),
+                repository: "shop/api".into(),
+                tag: "t".into(),
+                digest: digest.into(),
+                pushed_at: t0(),
+            },
+            api(),
+            t0(),
+        );
+        d.id = id.into();
+        d.state = state;
+        d.origin = origin;
+        d.task_definition = Some(format!("td-{id}"));
+        d
+    };
+    let failing = make("5", "sha256:bad", State::Failed, Origin::Ferry);
+    // Newest first, as the ledger returns it.
+    let history = vec![
+        failing.clone(),
+        make("4", "sha256:manual", State::Succeeded, Origin::External),
+        make("3", "sha256:bad", State::Succeeded, Origin::Ferry),
+        make("2", "sha256:x", State::RolledBack, Origin::Ferry),
+        make("1", "sha256:good", State::Succeeded, Origin::Ferry),
+        make("0", "sha256:older", State::Succeeded, Origin::Ferry),
+    ];
+    assert_eq!(last_known_good(&history, &failing, None).map(|d| d.id.as_str()), Some("1"));
+    assert_eq!(last_known_good(&history, &failing, Some("0")).map(|d| d.id.as_str()), Some("0"));
+    assert_eq!(last_known_good(&history, &failing, Some("2")), None, "a rolled-back deployment is no target");
+    assert_eq!(last_known_good(&history[..4], &failing, None), None);
+}
+
+#[tokio::test]
+async fn without_a_known_good_revision_nothing_is_done_and_the_team_is_told_why() {
+    let w = World::new();
+    let bad = w.deploy_and_verify(1, false).await;
+    let [failed] = w.announced().try_into().expect("one");
+    let outcome = w.rollback(failed).await;
+    assert!(matches!(outcome.as_slice(), [RollbackOutcome::NoKnownGood { .. }]), "{outcome:?}");
+    assert_eq!(w.ecs.count("UpdateService"), 1, "only the deployment itself");
+    let record = w.record(&bad);
+    assert_eq!(record.state, State::Failed);
+    assert!(
+        record
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.ends_with("no revision on record passed verification, so nothing was rolled back")),
+        "{record:?}"
+    );
+    let last = w.notifier.sent().pop().expect("message");
+    assert!(last.deployment.reason.as_deref().is_some_and(|r| r.contains("nothing was rolled back")));
+}
+
+#[tokio::test]
+async fn duplicate_and_concurrent_triggers_cause_one_rollback() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let bad = w.deploy_and_verify(2, false).await;
+    let [failed] = w.announced().try_into().expect("one");
+    let ecs_failed = ecs_event("ecs-deployment-failed.json", &bad);
+    let (a, b) = tokio::join!(w.rollback(failed.clone()), w.rollback(failed.clone()));
+    let c = w.rollback(ecs_failed).await;
+    let rolled: usize = [a, b, c].iter().flatten().filter(|o| matches!(o, RollbackOutcome::RollingBack { .. })).count();
+    assert_eq!(rolled, 1);
+    assert_eq!(w.ecs.count("UpdateService"), 3, "two deployments and one rollback");
+    assert_eq!(w.ledger.records().iter().filter(|d| d.origin == Origin::Rollback).count(), 1);
+}
+
+#[tokio::test]
+async fn when_ecs_already_rolled_back_ferry_does_not_roll_back_again() {
+    let w = World::new();
+    let good = w.deploy_and_verify(1, true).await;
+    let good_td = w.record(&good).task_definition.expect("td");
+    let bad = w.deploy(2).await;
+    // ECS's circuit breaker fails the deployment and starts its own rollback.
+    let ecs_rollback = "ecs-svc/9876543210987654321";
+    let mut deployments = w.ecs.service_of(&api()).expect("service").deployments;
+    deployments.push(EcsDeployment {
+        id: ecs_rollback.into(),
+        task_definition: good_td.clone(),
+        rollout_state: "IN_PROGRESS".into(),
+        running: 0,
+        desired: 2,
+    });
+    w.ecs.set_deployments(&api(), deployments);
+    w.verify(ecs_event("ecs-deployment-failed.json", &bad), true).await;
+    w.verify(ecs_event("ecs-deployment-circuit-breaker-rollback.json", ecs_rollback), true).await;
+
+    for failed in w.announced() {
+        let outcome = w.rollback(failed).await;
+        assert!(
+            matches!(
+                outcome.as_slice(),
+                [RollbackOutcome::EcsRollingBack { .. } | RollbackOutcome::AlreadyHandled { .. }]
+            ),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(w.rollback(ecs_event("ecs-deployment-failed.json", &bad)).await.len(), 1);
+    assert_eq!(w.ecs.count("UpdateService"), 2, "Ferry never updated the service for the rollback");
+    assert_eq!(w.record(&bad).state, State::RollingBack);
+
+    w.ecs.complete(&api());
+    w.verify(ecs_event("ecs-deployment-completed.json", ecs_rollback), true).await;
+    assert_eq!(w.record(&bad).state, State::RolledBack);
+    assert_eq!(w.ledger.head(&api()).await.expect("head").quarantine, [digest(2)]);
+}
+
+#[tokio::test]
+async fn a_failed_rollback_pages_and_stops() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let bad = w.deploy_and_verify(2, false).await;
+    w.ecs.fail("UpdateService", EcsError::Rejected("InvalidParameterException: the cluster is draining".into()));
+    let [failed] = w.announced().try_into().expect("one");
+    let outcome = w.rollback(failed).await;
+    assert!(
+        matches!(outcome.as_slice(), [RollbackOutcome::RollbackFailed { reason, .. }] if reason.contains("draining")),
+        "{outcome:?}"
+    );
+    assert_eq!(w.record(&bad).state, State::RollbackFailed);
+    let last = w.notifier.sent().pop().expect("page");
+    assert_eq!((last.deployment.state, last.severity()), (State::RollbackFailed, "critical"));
+}
+
+#[tokio::test]
+async fn a_rollback_whose_deployment_fails_is_never_rolled_back() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let bad = w.deploy_and_verify(2, false).await;
+    let [failed] = w.announced().try_into().expect("one");
+    let outcome = w.rollback(failed).await;
+    let [RollbackOutcome::RollingBack { ecs_deployment_id, .. }] = outcome.as_slice() else { panic!("{outcome:?}") };
+
+    w.verify(ecs_event("ecs-deployment-failed.json", ecs_deployment_id), true).await;
+    assert_eq!(w.record(&bad).state, State::RollbackFailed);
+    assert_eq!(w.record(ecs_deployment_id).state, State::Failed);
+    assert_eq!(w.bus.sent().len(), 1, "the rollback's failure is not announced for another rollback");
+    let outcome = w.rollback(ecs_event("ecs-deployment-failed.json", ecs_deployment_id)).await;
+    assert!(
+        matches!(outcome.as_slice(), [RollbackOutcome::Ignored(_) | RollbackOutcome::AlreadyHandled { .. }]),
+        "{outcome:?}"
+    );
+    assert_eq!(w.ecs.count("UpdateService"), 3);
+    let last = w.notifier.sent().pop().expect("page");
+    assert_eq!((last.deployment.state, last.severity()), (State::RollbackFailed, "critical"));
+}
+
+#[tokio::test]
+async fn an_alarm_for_a_service_rolls_back_its_verified_deployment() {
+    let w = World::new();
+    let first = w.deploy_and_verify(1, true).await;
+    let second = w.deploy_and_verify(2, true).await;
+    assert_eq!(w.record(&second).state, State::Succeeded);
+    let outcome = w.rollback(fixture("cloudwatch-alarm-state-change.json")).await;
+    let [RollbackOutcome::RollingBack { to, .. }] = outcome.as_slice() else { panic!("{outcome:?}") };
+    assert_eq!(Some(to.clone()), w.record(&first).task_definition);
+    let record = w.record(&second);
+    assert_eq!(record.state, State::RollingBack);
+    assert!(
+        record.reason.as_deref().is_some_and(|r| r.starts_with("alarm shop-staging-api-5xx: Threshold Crossed")),
+        "{record:?}"
+    );
+
+    let mut other = fixture("cloudwatch-alarm-state-change.json");
+    other["detail"]["alarmName"] = "billing-5xx".into();
+    assert!(matches!(w.rollback(other).await.as_slice(), [RollbackOutcome::Ignored(_)]));
+}
+
+#[tokio::test]
+async fn an_operator_can_ask_for_a_rollback_to_a_named_deployment() {
+    let w = World::new();
+    let first = w.deploy_and_verify(1, true).await;
+    w.deploy_and_verify(2, true).await;
+    let third = w.deploy_and_verify(3, true).await;
+    let request = json!({"version": "0", "id": "req-1", "detail-type": "Rollback Requested", "source": "ferry",
+        "account": "123456789012", "time": "2026-11-16T03:00:00Z", "region": "ap-southeast-1", "resources": [],
+        "detail": {"environment": "staging", "service": "shop-staging-api", "to": w.record(&first).id, "requested_by": "alice"}});
+    let outcome = w.rollback(request).await;
+    let [RollbackOutcome::RollingBack { to, .. }] = outcome.as_slice() else { panic!("{outcome:?}") };
+    assert_eq!(Some(to.clone()), w.record(&first).task_definition);
+    assert_eq!(w.record(&third).reason.as_deref(), Some("rollback requested by alice"));
+}
+
+#[tokio::test]
+async fn irrelevant_and_malformed_triggers_change_nothing() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let updates = w.ecs.count("UpdateService");
+    for event in [
+        fixture("ecr-push-staging.json"),
+        fixture("ecs-deployment-completed.json"),
+        json!({"detail-type": "Deployment Failed"}),
+        json!({"version": "0", "id": "x", "detail-type": "Deployment Failed", "source": "ferry", "detail": {"deployment": 1}}),
+        json!({"version": "0", "id": "y", "detail-type": "Rollback Requested", "source": "ferry",
+               "detail": {"environment": "staging", "service": "billing"}}),
+    ] {
+        let outcome = w.rollback(event.clone()).await;
+        assert!(matches!(outcome.as_slice(), [RollbackOutcome::Ignored(_)]), "{event}: {outcome:?}");
+    }
+    assert_eq!(w.ecs.count("UpdateService"), updates);
+}

@@ -1,0 +1,301 @@
+//! The rollback function's handler: when a deployment fails, put the last revision that
+//! passed verification back, quarantine the failed digest, and say what is live now.
+//!
+//! Triggers: Ferry's own "Deployment Failed" (from verify), ECS's SERVICE_DEPLOYMENT_FAILED,
+//! a configured CloudWatch alarm going to ALARM, and an operator's "Rollback Requested".
+//! The FAILED → ROLLING_BACK transition is a conditional write, so duplicate and concurrent
+//! triggers for one failure cause one rollback. If ECS's circuit breaker is already rolling
+//! the service back, Ferry does not roll back again: it waits for ECS's rollback, which the
+//! verify function settles as ROLLED_BACK. A rollback's own deployment is never rolled back:
+//! if it fails, the deployment is ROLLBACK_FAILED, a critical page goes out, and Ferry stops.
+
+use serde_json::Value;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::deploy::Retryable;
+use crate::event::{RollbackTrigger, parse_rollback_trigger};
+use crate::model::{Deployment, Origin, State, Target};
+use crate::notify::{Notification, send};
+use crate::plan::{find_target, targets_of};
+use crate::ports::{Clock, Ecs, HeadChange, Ledger, Notifier};
+
+/// How far back in a target's history a known-good revision is looked for.
+const HISTORY: usize = 50;
+
+/// What the handler did about one failing deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackOutcome {
+    /// Nothing to roll back (irrelevant or malformed event, unknown service, no Ferry deployment live).
+    Ignored(String),
+    /// Another trigger already handled this failure.
+    AlreadyHandled { deployment: String, state: State },
+    /// Ferry pointed the service back at `to` (a task definition).
+    RollingBack { deployment: String, to: String, ecs_deployment_id: String },
+    /// ECS's circuit breaker is rolling the service back; verify records the end of it.
+    EcsRollingBack { deployment: String },
+    /// ECS's circuit breaker had already rolled the service back.
+    RolledBack { deployment: String },
+    /// No revision on record passed verification: nothing done, the team told.
+    NoKnownGood { deployment: String },
+    /// The rollback itself failed: paged, and stopped.
+    RollbackFailed { deployment: String, reason: String },
+}
+
+#[derive(Debug)]
+pub struct RollbackHandler<'a, E, L, N, C> {
+    pub config: &'a Config,
+    pub ecs: &'a E,
+    pub ledger: &'a L,
+    pub notifier: &'a N,
+    pub clock: &'a C,
+}
+
+/// The revision to roll `failing` back to: the newest deployment of the target that passed
+/// verification and is not the failing one (nor its digest) — never "revision − 1", which is
+/// wrong whenever revisions were registered out of band. `to` names one explicitly.
+pub fn last_known_good<'h>(
+    history: &'h [Deployment],
+    failing: &Deployment,
+    to: Option<&str>,
+) -> Option<&'h Deployment> {
+    history.iter().find(|d| {
+        d.origin == Origin::Ferry
+            && d.state == State::Succeeded
+            && d.task_definition.is_some()
+            && d.id != failing.id
+            && d.digest != failing.digest
+            && to.is_none_or(|to| d.id == to)
+    })
+}
+
+impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
+    /// Handles one EventBridge event; one outcome per target it concerns. `Err` only for
+    /// what a retry can fix.
+    pub async fn handle(&self, event: Value) -> Result<Vec<RollbackOutcome>, Retryable> {
+        let trigger = match parse_rollback_trigger(event) {
+            Ok(Some(trigger)) => trigger,
+            Ok(None) => return Ok(vec![RollbackOutcome::Ignored("not a rollback trigger".into())]),
+            Err(malformed) => {
+                warn!(error = %malformed, "malformed event acknowledged without action");
+                return Ok(vec![RollbackOutcome::Ignored(malformed.to_string())]);
+            }
+        };
+        info!(trigger = ?trigger, "rollback trigger");
+        let mut outcomes = Vec::new();
+        for (target, failing, reason, to) in self.resolve(trigger).await? {
+            let outcome = match failing {
+                Some(d) => self.roll_back(&target, d, reason, to.as_deref()).await?,
+                None => RollbackOutcome::Ignored(format!("no Ferry deployment is live on {target}")),
+            };
+            info!(target = %target, outcome = ?outcome, "rollback decision");
+            outcomes.push(outcome);
+        }
+        if outcomes.is_empty() {
+            outcomes.push(RollbackOutcome::Ignored("the trigger concerns no service Ferry deploys".into()));
+        }
+        Ok(outcomes)
+    }
+
+    /// The targets a trigger concerns, each with the deployment that failed there (if any),
+    /// the reason, and an explicit revision to go back to.
+    #[allow(clippy::type_complexity)]
+    async fn resolve(
+        &self,
+        trigger: RollbackTrigger,
+    ) -> Result<Vec<(Target, Option<Deployment>, String, Option<String>)>, Retryable> {
+        Ok(match trigger {
+            RollbackTrigger::DeploymentFailed { deployment, account, region, cluster, service } => {
+                let account = account.unwrap_or_default();
+                let Some(target) = find_target(self.config, &account, &region, &cluster, &service) else {
+                    return Ok(Vec::new());
+                };
+                let failing = self.find(&target, |d| d.id == deployment).await?;
+                let reason =
+                    failing.as_ref().and_then(|d| d.reason.clone()).unwrap_or_else(|| "deployment failed".into());
+                vec![(target, failing, reason, None)]
+            }
+            RollbackTrigger::EcsFailed(ev) => {
+                let Some(target) = find_target(self.config, &ev.account, &ev.region, &ev.cluster, &ev.service) else {
+                    return Ok(Vec::new());
+                };
+                let id = ev.deployment_id.clone();
+                let failing = self.find(&target, |d| d.ecs_deployment_id.as_deref() == Some(id.as_str())).await?;
+                vec![(target, failing, format!("ECS: {}", ev.reason), None)]
+            }
+            RollbackTrigger::Alarm { name, account, region, reason } => {
+                let mut found = Vec::new();
+                for env in &self.config.environments {
+                    for service in self.config.services.iter().filter(|s| s.deploys_to(&env.name)) {
+                        if !service.alarms.iter().any(|a| a.replace("{env}", &env.name) == name) {
+                            continue;
+                        }
+                        for target in targets_of(self.config, &env.name, &service.service_name(&env.name)) {
+                            if target.region == region && target.account.as_deref().is_none_or(|a| a == account) {
+                                let active = self.active(&target).await?;
+                                found.push((target, active, format!("alarm {name}: {reason}"), None));
+                            }
+                        }
+                    }
+                }
+                found
+            }
+            RollbackTrigger::Requested { environment, service, region, to, by } => {
+                let mut found = Vec::new();
+                for target in targets_of(self.config, &environment, &service) {
+                    if region.as_deref().is_none_or(|r| r == target.region) {
+                        let active = self.active(&target).await?;
+                        found.push((target, active, format!("rollback requested by {by}"), to.clone()));
+                    }
+                }
+                found
+            }
+        })
+    }
+
+    async fn find(
+        &self,
+        target: &Target,
+        which: impl Fn(&Deployment) -> bool,
+    ) -> Result<Option<Deployment>, Retryable> {
+        Ok(self.ledger.history(target, HISTORY).await?.into_iter().find(|d| which(d)))
+    }
+
+    /// The Ferry deployment live or in flight on the target.
+    async fn active(&self, target: &Target) -> Result<Option<Deployment>, Retryable> {
+        let Some((active, _)) = self.ledger.head(target).await?.active else { return Ok(None) };
+        Ok(self.find(target, |d| d.id == active).await?.filter(|d| d.origin == Origin::Ferry))
+    }
+
+    async fn roll_back(
+        &self,
+        target: &Target,
+        mut d: Deployment,
+        reason: String,
+        to: Option<&str>,
+    ) -> Result<RollbackOutcome, Retryable> {
+        if d.origin != Origin::Ferry {
+            // Ferry's rollbacks, ECS's rollbacks and deployments Ferry did not start are never
+            // rolled back: a failed rollback has already paged and stopped.
+            return Ok(RollbackOutcome::Ignored(format!(
+                "{} is a {} deployment, not one Ferry rolls back",
+                d.id,
+                d.origin.as_str()
+            )));
+        }
+        // 1. The deployment is FAILED first (an alarm or an operator can fail a verified one).
+        match d.state {
+            State::InProgress | State::Verifying | State::Succeeded => {
+                let from = d.state;
+                d.state = State::Failed;
+                d.reason = Some(reason.clone());
+                d.updated_at = self.clock.now();
+                if !self.ledger.transition(&d, &[from], HeadChange::None).await? {
+                    return self.already_handled(target, d).await;
+                }
+                error!(deployment = %d.id, reason = %reason, "deployment FAILED");
+            }
+            State::Failed => {}
+            state => return Ok(RollbackOutcome::AlreadyHandled { deployment: d.id, state }),
+        }
+        let history = self.ledger.history(target, HISTORY).await?;
+
+        // 2. ECS's circuit breaker may already be rolling the service back.
+        let ecs_rollback =
+            history.iter().find(|r| r.origin == Origin::EcsRollback && r.rolls_back.as_deref() == Some(&d.id));
+        let service = self.ecs.service(target).await.map_err(|e| Retryable(e.to_string()))?;
+        let moved_on = service.primary.as_ref().is_some_and(|p| {
+            d.ecs_deployment_id.as_deref() != Some(p.id.as_str())
+                && d.task_definition.as_deref() != Some(p.task_definition.as_str())
+        });
+        let by_breaker = d.reason.as_deref().is_some_and(|r| r.contains("circuit breaker"));
+        if ecs_rollback.is_some() || (by_breaker && moved_on) {
+            let done = ecs_rollback.filter(|r| r.state == State::Succeeded);
+            d.state = if done.is_some() { State::RolledBack } else { State::RollingBack };
+            d.updated_at = self.clock.now();
+            if !self.ledger.transition(&d, &[State::Failed], HeadChange::Quarantine).await? {
+                return self.already_handled(target, d).await;
+            }
+            return Ok(match done {
+                Some(r) => {
+                    self.notify(&d, r.task_definition.clone()).await;
+                    RollbackOutcome::RolledBack { deployment: d.id }
+                }
+                None => {
+                    info!(deployment = %d.id, "ECS's circuit breaker is rolling back; not rolling back again");
+                    RollbackOutcome::EcsRollingBack { deployment: d.id }
+                }
+            });
+        }
+
+        // 3. Ferry puts the last-known-good revision back.
+        let Some(good) = last_known_good(&history, &d, to).cloned() else {
+            warn!(deployment = %d.id, "no known-good revision to roll back to");
+            let mut told = d.clone();
+            told.reason = Some(format!(
+                "{}; no revision on record passed verification{}, so nothing was rolled back",
+                d.reason.as_deref().unwrap_or("failed"),
+                to.map(|t| format!(" as {t}")).unwrap_or_default()
+            ));
+            self.ledger.note_reason(&told, State::Failed).await?;
+            self.notify(&told, None).await;
+            return Ok(RollbackOutcome::NoKnownGood { deployment: d.id });
+        };
+        let to_revision = good.task_definition.clone().unwrap_or_default();
+        d.state = State::RollingBack;
+        d.updated_at = self.clock.now();
+        if !self.ledger.transition(&d, &[State::Failed], HeadChange::Quarantine).await? {
+            return self.already_handled(target, d).await;
+        }
+        let ecs_id = match self.ecs.update_service(target, &service, &to_revision).await {
+            Ok(id) => id,
+            Err(e) => {
+                let why = format!("UpdateService to {to_revision} failed: {e}");
+                d.state = State::RollbackFailed;
+                d.reason = Some(format!("{}; the rollback failed: {why}", d.reason.as_deref().unwrap_or("failed")));
+                d.updated_at = self.clock.now();
+                self.ledger.transition(&d, &[State::RollingBack], HeadChange::None).await?;
+                error!(deployment = %d.id, error = %why, "ROLLBACK FAILED: paging");
+                self.notify(&d, service.primary.map(|p| p.task_definition)).await;
+                return Ok(RollbackOutcome::RollbackFailed { deployment: d.id, reason: why });
+            }
+        };
+        // The rollback's own record: verify follows its ECS deployment and settles `d`.
+        let now = self.clock.now();
+        let record = Deployment {
+            id: format!("{}-rollback-{}", now.format("%Y%m%dT%H%M%SZ"), ecs_id.replace('/', "-")),
+            state: State::InProgress,
+            origin: Origin::Rollback,
+            rolls_back: Some(d.id.clone()),
+            reason: Some(format!("rolling back {} to {}", d.id, good.id)),
+            ecs_deployment_id: Some(ecs_id.clone()),
+            previous_task_definition: d.task_definition.clone(),
+            task_definition: Some(to_revision.clone()),
+            pushed_at: now,
+            created_at: now,
+            updated_at: now,
+            notify_error: None,
+            ecs_event: None,
+            ..good.clone()
+        };
+        self.ledger.record_external(&record, HeadChange::Active).await?;
+        warn!(deployment = %d.id, to = %to_revision, ecs_deployment = %ecs_id, "rolling back");
+        self.notify(&d, Some(to_revision.clone())).await;
+        Ok(RollbackOutcome::RollingBack { deployment: d.id, to: to_revision, ecs_deployment_id: ecs_id })
+    }
+
+    async fn already_handled(&self, target: &Target, d: Deployment) -> Result<RollbackOutcome, Retryable> {
+        let state = self.find(target, |r| r.id == d.id).await?.map_or(d.state, |r| r.state);
+        Ok(RollbackOutcome::AlreadyHandled { deployment: d.id, state })
+    }
+
+    async fn notify(&self, d: &Deployment, live_now: Option<String>) {
+        let route = self
+            .config
+            .services
+            .iter()
+            .find(|s| s.repository == d.repository && s.service_name(&d.target.environment) == d.target.service)
+            .and_then(|s| s.notify.clone());
+        send(self.notifier, self.ledger, Notification { deployment: d.clone(), route, live_now }).await;
+    }
+}
