@@ -65,6 +65,45 @@ pub fn plan(config: &Config, push: &Push) -> Plan {
     Plan::Deploy { environment: environment.name.clone(), targets }
 }
 
+/// The configured target for an ECS service in `region`/`cluster` named `service`, if Ferry
+/// deploys it; `account` must match the target's when the config names one.
+pub fn find_target(config: &Config, account: &str, region: &str, cluster: &str, service: &str) -> Option<Target> {
+    config.environments.iter().find_map(|env| {
+        let spec = env.targets.iter().find(|t| {
+            t.region == region && t.cluster == cluster && t.account.as_deref().is_none_or(|a| a == account)
+        })?;
+        config.services.iter().find(|s| s.deploys_to(&env.name) && s.service_name(&env.name) == service).map(|_| {
+            Target {
+                environment: env.name.clone(),
+                account: spec.account.clone(),
+                region: spec.region.clone(),
+                cluster: spec.cluster.clone(),
+                service: service.to_string(),
+                role_arn: spec.role_arn.clone(),
+            }
+        })
+    })
+}
+
+/// Every target of `service` (its ECS name) in `environment`.
+pub fn targets_of(config: &Config, environment: &str, service: &str) -> Vec<Target> {
+    let Some(env) = config.environment(environment) else { return Vec::new() };
+    if !config.services.iter().any(|s| s.deploys_to(environment) && s.service_name(environment) == service) {
+        return Vec::new();
+    }
+    env.targets
+        .iter()
+        .map(|spec| Target {
+            environment: env.name.clone(),
+            account: spec.account.clone(),
+            region: spec.region.clone(),
+            cluster: spec.cluster.clone(),
+            service: service.to_string(),
+            role_arn: spec.role_arn.clone(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,43 +194,4 @@ environments = ["production"]
         let config = Config::parse("ferry.toml", &without_catch_all).expect("config");
         assert_eq!(plan(&config, &push("shop/api", "feature-x")), Plan::UnmatchedTag);
     }
-}
-
-/// The configured target for an ECS service in `region`/`cluster` named `service`, if Ferry
-/// deploys it; `account` must match the target's when the config names one.
-pub fn find_target(config: &Config, account: &str, region: &str, cluster: &str, service: &str) -> Option<Target> {
-    config.environments.iter().find_map(|env| {
-        let spec = env.targets.iter().find(|t| {
-            t.region == region && t.cluster == cluster && t.account.as_deref().is_none_or(|a| a == account)
-        })?;
-        config.services.iter().find(|s| s.deploys_to(&env.name) && s.service_name(&env.name) == service).map(|_| {
-            Target {
-                environment: env.name.clone(),
-                account: spec.account.clone(),
-                region: spec.region.clone(),
-                cluster: spec.cluster.clone(),
-                service: service.to_string(),
-                role_arn: spec.role_arn.clone(),
-            }
-        })
-    })
-}
-
-/// Every target of `service` (its ECS name) in `environment`.
-pub fn targets_of(config: &Config, environment: &str, service: &str) -> Vec<Target> {
-    let Some(env) = config.environment(environment) else { return Vec::new() };
-    if !config.services.iter().any(|s| s.deploys_to(environment) && s.service_name(environment) == service) {
-        return Vec::new();
-    }
-    env.targets
-        .iter()
-        .map(|spec| Target {
-            environment: env.name.clone(),
-            account: spec.account.clone(),
-            region: spec.region.clone(),
-            cluster: spec.cluster.clone(),
-            service: service.to_string(),
-            role_arn: spec.role_arn.clone(),
-        })
-        .collect()
 }
