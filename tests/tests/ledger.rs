@@ -79,6 +79,7 @@ async fn begin(ledger: &DynamoLedger, d: &Deployment, attempt: &str, now: u64) -
             Err(Refusal::Locked { by, .. }) => Err(format!("locked by {by}")),
             Err(Refusal::Stale { .. }) => Err("stale".into()),
             Err(Refusal::SameDigest { deployment }) => Err(format!("same digest as {deployment}")),
+            Err(Refusal::Quarantined) => Err("quarantined".into()),
             Ok(()) => Err("refused by DynamoDB but admitted by Head::admit".into()),
         },
     }
@@ -150,4 +151,43 @@ async fn a_record_keeps_every_field_through_the_ledger() {
     let [stored] = ledger.history(&t, 10).await.expect("history").try_into().expect("one");
     assert_eq!(stored, d);
     assert_eq!(ledger.head(&t).await.expect("head").lock, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quarantined_digest_is_refused_until_released_or_overtaken() {
+    use ferry::ports::HeadChange;
+    let emulator = Emulator::start();
+    let ledger = ledger(&emulator).await;
+    let t = target("quarantine");
+    let mut bad = deployment(&t, "q1", "sha256:bad", 100);
+    assert_eq!(begin(&ledger, &bad, "a1", 100).await, Ok(()));
+    bad.state = State::Failed;
+    ledger.finish(&bad, "a1").await.expect("finish");
+    bad.state = State::RollingBack;
+    assert!(ledger.transition(&bad, &[State::Failed], HeadChange::Quarantine).await.expect("quarantine"));
+    assert_eq!(ledger.head(&t).await.expect("head").quarantine, ["sha256:bad"]);
+    assert!(!ledger.transition(&bad, &[State::Failed], HeadChange::Quarantine).await.expect("again"), "claimed once");
+
+    let again = deployment(&t, "q2", "sha256:bad", 200);
+    assert_eq!(begin(&ledger, &again, "a2", 200).await, Err("quarantined".into()));
+    ledger.release(&t, "sha256:bad").await.expect("release");
+    assert!(ledger.head(&t).await.expect("head").quarantine.is_empty());
+
+    // Quarantined again, then overtaken by a new digest: the quarantine is lifted.
+    let mut bad2 = deployment(&t, "q3", "sha256:bad2", 300);
+    bad2.state = State::Failed;
+    assert_eq!(begin(&ledger, &bad2, "a3", 300).await, Ok(()));
+    ledger.finish(&bad2, "a3").await.expect("finish");
+    bad2.state = State::RollingBack;
+    assert!(ledger.transition(&bad2, &[State::Failed], HeadChange::Quarantine).await.expect("quarantine"));
+    let fresh = deployment(&t, "q4", "sha256:fresh", 400);
+    assert_eq!(begin(&ledger, &fresh, "a4", 400).await, Ok(()));
+    assert!(ledger.head(&t).await.expect("head").quarantine.is_empty());
+
+    // A reason noted on a FAILED record stays only while it is FAILED.
+    let mut noted = bad.clone();
+    noted.reason = Some("no revision on record passed verification".into());
+    ledger.note_reason(&noted, State::Failed).await.expect("note");
+    let stored = ledger.history(&t, 10).await.expect("history").into_iter().find(|d| d.id == bad.id).expect("bad");
+    assert_eq!((stored.state, stored.reason), (State::RollingBack, None), "not FAILED any more: untouched");
 }
