@@ -21,9 +21,20 @@ pub struct Config {
     pub services: Vec<Service>,
 }
 
+/// Which of an environment's deployments are posted to Slack (SNS always gets every one,
+/// with attributes its subscribers can filter on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlackFilter {
+    #[default]
+    All,
+    /// Only what needs someone: failures, rollbacks, quarantined pushes.
+    Failures,
+}
+
 #[derive(Debug, Clone)]
 pub struct Environment {
     pub name: String,
+    pub slack: SlackFilter,
     /// Tag rules in the order written: first match wins.
     pub rules: Vec<TagRule>,
     pub targets: Vec<TargetSpec>,
@@ -171,6 +182,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawEnvironment {
     name: Spanned<String>,
+    /// `"all"` (default) or `"failures"`.
+    slack: Option<Spanned<String>>,
     rules: Spanned<Vec<Spanned<RawRule>>>,
     targets: Spanned<Vec<Spanned<RawTarget>>>,
 }
@@ -372,6 +385,12 @@ impl RawConfig {
 
 impl RawEnvironment {
     fn validate(self) -> Result<Environment, Invalid> {
+        let slack = match &self.slack {
+            None => SlackFilter::All,
+            Some(f) if f.get_ref() == "all" => SlackFilter::All,
+            Some(f) if f.get_ref() == "failures" => SlackFilter::Failures,
+            Some(f) => return Err(invalid(f, format!("slack {:?} must be \"all\" or \"failures\"", f.get_ref()))),
+        };
         let name = self.name.into_inner();
         if self.rules.get_ref().is_empty() {
             return Err(invalid(&self.rules, format!("environment {name:?} needs at least one tag rule")));
@@ -397,7 +416,7 @@ impl RawEnvironment {
             }
             targets.push(target);
         }
-        Ok(Environment { name, rules, targets })
+        Ok(Environment { name, slack, rules, targets })
     }
 }
 
@@ -549,6 +568,7 @@ mod tests {
     const GOOD: &str = r#"
 [[environments]]
 name = "staging"
+slack = "failures"
 rules = [{ glob = "staging-*" }, { semver = "prerelease", pre = "rc" }]
 targets = [{ region = "ap-southeast-1", cluster = "shop-staging" }]
 
@@ -580,7 +600,9 @@ environments = ["production"]
     fn a_valid_file_resolves_every_part() {
         let c = Config::parse("ferry.toml", GOOD).expect("valid");
         assert_eq!(c.environments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["staging", "production"]);
+        assert_eq!(c.environment("staging").map(|e| e.slack), Some(SlackFilter::Failures));
         let prod = c.environment("production").expect("production");
+        assert_eq!(prod.slack, SlackFilter::All);
         assert_eq!(prod.targets[0].account.as_deref(), Some("210987654321"), "account derived from the role");
         assert_eq!(prod.targets.len(), 2);
         let api = &c.services[0];
@@ -620,6 +642,11 @@ environments = ["production"]
         let cases: &[(&str, usize, &str)] = &[
             ("", 1, "at least one [[environments]]"),
             ("[[environments]]\nname = \"Staging\"\nrules = []\ntargets = []\n", 2, "lowercase"),
+            (
+                "[[environments]]\nname = \"s\"\nslack = \"some\"\nrules = [{ glob = \"a\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n",
+                3,
+                "\"all\" or \"failures\"",
+            ),
             (
                 "[[environments]]\nname = \"s\"\nrules = []\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n",
                 3,

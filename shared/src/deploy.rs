@@ -173,11 +173,16 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
         let mut deployment = Deployment::new(push, plan.target.clone(), self.clock.now());
         match self.acquire(&deployment, invocation).await? {
             Acquired::Yes => {}
-            Acquired::Skip(reason) => {
+            Acquired::Skip(refusal) => {
+                let reason = refusal.skip_reason().unwrap_or_default();
                 deployment.state = State::Skipped;
                 deployment.reason = Some(reason.clone());
                 self.ledger.record_skipped(&deployment).await?;
                 info!(target = %target, reason = %reason, "skipped");
+                // A routine skip says nothing; a quarantined digest coming back is news.
+                if refusal == Refusal::Quarantined {
+                    self.notify(&deployment).await;
+                }
                 return Ok(TargetOutcome::Skipped { target, reason });
             }
             Acquired::Duplicate(state) => {
@@ -213,7 +218,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
             _ => info!(target = %target, outcome = ?outcome, "deployment recorded"),
         }
         if deployment.state != State::Skipped {
-            self.notify(&deployment, plan).await;
+            self.notify(&deployment).await;
         }
         Ok(outcome)
     }
@@ -245,7 +250,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
                     self.clock.sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(8));
                 }
-                Err(refusal) => return Ok(Acquired::Skip(refusal.skip_reason().unwrap_or_default())),
+                Err(refusal) => return Ok(Acquired::Skip(refusal)),
             }
         }
     }
@@ -327,9 +332,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
     }
 
     /// Sends the deployment's message; a failure is recorded and logged, never raised.
-    async fn notify(&self, deployment: &Deployment, plan: &TargetPlan) {
-        let notification = Notification { deployment: deployment.clone(), route: plan.notify.clone(), live_now: None };
-        crate::notify::send(self.notifier, self.ledger, notification).await;
+    async fn notify(&self, deployment: &Deployment) {
+        crate::notify::send(self.notifier, self.ledger, Notification::about(self.config, deployment, None)).await;
     }
 }
 
@@ -338,6 +342,6 @@ const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 enum Acquired {
     Yes,
-    Skip(String),
+    Skip(Refusal),
     Duplicate(State),
 }

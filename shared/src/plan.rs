@@ -27,8 +27,6 @@ pub struct TargetPlan {
     pub target: Target,
     pub change: ImageChange,
     pub migration: Option<Migration>,
-    /// Slack webhook key for this service's messages.
-    pub notify: Option<String>,
 }
 
 pub fn plan(config: &Config, push: &Push) -> Plan {
@@ -55,7 +53,6 @@ pub fn plan(config: &Config, push: &Push) -> Plan {
                 },
                 change: ImageChange { containers: service.containers.clone(), image: push.image() },
                 migration: service.migration.clone(),
-                notify: service.notify.clone(),
             })
         })
         .collect();

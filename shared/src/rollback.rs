@@ -290,12 +290,6 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
     }
 
     async fn notify(&self, d: &Deployment, live_now: Option<String>) {
-        let route = self
-            .config
-            .services
-            .iter()
-            .find(|s| s.repository == d.repository && s.service_name(&d.target.environment) == d.target.service)
-            .and_then(|s| s.notify.clone());
-        send(self.notifier, self.ledger, Notification { deployment: d.clone(), route, live_now }).await;
+        send(self.notifier, self.ledger, Notification::about(self.config, d, live_now)).await;
     }
 }

@@ -399,13 +399,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     }
 
     async fn notify_with(&self, d: &Deployment, live_now: Option<String>) {
-        let route = self
-            .config
-            .services
-            .iter()
-            .find(|s| s.repository == d.repository && s.service_name(&d.target.environment) == d.target.service)
-            .and_then(|s| s.notify.clone());
-        crate::notify::send(self.notifier, self.ledger, Notification { deployment: d.clone(), route, live_now }).await;
+        crate::notify::send(self.notifier, self.ledger, Notification::about(self.config, d, live_now)).await;
     }
 }
 

@@ -245,6 +245,9 @@ async fn a_quarantined_digest_is_not_redeployed_until_another_digest_is_pushed()
         matches!(&outcome, Ok(Outcome::Deployed(t)) if matches!(t.as_slice(), [TargetOutcome::Skipped { reason, .. }] if reason.starts_with("quarantined"))),
         "{outcome:?}"
     );
+    let told = w.notifier.sent().pop().expect("the team is told");
+    assert_eq!((told.deployment.state, told.severity()), (State::Skipped, "warning"));
+    assert!(told.deployment.reason.as_deref().is_some_and(|r| r.starts_with("quarantined")));
     // A new digest deploys, and lifts the quarantine.
     w.deploy(3).await;
     assert!(w.ledger.head(&api()).await.expect("head").quarantine.is_empty());

@@ -90,6 +90,9 @@ impl SlackNotifier {
 
 impl Notifier for SlackNotifier {
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+        if !n.slack {
+            return Ok(()); // the environment's filter keeps routine messages off Slack
+        }
         let webhooks = self.webhooks().await?;
         let route = n.route.as_deref().unwrap_or("default");
         let Some(url) = webhooks.get(route).or_else(|| webhooks.get("default")) else {
