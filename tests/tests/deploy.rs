@@ -157,3 +157,27 @@ async fn a_target_in_another_account_is_deployed_through_the_assumed_role() {
     // cannot see; the infra check learns of sts:AssumeRole from the code instead.
     save_recorded("deploy", "cross-account", &recorded("deploy"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slack_down_is_recorded_without_the_webhook_and_never_fails_the_deployment() {
+    let w = World::new().await;
+    let config = w.config(false);
+    w.sink.answer_with(503);
+    let event = w.push("staging-5ac4d0a1", &"f".repeat(64)).await;
+    let outcome = w.deploy(&config, event.clone(), "attempt-1").await;
+    assert!(
+        matches!(&outcome, Outcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
+        "{outcome:?}"
+    );
+    assert_eq!(w.sink.hits("/slack"), 2, "retried once, briefly");
+    let [record] = w.ledger().history(&w.target(), 10).await.expect("history").try_into().expect("one record");
+    assert_eq!(record.state, State::InProgress);
+    assert_eq!(record.notify_error.as_deref(), Some("Slack (default): HTTP 503"));
+    assert!(!format!("{record:?}").contains(&w.sink.url), "the webhook URL is a secret");
+    assert_eq!(w.sns_messages().await.len(), 1, "SNS still got its message");
+
+    // Redelivered: still one deployment, and no second attempt at the message.
+    w.sink.answer_with(200);
+    w.deploy(&config, event, "attempt-2").await;
+    assert_eq!(w.sink.hits("/slack"), 2);
+}
