@@ -17,6 +17,14 @@ use crate::ports::{
 };
 use crate::render::{ImageChange, Images};
 
+/// A sample EventBridge event from `tests/fixtures/events/` (real events in the exact
+/// shape AWS sends them).
+pub fn sample_event(name: &str) -> serde_json::Value {
+    let path = format!("{}/../tests/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -17,6 +17,7 @@ use crate::adapters::dynamodb::DynamoLedger;
 use crate::adapters::ecs::EcsAdapter;
 use crate::adapters::notifiers::{Notifiers, SlackNotifier, SnsNotifier};
 use crate::config::Config;
+use crate::deploy::Retryable;
 
 /// A function's settings, from its environment.
 #[derive(Debug)]
@@ -68,5 +69,16 @@ impl FunctionEnv {
                 .as_ref()
                 .map(|id| SlackNotifier::new(aws_sdk_secretsmanager::Client::new(aws), id)),
         }
+    }
+}
+
+/// A handler's error as the Lambda runtime reports it: only what a retry can fix is an
+/// error at all, so EventBridge delivers the event again.
+#[derive(Debug)]
+pub struct Retry(pub Retryable);
+
+impl From<Retry> for lambda_runtime::Diagnostic {
+    fn from(e: Retry) -> lambda_runtime::Diagnostic {
+        lambda_runtime::Diagnostic { error_type: "Ferry.Retryable".into(), error_message: e.0.to_string() }
     }
 }

@@ -2,6 +2,8 @@
 //! what `Head::admit` refuses (the in-memory ledger used by handler tests relies on it),
 //! and records only ever move forward.
 
+mod common;
+
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -41,33 +43,8 @@ fn deployment(target: &Target, event: &str, digest: &str, pushed: u64) -> Deploy
 async fn ledger(emulator: &Emulator) -> DynamoLedger {
     let aws = emulator.sdk_config("eu-west-1").await;
     let table = unique("ledger");
-    let client = aws_sdk_dynamodb::Client::new(&aws);
-    use aws_sdk_dynamodb::types::*;
-    let attr = |n: &str| {
-        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().expect("attr")
-    };
-    let key = |n: &str, k| KeySchemaElement::builder().attribute_name(n).key_type(k).build().expect("key");
-    client
-        .create_table()
-        .table_name(&table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .attribute_definitions(attr("ecs_deployment_id"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(ferry::adapters::dynamodb::ECS_DEPLOYMENT_INDEX)
-                .key_schema(key("ecs_deployment_id", KeyType::Hash))
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
-                .build()
-                .expect("gsi"),
-        )
-        .send()
-        .await
-        .expect("table");
-    DynamoLedger::new(client, table)
+    common::create_table(&aws, &table).await;
+    DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), table)
 }
 
 /// What `begin` answered, in the words `Head::admit` uses.

@@ -1,21 +1,11 @@
 //! `ferry-deploy`: the Lambda that turns an "ECR Image Action" push event into ECS
 //! deployments. Everything it decides lives in `ferry::deploy`; this only wires it up.
 
-use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable};
-use ferry::function::FunctionEnv;
+use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome};
+use ferry::function::{FunctionEnv, Retry};
 use ferry::ports::SystemClock;
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
-
-/// Returned as the function's error only when EventBridge should deliver the event again.
-#[derive(Debug)]
-struct Retry(Retryable);
-
-impl From<Retry> for Diagnostic {
-    fn from(e: Retry) -> Diagnostic {
-        Diagnostic { error_type: "Ferry.Retryable".into(), error_message: e.0.to_string() }
-    }
-}
 
 fn summary(outcome: &Outcome) -> Value {
     json!({ "outcome": format!("{outcome:?}") })

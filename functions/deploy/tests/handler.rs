@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
-use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingNotifier};
+use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingNotifier, sample_event};
 use ferry::model::{Head, Lock, State, Target};
 use ferry::plan::Plan;
 use ferry::ports::{Clock, EcsError, Ledger, LedgerError};
@@ -52,14 +52,9 @@ fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 16, 1, 54, 40).single().expect("time")
 }
 
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/../../tests/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).expect("json")
-}
-
 /// The sample staging push, with the given id, tag, digest and push time.
 fn push(id: &str, repository: &str, tag: &str, digest: &str, time: DateTime<Utc>) -> Value {
-    let mut e = fixture("ecr-push-staging.json");
+    let mut e = sample_event("ecr-push-staging.json");
     e["id"] = id.into();
     e["time"] = time.to_rfc3339().into();
     e["detail"]["repository-name"] = repository.into();
@@ -148,7 +143,7 @@ fn outcomes(outcome: Result<Outcome, Retryable>) -> Vec<TargetOutcome> {
 #[tokio::test]
 async fn a_push_deploys_only_the_configured_container_pinned_by_digest() {
     let w = World::new();
-    let result = outcomes(w.handle(fixture("ecr-push-staging.json")).await);
+    let result = outcomes(w.handle(sample_event("ecr-push-staging.json")).await);
     assert_eq!(
         result,
         [TargetOutcome::Started {
@@ -226,10 +221,10 @@ async fn a_push_fans_out_to_every_service_and_region_of_its_environment() {
 #[tokio::test]
 async fn the_same_event_delivered_again_changes_nothing_and_sends_nothing() {
     let w = World::new();
-    w.handle(fixture("ecr-push-staging.json")).await.expect("first");
+    w.handle(sample_event("ecr-push-staging.json")).await.expect("first");
     let calls = w.ecs.calls().len();
     for attempt in ["attempt-2", "attempt-3"] {
-        let again = outcomes(w.handle_as(fixture("ecr-push-staging.json"), attempt).await);
+        let again = outcomes(w.handle_as(sample_event("ecr-push-staging.json"), attempt).await);
         assert_eq!(
             again,
             [TargetOutcome::Duplicate {
@@ -252,10 +247,10 @@ async fn events_that_are_not_successful_pushes_are_acknowledged_without_action()
         "ecs-deployment-completed.json",
         "cloudwatch-alarm-state-change.json",
     ] {
-        assert!(matches!(w.handle(fixture(name)).await, Ok(Outcome::Ignored(_))), "{name}");
+        assert!(matches!(w.handle(sample_event(name)).await, Ok(Outcome::Ignored(_))), "{name}");
     }
     for malformed in [serde_json::json!("hello"), serde_json::json!({"detail-type": "ECR Image Action"}), {
-        let mut e = fixture("ecr-push-staging.json");
+        let mut e = sample_event("ecr-push-staging.json");
         e["detail"]["image-digest"] = "not-a-digest".into();
         e
     }] {
@@ -325,7 +320,7 @@ async fn a_locked_target_is_waited_for_then_retried_without_any_change() {
     let holder =
         Lock { deployment: "other".into(), attempt: "other-attempt".into(), until: t0() + Duration::from_secs(600) };
     w.ledger.set_head(&staging_api(), Head { lock: Some(holder), ..Head::default() });
-    let result = w.handle(fixture("ecr-push-staging.json")).await;
+    let result = w.handle(sample_event("ecr-push-staging.json")).await;
     let Err(Retryable(why)) = result else { panic!("{result:?}") };
     assert!(why.contains("locked by deployment other"), "{why}");
     assert!(w.clock.now() >= t0() + Duration::from_secs(30), "it waited for the lock first");
@@ -338,7 +333,7 @@ async fn a_lock_whose_holder_died_lapses_with_its_lease() {
     let w = World::new();
     let holder = Lock { deployment: "other".into(), attempt: "dead".into(), until: t0() + Duration::from_secs(10) };
     w.ledger.set_head(&staging_api(), Head { lock: Some(holder), ..Head::default() });
-    let result = outcomes(w.handle(fixture("ecr-push-staging.json")).await);
+    let result = outcomes(w.handle(sample_event("ecr-push-staging.json")).await);
     assert!(matches!(result.as_slice(), [TargetOutcome::Started { .. }]), "{result:?}");
     assert!(w.clock.now() > t0() + Duration::from_secs(10));
 }
@@ -400,7 +395,7 @@ async fn a_migration_runs_first_and_a_failing_one_stops_the_deployment() {
 async fn a_transient_failure_is_retried_and_the_redelivery_finishes_once() {
     let w = World::new();
     w.ecs.fail("UpdateService", EcsError::Transient("ThrottlingException".into()));
-    let first = w.handle_as(fixture("ecr-push-staging.json"), "attempt-1").await;
+    let first = w.handle_as(sample_event("ecr-push-staging.json"), "attempt-1").await;
     assert!(matches!(&first, Err(Retryable(why)) if why.contains("ThrottlingException")), "{first:?}");
     assert_eq!(w.states(), [("shop-staging-api".into(), State::Pending)]);
     assert!(w.notifier.sent().is_empty());
@@ -409,7 +404,7 @@ async fn a_transient_failure_is_retried_and_the_redelivery_finishes_once() {
     // Lambda redelivers a failed asynchronous event a minute or more later; by then the
     // first attempt's lease (its deadline plus a margin) has lapsed.
     w.clock.advance(Duration::from_secs(120));
-    let again = outcomes(w.handle_as(fixture("ecr-push-staging.json"), "attempt-2").await);
+    let again = outcomes(w.handle_as(sample_event("ecr-push-staging.json"), "attempt-2").await);
     assert!(matches!(again.as_slice(), [TargetOutcome::Started { .. }]), "{again:?}");
     assert_eq!(w.states(), [("shop-staging-api".into(), State::InProgress)]);
     assert_eq!(w.ecs.service_of(&staging_api()).expect("service").deployments.len(), 2, "one rollout");
@@ -421,7 +416,7 @@ async fn a_redelivery_after_the_service_was_updated_adopts_the_rollout() {
     // The first attempt's UpdateService went through, but its answer was lost.
     let w = World::new();
     w.ecs.fail("UpdateService", EcsError::Transient("timeout".into()));
-    assert!(w.handle_as(fixture("ecr-push-staging.json"), "attempt-1").await.is_err());
+    assert!(w.handle_as(sample_event("ecr-push-staging.json"), "attempt-1").await.is_err());
     w.ecs.heal("UpdateService");
     // Simulate the update having gone through although its answer was lost.
     let service = w.ecs.service_of(&staging_api()).expect("service");
@@ -434,7 +429,7 @@ async fn a_redelivery_after_the_service_was_updated_adopts_the_rollout() {
     let calls_before = w.ecs.count("UpdateService");
 
     w.clock.advance(Duration::from_secs(120)); // the first attempt's lease has lapsed
-    let again = outcomes(w.handle_as(fixture("ecr-push-staging.json"), "attempt-2").await);
+    let again = outcomes(w.handle_as(sample_event("ecr-push-staging.json"), "attempt-2").await);
     assert!(
         matches!(again.as_slice(), [TargetOutcome::Started { ecs_deployment_id, .. }] if ecs_deployment_id == "ecs-svc/2"),
         "{again:?}"
@@ -460,14 +455,14 @@ async fn a_missing_service_fails_the_target_clearly() {
 async fn a_notification_failure_is_recorded_and_never_fails_the_deployment() {
     let w = World::new();
     w.notifier.fail_with(Some("Slack (shop-team): HTTP 503"));
-    let result = outcomes(w.handle(fixture("ecr-push-staging.json")).await);
+    let result = outcomes(w.handle(sample_event("ecr-push-staging.json")).await);
     assert!(matches!(result.as_slice(), [TargetOutcome::Started { .. }]));
     let [record] = w.ledger.records().try_into().expect("one record");
     assert_eq!(record.state, State::InProgress);
     assert_eq!(record.notify_error.as_deref(), Some("Slack (shop-team): HTTP 503"));
     // ...and it is not retried: a redelivery is a duplicate.
     w.notifier.fail_with(None);
-    w.handle_as(fixture("ecr-push-staging.json"), "attempt-2").await.expect("again");
+    w.handle_as(sample_event("ecr-push-staging.json"), "attempt-2").await.expect("again");
     assert!(w.notifier.sent().is_empty());
 }
 
@@ -475,7 +470,7 @@ async fn a_notification_failure_is_recorded_and_never_fails_the_deployment() {
 async fn an_unreachable_ledger_is_retried_before_anything_changes() {
     let w = World::new();
     w.ledger.fail(Some(LedgerError("ProvisionedThroughputExceededException".into())));
-    let result = w.handle(fixture("ecr-push-staging.json")).await;
+    let result = w.handle(sample_event("ecr-push-staging.json")).await;
     assert!(matches!(&result, Err(Retryable(why)) if why.contains("ProvisionedThroughput")), "{result:?}");
     assert!(w.ecs.calls().is_empty());
 }
@@ -486,7 +481,7 @@ async fn a_service_already_running_the_image_out_of_band_is_skipped() {
     let image = format!("123456789012.dkr.ecr.ap-southeast-1.amazonaws.com/shop/api@{DIGEST}");
     let w2 = World { ecs: FakeEcs::default(), ..w };
     w2.ecs.add_service(&staging_api(), "shop-staging-api", &[("api", image.as_str()), ("proxy", PROXY)]);
-    let result = outcomes(w2.handle(fixture("ecr-push-staging.json")).await);
+    let result = outcomes(w2.handle(sample_event("ecr-push-staging.json")).await);
     let [TargetOutcome::Skipped { reason, .. }] = result.as_slice() else { panic!("{result:?}") };
     assert!(reason.contains("already runs this image"), "{reason}");
     assert_eq!(w2.ecs.count("UpdateService"), 0);

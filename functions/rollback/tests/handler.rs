@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use ferry::adapters::http::failure_detail;
 use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, TargetOutcome};
-use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe};
+use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, sample_event};
 use ferry::model::{Deployment, Origin, State, Target};
 use ferry::ports::{Clock, EcsDeployment, EcsError, Ledger, ProbeResponse};
 use ferry::rollback::{RollbackHandler, RollbackOutcome, last_known_good};
@@ -33,11 +33,6 @@ fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 16, 1, 54, 40).single().expect("time")
 }
 
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/../../tests/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).expect("json")
-}
-
 fn api() -> Target {
     Target {
         environment: "staging".into(),
@@ -54,7 +49,7 @@ fn digest(n: u8) -> String {
 }
 
 fn ecs_event(name: &str, deployment_id: &str) -> Value {
-    let mut e = fixture(name);
+    let mut e = sample_event(name);
     e["detail"]["deploymentId"] = deployment_id.into();
     e
 }
@@ -89,7 +84,7 @@ impl World {
     /// Pushes digest `n` and deploys it; returns the ECS deployment id.
     async fn deploy(&self, n: u8) -> String {
         self.clock.advance(Duration::from_secs(60));
-        let mut e = fixture("ecr-push-staging.json");
+        let mut e = sample_event("ecr-push-staging.json");
         e["id"] = format!("push-{n}-{}", self.clock.now().timestamp()).into();
         e["time"] = self.clock.now().to_rfc3339().into();
         e["detail"]["image-tag"] = format!("staging-{n:08}").into();
@@ -228,7 +223,7 @@ async fn a_quarantined_digest_is_not_redeployed_until_another_digest_is_pushed()
 
     // The bad digest's tag is moved back: skipped, and the team is told.
     w.clock.advance(Duration::from_secs(60));
-    let mut again = fixture("ecr-push-staging.json");
+    let mut again = sample_event("ecr-push-staging.json");
     again["id"] = "tag-moved-back".into();
     again["time"] = w.clock.now().to_rfc3339().into();
     again["detail"]["image-digest"] = digest(2).into();
@@ -433,7 +428,7 @@ async fn an_alarm_for_a_service_rolls_back_its_verified_deployment() {
     let first = w.deploy_and_verify(1, true).await;
     let second = w.deploy_and_verify(2, true).await;
     assert_eq!(w.record(&second).state, State::Succeeded);
-    let outcome = w.rollback(fixture("cloudwatch-alarm-state-change.json")).await;
+    let outcome = w.rollback(sample_event("cloudwatch-alarm-state-change.json")).await;
     let [RollbackOutcome::RollingBack { to, .. }] = outcome.as_slice() else { panic!("{outcome:?}") };
     assert_eq!(Some(to.clone()), w.record(&first).task_definition);
     let record = w.record(&second);
@@ -443,7 +438,7 @@ async fn an_alarm_for_a_service_rolls_back_its_verified_deployment() {
         "{record:?}"
     );
 
-    let mut other = fixture("cloudwatch-alarm-state-change.json");
+    let mut other = sample_event("cloudwatch-alarm-state-change.json");
     other["detail"]["alarmName"] = "billing-5xx".into();
     assert!(matches!(w.rollback(other).await.as_slice(), [RollbackOutcome::Ignored(_)]));
 }
@@ -469,8 +464,8 @@ async fn irrelevant_and_malformed_triggers_change_nothing() {
     w.deploy_and_verify(1, true).await;
     let updates = w.ecs.count("UpdateService");
     for event in [
-        fixture("ecr-push-staging.json"),
-        fixture("ecs-deployment-completed.json"),
+        sample_event("ecr-push-staging.json"),
+        sample_event("ecs-deployment-completed.json"),
         json!({"detail-type": "Deployment Failed"}),
         json!({"version": "0", "id": "x", "detail-type": "Deployment Failed", "source": "ferry", "detail": {"deployment": 1}}),
         json!({"version": "0", "id": "y", "detail-type": "Rollback Requested", "source": "ferry",

@@ -3,22 +3,11 @@
 //! `ferry::verify`; this only wires them up.
 
 use ferry::adapters::http::{EventBridgeBus, HttpProbe};
-use ferry::deploy::Retryable;
-use ferry::function::FunctionEnv;
+use ferry::function::{FunctionEnv, Retry};
 use ferry::ports::SystemClock;
 use ferry::verify::{Verifier, VerifySettings};
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
-
-/// Returned as the function's error only when EventBridge should deliver the event again.
-#[derive(Debug)]
-struct Retry(Retryable);
-
-impl From<Retry> for Diagnostic {
-    fn from(e: Retry) -> Diagnostic {
-        Diagnostic { error_type: "Ferry.Retryable".into(), error_message: e.0.to_string() }
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

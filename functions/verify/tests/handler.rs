@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
-use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe};
+use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, sample_event};
 use ferry::model::{Deployment, Origin, State, Target};
 use ferry::ports::{Clock, EcsDeployment, Ledger, ProbeResponse};
 use ferry::verify::{Verifier, VerifyOutcome, VerifySettings, check_rollout, judge};
@@ -33,11 +33,6 @@ containers = ["worker"]
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 16, 1, 54, 40).single().expect("time")
-}
-
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/../../tests/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).expect("json")
 }
 
 fn target(service: &str) -> Target {
@@ -91,7 +86,7 @@ impl World {
 
     /// Deploys `repository:tag` with the real deploy handler; returns the ECS deployment id.
     async fn deploy(&self, repository: &str, tag: &str, n: u8) -> String {
-        let mut e = fixture("ecr-push-staging.json");
+        let mut e = sample_event("ecr-push-staging.json");
         e["id"] = format!("push-{n}").into();
         e["time"] = (t0() + Duration::from_secs(u64::from(n))).to_rfc3339().into();
         e["detail"]["repository-name"] = repository.into();
@@ -137,7 +132,7 @@ impl World {
 
 /// An ECS deployment event for `service` about `deployment_id`.
 fn ecs_event(name: &str, service: &str, deployment_id: &str) -> Value {
-    let mut e = fixture(name);
+    let mut e = sample_event(name);
     e["resources"] =
         serde_json::json!([format!("arn:aws:ecs:ap-southeast-1:123456789012:service/shop-staging/{service}")]);
     e["detail"]["deploymentId"] = deployment_id.into();
@@ -429,8 +424,8 @@ async fn events_for_other_services_and_malformed_events_change_nothing() {
     let w = World::new(vec![ok("ok")]);
     let ignored = |o: &Result<VerifyOutcome, Retryable>| matches!(o, Ok(VerifyOutcome::Ignored(_)));
     assert!(ignored(&w.verify(completed("billing-api", "ecs-svc/1")).await));
-    assert!(ignored(&w.verify(fixture("ecr-push-staging.json")).await));
-    assert!(ignored(&w.verify(fixture("ecs-service-action-placement-failure.json")).await));
+    assert!(ignored(&w.verify(sample_event("ecr-push-staging.json")).await));
+    assert!(ignored(&w.verify(sample_event("ecs-service-action-placement-failure.json")).await));
     assert!(ignored(&w.verify(serde_json::json!({"source": "aws.ecs"})).await));
     let mut no_service = completed("shop-staging-api", "ecs-svc/1");
     no_service["resources"] = serde_json::json!([]);
