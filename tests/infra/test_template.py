@@ -5,7 +5,7 @@ Run from the repository root: python3 -m pytest tests/infra -q
 - Every AWS action the code calls is granted to a function's role, and every grant is
   an action the code calls (or one AWS checks with it, or Lambda's own logging and
   dead-letter delivery): found statically in the Rust sources (iam.py).
-- Per function (deploy, verify), its own role grants exactly what the Rust integration
+- Per function (deploy, verify, rollback), its own role grants exactly what the Rust integration
   tests saw that function do (tests/.recorded-actions/<function>.json or <function>/*.json;
   another directory with FERRY_RECORDED_ACTIONS).
 - Grants are scoped (resources, conditions), cfn-lint reports nothing, the template wires
@@ -42,13 +42,12 @@ PARAMETERS = {
 TARGET_ROLE = "arn:aws:iam::210987654321:role/ferry-target"
 
 #: Actions the library calls that no function's role grants yet (action -> reason), for code
-#: written ahead of the function that uses it (e.g. the rollback function's). Empty since
-#: the verify role grants GetItem and Query. When a role grants one of these, remove it
+#: written ahead of the function that uses it. When a role grants one of these, remove it
 #: here: the check is exact.
 NOT_YET_GRANTED: dict[str, str] = {}
 
 #: Each function (its binary without `ferry-`) and the role it runs as.
-ROLES = {"deploy": "DeployFunctionRole", "verify": "VerifyFunctionRole"}
+ROLES = {"deploy": "DeployFunctionRole", "verify": "VerifyFunctionRole", "rollback": "RollbackFunctionRole"}
 
 #: The only actions allowed on Resource "*": AWS supports no resource-level permission for them.
 STAR_RESOURCE_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition"}
@@ -351,7 +350,8 @@ def stack_resources(prefix: str) -> dict[str, str]:
 @pytest.mark.parametrize("name,expected", [
     ("deploy", stack_resources("Deploy")),
     ("verify", {**stack_resources("Verify"), "dynamodb:GetItem": "<LedgerTable.Arn>"}),
-], ids=["deploy", "verify"])
+    ("rollback", {**stack_resources("Rollback"), "dynamodb:GetItem": "<LedgerTable.Arn>", "dynamodb:Query": "<LedgerTable.Arn>"}),
+], ids=["deploy", "verify", "rollback"])
 def test_the_stack_resources_are_granted_one_by_one(name: str, expected: dict[str, str]) -> None:
     for action, resource in expected.items():
         s = only_statement(action, role=ROLES[name])
@@ -366,6 +366,12 @@ def test_verify_queries_the_table_and_only_the_index_it_uses() -> None:
     assert as_list(s["Resource"]) == ["<LedgerTable.Arn>", f"<LedgerTable.Arn>/index/{index}"]
     assert "Condition" not in s
     assert granting("dynamodb:Query", PARAMETERS, ROLES["deploy"]) == []
+    # Rollback reads histories only (tested with the other resources of the stack above).
+    assert "by_ecs_deployment" not in (REPO / "shared" / "src" / "rollback.rs").read_text()
+
+
+def test_only_verify_announces_failures() -> None:
+    assert [name for name, role in ROLES.items() if granting("events:PutEvents", PARAMETERS, role)] == ["verify"]
 
 
 @pytest.mark.parametrize("bus", ["default", "ferry-events"])
@@ -467,6 +473,15 @@ def test_verify_has_time_for_the_longest_smoke_test_and_ends_before_its_claim_la
     assert timeout == 300 and smoke + 60 <= timeout < claim, (smoke, timeout, claim)
 
 
+def test_rollback_never_waits_for_ecs() -> None:
+    # It puts the revision back and returns: verify records ROLLED_BACK from ECS's events.
+    # Slack's timeout (3 s, one retry) per notification fits many times over.
+    assert function("rollback")["Properties"]["Timeout"] == 60
+    slack = (REPO / "shared" / "src" / "adapters" / "notifiers.rs").read_text()
+    seconds = int(re.search(r"SLACK_TIMEOUT: Duration = Duration::from_secs\((\d+)\);", slack).group(1))
+    assert 2 * seconds * 4 <= 60, "a failure's notifications (a try and a retry each) take a fraction of the timeout"
+
+
 @pytest.mark.parametrize("logical,name", deployed_functions())
 def test_failed_invocations_are_retried_twice_then_kept(logical: str, name: str) -> None:
     props = template()["Resources"][logical]["Properties"]
@@ -525,18 +540,19 @@ def test_notifications_are_encrypted_and_the_secret_holds_no_webhook() -> None:
 
 FIXTURES = REPO / "tests" / "fixtures" / "events"
 
-#: Where each sample event must go: to these functions and no other. Rollback (the alarm,
-#: Ferry's own "Deployment Failed" events) comes later.
+#: Where each sample event (all from AWS services, on the default bus) must go: to these
+#: functions and no other. ECS's failure goes to both: verify records it, rollback acts on it
+#: (one rollback per failure, whichever trigger comes first).
 ROUTES = {
     "ecr-push-staging.json": {"deploy"},
     "ecr-push-failed.json": set(),
     "ecr-delete.json": set(),
     "ecs-deployment-in-progress.json": {"verify"},
     "ecs-deployment-completed.json": {"verify"},
-    "ecs-deployment-failed.json": {"verify"},
+    "ecs-deployment-failed.json": {"verify", "rollback"},
     "ecs-deployment-circuit-breaker-rollback.json": {"verify"},
     "ecs-service-action-placement-failure.json": set(),
-    "cloudwatch-alarm-state-change.json": set(),
+    "cloudwatch-alarm-state-change.json": {"rollback"},
 }
 
 
@@ -546,35 +562,68 @@ def push_pattern(prefixes: str) -> dict:
     return json.loads(resolved) if isinstance(resolved, str) else resolved
 
 
-def rule_patterns(prefixes: str) -> dict[str, list[dict]]:
-    """Every function's EventBridge rule patterns, resolved: function name -> patterns."""
+def rule_patterns(prefixes: str, bus: str = "default") -> dict[str, list[tuple[str, dict]]]:
+    """Every function's EventBridge rules, resolved: function name -> (bus, pattern)."""
     raw_rules = [k for k, v in template()["Resources"].items() if v["Type"] == "AWS::Events::Rule"]
     assert not raw_rules, f"rules outside the functions' Events are not routed by this check: {raw_rules}"
-    resolver = iam.Resolver(template(), {**PARAMETERS, "EcrRepositoryPrefixes": prefixes})
-    patterns: dict[str, list[dict]] = {}
+    resolver = iam.Resolver(template(), {**PARAMETERS, "EcrRepositoryPrefixes": prefixes, "EventBusName": bus})
+    patterns: dict[str, list[tuple[str, dict]]] = {}
     for logical, name in deployed_functions():
         for event_id, event in (template()["Resources"][logical]["Properties"].get("Events") or {}).items():
             assert event["Type"] == "EventBridgeRule", f"{logical}.{event_id}: {event['Type']} is not routed by this check"
-            # AWS services publish on the default bus only.
-            assert event["Properties"].get("EventBusName", "default") == "default", f"{logical}.{event_id}"
+            on = resolver.resolve(event["Properties"].get("EventBusName", "default"))
             resolved = resolver.resolve(event["Properties"]["Pattern"])
-            patterns.setdefault(name, []).append(json.loads(resolved) if isinstance(resolved, str) else resolved)
+            patterns.setdefault(name, []).append((on, json.loads(resolved) if isinstance(resolved, str) else resolved))
     return patterns
+
+
+def reached(event: dict, bus: str, prefixes: str = "", configured_bus: str = "default") -> set[str]:
+    """The functions whose rules deliver `event` when it is put on `bus`."""
+    from moto.events.models import EventPattern
+
+    return {
+        name for name, rules in rule_patterns(prefixes, configured_bus).items()
+        if any(on == bus and EventPattern.load(json.dumps(p)).matches_event(event) for on, p in rules)
+    }
 
 
 @pytest.mark.parametrize("prefixes", ["", "shop/"])
 def test_each_sample_event_reaches_the_right_function_and_no_other(prefixes: str) -> None:
-    from moto.events.models import EventPattern
-
     events = {p.name: json.loads(p.read_text()) for p in FIXTURES.glob("*.json")}
     assert set(events) == set(ROUTES), "every sample event must say where it goes (ROUTES)"
-    rules = {name: [EventPattern.load(json.dumps(p)) for p in ps] for name, ps in rule_patterns(prefixes).items()}
-    assert set(rules) == set(ROLES), "every function has a rule"
-    reached = {
-        fixture: {name for name, patterns in rules.items() if any(p.matches_event(event) for p in patterns)}
-        for fixture, event in events.items()
+    assert set(rule_patterns(prefixes)) == set(ROLES), "every function has a rule"
+    # AWS services publish on the default bus only.
+    assert {fixture: reached(event, "default", prefixes) for fixture, event in events.items()} == ROUTES
+
+
+def ferry_event(detail_type: str) -> dict:
+    """An event as Ferry puts it (EventBridgeBus, or `ferry rollback`): its source and detail-type."""
+    return {
+        "version": "0", "id": "e1", "detail-type": detail_type,
+        "source": code_constant("shared/src/adapters/http.rs", "EVENT_SOURCE"),
+        "account": "123456789012", "time": "2026-11-16T02:10:00Z", "region": "eu-west-1", "resources": [],
+        "detail": {"deployment": "d1", "environment": "staging", "service": "shop-staging-api"},
     }
-    assert reached == ROUTES
+
+
+@pytest.mark.parametrize("bus", ["default", "ferry-events"])
+def test_ferrys_own_events_reach_rollback_on_the_configured_bus_only(bus: str) -> None:
+    failed = ferry_event(code_constant("shared/src/adapters/http.rs", "DEPLOYMENT_FAILED"))
+    requested = ferry_event(code_constant("shared/src/event.rs", "ROLLBACK_REQUESTED"))
+    for event in (failed, requested):
+        assert reached(event, bus, configured_bus=bus) == {"rollback"}
+        if bus != "default":
+            assert reached(event, "default", configured_bus=bus) == set()
+    # Anyone else's event with Ferry's detail-type reaches nothing.
+    assert reached({**failed, "source": "shop.ci"}, bus, configured_bus=bus) == set()
+
+
+def test_only_alarms_entering_alarm_reach_rollback() -> None:
+    alarm = json.loads((FIXTURES / "cloudwatch-alarm-state-change.json").read_text())
+    assert reached(alarm, "default") == {"rollback"}
+    for state in ("OK", "INSUFFICIENT_DATA"):
+        back = {**alarm, "detail": {**alarm["detail"], "state": {**alarm["detail"]["state"], "value": state}}}
+        assert reached(back, "default") == set(), state
 
 
 @pytest.mark.parametrize("prefixes,delivered", [

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,9 +19,9 @@ use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The repository's root.
+/// The repository's root: the checkout the tests run in (see [`ferry::fakes::repo_root`]).
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo").to_path_buf()
+    ferry::fakes::repo_root()
 }
 
 /// A name no other test uses, so tests can share one emulator.
