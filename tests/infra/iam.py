@@ -55,10 +55,13 @@ TRANSACT_WRITE_ITEM_ACTIONS = {
 
 #: Actions AWS checks in addition to the one named by the operation (its "dependent actions"
 #: as Ferry calls them): RegisterTaskDefinition copies tags (ecs:TagResource, with
-#: ecs:CreateAction) and names task and execution roles (iam:PassRole); RunTask passes them.
+#: ecs:CreateAction) and names task and execution roles (iam:PassRole); RunTask passes them;
+#: Publish to a topic encrypted with a customer managed key (infra/template.yaml's) makes SNS
+#: use the key as the publisher.
 IMPLIED = {
     "ecs:RegisterTaskDefinition": {"ecs:TagResource", "iam:PassRole"},
     "ecs:RunTask": {"iam:PassRole"},
+    "sns:Publish": {"kms:GenerateDataKey", "kms:Decrypt"},
 }
 
 #: What the Lambda service itself does with every function's role: write its logs.

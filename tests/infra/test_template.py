@@ -434,7 +434,7 @@ def test_the_example_config_is_the_documented_one() -> None:
 @pytest.mark.parametrize("logical,name", deployed_functions())
 def test_the_function_builds_its_binary_from_the_workspace(logical: str, name: str) -> None:
     fn = template()["Resources"][logical]
-    assert fn["Metadata"] == {"BuildMethod": "rust-cargolambda", "BuildProperties": {"Binary": f"ferry-{name}"}}
+    assert (fn["Metadata"]["BuildMethod"], fn["Metadata"]["BuildProperties"]) == ("rust-cargolambda", {"Binary": f"ferry-{name}"})
     root = (TEMPLATE.parent / fn["Properties"]["CodeUri"]).resolve()
     assert root == REPO and "[workspace]" in (root / "Cargo.toml").read_text()
     props = fn["Properties"]
@@ -491,7 +491,9 @@ def test_failed_invocations_are_retried_twice_then_kept(logical: str, name: str)
     assert invoke["DestinationConfig"]["OnFailure"] == {"Type": "SQS", "Destination": {"Fn::GetAtt": [queue_id, "Arn"]}}
     queue = template()["Resources"][queue_id]
     assert queue["Type"] == "AWS::SQS::Queue"
-    assert queue["Properties"].get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue["Properties"]
+    # The AWS managed key: its policy lets SQS use it for the account's principals, so Lambda
+    # delivers with the role's sqs:SendMessage alone.
+    assert queue["Properties"]["KmsMasterKeyId"] == "alias/aws/sqs"
 
 
 @pytest.mark.parametrize("logical,name", deployed_functions())
@@ -531,9 +533,52 @@ def test_the_ledger_table_is_the_one_the_adapter_uses() -> None:
 
 def test_notifications_are_encrypted_and_the_secret_holds_no_webhook() -> None:
     resources = template()["Resources"]
-    assert resources["NotificationTopic"]["Properties"]["KmsMasterKeyId"] == "alias/aws/sns"
+    assert resources["NotificationTopic"]["Properties"]["KmsMasterKeyId"] == {"Ref": "NotificationKey"}
+    key = resources["NotificationKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    by_sid = {s["Sid"]: s for s in key["KeyPolicy"]["Statement"]}
+    # CloudWatch may use the key (the alarms publish); the account's principals only through SNS.
+    assert by_sid["AlarmsPublish"]["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert by_sid["AccountPublishes"]["Condition"] == {"StringEquals": {"kms:ViaService": {"Fn::Sub": "sns.${AWS::Region}.amazonaws.com"}}}
+    for name, role in ROLES.items():
+        s = only_statement("kms:GenerateDataKey", role=role)
+        assert (iam.actions_of(s), s["Resource"]) == (["kms:GenerateDataKey", "kms:Decrypt"], "<NotificationKey.Arn>"), name
+        assert s["Condition"] == {"StringEquals": {"kms:ViaService": "sns.eu-west-1.amazonaws.com"}}, name
     assert resources["NotificationEmailSubscription"]["Condition"] == "HasNotificationEmail"
     assert json.loads(resources["SlackWebhooksSecret"]["Properties"]["SecretString"]) == {"default": ""}
+
+
+@pytest.mark.parametrize("logical,name", deployed_functions())
+def test_a_failing_function_and_a_kept_event_alert_the_topic(logical: str, name: str) -> None:
+    resources = template()["Resources"]
+    prefix = logical.removesuffix("Function")
+    errors = resources[f"{prefix}ErrorsAlarm"]["Properties"]
+    assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": logical}}]
+    kept = resources[f"{prefix}DeadLetterAlarm"]["Properties"]
+    assert (kept["Namespace"], kept["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert kept["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [f"{prefix}DeadLetterQueue", "QueueName"]}}]
+    for alarm in (errors, kept):
+        # One occurrence is enough, and no data (no invocation, an empty queue) is not an alarm.
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+        assert (alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (1, "notBreaching")
+        assert alarm["AlarmActions"] == [{"Ref": "NotificationTopic"}]
+
+
+@pytest.mark.parametrize("accounts,principals", [("", None), ("210987654321", ["210987654321"]),
+                                                 ("210987654321,333333333333", ["210987654321", "333333333333"])])
+def test_the_bus_takes_forwarded_events_only_from_the_listed_accounts(accounts: str, principals) -> None:
+    resolver = iam.Resolver(template(), {**PARAMETERS, "ForwardingAccountIds": accounts})
+    policy = template()["Resources"]["ForwardedEventsPolicy"]
+    if principals is None:
+        assert not resolver.condition(policy["Condition"])
+        return
+    assert resolver.condition(policy["Condition"])
+    statement = resolver.resolve(policy["Properties"]["Statement"])
+    assert statement == {
+        "Effect": "Allow", "Principal": {"AWS": principals}, "Action": "events:PutEvents",
+        "Resource": "arn:aws:events:eu-west-1:123456789012:event-bus/default",
+    }
 
 
 # --- the rules -------------------------------------------------------------------------
@@ -652,7 +697,7 @@ def test_the_prefix_filter_only_adds_the_repository_condition() -> None:
 # --- the emulator ----------------------------------------------------------------------
 
 
-# moto's CloudFormation skips what it cannot create (the secret, the async invoke config).
+# moto's CloudFormation skips what it cannot create (the secret, the async invoke config, the alarms).
 @pytest.mark.filterwarnings("ignore:Tried to parse AWS::")
 def test_the_stack_creates_in_the_emulator_with_the_grants_checked_here(monkeypatch: pytest.MonkeyPatch) -> None:
     """The SAM template, transformed offline, creates a stack in moto; the role it creates
@@ -691,7 +736,7 @@ def test_the_stack_creates_in_the_emulator_with_the_grants_checked_here(monkeypa
             )
             assert cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
             created = {r["LogicalResourceId"]: r for r in cfn.list_stack_resources(StackName=name)["StackResourceSummaries"]}
-            expected = ["LedgerTable", "NotificationTopic", *ROLES.values()]
+            expected = ["LedgerTable", "NotificationTopic", "NotificationKey", *ROLES.values()]
             for logical, _ in deployed_functions():
                 prefix = logical.removesuffix("Function")
                 expected += [logical, f"{prefix}DeadLetterQueue", f"{prefix}LogGroup"]
