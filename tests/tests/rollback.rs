@@ -5,82 +5,12 @@
 mod common;
 
 use common::{ACCOUNT, REGION, World};
-use ferry::adapters::dynamodb::DynamoLedger;
-use ferry::adapters::http::{EventBridgeBus, HttpProbe};
-use ferry::config::Config;
-use ferry::deploy::{Outcome, TargetOutcome};
 use ferry::model::{Origin, State};
-use ferry::ports::{Ledger, SystemClock};
-use ferry::rollback::{RollbackHandler, RollbackOutcome};
-use ferry::verify::{Verifier, VerifyOutcome, VerifySettings};
-use ferry_tests::{acting_as, clients, recorded, save_recorded};
+use ferry::ports::Ledger;
+use ferry::rollback::RollbackOutcome;
+use ferry::verify::VerifyOutcome;
+use ferry_tests::{recorded, save_recorded};
 use serde_json::{Value, json};
-
-async fn deployed(w: &World, config: &Config, tag: &str, layer: char) -> String {
-    let event = w.push(tag, &layer.to_string().repeat(64)).await;
-    match w.deploy(config, event, tag).await {
-        Outcome::Deployed(t) => match t.as_slice() {
-            [TargetOutcome::Started { ecs_deployment_id, .. }] => ecs_deployment_id.clone(),
-            other => panic!("{other:?}"),
-        },
-        other => panic!("{other:?}"),
-    }
-}
-
-async fn verify(w: &World, config: &Config, event: Value) -> VerifyOutcome {
-    acting_as("verify");
-    let ecs = clients::ecs_adapter(w.home.clone());
-    let ledger = DynamoLedger::new(clients::dynamodb(&w.home), &w.table);
-    let bus = EventBridgeBus::new(clients::eventbridge(&w.home), "default");
-    Verifier {
-        config,
-        ecs: &ecs,
-        ledger: &ledger,
-        notifier: &w.notifiers(),
-        bus: &bus,
-        probe: &HttpProbe::default(),
-        clock: &SystemClock,
-        settings: VerifySettings::default(),
-    }
-    .handle(event)
-    .await
-    .expect("verify")
-}
-
-async fn rollback(w: &World, config: &Config, event: Value) -> Vec<RollbackOutcome> {
-    acting_as("rollback");
-    let ecs = clients::ecs_adapter(w.home.clone());
-    let ledger = DynamoLedger::new(clients::dynamodb(&w.home), &w.table);
-    RollbackHandler { config, ecs: &ecs, ledger: &ledger, notifier: &w.notifiers(), clock: &SystemClock }
-        .handle(event)
-        .await
-        .expect("rollback")
-}
-
-async fn complete(w: &World) -> Value {
-    w.emulator
-        .control("/_ferry/ecs/complete", json!({"region": REGION, "cluster": w.cluster, "service": w.service}))
-        .await
-}
-
-/// The "Deployment Failed" events verify put on the bus for this world, as EventBridge
-/// delivers them to the rollback function.
-async fn announced(w: &World) -> Vec<Value> {
-    let published = w.emulator.control("/_ferry/events/published?source=ferry", Value::Null).await;
-    published["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter(|e| e["DetailType"] == "Deployment Failed")
-        .map(|e| {
-            let detail: Value = serde_json::from_str(e["Detail"].as_str().expect("detail")).expect("json");
-            json!({"version": "0", "id": ferry_tests::unique("event"), "detail-type": "Deployment Failed", "source": "ferry",
-                   "account": ACCOUNT, "time": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                   "region": REGION, "resources": [], "detail": detail})
-        })
-        .filter(|e| e["detail"]["cluster"] == w.cluster.as_str())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_smoke_test_puts_the_last_known_good_revision_back() {
@@ -89,24 +19,24 @@ async fn a_failed_smoke_test_puts_the_last_known_good_revision_back() {
         "health = {{ url = \"{}/health\", attempts = 1, timeout_seconds = 1 }}\nnotify = \"shop-team\"",
         w.sink.url
     ));
-    let good = deployed(&w, &config, "staging-aaaa0001", 'a').await;
-    assert!(matches!(verify(&w, &config, complete(&w).await).await, VerifyOutcome::Succeeded { .. }));
+    let good = w.deployed(&config, "staging-aaaa0001", 'a').await;
+    assert!(matches!(w.verify(&config, w.complete().await).await, VerifyOutcome::Succeeded { .. }));
     let ledger = w.ledger();
     let good_td = ledger.by_ecs_deployment(&good).await.expect("lookup").expect("good").task_definition.expect("td");
 
     w.sink.answer_with(500);
-    let bad = deployed(&w, &config, "staging-bbbb0002", 'b').await;
-    assert!(matches!(verify(&w, &config, complete(&w).await).await, VerifyOutcome::Failed { .. }));
+    let bad = w.deployed(&config, "staging-bbbb0002", 'b').await;
+    assert!(matches!(w.verify(&config, w.complete().await).await, VerifyOutcome::Failed { .. }));
     assert_ne!(w.describe().await.task_definition.as_deref(), Some(good_td.as_str()));
 
     // EventBridge delivers verify's announcement (twice: at least once) to the rollback function.
-    let [failed] = announced(&w).await.try_into().expect("one announcement");
-    let outcome = rollback(&w, &config, failed.clone()).await;
+    let [failed] = w.failures_announced().await.try_into().expect("one announcement");
+    let outcome = w.rollback(&config, failed.clone()).await;
     let [RollbackOutcome::RollingBack { to, ecs_deployment_id, .. }] = outcome.as_slice() else {
         panic!("{outcome:?}")
     };
     assert_eq!(*to, good_td);
-    let again = rollback(&w, &config, failed).await;
+    let again = w.rollback(&config, failed).await;
     assert!(matches!(again.as_slice(), [RollbackOutcome::AlreadyHandled { .. }]), "{again:?}");
 
     // The service is on the known-good revision, in a new ECS deployment verify follows.
@@ -119,7 +49,7 @@ async fn a_failed_smoke_test_puts_the_last_known_good_revision_back() {
     assert_eq!(ledger.head(&w.target()).await.expect("head").quarantine, vec![bad_record.digest.clone()]);
 
     w.sink.answer_with(200);
-    let done = verify(&w, &config, complete(&w).await).await;
+    let done = w.verify(&config, w.complete().await).await;
     assert!(
         matches!(done, VerifyOutcome::External { origin: Origin::Rollback, state: State::Succeeded, .. }),
         "{done:?}"
@@ -146,15 +76,15 @@ async fn a_failed_smoke_test_puts_the_last_known_good_revision_back() {
 async fn an_operator_request_rolls_a_verified_deployment_back() {
     let w = World::new().await;
     let config = w.config(false);
-    let first = deployed(&w, &config, "staging-cccc0003", 'c').await;
-    assert!(matches!(verify(&w, &config, complete(&w).await).await, VerifyOutcome::Succeeded { .. }));
-    let second = deployed(&w, &config, "staging-dddd0004", 'd').await;
-    assert!(matches!(verify(&w, &config, complete(&w).await).await, VerifyOutcome::Succeeded { .. }));
+    let first = w.deployed(&config, "staging-cccc0003", 'c').await;
+    assert!(matches!(w.verify(&config, w.complete().await).await, VerifyOutcome::Succeeded { .. }));
+    let second = w.deployed(&config, "staging-dddd0004", 'd').await;
+    assert!(matches!(w.verify(&config, w.complete().await).await, VerifyOutcome::Succeeded { .. }));
 
     let request = json!({"version": "0", "id": ferry_tests::unique("request"), "detail-type": "Rollback Requested",
         "source": "ferry", "account": ACCOUNT, "time": "2026-11-16T03:00:00Z", "region": REGION, "resources": [],
         "detail": {"environment": "staging", "service": w.service, "region": REGION, "requested_by": "alice"}});
-    let outcome = rollback(&w, &config, request).await;
+    let outcome = w.rollback(&config, request).await;
     let ledger = w.ledger();
     let first_td = ledger.by_ecs_deployment(&first).await.expect("lookup").expect("first").task_definition;
     assert!(

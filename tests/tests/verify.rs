@@ -6,69 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::{REGION, World};
-use ferry::adapters::dynamodb::DynamoLedger;
-use ferry::adapters::http::{EventBridgeBus, HttpProbe};
-use ferry::deploy::{Outcome, TargetOutcome};
 use ferry::model::{Origin, State};
-use ferry::ports::{Ledger, SystemClock};
-use ferry::verify::{Verifier, VerifyOutcome, VerifySettings};
-use ferry_tests::{clients, recorded, save_recorded};
+use ferry::ports::Ledger;
+use ferry::verify::VerifyOutcome;
+use ferry_tests::{recorded, save_recorded};
 use serde_json::{Value, json};
-
-impl World {
-    /// Deploys a fresh image of the world's repository; returns the ECS deployment id.
-    async fn deployed(&self, config: &ferry::config::Config, tag: &str, layer: char) -> String {
-        let event = self.push(tag, &layer.to_string().repeat(64)).await;
-        match self.deploy(config, event, tag).await {
-            Outcome::Deployed(t) => match t.as_slice() {
-                [TargetOutcome::Started { ecs_deployment_id, .. }] => ecs_deployment_id.clone(),
-                other => panic!("{other:?}"),
-            },
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// Runs the verify handler on `event` with the function's (recording) clients.
-    async fn verify(&self, config: &ferry::config::Config, event: Value) -> VerifyOutcome {
-        ferry_tests::acting_as("verify");
-        let ecs = clients::ecs_adapter(self.home.clone());
-        let ledger = DynamoLedger::new(clients::dynamodb(&self.home), &self.table);
-        let bus = EventBridgeBus::new(clients::eventbridge(&self.home), "default");
-        let verifier = Verifier {
-            config,
-            ecs: &ecs,
-            ledger: &ledger,
-            notifier: &self.notifiers(),
-            bus: &bus,
-            probe: &HttpProbe::default(),
-            clock: &SystemClock,
-            settings: VerifySettings::default(),
-        };
-        verifier.handle(event).await.expect("handled")
-    }
-
-    async fn complete(&self) -> Value {
-        self.emulator
-            .control(
-                "/_ferry/ecs/complete",
-                json!({"region": REGION, "cluster": self.cluster, "service": self.service}),
-            )
-            .await
-    }
-
-    /// "Deployment Failed" events Ferry put on the bus for this world's service.
-    async fn failures_announced(&self) -> Vec<Value> {
-        let events = self.emulator.control("/_ferry/events/published?source=ferry", Value::Null).await;
-        events["events"]
-            .as_array()
-            .expect("events")
-            .iter()
-            .filter(|e| e["DetailType"] == "Deployment Failed")
-            .map(|e| serde_json::from_str::<Value>(e["Detail"].as_str().expect("detail")).expect("json"))
-            .filter(|d| d["cluster"] == self.cluster.as_str())
-            .collect()
-    }
-}
 
 fn health(sink: &str) -> String {
     format!(
@@ -149,7 +91,7 @@ async fn an_unhealthy_service_fails_with_evidence_and_the_failure_is_announced()
         let announced = w.failures_announced().await;
         let last = announced.last().expect("announced");
         assert_eq!(
-            (last["deployment"].as_str(), last["reason"].as_str()),
+            (last["detail"]["deployment"].as_str(), last["detail"]["reason"].as_str()),
             (Some(record.id.as_str()), Some(reason.as_str()))
         );
     }

@@ -39,6 +39,25 @@ impl EcsAdapter {
         EcsAdapter { clients }
     }
 
+    /// The containers of a task definition as `(name, image)`: what a deployment's
+    /// [`ImageChange`] applies to (the operator CLI's dry run shows its effect).
+    pub async fn containers(
+        &self,
+        target: &Target,
+        task_definition: &str,
+    ) -> Result<Vec<(Option<String>, Option<String>)>, EcsError> {
+        let out = self
+            .client(target)
+            .await
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        let definition = out.task_definition.ok_or_else(|| EcsError::NotFound(task_definition.to_string()))?;
+        Ok(definition.container_definitions().iter().map(|c| (c.name.clone(), c.image.clone())).collect())
+    }
+
     async fn client(&self, target: &Target) -> Client {
         self.clients.get(&target.region, target.role_arn.as_deref()).await
     }

@@ -15,11 +15,14 @@ use aws_sdk_ecs::types::{
     PortMapping, RuntimePlatform, Secret, Tag, TaskDefinition, TaskDefinitionField, Volume,
 };
 use ferry::adapters::dynamodb::{DynamoLedger, ECS_DEPLOYMENT_INDEX};
+use ferry::adapters::http::{EventBridgeBus, HttpProbe};
 use ferry::adapters::notifiers::{Notifiers, SlackNotifier, SnsNotifier};
 use ferry::config::Config;
-use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome};
+use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, TargetOutcome};
 use ferry::model::Target;
 use ferry::ports::SystemClock;
+use ferry::rollback::{RollbackHandler, RollbackOutcome};
+use ferry::verify::{Verifier, VerifyOutcome, VerifySettings};
 use ferry_tests::{Emulator, HttpSink, clients, unique};
 use serde_json::{Value, json};
 
@@ -248,11 +251,14 @@ impl World {
 
     /// The world's config, with `extra` lines in its service's table.
     pub fn config_with(&self, extra: &str) -> Config {
+        Config::parse("ferry.toml", &self.config_text(extra)).expect("config")
+    }
+
+    /// The text of [`World::config_with`]'s config.
+    pub fn config_text(&self, extra: &str) -> String {
         let migration = extra;
-        Config::parse(
-            "ferry.toml",
-            &format!(
-                r#"
+        format!(
+            r#"
 [[environments]]
 name = "staging"
 rules = [{{ glob = "staging-*" }}]
@@ -264,12 +270,10 @@ name = "shop-{{env}}-api"
 containers = ["api"]
 {migration}
 "#,
-                cluster = self.cluster,
-                repository = self.repository,
-                role = self.role.as_ref().map(|r| format!(", role_arn = \"{r}\"")).unwrap_or_default(),
-            ),
+            cluster = self.cluster,
+            repository = self.repository,
+            role = self.role.as_ref().map(|r| format!(", role_arn = \"{r}\"")).unwrap_or_default(),
         )
-        .expect("config")
     }
 
     /// Pushes an image to ECR and returns the "ECR Image Action" event AWS would send.
@@ -344,6 +348,82 @@ containers = ["api"]
         };
         let invocation = Invocation { attempt: attempt.into(), deadline: None };
         deployer.handle(event, &invocation).await.expect("handled")
+    }
+
+    /// Deploys a fresh image of the world's repository; returns the ECS deployment id.
+    pub async fn deployed(&self, config: &Config, tag: &str, layer: char) -> String {
+        let event = self.push(tag, &layer.to_string().repeat(64)).await;
+        match self.deploy(config, event, tag).await {
+            Outcome::Deployed(t) => match t.as_slice() {
+                [TargetOutcome::Started { ecs_deployment_id, .. }] => ecs_deployment_id.clone(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Runs the verify handler on `event` with the function's (recording) clients.
+    pub async fn verify(&self, config: &Config, event: Value) -> VerifyOutcome {
+        ferry_tests::acting_as("verify");
+        let ecs = clients::ecs_adapter(self.home.clone());
+        let ledger = DynamoLedger::new(clients::dynamodb(&self.home), &self.table);
+        let bus = EventBridgeBus::new(clients::eventbridge(&self.home), "default");
+        let verifier = Verifier {
+            config,
+            ecs: &ecs,
+            ledger: &ledger,
+            notifier: &self.notifiers(),
+            bus: &bus,
+            probe: &HttpProbe::default(),
+            clock: &SystemClock,
+            settings: VerifySettings::default(),
+        };
+        verifier.handle(event).await.expect("handled")
+    }
+
+    /// Runs the rollback handler on `event` with the function's (recording) clients.
+    pub async fn rollback(&self, config: &Config, event: Value) -> Vec<RollbackOutcome> {
+        ferry_tests::acting_as("rollback");
+        let ecs = clients::ecs_adapter(self.home.clone());
+        let ledger = DynamoLedger::new(clients::dynamodb(&self.home), &self.table);
+        RollbackHandler { config, ecs: &ecs, ledger: &ledger, notifier: &self.notifiers(), clock: &SystemClock }
+            .handle(event)
+            .await
+            .expect("handled")
+    }
+
+    /// Completes the service's rollout in the emulator; returns ECS's COMPLETED event.
+    pub async fn complete(&self) -> Value {
+        self.emulator
+            .control(
+                "/_ferry/ecs/complete",
+                json!({"region": REGION, "cluster": self.cluster, "service": self.service}),
+            )
+            .await
+    }
+
+    /// The events with `detail_type` that Ferry (source `ferry`) put on any bus, as
+    /// EventBridge delivers them to a function, with the bus they went to under `bus`.
+    pub async fn delivered(&self, detail_type: &str) -> Vec<Value> {
+        let published = self.emulator.control("/_ferry/events/published?source=ferry", Value::Null).await;
+        published["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["DetailType"] == detail_type)
+            .map(|e| {
+                let detail: Value = serde_json::from_str(e["Detail"].as_str().expect("detail")).expect("json");
+                json!({"version": "0", "id": unique("event"), "detail-type": detail_type, "source": "ferry",
+                       "account": ACCOUNT, "time": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                       "region": REGION, "resources": [], "detail": detail, "bus": e["EventBusName"]})
+            })
+            .collect()
+    }
+
+    /// The "Deployment Failed" events verify announced for this world's service.
+    pub async fn failures_announced(&self) -> Vec<Value> {
+        let mine = |e: &Value| e["detail"]["cluster"] == self.cluster.as_str();
+        self.delivered("Deployment Failed").await.into_iter().filter(mine).collect()
     }
 
     pub async fn describe(&self) -> aws_sdk_ecs::types::Service {

@@ -1,0 +1,322 @@
+//! The operator CLI against the local AWS emulator: each command on a real ledger, ECS and
+//! ECR, tables compared whole (names and times normalised), JSON parsed, refusals checked.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{REGION, World};
+use ferry::model::State;
+use ferry::ports::Ledger;
+use ferry::verify::VerifyOutcome;
+use ferry_cli::{Failure, Term};
+use ferry_tests::unique;
+use serde_json::Value;
+
+/// Runs `ferry ARGS` in-process, as the world's operator, against the world's ledger.
+async fn ferry(w: &World, config: &Path, args: &[&str]) -> Result<String, Failure> {
+    let mut argv = vec!["ferry".to_string(), "--config".into(), config.display().to_string()];
+    argv.extend(["--table".to_string(), w.table.clone(), "--poll-seconds".into(), "0.05".into()]);
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let mut out = Vec::new();
+    ferry_cli::run(argv, &w.home, &mut out, Term::default()).await?;
+    Ok(String::from_utf8(out).expect("utf-8"))
+}
+
+fn ok(result: Result<String, Failure>) -> String {
+    result.unwrap_or_else(|f| panic!("ferry failed: {}", f.message))
+}
+
+fn refused(result: Result<String, Failure>) -> String {
+    let failure = result.expect_err("refused");
+    assert_eq!(failure.code, 1, "{}", failure.message);
+    assert!(!failure.message.contains('\n'), "one line: {}", failure.message);
+    failure.message
+}
+
+/// The world's config, with a production environment whose cluster is elsewhere.
+fn config_file(w: &World, extra: &str) -> PathBuf {
+    let text = w.config_text(extra).replacen(
+        "[[services]]",
+        &format!(
+            "[[environments]]\nname = \"production\"\nrules = [{{ glob = \"prod-*\" }}]\n\
+             targets = [{{ region = \"{REGION}\", cluster = \"{}-prod\" }}]\n\n[[services]]",
+            w.cluster
+        ),
+        1,
+    );
+    let path = std::env::temp_dir().join(format!("{}.toml", unique("ferry")));
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+/// Replaces the world's unique names, and times, so that output can be compared whole.
+fn normalise(w: &World, text: &str) -> String {
+    let text = text.replace(&w.cluster, "<cluster>").replace(&w.repository, "<repo>");
+    let times = regex_lite(&text);
+    times.replace(&w.family, "<family>")
+}
+
+/// `2026-11-23 10:40:49` as `<time>`, and durations (`0s`, `1m02s`) after a state as `<took>`.
+fn regex_lite(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let mut words: Vec<String> = Vec::new();
+            let mut rest = line;
+            while !rest.is_empty() {
+                let is_time = rest.len() >= 19
+                    && rest.as_bytes()[4] == b'-'
+                    && rest.as_bytes()[10] == b' '
+                    && rest.as_bytes()[13] == b':'
+                    && rest[..4].bytes().all(|b| b.is_ascii_digit());
+                if is_time {
+                    words.push("<time>             ".into());
+                    rest = &rest[19..];
+                } else {
+                    let c = rest.chars().next().expect("char");
+                    words.push(c.to_string());
+                    rest = &rest[c.len_utf8()..];
+                }
+            }
+            words.concat().trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_shows_what_the_config_resolves_to_and_rejects_an_invalid_one() {
+    let w = World::new().await;
+    let config = config_file(&w, "");
+    let shown = normalise(&w, &ok(ferry(&w, &config, &["check"]).await));
+    let expected = format!(
+        "environments (a tag goes to the first whose rules match)
+  staging  rules: glob \"staging-*\"
+    target {REGION}/<cluster>
+  production  rules: glob \"prod-*\"
+    target {REGION}/<cluster>-prod
+services
+  <repo> -> shop-{{env}}-api (containers: api) in staging, production"
+    );
+    assert_eq!(shown, expected);
+
+    let bad = std::env::temp_dir().join(format!("{}.toml", unique("bad")));
+    let text = "[[environments]]\nname = \"staging\"\nrules = [{ regex = \"(\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n";
+    std::fs::write(&bad, text).expect("write");
+    let message = refused(ferry(&w, &bad, &["check"]).await);
+    assert!(message.starts_with(&format!("{}:3:", bad.display())), "file and line: {message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_shows_the_change_per_target_or_why_it_would_skip_and_changes_nothing() {
+    let w = World::new().await;
+    let config = config_file(&w, "");
+    let push = w.push("staging-aaaa0001", &"a".repeat(64)).await;
+    let before = w.describe().await.task_definition;
+    let image = format!("{}:staging-aaaa0001", w.repository);
+
+    let plan: Value =
+        serde_json::from_str(&ok(ferry(&w, &config, &["plan", &image, "--output", "json"]).await)).expect("json");
+    let [target] = plan.as_array().expect("targets").as_slice() else { panic!("{plan}") };
+    assert_eq!(target["action"], "deploy");
+    let changes = target["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 1, "only the api container changes, never the sidecar: {changes:?}");
+    assert_eq!(changes[0]["container"], "api");
+    let pinned = format!("{}@sha256:", w.repository);
+    assert!(changes[0]["to"].as_str().is_some_and(|i| i.contains(&pinned)), "pinned by digest: {changes:?}");
+    let table = ok(ferry(&w, &config, &["plan", &image]).await);
+    assert!(table.contains("container api\n      - image ") && table.contains("      + image "), "{table}");
+    assert_eq!(w.describe().await.task_definition, before, "a plan changes nothing");
+    assert!(w.ledger().history(&w.target(), 10).await.expect("history").is_empty(), "and records nothing");
+
+    // Once that digest is live, the same push would be skipped, and says why.
+    w.deploy(&w.config(false), push, "deploy").await;
+    let again: Value =
+        serde_json::from_str(&ok(ferry(&w, &config, &["plan", &image, "--output", "json"]).await)).expect("json");
+    assert_eq!(again[0]["action"], "skip", "{again}");
+    assert!(again[0]["reason"].as_str().is_some_and(|r| r.contains("already")), "{again}");
+
+    let unmatched = ok(ferry(&w, &config, &["plan", &format!("{}:nightly", w.repository)]).await);
+    assert_eq!(unmatched, "nothing to deploy: no environment's rules match the tag \"nightly\"\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_history_rollback_and_release_act_through_the_functions_paths() {
+    let w = World::new().await;
+    let file =
+        config_file(&w, &format!("health = {{ url = \"{}/health\", attempts = 1, timeout_seconds = 1 }}", w.sink.url));
+    let config = ferry::config::Config::load(&file).expect("config");
+    w.deployed(&config, "staging-aaaa0001", 'a').await;
+    assert!(matches!(w.verify(&config, w.complete().await).await, VerifyOutcome::Succeeded { .. }));
+    let good_td = w.describe().await.task_definition.expect("td");
+    w.deployed(&config, "staging-bbbb0002", 'b').await;
+
+    // In flight: status shows it; history lists both, newest first.
+    let status: Value =
+        serde_json::from_str(&ok(ferry(&w, &file, &["status", "--env", "staging", "--output", "json"]).await))
+            .expect("json");
+    let [row] = status.as_array().expect("rows").as_slice() else { panic!("{status}") };
+    assert_eq!(
+        (row["in_flight"]["tag"].as_str(), row["in_flight"]["state"].as_str()),
+        (Some("staging-bbbb0002"), Some("IN_PROGRESS"))
+    );
+    assert_eq!(row["last_known_good"]["task_definition"].as_str(), Some(good_td.as_str()));
+
+    // The operator asks for a rollback: the event the rollback function handles, on the bus given.
+    let bus = unique("ferry-bus");
+    aws_sdk_eventbridge::Client::new(&w.home).create_event_bus().name(&bus).send().await.expect("bus");
+    let asked = ok(ferry(&w, &file, &["--event-bus", &bus, "rollback", &w.service, "--env", "staging"]).await);
+    assert_eq!(asked, "rollback of shop-staging-api in staging requested\n");
+    let [request] = w
+        .delivered("Rollback Requested")
+        .await
+        .into_iter()
+        .filter(|e| e["bus"] == bus.as_str())
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("one request");
+    assert_eq!(request["detail"]["environment"], "staging");
+    assert!(request["detail"]["requested_by"].as_str().is_some_and(|b| b.contains("ferry CLI")));
+    w.rollback(&config, request).await;
+    assert_eq!(
+        w.describe().await.task_definition.as_deref(),
+        Some(good_td.as_str()),
+        "the known-good revision is back"
+    );
+    assert!(matches!(w.verify(&config, w.complete().await).await, VerifyOutcome::External { .. }));
+
+    let history = normalise(&w, &ok(ferry(&w, &file, &["history", "--service", &w.service]).await));
+    let bad_digest =
+        w.ledger().head(&w.target()).await.expect("head").quarantine.first().cloned().expect("quarantined");
+    let short = |d: &str| d.trim_start_matches("sha256:")[..12].to_string();
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 4, "{history}");
+    assert!(
+        lines[0].starts_with("STARTED (UTC)") && lines[0].contains("STATE") && lines[0].ends_with("REASON"),
+        "{history}"
+    );
+    assert!(lines[1].contains("ROLLED_BACK") || lines[1].contains("SUCCEEDED"), "newest first: {history}");
+    let bad_line = lines.iter().find(|l| l.contains("staging-bbbb0002")).expect("bad deployment");
+    assert!(bad_line.contains(&short(&bad_digest)) && bad_line.contains("ROLLED_BACK"), "{history}");
+    assert!(lines.iter().any(|l| l.contains("staging-aaaa0001") && l.contains("SUCCEEDED")), "{history}");
+    let json: Value =
+        serde_json::from_str(&ok(ferry(&w, &file, &["history", "--limit", "1", "--output", "json"]).await))
+            .expect("json");
+    assert_eq!(json.as_array().map(Vec::len), Some(1));
+
+    let status = ok(ferry(&w, &file, &["status", "--service", &w.service]).await);
+    assert!(status.contains(&short(&bad_digest)), "the quarantined digest: {status}");
+
+    // Release lifts the quarantine, once.
+    let released = ok(ferry(&w, &file, &["release", &w.service, "--env", "staging", &short(&bad_digest)]).await);
+    assert!(released.starts_with(&format!("released {}", short(&bad_digest))), "{released}");
+    assert!(w.ledger().head(&w.target()).await.expect("head").quarantine.is_empty());
+    let again = refused(ferry(&w, &file, &["release", &w.service, "--env", "staging", &short(&bad_digest)]).await);
+    assert!(again.contains("is not quarantined"), "{again}");
+
+    // Refusals: a deployment that was never verified, a service that is not there.
+    let bogus = refused(ferry(&w, &file, &["rollback", &w.service, "--env", "staging", "--to", "nope"]).await);
+    assert!(bogus.contains("is not a verified deployment"), "{bogus}");
+    let unknown = refused(ferry(&w, &file, &["rollback", "billing", "--env", "staging"]).await);
+    assert!(unknown.contains("no service \"billing\""), "{unknown}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_wait_follows_the_rollback_to_its_end() {
+    let w = World::new().await;
+    let file = config_file(&w, "");
+    let config = ferry::config::Config::load(&file).expect("config");
+    w.deployed(&config, "staging-aaaa0001", 'a').await;
+    assert!(matches!(w.verify(&config, w.complete().await).await, VerifyOutcome::Succeeded { .. }));
+    w.deployed(&config, "staging-bbbb0002", 'b').await;
+    assert!(matches!(w.verify(&config, w.complete().await).await, VerifyOutcome::Succeeded { .. }));
+
+    let bus = unique("ferry-bus");
+    aws_sdk_eventbridge::Client::new(&w.home).create_event_bus().name(&bus).send().await.expect("bus");
+    let args =
+        ["--event-bus", bus.as_str(), "rollback", w.service.as_str(), "--env", "staging", "--wait", "--timeout", "60"];
+    // The functions, as EventBridge and ECS would drive them, while the CLI waits.
+    let functions = async {
+        let request = loop {
+            let mine: Vec<Value> =
+                w.delivered("Rollback Requested").await.into_iter().filter(|e| e["bus"] == bus.as_str()).collect();
+            if let Some(request) = mine.into_iter().next() {
+                break request;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        w.rollback(&config, request).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        w.verify(&config, w.complete().await).await
+    };
+    let (said, verified) = tokio::join!(ferry(&w, &file, &args), functions);
+    assert!(matches!(verified, VerifyOutcome::External { .. }), "{verified:?}");
+    let said = ok(said);
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines[0], "rollback of shop-staging-api in staging requested", "{said}");
+    let states: Vec<&str> = lines[1..].iter().filter_map(|l| l.split("): ").nth(1)?.split(':').next()).collect();
+    assert_eq!(states, [State::InProgress.as_str(), State::Succeeded.as_str()], "each change, to the end: {said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn promote_tags_the_verified_digest_for_the_next_environment_or_refuses() {
+    let w = World::new().await;
+    let file = config_file(&w, "");
+    let config = ferry::config::Config::load(&file).expect("config");
+    let refusal =
+        refused(ferry(&w, &file, &["promote", &w.repository, "--from", "staging", "--to", "production"]).await);
+    assert!(refusal.contains("staging has no verified deployment"), "{refusal}");
+
+    w.deployed(&config, "staging-1a2b3c4d", 'a').await;
+    let in_progress =
+        refused(ferry(&w, &file, &["promote", &w.repository, "--from", "staging", "--to", "production"]).await);
+    assert!(in_progress.contains("no verified deployment"), "not before it is verified: {in_progress}");
+    assert!(matches!(w.verify(&config, w.complete().await).await, VerifyOutcome::Succeeded { .. }));
+
+    let said = ok(ferry(&w, &file, &["promote", &w.repository, "--from", "staging", "--to", "production"]).await);
+    assert!(said.contains("tagged prod-1a2b3c4d: Ferry deploys it to production"), "{said}");
+    let ecr = aws_sdk_ecr::Client::new(&w.home);
+    let digest_of = |tag: &'static str| {
+        let ecr = ecr.clone();
+        let repository = w.repository.clone();
+        async move {
+            ecr.describe_images()
+                .repository_name(repository)
+                .image_ids(aws_sdk_ecr::types::ImageIdentifier::builder().image_tag(tag).build())
+                .send()
+                .await
+                .expect("describe")
+                .image_details()
+                .first()
+                .and_then(|i| i.image_digest().map(str::to_string))
+        }
+    };
+    let proven = digest_of("staging-1a2b3c4d").await.expect("staging image");
+    assert_eq!(digest_of("prod-1a2b3c4d").await, Some(proven), "the exact digest proven in staging");
+
+    let wrong = refused(
+        ferry(&w, &file, &["promote", &w.repository, "--from", "staging", "--to", "production", "--tag", "staging-x"])
+            .await,
+    );
+    assert!(wrong.contains("deploys to staging, not production"), "{wrong}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_errors_are_one_line_and_every_command_has_an_example() {
+    let w = World::new().await;
+    let file = config_file(&w, "");
+    let usage = ferry(&w, &file, &["history", "--colour"]).await.expect_err("usage");
+    assert_eq!(usage.code, 2);
+    assert!(!usage.message.contains('\n') && usage.message.contains("--colour"), "{}", usage.message);
+    for command in ["check", "plan", "status", "history", "rollback", "promote", "release"] {
+        let help = ok(ferry(&w, &file, &[command, "--help"]).await);
+        assert!(help.contains("Example:\n  ferry "), "{command}: {help}");
+    }
+    let mut argv = vec!["ferry", "--config"];
+    let path = file.display().to_string();
+    argv.extend([path.as_str(), "history"]);
+    let mut out = Vec::new();
+    let no_table = ferry_cli::run(argv, &w.home, &mut out, Term::default()).await.expect_err("no table");
+    assert_eq!(no_table.message, "no ledger table: pass --table or set FERRY_TABLE");
+}
