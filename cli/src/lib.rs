@@ -11,14 +11,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use ferry::adapters::dynamodb::DynamoLedger;
 use ferry::adapters::ecs::EcsAdapter;
 use ferry::config::Config;
+use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, TargetOutcome};
 use ferry::model::{Deployment, Origin, Push, State, Target};
 use ferry::plan::{Plan, plan, targets_of};
-use ferry::ports::{Ecs, Ledger};
+use ferry::ports::{Ecs, Ledger, SystemClock};
 use ferry::render::Images;
 use ferry::rules::TagRule;
 use serde_json::{Value, json};
@@ -51,6 +52,12 @@ struct Cli {
     /// The ledger's DynamoDB table (the stack's LedgerTableName output).
     #[arg(long, global = true, env = "FERRY_TABLE")]
     table: Option<String>,
+    /// SNS topic for `ferry deploy`'s notifications (the stack's NotificationTopicArn).
+    #[arg(long, global = true, env = "FERRY_TOPIC_ARN")]
+    topic_arn: Option<String>,
+    /// Secrets Manager secret with the Slack webhooks, for `ferry deploy`'s notifications.
+    #[arg(long, global = true, env = "FERRY_SLACK_SECRET")]
+    slack_secret: Option<String>,
     /// The event bus the rollback function listens on.
     #[arg(long, global = true, env = "FERRY_EVENT_BUS", default_value = "default")]
     event_bus: String,
@@ -80,6 +87,15 @@ enum Command {
         /// The image's digest, instead of asking ECR for the tag's.
         #[arg(long)]
         digest: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Deploy the image ECR has under a tag, as its push event would: the deploy function's own
+    /// handler, run here (to replay a push whose event was lost: ECR sends them best-effort).
+    #[command(after_help = "Example:\n  ferry deploy shop/api:staging-1a2b3c4d")]
+    Deploy {
+        /// REPOSITORY:TAG, as pushed to ECR.
+        image: String,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -178,6 +194,7 @@ where
     let text = match &cli.command {
         Command::Check => check(&ctx.config, term),
         Command::Plan { image, digest, output } => ctx.plan(image, digest.as_deref(), *output).await?,
+        Command::Deploy { image, output } => ctx.deploy(image, *output).await?,
         Command::Status { env, service, output } => ctx.status(env.as_deref(), service.as_deref(), *output).await?,
         Command::History { env, service, limit, output } => {
             ctx.history(env.as_deref(), service.as_deref(), *limit, *output).await?
@@ -254,7 +271,8 @@ impl Ctx<'_> {
             pushed_at: Utc::now(),
         };
         if let Plan::Deploy { .. } = plan(&self.config, &push) {
-            (push.registry_account, push.digest) = self.image_of(repository, tag, digest).await?;
+            let image = self.image_of(repository, tag, digest).await?;
+            (push.registry_account, push.digest) = (image.account, image.digest);
         }
         let targets = match plan(&self.config, &push) {
             Plan::Deploy { targets, .. } => targets,
@@ -317,8 +335,8 @@ impl Ctx<'_> {
         })
     }
 
-    /// The registry account and digest of `repository:tag` (or of `digest`) as ECR has them.
-    async fn image_of(&self, repository: &str, tag: &str, digest: Option<&str>) -> Result<(String, String), Failure> {
+    /// `repository:tag` (or `digest`) as ECR has it.
+    async fn image_of(&self, repository: &str, tag: &str, digest: Option<&str>) -> Result<EcrImage, Failure> {
         let ecr = aws_sdk_ecr::Client::new(self.aws);
         let id = aws_sdk_ecr::types::ImageIdentifier::builder();
         let id = match digest {
@@ -334,7 +352,67 @@ impl Ctx<'_> {
             .map_err(|e| fail(format!("ECR has no image {repository}:{tag}: {}", aws_message(&e))))?;
         let image =
             found.image_details().first().ok_or_else(|| fail(format!("ECR has no image {repository}:{tag}")))?;
-        Ok((image.registry_id().unwrap_or_default().to_string(), image.image_digest().unwrap_or_default().to_string()))
+        Ok(EcrImage {
+            account: image.registry_id().unwrap_or_default().to_string(),
+            digest: image.image_digest().unwrap_or_default().to_string(),
+            pushed_at: image.image_pushed_at().and_then(|t| DateTime::from_timestamp(t.secs(), 0)),
+        })
+    }
+
+    async fn deploy(&self, image: &str, output: Output) -> Result<String, Failure> {
+        let (repository, tag) =
+            image.rsplit_once(':').ok_or_else(|| fail(format!("{image:?} is not REPOSITORY:TAG")))?;
+        let found = self.image_of(repository, tag, None).await?;
+        let region = self.aws.region().map(|r| r.to_string()).unwrap_or_default();
+        // The push event ECR sends, at the image's own push time (so that the stale check
+        // orders it among other pushes); its id is the image's, so replaying it twice is one push.
+        let hex = found.digest.trim_start_matches("sha256:");
+        let event = json!({
+            "version": "0", "id": format!("ferry-deploy-{}-{tag}", &hex[..hex.len().min(16)]),
+            "detail-type": "ECR Image Action", "source": "aws.ecr", "account": found.account,
+            "time": found.pushed_at.unwrap_or_else(Utc::now).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "region": region, "resources": [],
+            "detail": {"result": "SUCCESS", "repository-name": repository, "image-digest": found.digest,
+                       "action-type": "PUSH", "image-tag": tag},
+        });
+        let (ecs, ledger) = (self.ecs(), self.ledger()?);
+        let notifier = ferry::adapters::notifiers::Notifiers {
+            sns: self
+                .cli
+                .topic_arn
+                .as_ref()
+                .map(|arn| ferry::adapters::notifiers::SnsNotifier::new(aws_sdk_sns::Client::new(self.aws), arn)),
+            slack: self.cli.slack_secret.as_ref().map(|id| {
+                ferry::adapters::notifiers::SlackNotifier::new(aws_sdk_secretsmanager::Client::new(self.aws), id)
+            }),
+        };
+        let deployer = Deployer {
+            config: &self.config,
+            ecs: &ecs,
+            ledger: &ledger,
+            notifier: &notifier,
+            clock: &SystemClock,
+            settings: DeploySettings::default(),
+        };
+        let attempt = format!("ferry-cli-{}-{}", std::process::id(), Utc::now().timestamp_millis());
+        let outcome = deployer
+            .handle(event, &Invocation { attempt, deadline: None })
+            .await
+            .map_err(|e| fail(format!("{e}: run it again to resume")))?;
+        let rows: Vec<Value> = match &outcome {
+            Outcome::Deployed(targets) => targets.iter().map(target_outcome_json).collect(),
+            Outcome::Unplanned(plan) => return Ok(nothing(output, format!("{plan:?}"))),
+            Outcome::Ignored(why) => return Ok(nothing(output, why.clone())),
+        };
+        Ok(match output {
+            Output::Json => pretty(&json!(rows)),
+            Output::Table => {
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                let cells: Vec<Vec<String>> =
+                    rows.iter().map(|r| vec![s(&r["target"]), s(&r["outcome"]), s(&r["detail"])]).collect();
+                table::render(self.term, &["TARGET", "OUTCOME", "DETAIL"], &cells)
+            }
+        })
     }
 
     async fn status(&self, env: Option<&str>, service: Option<&str>, output: Output) -> Result<String, Failure> {
@@ -640,6 +718,26 @@ impl Ctx<'_> {
                 out.flush().map_err(io)?;
             }
             tokio::time::sleep(Duration::from_secs_f64(self.cli.poll_seconds)).await;
+        }
+    }
+}
+
+/// An image as ECR describes it.
+struct EcrImage {
+    account: String,
+    digest: String,
+    pushed_at: Option<DateTime<Utc>>,
+}
+
+fn target_outcome_json(o: &TargetOutcome) -> Value {
+    match o {
+        TargetOutcome::Started { target, ecs_deployment_id } => {
+            json!({"target": target, "outcome": "started", "detail": format!("ECS deployment {ecs_deployment_id}")})
+        }
+        TargetOutcome::Skipped { target, reason } => json!({"target": target, "outcome": "skipped", "detail": reason}),
+        TargetOutcome::Failed { target, reason } => json!({"target": target, "outcome": "failed", "detail": reason}),
+        TargetOutcome::Duplicate { target, state } => {
+            json!({"target": target, "outcome": "already handled", "detail": state.as_str()})
         }
     }
 }

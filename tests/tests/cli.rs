@@ -141,6 +141,30 @@ async fn plan_shows_the_change_per_target_or_why_it_would_skip_and_changes_nothi
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn deploy_replays_a_lost_push_once_through_the_deploy_handler() {
+    let w = World::new().await;
+    let config = config_file(&w, "");
+    w.push("staging-aaaa0001", &"a".repeat(64)).await; // ECR has it; its event never came
+    let image = format!("{}:staging-aaaa0001", w.repository);
+
+    let said: Value =
+        serde_json::from_str(&ok(ferry(&w, &config, &["deploy", &image, "--output", "json"]).await)).expect("json");
+    assert_eq!(said[0]["outcome"], "started", "{said}");
+    let td = w.describe().await.task_definition.expect("td");
+    let (definition, _) = w.task_definition(&td).await;
+    let api = definition.container_definitions().iter().find(|c| c.name() == Some("api")).expect("api");
+    assert!(api.image().is_some_and(|i| i.contains(&format!("{}@sha256:", w.repository))), "pinned by digest");
+    let history = w.ledger().history(&w.target(), 10).await.expect("history");
+    assert_eq!(history.iter().map(|d| d.state).collect::<Vec<_>>(), [State::InProgress]);
+
+    // Replayed again (or the late original arrives): one deployment, one record.
+    let again = ok(ferry(&w, &config, &["deploy", &image]).await);
+    assert!(again.contains("already handled"), "{again}");
+    assert_eq!(w.ledger().history(&w.target(), 10).await.expect("history").len(), 1);
+    assert_eq!(w.describe().await.task_definition.as_deref(), Some(td.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn status_history_rollback_and_release_act_through_the_functions_paths() {
     let w = World::new().await;
     let file =
@@ -309,7 +333,7 @@ async fn usage_errors_are_one_line_and_every_command_has_an_example() {
     let usage = ferry(&w, &file, &["history", "--colour"]).await.expect_err("usage");
     assert_eq!(usage.code, 2);
     assert!(!usage.message.contains('\n') && usage.message.contains("--colour"), "{}", usage.message);
-    for command in ["check", "plan", "status", "history", "rollback", "promote", "release"] {
+    for command in ["check", "plan", "deploy", "status", "history", "rollback", "promote", "release"] {
         let help = ok(ferry(&w, &file, &[command, "--help"]).await);
         assert!(help.contains("Example:\n  ferry "), "{command}: {help}");
     }
