@@ -624,7 +624,7 @@ impl Ctx<'_> {
             Some(tag) => tag.to_string(),
             None => promoted_tag(&self.config, &proven.tag, from, to).map_err(fail)?,
         };
-        match self.config.environments.iter().find(|e| e.rules.iter().any(|r| r.matches(&new_tag))) {
+        match self.config.environment_for_tag(&new_tag) {
             Some(e) if e.name == to => {}
             Some(e) => return Err(fail(format!("the tag {new_tag:?} deploys to {}, not {to}", e.name))),
             None => return Err(fail(format!("no environment's rules match the tag {new_tag:?}"))),
@@ -791,12 +791,10 @@ pub fn promoted_tag(config: &Config, tag: &str, from: &str, to: &str) -> Result<
         return Err(format!("{tag:?} is not a tag of {from}: pass --tag"));
     };
     let stem = star(rule).and_then(|(pre, post)| tag.strip_prefix(pre)?.strip_suffix(post)).unwrap_or(tag);
-    let first_env =
-        |t: &str| config.environments.iter().find(|e| e.rules.iter().any(|r| r.matches(t))).map(|e| &e.name);
     dest.rules
         .iter()
         .filter_map(|r| star(r).map(|(pre, post)| format!("{pre}{stem}{post}")))
-        .find(|t| first_env(t).is_some_and(|e| e == to))
+        .find(|t| config.environment_for_tag(t).is_some_and(|e| e.name == to))
         .ok_or_else(|| format!("no glob rule of {to} turns {tag:?} into a tag {to} deploys: pass --tag"))
 }
 

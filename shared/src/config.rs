@@ -155,6 +155,11 @@ impl Config {
     pub fn environment(&self, name: &str) -> Option<&Environment> {
         self.environments.iter().find(|e| e.name == name)
     }
+
+    /// The environment a tag deploys to: the first whose rules match it.
+    pub fn environment_for_tag(&self, tag: &str) -> Option<&Environment> {
+        self.environments.iter().find(|e| e.rules.iter().any(|r| r.matches(tag)))
+    }
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {

@@ -1,6 +1,6 @@
 //! From a push to the targets it deploys: tag → environment → services × targets.
 
-use crate::config::{Config, Migration};
+use crate::config::{Config, Environment, Migration, TargetSpec};
 use crate::model::{Push, Target};
 use crate::render::ImageChange;
 
@@ -34,8 +34,7 @@ pub fn plan(config: &Config, push: &Push) -> Plan {
     if services.is_empty() {
         return Plan::UnknownRepository;
     }
-    let Some(environment) = config.environments.iter().find(|env| env.rules.iter().any(|rule| rule.matches(&push.tag)))
-    else {
+    let Some(environment) = config.environment_for_tag(&push.tag) else {
         return Plan::UnmatchedTag;
     };
     let targets: Vec<TargetPlan> = services
@@ -43,14 +42,7 @@ pub fn plan(config: &Config, push: &Push) -> Plan {
         .filter(|service| service.deploys_to(&environment.name))
         .flat_map(|service| {
             environment.targets.iter().map(move |spec| TargetPlan {
-                target: Target {
-                    environment: environment.name.clone(),
-                    account: spec.account.clone(),
-                    region: spec.region.clone(),
-                    cluster: spec.cluster.clone(),
-                    service: service.service_name(&environment.name),
-                    role_arn: spec.role_arn.clone(),
-                },
+                target: target(environment, spec, &service.service_name(&environment.name)),
                 change: ImageChange { containers: service.containers.clone(), image: push.image() },
                 migration: service.migration.clone(),
             })
@@ -69,16 +61,11 @@ pub fn find_target(config: &Config, account: &str, region: &str, cluster: &str, 
         let spec = env.targets.iter().find(|t| {
             t.region == region && t.cluster == cluster && t.account.as_deref().is_none_or(|a| a == account)
         })?;
-        config.services.iter().find(|s| s.deploys_to(&env.name) && s.service_name(&env.name) == service).map(|_| {
-            Target {
-                environment: env.name.clone(),
-                account: spec.account.clone(),
-                region: spec.region.clone(),
-                cluster: spec.cluster.clone(),
-                service: service.to_string(),
-                role_arn: spec.role_arn.clone(),
-            }
-        })
+        config
+            .services
+            .iter()
+            .find(|s| s.deploys_to(&env.name) && s.service_name(&env.name) == service)
+            .map(|_| target(env, spec, service))
     })
 }
 
@@ -88,17 +75,19 @@ pub fn targets_of(config: &Config, environment: &str, service: &str) -> Vec<Targ
     if !config.services.iter().any(|s| s.deploys_to(environment) && s.service_name(environment) == service) {
         return Vec::new();
     }
-    env.targets
-        .iter()
-        .map(|spec| Target {
-            environment: env.name.clone(),
-            account: spec.account.clone(),
-            region: spec.region.clone(),
-            cluster: spec.cluster.clone(),
-            service: service.to_string(),
-            role_arn: spec.role_arn.clone(),
-        })
-        .collect()
+    env.targets.iter().map(|spec| target(env, spec, service)).collect()
+}
+
+/// The ECS service `service` at one of `environment`'s targets.
+fn target(environment: &Environment, spec: &TargetSpec, service: &str) -> Target {
+    Target {
+        environment: environment.name.clone(),
+        account: spec.account.clone(),
+        region: spec.region.clone(),
+        cluster: spec.cluster.clone(),
+        service: service.to_string(),
+        role_arn: spec.role_arn.clone(),
+    }
 }
 
 #[cfg(test)]
