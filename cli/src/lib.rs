@@ -376,16 +376,11 @@ impl Ctx<'_> {
                        "action-type": "PUSH", "image-tag": tag},
         });
         let (ecs, ledger) = (self.ecs(), self.ledger()?);
-        let notifier = ferry::adapters::notifiers::Notifiers {
-            sns: self
-                .cli
-                .topic_arn
-                .as_ref()
-                .map(|arn| ferry::adapters::notifiers::SnsNotifier::new(aws_sdk_sns::Client::new(self.aws), arn)),
-            slack: self.cli.slack_secret.as_ref().map(|id| {
-                ferry::adapters::notifiers::SlackNotifier::new(aws_sdk_secretsmanager::Client::new(self.aws), id)
-            }),
-        };
+        let notifier = ferry::adapters::notifiers::Notifiers::new(
+            self.aws,
+            self.cli.topic_arn.as_deref(),
+            self.cli.slack_secret.as_deref(),
+        );
         let deployer = Deployer {
             config: &self.config,
             ecs: &ecs,

@@ -15,7 +15,7 @@ use aws_config::SdkConfig;
 
 use crate::adapters::dynamodb::DynamoLedger;
 use crate::adapters::ecs::EcsAdapter;
-use crate::adapters::notifiers::{Notifiers, SlackNotifier, SnsNotifier};
+use crate::adapters::notifiers::Notifiers;
 use crate::config::Config;
 use crate::deploy::Retryable;
 
@@ -42,6 +42,15 @@ fn var(name: &'static str) -> Option<String> {
 }
 
 impl FunctionEnv {
+    /// A function's cold start: JSON-ready logging, then its settings and the SDK config.
+    /// An invalid config stops the function here, with the file, line and reason in the
+    /// log: no event is acted on with it, and failed events wait in the dead-letter queue.
+    pub async fn start() -> Result<(FunctionEnv, SdkConfig), StartError> {
+        lambda_runtime::tracing::init_default_subscriber();
+        let env = FunctionEnv::from_env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+        Ok((env, aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await))
+    }
+
     pub fn from_env() -> Result<FunctionEnv, StartError> {
         let path = PathBuf::from(var("FERRY_CONFIG").ok_or(StartError::Missing("FERRY_CONFIG"))?);
         Ok(FunctionEnv {
@@ -62,13 +71,7 @@ impl FunctionEnv {
     }
 
     pub fn notifiers(&self, aws: &SdkConfig) -> Notifiers {
-        Notifiers {
-            sns: self.topic_arn.as_ref().map(|arn| SnsNotifier::new(aws_sdk_sns::Client::new(aws), arn)),
-            slack: self
-                .slack_secret
-                .as_ref()
-                .map(|id| SlackNotifier::new(aws_sdk_secretsmanager::Client::new(aws), id)),
-        }
+        Notifiers::new(aws, self.topic_arn.as_deref(), self.slack_secret.as_deref())
     }
 }
 

@@ -13,11 +13,7 @@ fn summary(outcome: &Outcome) -> Value {
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    // An invalid config stops the function at cold start, with the file, line and reason
-    // in the log: no event is acted on with it, and failed events wait in the DLQ.
-    let env = FunctionEnv::from_env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let (env, aws) = FunctionEnv::start().await?;
     let (ecs, ledger, notifier) = (env.ecs(&aws), env.ledger(&aws), env.notifiers(&aws));
     let deployer = Deployer {
         config: &env.config,

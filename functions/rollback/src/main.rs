@@ -10,9 +10,7 @@ use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let env = FunctionEnv::from_env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let (env, aws) = FunctionEnv::start().await?;
     let (ecs, ledger, notifier) = (env.ecs(&aws), env.ledger(&aws), env.notifiers(&aws));
     let handler =
         RollbackHandler { config: &env.config, ecs: &ecs, ledger: &ledger, notifier: &notifier, clock: &SystemClock };

@@ -11,9 +11,7 @@ use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let env = FunctionEnv::from_env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let (env, aws) = FunctionEnv::start().await?;
     let (ecs, ledger, notifier) = (env.ecs(&aws), env.ledger(&aws), env.notifiers(&aws));
     let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), &env.event_bus);
     let verifier = Verifier {

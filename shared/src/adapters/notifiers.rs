@@ -130,6 +130,16 @@ pub struct Notifiers {
     pub slack: Option<SlackNotifier>,
 }
 
+impl Notifiers {
+    /// SNS to `topic_arn` and Slack through the webhooks in `slack_secret`, each if given.
+    pub fn new(aws: &aws_config::SdkConfig, topic_arn: Option<&str>, slack_secret: Option<&str>) -> Notifiers {
+        Notifiers {
+            sns: topic_arn.map(|arn| SnsNotifier::new(aws_sdk_sns::Client::new(aws), arn)),
+            slack: slack_secret.map(|id| SlackNotifier::new(aws_sdk_secretsmanager::Client::new(aws), id)),
+        }
+    }
+}
+
 impl Notifier for Notifiers {
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         let sns = async {
