@@ -421,7 +421,7 @@ impl Ctx<'_> {
                 .active
                 .as_ref()
                 .and_then(|(id, _)| history.iter().find(|d| &d.id == id))
-                .filter(|d| !d.state.next().is_empty() && d.state != State::Succeeded && d.state != State::Failed);
+                .filter(|d| d.is_open() && !matches!(d.state, State::Succeeded | State::Failed));
             rows.push(json!({
                 "environment": t.environment, "service": t.service, "region": t.region, "cluster": t.cluster,
                 "account": t.account, "live_task_definition": live,
@@ -884,10 +884,9 @@ fn took(d: &Deployment) -> String {
     if secs >= 60 { format!("{}m{:02}s", secs / 60, secs % 60) } else { format!("{secs}s") }
 }
 
-/// `sha256:3f1e2d4c5b6a…` as its first 12 hex digits.
+/// A digest as messages show it ([`ferry::notify::short_digest`]); `-` for none.
 fn short_digest(digest: &str) -> String {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    if hex.is_empty() { "-".into() } else { hex.chars().take(12).collect() }
+    if digest.is_empty() { "-".into() } else { ferry::notify::short_digest(digest).to_string() }
 }
 
 fn digest_matches(quarantined: &str, given: &str) -> bool {

@@ -134,7 +134,8 @@ pub fn commit_of(tag: &str) -> Option<&str> {
     ((7..=40).contains(&last.len()) && tag.contains('-') && last.chars().all(|c| c.is_ascii_hexdigit())).then_some(last)
 }
 
-fn short_digest(digest: &str) -> &str {
+/// `sha256:3f1e2d4c5b6a…` as its first 12 hex digits, as messages and the CLI show it.
+pub fn short_digest(digest: &str) -> &str {
     digest.split_once(':').map_or(digest, |(_, hex)| &hex[..hex.len().min(12)])
 }
 
