@@ -66,6 +66,9 @@ ESSENTIAL_EXITED = "Essential container in task exited"
 
 # (account, region) -> exit code for every container of tasks started afterwards.
 EXIT_CODES: dict[tuple[str, str], int] = {}
+# image digest -> exit code of tasks running that image (wins over EXIT_CODES); the
+# sandbox uses it for "this image's migration fails".
+EXIT_CODES_BY_DIGEST: dict[str, int] = {}
 _rng = random.SystemRandom()
 # topic ARN -> every message published to it, attributes included (moto's HTTP delivery
 # to subscribers drops message attributes, and tests must see them).
@@ -201,6 +204,10 @@ _orig_task_init = Task.__init__
 def _task_init(self, cluster, task_definition, *args, **kwargs):
     _orig_task_init(self, cluster, task_definition, *args, **kwargs)
     self._ferry_exit_code = EXIT_CODES.get((self._account_id, self.region_name), 0)
+    for cdef in task_definition.container_definitions:
+        digest = (cdef.get("image") or "").rpartition("@")[2]
+        if digest in EXIT_CODES_BY_DIGEST:
+            self._ferry_exit_code = EXIT_CODES_BY_DIGEST[digest]
     # moto models only the first container of the task definition.
     self.containers = []
     for cdef in task_definition.container_definitions:
@@ -409,6 +416,7 @@ def default_network(params: dict) -> dict:
 def reset(params: dict) -> dict:
     moto_api_backend.reset()
     EXIT_CODES.clear()
+    EXIT_CODES_BY_DIGEST.clear()
     PUBLISHED.clear()
     PUT_EVENTS.clear()
     return {"status": "ok"}
@@ -459,6 +467,16 @@ def make_app():
     return app
 
 
+def start_server(port: int = 0):
+    """Serve the patched moto and the control endpoints on 127.0.0.1:port from a thread of
+    this process (the sandbox runs it in-process this way); returns the werkzeug server."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines on stderr
+    server = make_server("127.0.0.1", port, make_app(), threaded=True, request_handler=MotoRequestHandler)
+    os.environ["MOTO_PORT"] = str(server.server_port)  # moto builds some URLs (SQS, S3) from it
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -466,12 +484,8 @@ def main() -> None:
         "--ignore-stdin", action="store_true", help="do not exit at EOF on stdin (manual runs)"
     )
     args = parser.parse_args()
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines on stderr
-    server = make_server("127.0.0.1", args.port, make_app(), threaded=True,
-                         request_handler=MotoRequestHandler)
+    server = start_server(args.port)
     port = server.server_port
-    os.environ["MOTO_PORT"] = str(port)  # moto builds some URLs (SQS, S3) from it
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -483,7 +497,6 @@ def main() -> None:
             stop.set()
         threading.Thread(target=watch_stdin, daemon=True).start()
 
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"READY http://127.0.0.1:{port}", flush=True)
     stop.wait()
     server.shutdown()

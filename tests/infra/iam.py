@@ -469,6 +469,24 @@ def function_name(resource: dict) -> str:
     return binary.removeprefix("ferry-")
 
 
+def event_rules(template: dict, parameters: dict[str, str]) -> dict[str, list[tuple[str, dict]]]:
+    """Every function's EventBridge rules, resolved: function name -> [(bus, pattern)].
+
+    Used by the routing checks and by the sandbox's local event bus, so both deliver events
+    the way the deployed rules would."""
+    raw_rules = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::Events::Rule"]
+    assert not raw_rules, f"rules outside the functions' Events are not routed: {raw_rules}"
+    resolver = Resolver(template, parameters)
+    rules: dict[str, list[tuple[str, dict]]] = {}
+    for logical, resource in functions(template).items():
+        for event_id, event in (resource["Properties"].get("Events") or {}).items():
+            assert event["Type"] == "EventBridgeRule", f"{logical}.{event_id}: {event['Type']} is not routed"
+            on = resolver.resolve(event["Properties"].get("EventBusName", "default"))
+            pattern = resolver.resolve(event["Properties"]["Pattern"])
+            rules.setdefault(function_name(resource), []).append((on, json.loads(pattern) if isinstance(pattern, str) else pattern))
+    return rules
+
+
 def role_of(template: dict, function: str) -> str:
     """The logical id of the AWS::IAM::Role the function runs as."""
     role = template["Resources"][function]["Properties"].get("Role")

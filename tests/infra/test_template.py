@@ -609,17 +609,7 @@ def push_pattern(prefixes: str) -> dict:
 
 def rule_patterns(prefixes: str, bus: str = "default") -> dict[str, list[tuple[str, dict]]]:
     """Every function's EventBridge rules, resolved: function name -> (bus, pattern)."""
-    raw_rules = [k for k, v in template()["Resources"].items() if v["Type"] == "AWS::Events::Rule"]
-    assert not raw_rules, f"rules outside the functions' Events are not routed by this check: {raw_rules}"
-    resolver = iam.Resolver(template(), {**PARAMETERS, "EcrRepositoryPrefixes": prefixes, "EventBusName": bus})
-    patterns: dict[str, list[tuple[str, dict]]] = {}
-    for logical, name in deployed_functions():
-        for event_id, event in (template()["Resources"][logical]["Properties"].get("Events") or {}).items():
-            assert event["Type"] == "EventBridgeRule", f"{logical}.{event_id}: {event['Type']} is not routed by this check"
-            on = resolver.resolve(event["Properties"].get("EventBusName", "default"))
-            resolved = resolver.resolve(event["Properties"]["Pattern"])
-            patterns.setdefault(name, []).append((on, json.loads(resolved) if isinstance(resolved, str) else resolved))
-    return patterns
+    return iam.event_rules(template(), {**PARAMETERS, "EcrRepositoryPrefixes": prefixes, "EventBusName": bus})
 
 
 def reached(event: dict, bus: str, prefixes: str = "", configured_bus: str = "default") -> set[str]:
