@@ -319,14 +319,16 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             let head = self.ledger.head(&target).await?;
             if let Some((active, _)) = head.active {
                 let failed = history.into_iter().find(|d| d.id == active);
-                // ECS's FAILED event may have come first: the deployment can be FAILED already.
+                // ECS's FAILED event may have come first: the deployment can be FAILED
+                // already, or ROLLING_BACK if the rollback function saw ECS rolling back.
                 let rolled_back = |d: &Deployment| {
-                    d.origin == Origin::Ferry && matches!(d.state, State::InProgress | State::Verifying | State::Failed)
+                    d.origin == Origin::Ferry
+                        && matches!(d.state, State::InProgress | State::Verifying | State::Failed | State::RollingBack)
                 };
                 if let Some(d) = failed.filter(rolled_back) {
                     record.reason = Some(format!("ECS circuit breaker rolling back Ferry deployment {}", d.id));
                     record.rolls_back = Some(d.id.clone());
-                    if d.state != State::Failed {
+                    if matches!(d.state, State::InProgress | State::Verifying) {
                         self.fail(d, format!("ECS: {}", ev.reason)).await?;
                     }
                 }

@@ -9,7 +9,7 @@ use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
 use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, sample_event};
 use ferry::model::{Deployment, Origin, State, Target};
-use ferry::ports::{Clock, EcsDeployment, Ledger, ProbeResponse};
+use ferry::ports::{Clock, EcsDeployment, HeadChange, Ledger, ProbeResponse};
 use ferry::verify::{Verifier, VerifyOutcome, VerifySettings, check_rollout, judge};
 use serde_json::Value;
 
@@ -360,6 +360,32 @@ async fn a_circuit_breaker_rollback_fails_ferrys_deployment_and_is_recorded() {
     assert!(matches!(done, Ok(VerifyOutcome::External { state: State::Succeeded, .. })), "{done:?}");
     let head = w.ledger.head(&target("shop-staging-api")).await.expect("head");
     assert_eq!(head.active.map(|(id, _)| id), Some(w.record("ecs-svc/9876543210987654321").id));
+}
+
+#[tokio::test]
+async fn a_circuit_breaker_rollback_the_rollback_function_saw_first_ends_rolled_back() {
+    let w = World::new(vec![ok("ok")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    // ECS's FAILED event reached the rollback function first: it recorded ECS rolling back.
+    let mut d = w.record(&id);
+    d.state = State::RollingBack;
+    assert!(w.ledger.transition(&d, &[State::InProgress], HeadChange::Quarantine).await.expect("transition"));
+    let ecs_rollback = "ecs-svc/9876543210987654321";
+    let outcome =
+        w.verify(ecs_event("ecs-deployment-circuit-breaker-rollback.json", "shop-staging-api", ecs_rollback)).await;
+    assert!(
+        matches!(outcome, Ok(VerifyOutcome::External { origin: Origin::EcsRollback, state: State::InProgress, .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(w.record(ecs_rollback).rolls_back, Some(d.id.clone()));
+    assert_eq!(w.record(&id).state, State::RollingBack, "not failed a second time");
+    assert!(w.bus.sent().is_empty(), "the failure was announced already");
+
+    let done = w.verify(completed("shop-staging-api", ecs_rollback)).await;
+    assert!(matches!(done, Ok(VerifyOutcome::External { state: State::Succeeded, .. })), "{done:?}");
+    assert_eq!(w.record(&id).state, State::RolledBack);
+    let told: Vec<State> = w.notifier.sent().iter().map(|n| n.deployment.state).collect();
+    assert_eq!(told.last(), Some(&State::RolledBack), "{told:?}");
 }
 
 #[tokio::test]
