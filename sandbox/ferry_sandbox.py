@@ -275,6 +275,7 @@ class EcsAgent:
     def __init__(self, sandbox: "Sandbox"):
         self.sandbox = sandbox
         self.seen: set[str] = set()
+        self.started: dict[str, list[str]] = defaultdict(list)  # service ARN -> task definitions deployed, in order
         self.rolling: dict[str, float] = {}  # deployment id -> when its rollout ends
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
@@ -311,6 +312,7 @@ class EcsAgent:
                     started = dep["id"] not in self.seen
                     if started:
                         self.seen.add(dep["id"])
+                        self.started[service.arn].append(dep["taskDefinition"])
                         self.rolling[dep["id"]] = now + ROLLOUT_SECONDS
                     elif self.rolling.get(dep["id"], now + 1) > now:
                         continue
@@ -365,6 +367,10 @@ class Sandbox:
         self.health_targets: dict[str, list[Target]] = {}  # health URL -> the targets behind it
         self.health_override: dict[str, int] = {}
         self.events_seen = 0
+        self.pending = 0  # calls scheduled with later()
+        self.duplicates = False  # deliver every event twice
+        self.hold = False  # keep events in `held` until release()
+        self.held: list[tuple[dict, str]] = []
         self.lock = threading.Lock()
         self.server = ferry_moto.start_server(0)
         self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
@@ -426,7 +432,7 @@ class Sandbox:
                  "detail": {"result": "SUCCESS", "repository-name": repository, "image-digest": digest,
                             "action-type": "PUSH", "image-tag": tag}}
         # ECR emits the event once the push is done; deliver it after PutImage has answered.
-        threading.Timer(0.05, self.put_event, (event,)).start()
+        self.later(0.05, self.put_event, event)
 
     def _bus_entry(self, backend, entry: dict) -> None:
         bus = (entry.get("EventBusName") or "default").rpartition("/")[2]
@@ -435,12 +441,42 @@ class Sandbox:
                  "source": entry.get("Source"), "account": backend.account_id, "time": now_rfc3339(),
                  "region": backend.region_name, "resources": entry.get("Resources") or [],
                  "detail": json.loads(detail)}
-        threading.Timer(0.01, self.put_event, (event, bus)).start()
+        self.later(0.01, self.put_event, event, bus)
+
+    def later(self, delay: float, fn: Callable, *args) -> None:
+        """Run fn(*args) after `delay` seconds; the sandbox is busy until it has run."""
+        with self.lock:
+            self.pending += 1
+
+        def run() -> None:
+            try:
+                fn(*args)
+            finally:
+                with self.lock:
+                    self.pending -= 1
+
+        threading.Timer(delay, run).start()
 
     def put_event(self, event: dict, bus: str = "default") -> list[str]:
+        """An event reaches the bus. EventBridge delivers at least once: with `duplicates`
+        set, every event is delivered a second time, shortly after. With `hold` set,
+        events wait in `held` until `release()`."""
         with self.lock:
             self.events_seen += 1
+            if self.hold:
+                self.held.append((event, bus))
+                return []
+        if self.duplicates:
+            self.later(random.uniform(0.01, 0.2), self.bus.put, event, bus)
         return self.bus.put(event, bus)
+
+    def release(self, order: Callable[[list], list] = lambda held: held) -> int:
+        """Deliver the held events, in the order `order` gives them; stop holding."""
+        with self.lock:
+            held, self.held, self.hold = order(self.held), [], False
+        for event, bus in held:
+            self.put_event(event, bus)
+        return len(held)
 
     # -- Slack and health URLs ----------------------------------------------------------
     def _start_web(self):
@@ -508,6 +544,9 @@ class Sandbox:
         self.behaviours.clear()
         self.health_override.clear()
         self.ecs_agent.seen.clear()
+        self.ecs_agent.started.clear()
+        self.duplicates, self.hold, self.held = False, False, []
+        self.bus.delivered.clear()
         config = tomllib.loads(config_text)
         self.config = config
         self.config_path = self.workdir / "ferry.toml"
@@ -636,6 +675,9 @@ class Sandbox:
 
     # -- waiting ------------------------------------------------------------------------
     def busy(self) -> bool:
+        with self.lock:
+            if self.pending:
+                return True
         return any(f.busy() for f in self.functions.values()) or self.ecs_agent.busy()
 
     def settle(self, timeout: float = 60, quiet: float = 0.3) -> None:
@@ -686,6 +728,15 @@ class Sandbox:
         service = backend._get_service(t.cluster, t.service)
         primary = next(d for d in service.deployments if d["status"] == "PRIMARY")
         return {c["name"]: c["image"] for c in backend.describe_task_definition(primary["taskDefinition"]).container_definitions}
+
+    def tasks(self, t: Target) -> list[dict]:
+        """One-off tasks run in the target's cluster (migrations): their revision and command."""
+        backend = ecs_backends[t.account][t.region]
+        return [
+            {"task_definition": task.task_definition_arn, "started_by": task.started_by,
+             "command": next((o.get("command") for o in task.overrides.get("containerOverrides", []) if "command" in o), None)}
+            for task in backend.tasks.get(t.cluster, {}).values()
+        ]
 
     def images_of(self, account: str, region: str, task_definition: str) -> list[str]:
         td = ecs_backends[account][region].describe_task_definition(task_definition)
