@@ -6,7 +6,8 @@ does not start a deployment, deploymentConfiguration is dropped on
 CreateService, deployments never finish, and every container exits 0. This
 script serves moto unchanged for all services, patches moto's ECS model classes
 in place to fill those gaps, and adds control endpoints under /_ferry/ so tests
-can drive what AWS would do on its own:
+can drive what AWS would do on its own. DynamoDB's item operations are serialised, as
+DynamoDB's transactions are (moto's are not thread-safe). Control endpoints:
 
   POST /_ferry/ecs/exit-codes   {"exitCode": 1}  exit code of tasks started from now on
   POST /_ferry/ecs/complete     {"cluster", "service"}  -> the EventBridge event
@@ -26,13 +27,16 @@ leaves a server behind).
 """
 
 import argparse
+import io
 import json
 import logging
 import os
 import random
+import re
 import signal
 import sys
 import threading
+import time
 import uuid
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -41,6 +45,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from moto.core.utils import utcnow
+from moto.dynamodb.models import DynamoDBBackend
 from moto.ec2 import ec2_backends
 from moto.ecs.exceptions import ClusterNotFoundException, ServiceNotFoundException
 from moto.ecs.models import Container, EC2ContainerServiceBackend, Service, Task, ecs_backends
@@ -260,6 +265,25 @@ def _task_requirements(task_definition):
     return _orig_task_requirements(SimpleNamespace(container_definitions=defs))
 
 
+# DynamoDB: moto applies a transaction by snapshotting the tables it touches and restoring
+# the snapshot when a condition fails, with no lock, so a failed transaction in one request
+# thread wipes out writes other threads committed meanwhile (lost ledger records under
+# concurrent invocations). DynamoDB serialises transactions with other writes and never
+# shows a reader half a transaction: one lock around every item operation gives that.
+_DYNAMODB_LOCK = threading.RLock()
+
+
+def _serialised(method):
+    def locked(*args, **kwargs):
+        with _DYNAMODB_LOCK:
+            return method(*args, **kwargs)
+
+    return locked
+
+
+for _name in ("put_item", "get_item", "query", "scan", "update_item", "delete_item", "transact_write_items"):
+    setattr(DynamoDBBackend, _name, _serialised(getattr(DynamoDBBackend, _name)))
+
 Service.__init__ = _service_init
 EC2ContainerServiceResponse.create_service = _create_service_response
 EC2ContainerServiceBackend.update_service = _update_service
@@ -456,13 +480,52 @@ def control_app(environ, start_response):
     return response(environ, start_response)
 
 
+# Every AWS request served, when REQUEST_LOG is on: {"action", "region", "start", "end"}
+# (time.perf_counter()), for counting round trips. LATENCY is added in front of each one,
+# to stand in for the network between a function and AWS.
+REQUEST_LOG: list[dict] = []
+LOG_REQUESTS = threading.Event()
+LATENCY = {"seconds": 0.0}
+
+
+def action_of(environ) -> str:
+    """`ecs:UpdateService` from a request's X-Amz-Target (JSON protocols) or Action (query)."""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    credential = re.search(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    service = credential.group(2) if credential else "?"
+    if target:
+        return f"{service}:{target.rpartition('.')[2]}"
+    query = environ.get("QUERY_STRING", "")
+    match = re.search(r"(?:^|&)Action=([A-Za-z]+)", query) or re.search(r"(?:^|&)Action=([A-Za-z]+)", environ.get("ferry.body", ""))
+    return f"{service}:{match.group(1) if match else environ.get('REQUEST_METHOD', '?') + ' ' + environ.get('PATH_INFO', '')}"
+
+
+def region_of(environ) -> str:
+    credential = re.search(r"Credential=[^/]+/\d+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    return credential.group(1) if credential else "?"
+
+
 def make_app():
     moto_app = DomainDispatcherApplication(create_backend_app)
 
     def app(environ, start_response):
         if environ.get("PATH_INFO", "").startswith("/_ferry/"):
             return control_app(environ, start_response)
-        return moto_app(environ, start_response)
+        if not LOG_REQUESTS.is_set() and not LATENCY["seconds"]:
+            return moto_app(environ, start_response)
+        start = time.perf_counter()
+        if LATENCY["seconds"]:
+            time.sleep(LATENCY["seconds"])
+        if LOG_REQUESTS.is_set() and environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length)
+            environ["ferry.body"] = body.decode(errors="replace")
+            environ["wsgi.input"] = io.BytesIO(body)
+        response = moto_app(environ, start_response)
+        if LOG_REQUESTS.is_set():
+            REQUEST_LOG.append({"action": action_of(environ), "region": region_of(environ),
+                                "start": start, "end": time.perf_counter()})
+        return response
 
     return app
 
