@@ -207,9 +207,14 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
                 deployment.reason = Some(reason.clone());
                 TargetOutcome::Skipped { target: target.clone(), reason }
             }
-            // The record stays PENDING; the lock lapses with this invocation's deadline and
-            // the redelivered event resumes the deployment.
-            Err(Stop::Retry(reason)) => return Err(Retryable(format!("{target}: {reason}"))),
+            // The record stays PENDING and the lock is given up, so the redelivered event
+            // resumes the deployment at once (if this fails too, the lease lapses).
+            Err(Stop::Retry(reason)) => {
+                if let Err(e) = self.ledger.unlock(&plan.target, &invocation.attempt).await {
+                    warn!(target = %target, error = %e, "could not give up the lock; it lapses with the lease");
+                }
+                return Err(Retryable(format!("{target}: {reason}")));
+            }
         };
         deployment.updated_at = self.clock.now();
         self.ledger.finish(&deployment, &invocation.attempt).await?;

@@ -420,6 +420,16 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
+    async fn unlock(&self, target: &Target, attempt: &str) -> Result<(), LedgerError> {
+        let mut w = self.world()?;
+        if let Some(head) = w.heads.get_mut(&target.key())
+            && head.lock.as_ref().is_some_and(|l| l.attempt == attempt)
+        {
+            head.lock = None;
+        }
+        Ok(())
+    }
+
     async fn release(&self, target: &Target, digest: &str) -> Result<(), LedgerError> {
         let mut w = self.world()?;
         if let Some(head) = w.heads.get_mut(&target.key()) {

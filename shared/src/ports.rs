@@ -147,6 +147,11 @@ pub trait Ledger: Send + Sync {
     /// deployment.
     fn finish(&self, deployment: &Deployment, attempt: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
+    /// Gives up the target's lock if `attempt` still holds it, leaving the deployment
+    /// PENDING: an invocation that fails with a retryable error calls this before it
+    /// returns, so the redelivered event can resume at once instead of waiting for the lease.
+    fn unlock(&self, target: &Target, attempt: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
     /// Moves `deployment` to its (new) state if the record is still in one of `from`, and
     /// applies `head` to its target; `false` if the record had already moved on.
     fn transition(

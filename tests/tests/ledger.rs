@@ -168,3 +168,24 @@ async fn a_quarantined_digest_is_refused_until_released_or_overtaken() {
     let stored = ledger.history(&t, 10).await.expect("history").into_iter().find(|d| d.id == bad.id).expect("bad");
     assert_eq!((stored.state, stored.reason), (State::RollingBack, None), "not FAILED any more: untouched");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_attempt_holding_the_lock_gives_it_up_and_the_record_stays_pending() {
+    let emulator = Emulator::start();
+    let ledger = ledger(&emulator).await;
+    let t = target("api");
+    let d = deployment(&t, "e1", "sha256:aaaa", 100);
+    assert_eq!(begin(&ledger, &d, "a1", 100).await, Ok(()));
+
+    ledger.unlock(&t, "someone-else").await.expect("unlock by another attempt is a no-op");
+    let head = ledger.head(&t).await.expect("head");
+    assert_eq!(head.lock.map(|l| l.attempt), Some("a1".into()));
+
+    ledger.unlock(&t, "a1").await.expect("unlock");
+    assert_eq!(ledger.head(&t).await.expect("head").lock, None);
+    assert_eq!(ledger.history(&t, 10).await.expect("history")[0].state, State::Pending);
+    // The redelivered event resumes at once, long before the first attempt's lease would end.
+    assert_eq!(begin(&ledger, &d, "a1-redelivered", 101).await, Ok(()));
+    ledger.unlock(&t, "a1").await.expect("unlocking a lock no longer held is a no-op");
+    assert_eq!(ledger.head(&t).await.expect("head").lock.map(|l| l.attempt), Some("a1-redelivered".into()));
+}

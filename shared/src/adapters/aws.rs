@@ -44,6 +44,9 @@ impl<C: Clone> AwsClients<C> {
     }
 }
 
+/// An SDK call's error (every SDK crate shares the type).
+pub(crate) type SdkError<E> = aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>;
+
 /// How an SDK error should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
@@ -52,14 +55,17 @@ pub(crate) enum ErrorKind {
     Transient,
 }
 
-/// Classifies an SDK error by its service error code; anything that is not a modeled
-/// client error (a timeout, a dropped connection, a 5xx, throttling) is transient.
-pub(crate) fn classify<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> (ErrorKind, String)
+/// Classifies an SDK error by its HTTP status and service error code; anything that is not
+/// a client error (a timeout, a dropped connection, any 5xx, throttling) is transient.
+pub(crate) fn classify<E>(err: &SdkError<E>) -> (ErrorKind, String)
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let message = DisplayErrorContext(err).to_string();
+    if err.raw_response().is_some_and(|r| r.status().is_server_error()) {
+        // InternalFailure, ServiceUnavailable, ...: whatever the code, AWS says "try again".
+        return (ErrorKind::Transient, message);
+    }
     let kind = match err.as_service_error().and_then(|e| e.code()) {
         Some(code) if code.ends_with("NotFoundException") || code == "ResourceNotFoundException" => ErrorKind::NotFound,
         Some(code)

@@ -51,10 +51,9 @@ fn millis(t: DateTime<Utc>) -> AttributeValue {
     n(t.timestamp_millis())
 }
 
-fn ledger_error<E, R>(context: &str, err: aws_sdk_dynamodb::error::SdkError<E, R>) -> LedgerError
+fn ledger_error<E>(context: &str, err: super::aws::SdkError<E>) -> LedgerError
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     LedgerError(format!("{context}: {}", super::aws::classify(&err).1))
 }
@@ -479,6 +478,25 @@ impl Ledger for DynamoLedger {
                 Some(e) if e.is_conditional_check_failed_exception() => Ok(()),
                 _ => Err(ledger_error("noting a reason", e)),
             })
+    }
+
+    async fn unlock(&self, target: &Target, attempt: &str) -> Result<(), LedgerError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::head_key(target)))
+            .update_expression("REMOVE lock_deployment, lock_attempt, lock_until")
+            .condition_expression("lock_attempt = :attempt")
+            .expression_attribute_values(":attempt", s(attempt))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Not (or no longer) ours: nothing to give up.
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(ledger_error("releasing a target's lock", e)),
+        }
     }
 
     async fn release(&self, target: &Target, digest: &str) -> Result<(), LedgerError> {

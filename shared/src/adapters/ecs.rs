@@ -63,10 +63,9 @@ impl EcsAdapter {
     }
 }
 
-fn ecs_error<E, R>(err: aws_sdk_ecs::error::SdkError<E, R>) -> EcsError
+fn ecs_error<E>(err: super::aws::SdkError<E>) -> EcsError
 where
     E: aws_sdk_ecs::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     match classify(&err) {
         (ErrorKind::NotFound, m) => EcsError::NotFound(m),
