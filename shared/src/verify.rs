@@ -174,12 +174,25 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         }
     }
 
-    async fn verify(&self, mut d: Deployment, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
+    async fn verify(&self, d: Deployment, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
         let now = self.clock.now();
         if !self.ledger.claim_verification(&d, now, now + self.settings.claim).await? {
             info!(deployment = %d.id, "another invocation is verifying this deployment");
             return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: State::Verifying });
         }
+        let unclaimed = Deployment { state: State::InProgress, ..d.clone() };
+        let outcome = self.verify_claimed(d, ev).await;
+        if outcome.is_err() {
+            // Give the claim back, so the redelivered event verifies again at once (the
+            // claim outlives EventBridge's retries; if this fails too, it lapses).
+            if let Err(e) = self.ledger.transition(&unclaimed, &[State::Verifying], HeadChange::None).await {
+                warn!(deployment = %unclaimed.id, error = %e, "could not give the verification claim back");
+            }
+        }
+        outcome
+    }
+
+    async fn verify_claimed(&self, mut d: Deployment, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
         d.state = State::Verifying;
         d.ecs_event = Some(describe(ev));
         let service = match self.ecs.service(&d.target).await {

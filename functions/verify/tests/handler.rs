@@ -9,7 +9,7 @@ use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
 use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, sample_event};
 use ferry::model::{Deployment, Origin, State, Target};
-use ferry::ports::{Clock, EcsDeployment, HeadChange, Ledger, ProbeResponse};
+use ferry::ports::{Clock, EcsDeployment, EcsError, HeadChange, Ledger, ProbeResponse};
 use ferry::verify::{Verifier, VerifyOutcome, VerifySettings, check_rollout, judge};
 use serde_json::Value;
 
@@ -386,6 +386,22 @@ async fn a_circuit_breaker_rollback_the_rollback_function_saw_first_ends_rolled_
     assert_eq!(w.record(&id).state, State::RolledBack);
     let told: Vec<State> = w.notifier.sent().iter().map(|n| n.deployment.state).collect();
     assert_eq!(told.last(), Some(&State::RolledBack), "{told:?}");
+}
+
+#[tokio::test]
+async fn a_transient_error_while_verifying_gives_the_claim_back_for_the_redelivery() {
+    let w = World::new(vec![ok("ok")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.complete(&target("shop-staging-api"));
+    w.ecs.fail("DescribeServices", EcsError::Transient("ThrottlingException".into()));
+    let first = w.verify(completed("shop-staging-api", &id)).await;
+    assert!(first.is_err(), "{first:?}");
+    assert_eq!(w.record(&id).state, State::InProgress, "not left VERIFYING under a claim nobody works on");
+
+    w.ecs.heal("DescribeServices");
+    let again = w.verify(completed("shop-staging-api", &id)).await;
+    assert!(matches!(again, Ok(VerifyOutcome::Succeeded { .. })), "{again:?}");
+    assert_eq!(w.notifier.sent().len(), 1);
 }
 
 #[tokio::test]
