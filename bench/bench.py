@@ -11,6 +11,7 @@ this needs and passes the paths in the environment:
 2. Lambda footprint: per function binary, the time from process start to its first poll of
    the Lambda Runtime API (a local stub), peak RSS while it handles a burst of events, and
    the size of its bootstrap.zip.
+3. and 4. Round trips and fan-out, and a concurrent burst: bench/sandbox_bench.py.
 
 This machine is shared and noisy: read the ratios, not the absolute times.
 """
@@ -31,8 +32,11 @@ from pathlib import Path
 import boto3
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 RUNS = int(os.environ.get("FERRY_BENCH_RUNS", "7"))
 BURST = int(os.environ.get("FERRY_BENCH_BURST", "50"))
+BURST_EVENTS = int(os.environ.get("FERRY_BENCH_BURST_EVENTS", "200"))
+BURST_CONCURRENCY = int(os.environ.get("FERRY_BENCH_CONCURRENCY", "10"))
 REGION = "ap-southeast-1"
 ACCOUNT = "123456789012"
 
@@ -255,6 +259,28 @@ def main() -> None:
             harness2.terminate()
     finally:
         harness.terminate()
+
+    import sandbox_bench
+
+    bins = Path(os.environ["FERRY_LAMBDAS"]) / "x86_64-unknown-linux-gnu" / "release"
+    print(f"\n3. Round trips: one push, the deploy function in the sandbox (median of {RUNS} runs)\n")
+    r = sandbox_bench.round_trips(bins, RUNS)
+    print("| measure | value |\n|---|---|")
+    print("| requests per target | " + ", ".join(f"{a} ×{n}" for a, n in sorted(r["per_target"].items())) + " |")
+    print(f"| sequential up to UpdateService | {len(r['chain'])}: {' → '.join(r['chain'])} |")
+    one, three = r["fanout"][1], r["fanout"][3]
+    print(f"| push to 1 region, {sandbox_bench.LATENCY_MS} ms added per request | {one * 1000:.0f} ms |")
+    print(f"| push to 3 regions, {sandbox_bench.LATENCY_MS} ms added per request | {three * 1000:.0f} ms "
+          f"(**{three / one:.2f}×**; UpdateService per region: {dict(r['updates_per_region'][3])}) |")
+
+    b = sandbox_bench.burst(bins, BURST_EVENTS, 50, 0.2, BURST_CONCURRENCY)
+    print(f"\n4. Burst: {b['events']} push events for 50 services ({b['events'] - b['unique']} of them delivered twice), "
+          f"{BURST_CONCURRENCY} concurrent function instances\n")
+    print("| events/s | p50 ms | p99 ms | errors | dead letters |\n|---|---|---|---|---|")
+    print(f"| {b['rate']:.1f} | {b['p50'] * 1000:.0f} | {b['p99'] * 1000:.0f} | {b['errors']} | {b['dead']} |\n")
+    print(f"Ledger: {b['unique']} distinct pushes → {b['records']} records ({dict(b['states'])}); "
+          f"{b['doubled']} recorded twice, {b['missing']} missing; {b['started']} deployments started "
+          f"and {b['updates']} UpdateService calls seen by ECS.")
 
 
 if __name__ == "__main__":

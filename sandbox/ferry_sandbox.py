@@ -68,6 +68,11 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def caller(function: str) -> str:
+    """The access key id a function signs its requests with in the sandbox."""
+    return f"FERRY{function.upper()}"
+
+
 def account_of(role_arn: str | None) -> str:
     return role_arn.split(":")[4] if role_arn else HOME_ACCOUNT
 
@@ -495,7 +500,7 @@ class Sandbox:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path.startswith("/slack/"):
                     message = json.loads(body)
-                    sandbox.slack.append({"route": self.path.removeprefix("/slack/"), "body": message})
+                    sandbox.slack.append({"route": self.path.split("/")[2], "body": message})
                     sandbox._record("slack", message.get("text", ""), message)
                     return self._answer(200, b"ok")
                 self._answer(404)
@@ -565,9 +570,11 @@ class Sandbox:
         )
         self.topic = self.client("sns").create_topic(Name="ferry-notifications")["TopicArn"]
         routes = {"default", *slack_routes, *(s["notify"] for s in config["services"] if "notify" in s)}
+        # Webhook URLs carry a secret token, as Slack's do; it must never show up anywhere.
+        self.webhook_token = uuid.uuid4().hex
+        self.webhooks = {r: f"{self.web_url}/slack/{r}/T0FERRY/B0FERRY/{self.webhook_token}" for r in sorted(routes)}
         self.secret = self.client("secretsmanager").create_secret(
-            Name="ferry/slack-webhooks",
-            SecretString=json.dumps({r: f"{self.web_url}/slack/{r}" for r in sorted(routes)}))["ARN"]
+            Name="ferry/slack-webhooks", SecretString=json.dumps(self.webhooks))["ARN"]
         ecr = self.client("ecr")
         for repository in sorted({s["repository"] for s in config["services"]}):
             ecr.create_repository(repositoryName=repository)
@@ -625,7 +632,18 @@ class Sandbox:
     def start_functions(self, concurrency: int = 1) -> None:
         env = self.function_env()
         for name in ("deploy", "verify", "rollback"):
-            self.functions[name] = Function(self, name, self.bin_dir / f"ferry-{name}", env, concurrency)
+            # An access key of its own, so the emulator can tell the functions apart (faults).
+            self.functions[name] = Function(self, name, self.bin_dir / f"ferry-{name}",
+                                            {**env, "AWS_ACCESS_KEY_ID": caller(name)}, concurrency)
+
+    def inject(self, action: str, kind: str, times: int, function: str | None = None) -> None:
+        """The next `times` requests for `action` (`ecs:UpdateService`) from `function` (or
+        anyone) fail: kind "throttle" (ThrottlingException) or "error" (HTTP 500)."""
+        ferry_moto.FAULTS.append({"action": action, "kind": kind, "times": times,
+                                  "caller": caller(function) if function else None})
+
+    def injected(self) -> list[dict]:
+        return list(ferry_moto.INJECTED)
 
     def stop_functions(self) -> None:
         for f in self.functions.values():

@@ -441,6 +441,8 @@ def reset(params: dict) -> dict:
     moto_api_backend.reset()
     EXIT_CODES.clear()
     EXIT_CODES_BY_DIGEST.clear()
+    FAULTS.clear()
+    INJECTED.clear()
     PUBLISHED.clear()
     PUT_EVENTS.clear()
     return {"status": "ok"}
@@ -488,6 +490,53 @@ LOG_REQUESTS = threading.Event()
 LATENCY = {"seconds": 0.0}
 
 
+# Faults to inject: {"action": "ecs:UpdateService", "kind": "throttle" | "error",
+# "caller": access key id or None for anyone, "times": how many requests fail}.
+FAULTS: list[dict] = []
+INJECTED: list[dict] = []  # every fault injected: {"action", "kind", "caller"}
+
+
+def caller_of(environ) -> str:
+    credential = re.search(r"Credential=([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    return credential.group(1) if credential else "?"
+
+
+def fault_response(environ, start_response, kind: str):
+    """The error AWS answers with: throttling (HTTP 400) or an internal error (HTTP 500),
+    in the protocol the caller speaks (JSON for x-amz-target callers, XML for query ones)."""
+    code, status, message = {
+        "throttle": ("ThrottlingException", "400 Bad Request", "Rate exceeded"),
+        "error": ("InternalFailure", "500 Internal Server Error", "We encountered an internal error. Please try again."),
+    }[kind]
+    if environ.get("HTTP_X_AMZ_TARGET"):
+        body = json.dumps({"__type": code, "message": message}).encode()
+        content_type = "application/x-amz-json-1.1"
+    else:
+        code = "Throttling" if kind == "throttle" else code
+        body = (f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+                f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>").encode()
+        content_type = "text/xml"
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                            ("x-amzn-RequestId", str(uuid.uuid4()))])
+    return [body]
+
+
+def injected_fault(environ) -> str | None:
+    if not FAULTS:
+        return None
+    action, caller = action_of(environ), caller_of(environ)
+    with _FAULT_LOCK:
+        for fault in FAULTS:
+            if fault["action"] == action and fault.get("caller") in (None, caller) and fault["times"] > 0:
+                fault["times"] -= 1
+                INJECTED.append({"action": action, "kind": fault["kind"], "caller": caller})
+                return fault["kind"]
+    return None
+
+
+_FAULT_LOCK = threading.Lock()
+
+
 def action_of(environ) -> str:
     """`ecs:UpdateService` from a request's X-Amz-Target (JSON protocols) or Action (query)."""
     target = environ.get("HTTP_X_AMZ_TARGET", "")
@@ -511,16 +560,19 @@ def make_app():
     def app(environ, start_response):
         if environ.get("PATH_INFO", "").startswith("/_ferry/"):
             return control_app(environ, start_response)
-        if not LOG_REQUESTS.is_set() and not LATENCY["seconds"]:
+        if not LOG_REQUESTS.is_set() and not LATENCY["seconds"] and not FAULTS:
             return moto_app(environ, start_response)
         start = time.perf_counter()
         if LATENCY["seconds"]:
             time.sleep(LATENCY["seconds"])
-        if LOG_REQUESTS.is_set() and environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(length)
             environ["ferry.body"] = body.decode(errors="replace")
             environ["wsgi.input"] = io.BytesIO(body)
+        fault = injected_fault(environ)
+        if fault:
+            return fault_response(environ, start_response, fault)
         response = moto_app(environ, start_response)
         if LOG_REQUESTS.is_set():
             REQUEST_LOG.append({"action": action_of(environ), "region": region_of(environ),
