@@ -201,6 +201,14 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             Err(EcsError::Transient(e)) => return Err(Retryable(e)),
             Err(e) => return self.fail(d, format!("cannot read the service: {e}")).await,
         };
+        // Another deployment (a newer push, an UpdateService by hand) took the service over
+        // after ECS completed this one: nothing of ours is live to prove, and "failing" it
+        // would roll the service back over the newer deployment.
+        if let Some(primary) =
+            service.primary.as_ref().filter(|p| Some(p.id.as_str()) != d.ecs_deployment_id.as_deref())
+        {
+            return self.supersede(d, &format!("ECS deployment {}", primary.id)).await;
+        }
         if let Err(why) = check_rollout(&d, &service) {
             return self.fail(d, format!("ECS reported the deployment complete, but {why}")).await;
         }
@@ -258,8 +266,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         }
         info!(deployment = %d.id, target = %d.target, "deployment verified: SUCCEEDED");
         self.notify(&d).await;
-        // Older deployments of this target still open were overtaken by this one.
-        for older in self.ledger.history(&d.target, 20).await? {
+        // Older deployments of this target still open were overtaken by this one (a burst
+        // of pushes leaves many SKIPPED records in between: look far enough back).
+        for older in self.ledger.history(&d.target, 100).await? {
             if older.id < d.id
                 && older.origin == Origin::Ferry
                 && matches!(older.state, State::InProgress | State::Verifying)

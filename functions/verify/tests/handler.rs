@@ -405,6 +405,30 @@ async fn a_transient_error_while_verifying_gives_the_claim_back_for_the_redelive
 }
 
 #[tokio::test]
+async fn completed_after_another_deployment_took_the_service_over_is_superseded_not_failed() {
+    let w = World::new(vec![ok("ok")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    // ECS completed Ferry's deployment, then (before verify ran) another UpdateService
+    // started a newer deployment that the ledger does not know as active yet.
+    let service = w.ecs.service_of(&target("shop-staging-api")).expect("service");
+    let mut deployments = service.deployments.clone();
+    deployments.last_mut().expect("primary").rollout_state = "COMPLETED".into();
+    let newer =
+        EcsDeployment { id: "ecs-svc/newer".into(), rollout_state: "IN_PROGRESS".into(), ..deployments[0].clone() };
+    deployments.push(newer);
+    w.ecs.set_deployments(&target("shop-staging-api"), deployments);
+
+    let outcome = w.verify(completed("shop-staging-api", &id)).await;
+    assert_eq!(
+        outcome,
+        Ok(VerifyOutcome::Superseded { deployment: w.record(&id).id, by: "ECS deployment ecs-svc/newer".into() })
+    );
+    assert_eq!(w.record(&id).state, State::Superseded);
+    assert!(w.bus.sent().is_empty(), "no failure announced: a rollback would undo the newer deployment");
+    assert!(w.probe.requests().is_empty());
+}
+
+#[tokio::test]
 async fn events_out_of_order_never_move_a_record_backwards() {
     let w = World::new(vec![ok("ok")]);
     let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
