@@ -81,25 +81,35 @@ pub struct Verifier<'a, E, L, N, B, H, C> {
     pub settings: VerifySettings,
 }
 
+/// Why a service does not (yet) run a deployment ECS reported complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutProblem {
+    /// Another deployment (a newer push, an UpdateService by hand) is PRIMARY: this one was
+    /// overtaken, which is not its failure.
+    Overtaken { by: String },
+    /// The deployment is PRIMARY but not fully rolled out on its revision.
+    Incomplete(String),
+}
+
 /// Whether the service really runs `d`: its PRIMARY deployment is `d`'s, rolled out to
 /// completion, on `d`'s revision, with every desired task running.
-pub fn check_rollout(d: &Deployment, service: &ServiceInfo) -> Result<(), String> {
+pub fn check_rollout(d: &Deployment, service: &ServiceInfo) -> Result<(), RolloutProblem> {
+    let incomplete = |why: String| Err(RolloutProblem::Incomplete(why));
     let Some(primary) = &service.primary else {
-        return Err("the service has no PRIMARY deployment".into());
+        return incomplete("the service has no PRIMARY deployment".into());
     };
-    let expected = d.ecs_deployment_id.as_deref().unwrap_or_default();
-    if primary.id != expected {
-        return Err(format!("the PRIMARY deployment is {}, not {expected}", primary.id));
+    if Some(primary.id.as_str()) != d.ecs_deployment_id.as_deref() {
+        return Err(RolloutProblem::Overtaken { by: primary.id.clone() });
     }
     if primary.rollout_state != "COMPLETED" {
-        return Err(format!("the rollout is {}, not COMPLETED", primary.rollout_state));
+        return incomplete(format!("the rollout is {}, not COMPLETED", primary.rollout_state));
     }
     let revision = d.task_definition.as_deref().unwrap_or_default();
     if primary.task_definition != revision {
-        return Err(format!("the service runs {}, not {revision}", primary.task_definition));
+        return incomplete(format!("the service runs {}, not {revision}", primary.task_definition));
     }
     if primary.running != primary.desired {
-        return Err(format!("{} of {} tasks are running", primary.running, primary.desired));
+        return incomplete(format!("{} of {} tasks are running", primary.running, primary.desired));
     }
     Ok(())
 }
@@ -201,16 +211,14 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             Err(EcsError::Transient(e)) => return Err(Retryable(e)),
             Err(e) => return self.fail(d, format!("cannot read the service: {e}")).await,
         };
-        // Another deployment (a newer push, an UpdateService by hand) took the service over
-        // after ECS completed this one: nothing of ours is live to prove, and "failing" it
-        // would roll the service back over the newer deployment.
-        if let Some(primary) =
-            service.primary.as_ref().filter(|p| Some(p.id.as_str()) != d.ecs_deployment_id.as_deref())
-        {
-            return self.supersede(d, &format!("ECS deployment {}", primary.id)).await;
-        }
-        if let Err(why) = check_rollout(&d, &service) {
-            return self.fail(d, format!("ECS reported the deployment complete, but {why}")).await;
+        match check_rollout(&d, &service) {
+            Ok(()) => {}
+            // Taken over after ECS completed it: nothing of ours is live to prove, and
+            // "failing" it would roll the service back over the newer deployment.
+            Err(RolloutProblem::Overtaken { by }) => return self.supersede(d, &format!("ECS deployment {by}")).await,
+            Err(RolloutProblem::Incomplete(why)) => {
+                return self.fail(d, format!("ECS reported the deployment complete, but {why}")).await;
+            }
         }
         if let Some(health) = self.health_of(&d.target) {
             let url = health.url_for(&d.target.environment);

@@ -10,7 +10,7 @@ use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, Ta
 use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, sample_event};
 use ferry::model::{Deployment, Origin, State, Target};
 use ferry::ports::{Clock, EcsDeployment, EcsError, HeadChange, Ledger, ProbeResponse};
-use ferry::verify::{Verifier, VerifyOutcome, VerifySettings, check_rollout, judge};
+use ferry::verify::{RolloutProblem, Verifier, VerifyOutcome, VerifySettings, check_rollout, judge};
 use serde_json::Value;
 
 const CONFIG: &str = r#"
@@ -269,16 +269,14 @@ fn rollout_checks_and_probe_verdicts() {
         ..Default::default()
     };
     let d = deployment("td:2");
+    let incomplete = |why: &str| Err(RolloutProblem::Incomplete(why.into()));
     let cases = [
         (primary("ecs-svc/2", "td:2", "COMPLETED", 3), Ok(())),
-        (
-            primary("ecs-svc/3", "td:3", "COMPLETED", 3),
-            Err("the PRIMARY deployment is ecs-svc/3, not ecs-svc/2".to_string()),
-        ),
-        (primary("ecs-svc/2", "td:2", "IN_PROGRESS", 3), Err("the rollout is IN_PROGRESS, not COMPLETED".into())),
-        (primary("ecs-svc/2", "td:1", "COMPLETED", 3), Err("the service runs td:1, not td:2".into())),
-        (primary("ecs-svc/2", "td:2", "COMPLETED", 2), Err("2 of 3 tasks are running".into())),
-        (ferry::ports::ServiceInfo::default(), Err("the service has no PRIMARY deployment".into())),
+        (primary("ecs-svc/3", "td:3", "COMPLETED", 3), Err(RolloutProblem::Overtaken { by: "ecs-svc/3".into() })),
+        (primary("ecs-svc/2", "td:2", "IN_PROGRESS", 3), incomplete("the rollout is IN_PROGRESS, not COMPLETED")),
+        (primary("ecs-svc/2", "td:1", "COMPLETED", 3), incomplete("the service runs td:1, not td:2")),
+        (primary("ecs-svc/2", "td:2", "COMPLETED", 2), incomplete("2 of 3 tasks are running")),
+        (ferry::ports::ServiceInfo::default(), incomplete("the service has no PRIMARY deployment")),
     ];
     for (service, expected) in cases {
         assert_eq!(check_rollout(&d, &service), expected, "{service:?}");
