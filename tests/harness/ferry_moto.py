@@ -496,11 +496,6 @@ FAULTS: list[dict] = []
 INJECTED: list[dict] = []  # every fault injected: {"action", "kind", "caller"}
 
 
-def caller_of(environ) -> str:
-    credential = re.search(r"Credential=([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
-    return credential.group(1) if credential else "?"
-
-
 def fault_response(environ, start_response, kind: str):
     """The error AWS answers with: throttling (HTTP 400) or an internal error (HTTP 500),
     in the protocol the caller speaks (JSON for x-amz-target callers, XML for query ones)."""
@@ -521,10 +516,8 @@ def fault_response(environ, start_response, kind: str):
     return [body]
 
 
-def injected_fault(environ) -> str | None:
-    if not FAULTS:
-        return None
-    action, caller = action_of(environ), caller_of(environ)
+def injected_fault(action: str, caller: str) -> str | None:
+    """The kind of fault to answer `action` from `caller` with, if one is due."""
     with _FAULT_LOCK:
         for fault in FAULTS:
             if fault["action"] == action and fault.get("caller") in (None, caller) and fault["times"] > 0:
@@ -537,21 +530,19 @@ def injected_fault(environ) -> str | None:
 _FAULT_LOCK = threading.Lock()
 
 
-def action_of(environ) -> str:
+def signer(environ) -> tuple[str, str, str]:
+    """(access key id, region, service) from a request's SigV4 credential scope."""
+    credential = re.search(r"Credential=([^/]+)/\d+/([^/]+)/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    return credential.groups() if credential else ("?", "?", "?")
+
+
+def action_of(environ, service: str) -> str:
     """`ecs:UpdateService` from a request's X-Amz-Target (JSON protocols) or Action (query)."""
     target = environ.get("HTTP_X_AMZ_TARGET", "")
-    credential = re.search(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
-    service = credential.group(2) if credential else "?"
     if target:
         return f"{service}:{target.rpartition('.')[2]}"
-    query = environ.get("QUERY_STRING", "")
-    match = re.search(r"(?:^|&)Action=([A-Za-z]+)", query) or re.search(r"(?:^|&)Action=([A-Za-z]+)", environ.get("ferry.body", ""))
+    match = re.search(r"(?:^|&)Action=([A-Za-z]+)", f"{environ.get('QUERY_STRING', '')}&{environ.get('ferry.body', '')}")
     return f"{service}:{match.group(1) if match else environ.get('REQUEST_METHOD', '?') + ' ' + environ.get('PATH_INFO', '')}"
-
-
-def region_of(environ) -> str:
-    credential = re.search(r"Credential=[^/]+/\d+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
-    return credential.group(1) if credential else "?"
 
 
 def make_app():
@@ -570,13 +561,14 @@ def make_app():
             body = environ["wsgi.input"].read(length)
             environ["ferry.body"] = body.decode(errors="replace")
             environ["wsgi.input"] = io.BytesIO(body)
-        fault = injected_fault(environ)
+        caller, region, service = signer(environ)
+        action = action_of(environ, service)
+        fault = injected_fault(action, caller) if FAULTS else None
         if fault:
             return fault_response(environ, start_response, fault)
         response = moto_app(environ, start_response)
         if LOG_REQUESTS.is_set():
-            REQUEST_LOG.append({"action": action_of(environ), "region": region_of(environ),
-                                "start": start, "end": time.perf_counter()})
+            REQUEST_LOG.append({"action": action, "region": region, "start": start, "end": time.perf_counter()})
         return response
 
     return app
