@@ -33,6 +33,8 @@ import boto3
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO / "sandbox"))
+import ferry_sandbox  # noqa: E402  (its world's helpers; importing it starts nothing)
 RUNS = int(os.environ.get("FERRY_BENCH_RUNS", "7"))
 BURST = int(os.environ.get("FERRY_BENCH_BURST", "50"))
 BURST_EVENTS = int(os.environ.get("FERRY_BENCH_BURST_EVENTS", "200"))
@@ -82,14 +84,7 @@ class World:
             cluster=self.cluster, serviceName=self.service, taskDefinition=td, desiredCount=2, launchType="FARGATE",
             networkConfiguration={"awsvpcConfiguration": {"subnets": network["subnets"], "securityGroups": network["securityGroups"]}},
         )
-        attr = lambda n: {"AttributeName": n, "AttributeType": "S"}  # noqa: E731
-        self.ddb.create_table(
-            TableName=self.table, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[attr("pk"), attr("sk"), attr("ecs_deployment_id")],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            GlobalSecondaryIndexes=[{"IndexName": "by-ecs-deployment", "KeySchema": [{"AttributeName": "ecs_deployment_id", "KeyType": "HASH"}],
-                                     "Projection": {"ProjectionType": "ALL"}}],
-        )
+        ferry_sandbox.create_ledger_table(self.ddb, self.table)
         self.config = REPO / "bench" / "ferry.toml"
         self.config.write_text(
             "[[environments]]\nname = \"staging\"\nrules = [{ glob = \"staging-*\" }]\n"
@@ -98,13 +93,7 @@ class World:
         )
 
     def push(self, tag: str) -> str:
-        manifest = {
-            "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023, "digest": "sha256:" + "c" * 64},
-            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 32654,
-                        "digest": "sha256:" + "%064x" % random.getrandbits(256)}],
-        }
-        out = self.ecr.put_image(repositoryName=self.repository, imageManifest=json.dumps(manifest), imageTag=tag)
+        out = self.ecr.put_image(repositoryName=self.repository, imageManifest=ferry_sandbox.new_manifest(), imageTag=tag)
         return out["image"]["imageId"]["imageDigest"]
 
     def live_image(self) -> str:

@@ -85,7 +85,7 @@ def round_trips(bin_dir: Path, runs: int) -> dict:
 
         # One region against three, every request delayed, interleaved runs.
         ferry_moto.LATENCY["seconds"] = LATENCY_MS / 1000
-        sandboxes = {}
+        updates = {}
         times: dict[int, list[float]] = {1: [], 3: []}
         for n in (1, 3):
             sandbox.load(config(REGIONS[:n]))
@@ -95,9 +95,9 @@ def round_trips(bin_dir: Path, runs: int) -> dict:
                 seconds, log = push_and_time(sandbox, f"staging-r{n}{i:06d}")
                 times[n].append(seconds)
                 if i == 0:
-                    sandboxes[n] = Counter(r["region"] for r in log if r["action"] == "ecs:UpdateService")
+                    updates[n] = Counter(r["region"] for r in log if r["action"] == "ecs:UpdateService")
         out["fanout"] = {n: statistics.median(t) for n, t in times.items()}
-        out["updates_per_region"] = sandboxes
+        out["updates_per_region"] = updates
         return out
     finally:
         ferry_moto.LATENCY["seconds"] = 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -76,12 +75,6 @@ def say(line: str = "") -> None:
         print(line, flush=True)
 
 
-def outcome(body) -> str:
-    """`Succeeded { deployment: ... }` -> `Succeeded`."""
-    text = body.get("outcome") or body.get("outcomes") if isinstance(body, dict) else None
-    return re.split(r"[ ({]", str(text).lstrip("["), maxsplit=1)[0] if text else str(body)
-
-
 def slack_card(message: dict) -> list[str]:
     """A Slack Block Kit message, drawn the way Slack lays it out (text only)."""
     lines = []
@@ -111,7 +104,7 @@ def show(record: fs.Record) -> None:
             say(f"{t}  {RED}{record.text}{RESET}")
             return
         colour = GREEN if result["ok"] else RED
-        say(f"{t}  lambda  ferry-{result['function']} → {colour}{outcome(result['body'])}{RESET}"
+        say(f"{t}  lambda  ferry-{result['function']} → {colour}{fs.outcome_of(result['body'])}{RESET}"
             f" {DIM}({result['seconds'] * 1000:.0f} ms){RESET}")
     elif record.kind == "slack":
         card = slack_card(record.data)

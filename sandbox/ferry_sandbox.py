@@ -98,6 +98,31 @@ class Record:
     data: dict = field(default_factory=dict)
 
 
+def create_ledger_table(ddb, name: str) -> None:
+    """Ferry's ledger table, as infra/template.yaml defines it (keys and the GSI)."""
+    attr = lambda n: {"AttributeName": n, "AttributeType": "S"}  # noqa: E731
+    ddb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[attr("pk"), attr("sk"), attr("ecs_deployment_id")],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[{"IndexName": "by-ecs-deployment",
+                                 "KeySchema": [{"AttributeName": "ecs_deployment_id", "KeyType": "HASH"}],
+                                 "Projection": {"ProjectionType": "ALL"}}],
+    )
+
+
+def new_manifest() -> str:
+    """The manifest of an image never pushed before (moto derives the digest from the
+    layers: a fresh layer, a fresh image)."""
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023,
+                   "digest": "sha256:" + "%064x" % random.getrandbits(256)},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 32654,
+                    "digest": "sha256:" + "%064x" % random.getrandbits(256)}],
+    })
+
+
 # --- Lambda ------------------------------------------------------------------------------
 
 
@@ -559,15 +584,7 @@ class Sandbox:
 
         ddb = self.client("dynamodb")
         self.table = "ferry-ledger"
-        attr = lambda n: {"AttributeName": n, "AttributeType": "S"}  # noqa: E731
-        ddb.create_table(
-            TableName=self.table, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[attr("pk"), attr("sk"), attr("ecs_deployment_id")],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            GlobalSecondaryIndexes=[{"IndexName": "by-ecs-deployment",
-                                     "KeySchema": [{"AttributeName": "ecs_deployment_id", "KeyType": "HASH"}],
-                                     "Projection": {"ProjectionType": "ALL"}}],
-        )
+        create_ledger_table(ddb, self.table)
         self.topic = self.client("sns").create_topic(Name="ferry-notifications")["TopicArn"]
         routes = {"default", *slack_routes, *(s["notify"] for s in config["services"] if "notify" in s)}
         # Webhook URLs carry a secret token, as Slack's do; it must never show up anywhere.
@@ -601,7 +618,7 @@ class Sandbox:
         return self.config_path
 
     def _create_service(self, ecs, t: Target, repository: str, network: dict) -> None:
-        image = f"{HOME_ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com/{repository}:initial"
+        image = self.image(repository, "initial")
         containers = [
             {"name": c, "image": image, "essential": True, "portMappings": [{"containerPort": 8080 + i}],
              "environment": [{"name": "ENVIRONMENT", "value": t.environment}],
@@ -662,16 +679,8 @@ class Sandbox:
         """CI pushes an image: `health` says how it behaves once running (healthy, unhealthy:
         its health URL fails, crash: its tasks never start); `migration_exit` is the exit
         code of a migration task run from it. Returns the image digest."""
-        manifest = {
-            "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023,
-                       "digest": "sha256:" + "%064x" % random.getrandbits(256)},
-            # moto derives the digest from the layers: a fresh layer, a fresh image.
-            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 32654,
-                        "digest": "sha256:" + "%064x" % random.getrandbits(256)}],
-        }
         # The image's behaviour is known before ECR announces it (the event follows PutImage).
-        image = self.client("ecr").put_image(repositoryName=repository, imageManifest=json.dumps(manifest),
+        image = self.client("ecr").put_image(repositoryName=repository, imageManifest=new_manifest(),
                                              imageTag=tag)["image"]
         digest = image["imageId"]["imageDigest"]
         self.behaviours[digest] = health
@@ -680,6 +689,10 @@ class Sandbox:
         self._record("push", f"CI pushes {repository}:{tag} ({short(digest)})"
                              + ("" if health == "healthy" else f" — an image that is {health}"))
         return digest
+
+    def image(self, repository: str, ref: str) -> str:
+        """An image of Ferry's ECR repository by digest (pinned, as Ferry deploys) or tag."""
+        return f"{HOME_ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com/{repository}{'@' if ref.startswith('sha256:') else ':'}{ref}"
 
     def ferry(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """The operator's CLI, against this sandbox."""
@@ -793,20 +806,12 @@ class Sandbox:
 
     def _on_invocation(self, result: dict) -> None:
         body = result["body"]
-        if isinstance(body, dict) and result["ok"]:
-            text = summarise(body)
-        else:
-            text = f"error (attempt {result['attempt']}): {body}"
+        text = outcome_of(body) if result["ok"] else f"error (attempt {result['attempt']}): {body}"
         self._record("invoke", f"ferry-{result['function']}: {text}", result)
 
 
-def summarise(body) -> str:
-    """One line for a handler's answer (they answer with their outcome as JSON)."""
-    if isinstance(body, dict) and len(body) == 1:
-        (kind, value), = body.items()
-        if isinstance(value, dict):
-            return f"{kind} " + ", ".join(f"{k}={v}" for k, v in value.items() if not isinstance(v, (dict, list)))
-        if isinstance(value, list):
-            return f"{kind}: " + "; ".join(summarise(v) for v in value)
-        return f"{kind}: {value}"
-    return json.dumps(body)
+def outcome_of(body) -> str:
+    """The handler's outcome, by name: the functions answer `{"outcome": "Succeeded { ... }"}`
+    (deploy and verify) or `{"outcomes": "[RollingBack { ... }]"}` (rollback)."""
+    text = (body.get("outcome") or body.get("outcomes")) if isinstance(body, dict) else None
+    return re.split(r"[ ({]", str(text).lstrip("["), maxsplit=1)[0] if text else json.dumps(body)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from ferry_sandbox import HOME_ACCOUNT, Sandbox
+from ferry_sandbox import Sandbox
 
 CONFIG = """\
 [[environments]]
@@ -23,7 +23,7 @@ health = { url = "https://api.{env}.shop.example/healthz", attempts = 2, interva
 
 
 def pinned(sandbox: Sandbox, digest: str) -> str:
-    return f"{HOME_ACCOUNT}.dkr.ecr.{sandbox.region}.amazonaws.com/shop/api@{digest}"
+    return sandbox.image("shop/api", digest)
 
 
 def deployed(sandbox: Sandbox, tag: str) -> str:

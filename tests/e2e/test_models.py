@@ -6,21 +6,13 @@ from __future__ import annotations
 import secrets
 
 from conftest import example
-from ferry_sandbox import HOME_ACCOUNT, SIDECAR_IMAGE, Sandbox, Target
+from ferry_sandbox import SIDECAR_IMAGE, Sandbox, Target
 
 REPOSITORIES = ["shop/api", "shop/web", "shop/cart", "shop/checkout", "shop/search", "shop/mailer"]
 
 
 def sha8() -> str:
     return secrets.token_hex(4)
-
-
-def pinned(sandbox: Sandbox, repository: str, digest: str) -> str:
-    return f"{HOME_ACCOUNT}.dkr.ecr.{sandbox.region}.amazonaws.com/{repository}@{digest}"
-
-
-def initial_image(sandbox: Sandbox, repository: str) -> str:
-    return f"{HOME_ACCOUNT}.dkr.ecr.{sandbox.region}.amazonaws.com/{repository}:initial"
 
 
 def only_container_changed(sandbox: Sandbox, t: Target, container: str, image: str) -> None:
@@ -46,9 +38,9 @@ def test_branch_prefixed_tags_land_in_their_cluster_and_region_and_leave_the_sid
         name = repo.split("/")[1]
         staging, production = world.target(name, "staging"), world.target(name, "production")
         assert (staging.region, staging.cluster) == ("eu-west-1", "shop-staging")
-        assert world.live_images(staging) == {name: pinned(world, repo, digest), "proxy": SIDECAR_IMAGE}
-        only_container_changed(world, staging, name, pinned(world, repo, digest))
-        assert world.live_images(production)[name] == initial_image(world, repo), "staging tags never reach production"
+        assert world.live_images(staging) == {name: world.image(repo, digest), "proxy": SIDECAR_IMAGE}
+        only_container_changed(world, staging, name, world.image(repo, digest))
+        assert world.live_images(production)[name] == world.image(repo, "initial"), "staging tags never reach production"
         (record,) = world.deployments(service=name, digest=digest)
         assert (record["environment"], record["region"], record["state"]) == ("staging", "eu-west-1", "SUCCEEDED")
 
@@ -56,7 +48,7 @@ def test_branch_prefixed_tags_land_in_their_cluster_and_region_and_leave_the_sid
     world.settle()
     production = world.target("api", "production")
     assert (production.region, production.cluster) == ("us-east-1", "shop-production")
-    assert world.live_images(production) == {"api": pinned(world, "shop/api", release), "proxy": SIDECAR_IMAGE}
+    assert world.live_images(production) == {"api": world.image("shop/api", release), "proxy": SIDECAR_IMAGE}
     (record,) = world.deployments(environment="production")
     assert (record["service"], record["region"], record["state"]) == ("api", "us-east-1", "SUCCEEDED")
     # A tag no rule matches changes nothing.
@@ -64,7 +56,7 @@ def test_branch_prefixed_tags_land_in_their_cluster_and_region_and_leave_the_sid
     world.push("shop/api", f"feature-{commit}")
     world.settle()
     assert len(world.deployments()) == before
-    assert world.live_images(production)["api"] == pinned(world, "shop/api", release)
+    assert world.live_images(production)["api"] == world.image("shop/api", release)
 
 
 def test_release_tags_go_to_each_environment_account_through_the_assumed_role(world: Sandbox) -> None:
@@ -74,14 +66,14 @@ def test_release_tags_go_to_each_environment_account_through_the_assumed_role(wo
 
     candidate = world.push("shop/api", "v0.1.0-rc.1")
     world.settle()
-    assert world.live_images(staging)["api"] == pinned(world, "shop/api", candidate)
-    assert world.live_images(production)["api"] == initial_image(world, "shop/api")
+    assert world.live_images(staging)["api"] == world.image("shop/api", candidate)
+    assert world.live_images(production)["api"] == world.image("shop/api", "initial")
     assert world.service(staging)["taskDefinition"].split(":")[4] == "111111111111"
 
     final = world.push("shop/api", "v0.1.0")
     world.settle()
-    assert world.live_images(production)["api"] == pinned(world, "shop/api", final)
-    assert world.live_images(staging)["api"] == pinned(world, "shop/api", candidate), "a final version is not a candidate"
+    assert world.live_images(production)["api"] == world.image("shop/api", final)
+    assert world.live_images(staging)["api"] == world.image("shop/api", candidate), "a final version is not a candidate"
     records = {r["tag"]: r for r in world.deployments()}
     assert set(records) == {"v0.1.0-rc.1", "v0.1.0"}
     assert (records["v0.1.0-rc.1"]["account"], records["v0.1.0-rc.1"]["state"]) == ("111111111111", "SUCCEEDED")
@@ -99,7 +91,7 @@ def test_build_numbers_feed_api_and_worker_and_production_takes_the_promoted_dig
     digest = world.push("shop/app", "v42")
     world.settle()
     for t in staging:
-        assert world.live_images(t)[t.containers[0]] == pinned(world, "shop/app", digest)
+        assert world.live_images(t)[t.containers[0]] == world.image("shop/app", digest)
     assert {r["state"] for r in world.deployments(environment="staging")} == {"SUCCEEDED"}
     assert len(world.deployments(environment="staging")) == 2, "one push, two services"
     assert not world.deployments(environment="production"), "production is only reached by promotion"
@@ -108,7 +100,7 @@ def test_build_numbers_feed_api_and_worker_and_production_takes_the_promoted_dig
     assert "prod-v42" in promoted.stdout
     world.settle()
     for t in production:
-        assert world.live_images(t)[t.containers[0]] == pinned(world, "shop/app", digest), t
+        assert world.live_images(t)[t.containers[0]] == world.image("shop/app", digest), t
     records = world.deployments(environment="production")
     assert sorted((r["region"], r["service"]) for r in records) == sorted((t.region, t.service) for t in production)
     assert {(r["digest"], r["tag"], r["state"]) for r in records} == {(digest, "prod-v42", "SUCCEEDED")}
@@ -120,7 +112,7 @@ def test_latest_is_pinned_by_digest_and_a_failing_migration_leaves_the_service_a
 
     digest = world.push("shop/store", "latest")
     world.settle()
-    assert world.live_images(staging)["store"] == pinned(world, "shop/store", digest), "deployed by digest, not :latest"
+    assert world.live_images(staging)["store"] == world.image("shop/store", digest), "deployed by digest, not :latest"
     (migration,) = world.tasks(staging)
     assert migration["command"] == ["bin/migrate", "up"]
     assert migration["task_definition"] == world.service(staging)["taskDefinition"], "the migration runs the new revision"
@@ -134,4 +126,4 @@ def test_latest_is_pinned_by_digest_and_a_failing_migration_leaves_the_service_a
     after = world.service(production)
     assert after["taskDefinition"] == before["taskDefinition"]
     assert [d["id"] for d in after["deployments"]] == [d["id"] for d in before["deployments"]], "no deployment started"
-    assert world.live_images(production)["store"] == initial_image(world, "shop/store")
+    assert world.live_images(production)["store"] == world.image("shop/store", "initial")
