@@ -1,16 +1,21 @@
-# Shared by tests/run and sandbox/run (source it from the repository root).
+# Shared by tests/run, sandbox/run, bench/run and .ci/run (source it from the repository root).
 
-# The repository's Python environment (.venv): the AWS emulator and the test tools, from
-# tests/requirements.txt, installed on first use and whenever that file changes.
-ferry_python_env() {
-  local venv="$PWD/.venv" stamp="$PWD/.venv/.ferry-requirements"
+# A virtualenv at $1 holding exactly the pinned requirements file $2: created on first
+# use, reinstalled whenever that file changes.
+ferry_venv() {
+  local venv="$1" requirements="$2"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  if ! cmp -s tests/requirements.txt "$stamp" 2>/dev/null; then
-    echo "installing the Python dependencies (moto, pytest, ...) into .venv ..." >&2
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
-    cp tests/requirements.txt "$stamp"
+  if ! cmp -s "$requirements" "$venv/.ferry-requirements" 2>/dev/null; then
+    echo "installing $requirements into $venv ..." >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$venv/.ferry-requirements"
   fi
-  export PATH="$venv/bin:$PATH" FERRY_PYTHON="$venv/bin/python"
+}
+
+# The repository's Python environment (.venv): the AWS emulator and the test tools.
+ferry_python_env() {
+  ferry_venv "$PWD/.venv" tests/requirements.txt
+  export PATH="$PWD/.venv/bin:$PATH" FERRY_PYTHON="$PWD/.venv/bin/python"
 }
 
 # The release builds of the three functions and the CLI, as Lambda and operators run them;
