@@ -480,11 +480,25 @@ def event_rules(template: dict, parameters: dict[str, str]) -> dict[str, list[tu
     rules: dict[str, list[tuple[str, dict]]] = {}
     for logical, resource in functions(template).items():
         for event_id, event in (resource["Properties"].get("Events") or {}).items():
+            if event["Type"] == "Schedule":
+                continue  # see schedules()
             assert event["Type"] == "EventBridgeRule", f"{logical}.{event_id}: {event['Type']} is not routed"
             on = resolver.resolve(event["Properties"].get("EventBusName", "default"))
             pattern = resolver.resolve(event["Properties"]["Pattern"])
             rules.setdefault(function_name(resource), []).append((on, json.loads(pattern) if isinstance(pattern, str) else pattern))
     return rules
+
+
+def schedules(template: dict, parameters: dict[str, str]) -> dict[str, list[str]]:
+    """Every function's EventBridge schedules (rules that send EventBridge's own "Scheduled
+    Event" on a schedule), resolved: function name -> [schedule expression]."""
+    resolver = Resolver(template, parameters)
+    found: dict[str, list[str]] = {}
+    for resource in functions(template).values():
+        for event in (resource["Properties"].get("Events") or {}).values():
+            if event["Type"] == "Schedule":
+                found.setdefault(function_name(resource), []).append(resolver.resolve(event["Properties"]["Schedule"]))
+    return found
 
 
 def role_of(template: dict, function: str) -> str:

@@ -677,6 +677,32 @@ def test_the_rule_delivers_successful_pushes_only(prefixes: str, delivered: bool
     assert matched == ({"ecr-push-staging.json"} if delivered else set())
 
 
+def test_only_deploy_runs_on_a_schedule_and_the_schedule_is_a_parameter() -> None:
+    assert iam.schedules(template(), PARAMETERS) == {"deploy": ["rate(15 minutes)"]}
+    assert iam.schedules(template(), {**PARAMETERS, "ReconcileSchedule": "cron(0 * * * ? *)"}) == {"deploy": ["cron(0 * * * ? *)"]}
+    # What the schedule sends: EventBridge's own "Scheduled Event", which the deploy function
+    # takes as its reconciliation (SCHEDULED_SOURCE and SCHEDULED_EVENT in shared/src/event.rs).
+    event = next(iter(deploy_function()["Properties"]["Events"][e] for e, v in deploy_function()["Properties"]["Events"].items() if v["Type"] == "Schedule"))
+    assert "Input" not in event["Properties"] and "InputPath" not in event["Properties"], "delivered as is"
+    assert (code_constant("shared/src/event.rs", "SCHEDULED_SOURCE"), code_constant("shared/src/event.rs", "SCHEDULED_EVENT")) == ("aws.events", "Scheduled Event")
+    scheduled = {"version": "0", "id": "s", "detail-type": "Scheduled Event", "source": "aws.events",
+                 "account": "123456789012", "time": "2026-11-16T02:00:00Z", "region": "eu-west-1", "resources": [], "detail": {}}
+    assert reached(scheduled, "default") == set(), "no event rule takes the schedule's events: only its own target does"
+
+
+def test_reconciliation_reads_only_this_accounts_image_lists() -> None:
+    (statement,) = granting("ecr:DescribeImages", PARAMETERS, ROLES["deploy"])
+    assert iam.actions_of(statement) == ["ecr:DescribeImages"]
+    assert as_list(statement["Resource"]) == ["arn:aws:ecr:eu-west-1:123456789012:repository/*"]
+    assert not [r for r in ROLES.values() if r != ROLES["deploy"] and granting("ecr:DescribeImages", PARAMETERS, r)]
+
+
+@pytest.mark.parametrize("logical,name", deployed_functions())
+def test_each_function_knows_its_own_account(logical: str, name: str) -> None:
+    variables = template()["Resources"][logical]["Properties"]["Environment"]["Variables"]
+    assert variables["FERRY_ACCOUNT"] == {"Ref": "AWS::AccountId"}
+
+
 def test_the_prefix_filter_only_adds_the_repository_condition() -> None:
     # The two branches of the rule's pattern (plain, and JSON text with prefixes) must not drift.
     filtered = push_pattern("shop/,billing/")
