@@ -14,12 +14,15 @@ use aws_config::SdkConfig;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use ferry::adapters::dynamodb::DynamoLedger;
+use ferry::adapters::ecr::EcrRegistry;
 use ferry::adapters::ecs::EcsAdapter;
+use ferry::adapters::notifiers::Notifiers;
 use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, TargetOutcome};
 use ferry::model::{Deployment, Origin, Push, State, Target};
 use ferry::plan::{Plan, plan, targets_of};
 use ferry::ports::{Ecs, Ledger, SystemClock};
+use ferry::reconcile::{Finding, Reconciled};
 use ferry::render::Images;
 use ferry::rules::TagRule;
 use serde_json::{Value, json};
@@ -96,6 +99,16 @@ enum Command {
     Deploy {
         /// REPOSITORY:TAG, as pushed to ECR.
         image: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Look in ECR for pushes whose events never came (ECR sends them best-effort) and deploy
+    /// them through the deploy function's handler, as its schedule does.
+    #[command(after_help = "Example:\n  ferry reconcile --dry-run")]
+    Reconcile {
+        /// Only say what would be deployed.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -195,6 +208,7 @@ where
         Command::Check => check(&ctx.config, term),
         Command::Plan { image, digest, output } => ctx.plan(image, digest.as_deref(), *output).await?,
         Command::Deploy { image, output } => ctx.deploy(image, *output).await?,
+        Command::Reconcile { dry_run, output } => ctx.reconcile(*dry_run, *output).await?,
         Command::Status { env, service, output } => ctx.status(env.as_deref(), service.as_deref(), *output).await?,
         Command::History { env, service, limit, output } => {
             ctx.history(env.as_deref(), service.as_deref(), *limit, *output).await?
@@ -270,7 +284,7 @@ impl Ctx<'_> {
             digest: String::new(),
             pushed_at: Utc::now(),
         };
-        if let Plan::Deploy { .. } = plan(&self.config, &push) {
+        if let Plan::Deploy { .. } | Plan::NotAllowed { .. } = plan(&self.config, &push) {
             let image = self.image_of(repository, tag, digest).await?;
             (push.registry_account, push.digest) = (image.account, image.digest);
         }
@@ -284,6 +298,7 @@ impl Ctx<'_> {
                     format!("{tag:?} is for {environment}, where no service uses {repository}"),
                 ));
             }
+            Plan::NotAllowed { reason, .. } => return Ok(nothing(output, reason)),
         };
         let (ledger, ecs, now) = (self.ledger()?, self.ecs(), Utc::now());
         let mut rows = Vec::new();
@@ -366,38 +381,19 @@ impl Ctx<'_> {
         let region = self.aws.region().map(|r| r.to_string()).unwrap_or_default();
         // The push event ECR sends, at the image's own push time (so that the stale check
         // orders it among other pushes); its id is the image's, so replaying it twice is one push.
-        let hex = found.digest.trim_start_matches("sha256:");
         let event = json!({
-            "version": "0", "id": format!("ferry-deploy-{}-{tag}", &hex[..hex.len().min(16)]),
+            "version": "0", "id": ferry::reconcile::replay_event_id(&found.digest, tag),
             "detail-type": "ECR Image Action", "source": "aws.ecr", "account": found.account,
             "time": found.pushed_at.unwrap_or_else(Utc::now).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
             "region": region, "resources": [],
             "detail": {"result": "SUCCESS", "repository-name": repository, "image-digest": found.digest,
                        "action-type": "PUSH", "image-tag": tag},
         });
-        let (ecs, ledger) = (self.ecs(), self.ledger()?);
-        let notifier = ferry::adapters::notifiers::Notifiers::new(
-            self.aws,
-            self.cli.topic_arn.as_deref(),
-            self.cli.slack_secret.as_deref(),
-        );
-        let deployer = Deployer {
-            config: &self.config,
-            ecs: &ecs,
-            ledger: &ledger,
-            notifier: &notifier,
-            clock: &SystemClock,
-            settings: DeploySettings::default(),
-        };
-        let attempt = format!("ferry-cli-{}-{}", std::process::id(), Utc::now().timestamp_millis());
-        let outcome = deployer
-            .handle(event, &Invocation { attempt, deadline: None })
-            .await
-            .map_err(|e| fail(format!("{e}: run it again to resume")))?;
-        let rows: Vec<Value> = match &outcome {
+        let rows: Vec<Value> = match self.handle(event).await? {
             Outcome::Deployed(targets) => targets.iter().map(target_outcome_json).collect(),
             Outcome::Unplanned(plan) => return Ok(nothing(output, format!("{plan:?}"))),
-            Outcome::Ignored(why) => return Ok(nothing(output, why.clone())),
+            Outcome::Ignored(why) | Outcome::Rejected(why) => return Ok(nothing(output, why)),
+            Outcome::Reconciled(_) => return Err(fail("the deploy handler reconciled instead of deploying")),
         };
         Ok(match output {
             Output::Json => pretty(&json!(rows)),
@@ -406,6 +402,53 @@ impl Ctx<'_> {
                 let cells: Vec<Vec<String>> =
                     rows.iter().map(|r| vec![s(&r["target"]), s(&r["outcome"]), s(&r["detail"])]).collect();
                 table::render(self.term, &["TARGET", "OUTCOME", "DETAIL"], &cells)
+            }
+        })
+    }
+
+    /// The deploy function's handler, run here with this operator's credentials, on `event`.
+    async fn handle(&self, event: Value) -> Result<Outcome, Failure> {
+        self.deployer(async |deployer, invocation| deployer.handle(event, &invocation).await).await
+    }
+
+    /// Runs `work` with the deploy function's handler, as the operator.
+    async fn deployer<T>(
+        &self,
+        work: impl AsyncFnOnce(&OperatorDeployer<'_>, Invocation) -> Result<T, ferry::deploy::Retryable>,
+    ) -> Result<T, Failure> {
+        let (ecs, ledger, registry) = (self.ecs(), self.ledger()?, EcrRegistry::new(self.aws));
+        let notifier = Notifiers::new(self.aws, self.cli.topic_arn.as_deref(), self.cli.slack_secret.as_deref());
+        let deployer = Deployer {
+            config: &self.config,
+            ecs: &ecs,
+            ledger: &ledger,
+            notifier: &notifier,
+            clock: &SystemClock,
+            registry: &registry,
+            settings: DeploySettings::default(),
+        };
+        let attempt = format!("ferry-cli-{}-{}", std::process::id(), Utc::now().timestamp_millis());
+        work(&deployer, Invocation { attempt, deadline: None })
+            .await
+            .map_err(|e| fail(format!("{e}: run it again to resume")))
+    }
+
+    async fn reconcile(&self, dry_run: bool, output: Output) -> Result<String, Failure> {
+        let found = self.deployer(async |deployer, invocation| deployer.reconcile(&invocation, dry_run).await).await?;
+        let rows: Vec<Value> = found.iter().map(|r| reconciled_json(r, dry_run)).collect();
+        Ok(match output {
+            Output::Json => pretty(&json!(rows)),
+            Output::Table => {
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                let cells: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| {
+                        let image =
+                            format!("{}:{} ({})", s(&r["repository"]), s(&r["tag"]), short_digest(&s(&r["digest"])));
+                        vec![s(&r["target"]), image, s(&r["pushed_at"]), s(&r["finding"]), s(&r["detail"])]
+                    })
+                    .collect();
+                table::render(self.term, &["TARGET", "NEWEST IMAGE", "PUSHED", "FINDING", "DETAIL"], &cells)
             }
         })
     }
@@ -717,11 +760,32 @@ impl Ctx<'_> {
     }
 }
 
+/// The deploy function's handler with the operator's clients.
+type OperatorDeployer<'a> = Deployer<'a, EcsAdapter, DynamoLedger, Notifiers, SystemClock, EcrRegistry>;
+
 /// An image as ECR describes it.
 struct EcrImage {
     account: String,
     digest: String,
     pushed_at: Option<DateTime<Utc>>,
+}
+
+fn reconciled_json(r: &Reconciled, dry_run: bool) -> Value {
+    let (finding, detail) = match &r.finding {
+        Finding::UpToDate(why) => ("up to date", why.clone()),
+        Finding::NeverDeployed => ("not yet deployed by Ferry", "its first push will deploy it".to_string()),
+        Finding::Busy(why) => ("busy", why.clone()),
+        Finding::Missed(None) => ("missed", if dry_run { "would deploy it" } else { "" }.to_string()),
+        Finding::Missed(Some(outcome)) => {
+            let o = target_outcome_json(outcome);
+            (
+                "missed",
+                format!("{}: {}", o["outcome"].as_str().unwrap_or_default(), o["detail"].as_str().unwrap_or_default()),
+            )
+        }
+    };
+    json!({"target": r.target, "repository": r.repository, "tag": r.tag, "digest": r.digest,
+           "pushed_at": r.pushed_at.to_rfc3339(), "finding": finding, "detail": detail})
 }
 
 fn target_outcome_json(o: &TargetOutcome) -> Value {

@@ -19,6 +19,10 @@ pub struct Config {
     /// Environments in the order written; the first whose rules match a tag wins.
     pub environments: Vec<Environment>,
     pub services: Vec<Service>,
+    /// Ferry's own AWS account (the functions' `FERRY_ACCOUNT`), when known: targets that
+    /// name no account are in it, and Ferry's own events and ECR pushes come from it. Events
+    /// from any other account than it and the targets' are rejected.
+    pub home_account: Option<String>,
 }
 
 /// Which of an environment's deployments are posted to Slack (SNS always gets every one,
@@ -38,6 +42,46 @@ pub struct Environment {
     /// Tag rules in the order written: first match wins.
     pub rules: Vec<TagRule>,
     pub targets: Vec<TargetSpec>,
+    /// The accounts whose ECR registries may deploy here; empty: Ferry's own account only.
+    pub registry_accounts: Vec<String>,
+    /// The repositories (globs: `shop/*`) that may deploy here; empty: any the services name.
+    pub repositories: Vec<String>,
+}
+
+impl Environment {
+    /// Why a push from `repository` in `account`'s registry may not deploy here, if it may not.
+    pub fn refuses(&self, account: &str, repository: &str, home: Option<&str>) -> Option<String> {
+        let allowed = |a: &str| match self.registry_accounts.as_slice() {
+            [] => home.is_none_or(|home| home == a),
+            listed => listed.iter().any(|l| l == a),
+        };
+        if !allowed(account) {
+            let listed = if self.registry_accounts.is_empty() {
+                "Ferry's own account".to_string()
+            } else {
+                self.registry_accounts.join(", ")
+            };
+            return Some(format!(
+                "{:?} takes images only from the registries of {listed}, not of account {account}",
+                self.name
+            ));
+        }
+        self.refuses_repository(repository)
+    }
+
+    /// Why images of `repository` may not deploy here, if they may not.
+    pub fn refuses_repository(&self, repository: &str) -> Option<String> {
+        if self.repositories.is_empty()
+            || self.repositories.iter().any(|p| crate::rules::glob_match(p.as_bytes(), repository.as_bytes()))
+        {
+            return None;
+        }
+        Some(format!(
+            "{:?} takes images only from the repositories {}, not from {repository}",
+            self.name,
+            self.repositories.join(", ")
+        ))
+    }
 }
 
 /// Where an environment's services run: one ECS cluster in one region, optionally in
@@ -49,6 +93,13 @@ pub struct TargetSpec {
     /// The account the cluster lives in, when it is known (always when `role_arn` is set).
     pub account: Option<String>,
     pub role_arn: Option<String>,
+}
+
+impl TargetSpec {
+    /// Whether the target is in `account` (a target that names none is in Ferry's own).
+    pub fn in_account(&self, account: &str, home: Option<&str>) -> bool {
+        self.account.as_deref().or(home).is_none_or(|a| a == account)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +211,24 @@ impl Config {
     pub fn environment_for_tag(&self, tag: &str) -> Option<&Environment> {
         self.environments.iter().find(|e| e.rules.iter().any(|r| r.matches(tag)))
     }
+
+    /// Whether `account` is Ferry's own (always, when Ferry does not know its own).
+    pub fn is_home(&self, account: &str) -> bool {
+        self.home_account.as_deref().is_none_or(|home| home == account)
+    }
+
+    /// Whether an ECR push from `account`'s registry may deploy anywhere: Ferry's own
+    /// account, or one an environment lists in `registry_accounts`.
+    pub fn takes_pushes_from(&self, account: &str) -> bool {
+        self.is_home(account) || self.environments.iter().any(|e| e.registry_accounts.iter().any(|a| a == account))
+    }
+
+    /// Whether an AWS service's event from `account` can concern Ferry: it comes from Ferry's
+    /// own account or from one a target is in.
+    pub fn knows_account(&self, account: &str) -> bool {
+        self.is_home(account)
+            || self.environments.iter().flat_map(|e| &e.targets).any(|t| t.account.as_deref() == Some(account))
+    }
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
@@ -191,6 +260,10 @@ struct RawEnvironment {
     slack: Option<Spanned<String>>,
     rules: Spanned<Vec<Spanned<RawRule>>>,
     targets: Spanned<Vec<Spanned<RawTarget>>>,
+    #[serde(default)]
+    registry_accounts: Vec<Spanned<String>>,
+    #[serde(default)]
+    repositories: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -384,7 +457,7 @@ impl RawConfig {
             }
             services.push(service);
         }
-        Ok(Config { environments, services })
+        Ok(Config { environments, services, home_account: None })
     }
 }
 
@@ -412,6 +485,19 @@ impl RawEnvironment {
                 rule.into_inner().validate().map_err(|e| (span, e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        for account in &self.registry_accounts {
+            if !is_account(account.get_ref()) {
+                return Err(invalid(account, format!("{:?} is not a 12-digit AWS account id", account.get_ref())));
+            }
+        }
+        for pattern in &self.repositories {
+            if !is_repository(&pattern.get_ref().replace(['*', '?'], "x")) {
+                return Err(invalid(
+                    pattern,
+                    format!("{:?} is not an ECR repository name or glob (shop/*)", pattern.get_ref()),
+                ));
+            }
+        }
         let mut targets = Vec::new();
         for target in self.targets.into_inner() {
             let span = target.span();
@@ -421,7 +507,14 @@ impl RawEnvironment {
             }
             targets.push(target);
         }
-        Ok(Environment { name, slack, rules, targets })
+        Ok(Environment {
+            name,
+            slack,
+            rules,
+            targets,
+            registry_accounts: self.registry_accounts.into_iter().map(Spanned::into_inner).collect(),
+            repositories: self.repositories.into_iter().map(Spanned::into_inner).collect(),
+        })
     }
 }
 
@@ -499,8 +592,11 @@ impl RawService {
             containers.push(c.get_ref().clone());
         }
         for env in &self.environments {
-            if !environments.iter().any(|e| &e.name == env.get_ref()) {
+            let Some(e) = environments.iter().find(|e| &e.name == env.get_ref()) else {
                 return Err(invalid(env, format!("unknown environment {:?}", env.get_ref())));
+            };
+            if let Some(why) = e.refuses_repository(self.repository.get_ref()) {
+                return Err(invalid(env, why));
             }
         }
         let health = match self.health {
@@ -756,6 +852,15 @@ environments = ["production"]
                 "defined twice",
             ),
             ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }\n", 3, ""),
+            (&format!("{env}registry_accounts = [\"12345\"]\n"), 5, "not a 12-digit AWS account id"),
+            (&format!("{env}repositories = [\"shop/*\", \"Shop/api\"]\n"), 5, "not an ECR repository name or glob"),
+            (
+                &format!(
+                    "{env}repositories = [\"shop/*\"]\n\n[[services]]\nrepository = \"billing/api\"\nname = \"x\"\ncontainers = [\"a\"]\nenvironments = [\"staging\"]\n"
+                ),
+                11,
+                "only from the repositories shop/*, not from billing/api",
+            ),
         ];
         for (text, line, reason) in cases {
             let err = Config::parse("ferry.toml", text).expect_err(text);
@@ -763,6 +868,32 @@ environments = ["production"]
             assert!(err.reason.contains(reason), "reason for {text:?}: {err}");
             assert!(err.to_string().starts_with(&format!("ferry.toml:{line}:")), "{err}");
         }
+    }
+
+    #[test]
+    fn an_environment_can_take_images_only_from_named_registries_and_repositories() {
+        let text = GOOD.replacen(
+            "name = \"production\"\n",
+            "name = \"production\"\nregistry_accounts = [\"111111111111\"]\nrepositories = [\"shop/*\", \"tools/migrate\"]\n",
+            1,
+        );
+        let mut c = Config::parse("ferry.toml", &text).expect("valid");
+        let prod = c.environment("production").expect("production").clone();
+        assert_eq!(prod.registry_accounts, ["111111111111"]);
+        assert_eq!(prod.refuses("111111111111", "shop/api", None), None);
+        assert_eq!(prod.refuses("111111111111", "tools/migrate", None), None);
+        assert!(prod.refuses("111111111111", "shopping/api", None).is_some_and(|r| r.contains("shop/*")));
+        assert!(prod.refuses("123456789012", "shop/api", None).is_some_and(|r| r.contains("111111111111")));
+        // Without a list, an environment takes Ferry's own registry: any, while Ferry does not know its account.
+        let staging = c.environment("staging").expect("staging").clone();
+        assert_eq!(staging.refuses("999999999999", "any/repo", None), None);
+        c.home_account = Some("123456789012".into());
+        assert_eq!(staging.refuses("123456789012", "any/repo", Some("123456789012")), None);
+        assert!(staging.refuses("999999999999", "any/repo", Some("123456789012")).is_some());
+        assert!(c.takes_pushes_from("111111111111") && c.takes_pushes_from("123456789012"));
+        assert!(!c.takes_pushes_from("999999999999"));
+        // Events from a target's account (named by its role) are known; others are not.
+        assert!(c.knows_account("210987654321") && !c.knows_account("999999999999"));
     }
 
     #[test]

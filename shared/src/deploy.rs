@@ -13,11 +13,12 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Migration};
-use crate::event::{EcrEvent, parse_ecr_event};
+use crate::event::{DeployEvent, Received, parse_deploy_event};
 use crate::model::{Deployment, Push, Refusal, State};
 use crate::notify::Notification;
 use crate::plan::{Plan, TargetPlan, plan};
-use crate::ports::{Begin, Clock, Ecs, EcsError, Ledger, LedgerError, Notifier, Revision, ServiceInfo};
+use crate::ports::{Begin, Clock, Ecs, EcsError, Ledger, LedgerError, Notifier, Registry, Revision, ServiceInfo};
+use crate::reconcile::Reconciled;
 
 /// Timings of the deploy handler.
 #[derive(Debug, Clone)]
@@ -44,11 +45,16 @@ impl Default for DeploySettings {
 /// What the handler did with one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Not a push Ferry acts on (a failed push, a delete, another source, malformed).
+    /// Not a push Ferry acts on (a failed push, a delete, malformed).
     Ignored(String),
+    /// An event the deploy function's rules never send it (another source), or a push from
+    /// a registry account Ferry does not take images from: logged as a warning, nothing done.
+    Rejected(String),
     /// A push that deploys nothing: the repository, the tag or the environment matches no service.
     Unplanned(Plan),
     Deployed(Vec<TargetOutcome>),
+    /// The reconciliation schedule fired: what it found per target (see [`crate::reconcile`]).
+    Reconciled(Vec<Reconciled>),
 }
 
 /// What happened on one target.
@@ -96,12 +102,14 @@ pub struct Invocation {
 
 /// The deploy handler and the ports it works through.
 #[derive(Debug)]
-pub struct Deployer<'a, E, L, N, C> {
+pub struct Deployer<'a, E, L, N, C, R> {
     pub config: &'a Config,
     pub ecs: &'a E,
     pub ledger: &'a L,
     pub notifier: &'a N,
     pub clock: &'a C,
+    /// ECR, read by reconciliation only.
+    pub registry: &'a R,
     pub settings: DeploySettings,
 }
 
@@ -121,32 +129,54 @@ impl From<EcsError> for Stop {
     }
 }
 
-impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
+impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N, C, R> {
     /// Handles one EventBridge event. `Err` only for what a retry can fix.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<Outcome, Retryable> {
-        let push = match parse_ecr_event(event) {
-            Ok(EcrEvent::Push(push)) => push,
-            Ok(EcrEvent::Ignored(why)) => {
+        let push = match parse_deploy_event(event) {
+            Ok(Received::Act(DeployEvent::Push(push))) => push,
+            Ok(Received::Act(DeployEvent::Reconcile { account })) if self.config.is_home(&account) => {
+                return self.reconcile(invocation, false).await.map(Outcome::Reconciled);
+            }
+            Ok(Received::Act(DeployEvent::Reconcile { account })) => {
+                return Ok(rejected(format!("a reconciliation schedule of account {account}, not Ferry's")));
+            }
+            Ok(Received::Ignored(why)) => {
                 info!(reason = %why, "event ignored");
                 return Ok(Outcome::Ignored(why));
             }
+            Ok(Received::Rejected(why)) => return Ok(rejected(why)),
             Err(malformed) => {
                 warn!(error = %malformed, "malformed event acknowledged without action");
                 return Ok(Outcome::Ignored(malformed.to_string()));
             }
         };
         info!(event = %push.event_id, repository = %push.repository, tag = %push.tag, digest = %push.digest, "push received");
-        let targets = match plan(self.config, &push) {
+        if !self.config.takes_pushes_from(&push.registry_account) {
+            return Ok(rejected(format!(
+                "a push to the registry of account {}, which no environment takes images from",
+                push.registry_account
+            )));
+        }
+        self.deploy_push(&push, invocation).await
+    }
+
+    /// Deploys `push` to every target it plans to, concurrently.
+    pub(crate) async fn deploy_push(&self, push: &Push, invocation: &Invocation) -> Result<Outcome, Retryable> {
+        let targets = match plan(self.config, push) {
             Plan::Deploy { environment, targets } => {
                 info!(environment = %environment, targets = targets.len(), "push matched");
                 targets
+            }
+            Plan::NotAllowed { environment, reason } => {
+                warn!(environment = %environment, repository = %push.repository, account = %push.registry_account, reason = %reason, "push refused");
+                return Ok(Outcome::Unplanned(Plan::NotAllowed { environment, reason }));
             }
             unplanned => {
                 info!(repository = %push.repository, tag = %push.tag, outcome = ?unplanned, "push deploys nothing");
                 return Ok(Outcome::Unplanned(unplanned));
             }
         };
-        let results = join_all(targets.iter().map(|t| self.deploy_target(&push, t, invocation))).await;
+        let results = join_all(targets.iter().map(|t| self.deploy_target(push, t, invocation))).await;
         let mut outcomes = Vec::with_capacity(results.len());
         let mut retry = Vec::new();
         for result in results {
@@ -163,7 +193,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
         Ok(Outcome::Deployed(outcomes))
     }
 
-    async fn deploy_target(
+    pub(crate) async fn deploy_target(
         &self,
         push: &Push,
         plan: &TargetPlan,
@@ -207,17 +237,15 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
                 deployment.reason = Some(reason.clone());
                 TargetOutcome::Skipped { target: target.clone(), reason }
             }
-            // The record stays PENDING and the lock is given up, so the redelivered event
-            // resumes the deployment at once (if this fails too, the lease lapses).
             Err(Stop::Retry(reason)) => {
-                if let Err(e) = self.ledger.unlock(&plan.target, &invocation.attempt).await {
-                    warn!(target = %target, error = %e, "could not give up the lock; it lapses with the lease");
-                }
-                return Err(Retryable(format!("{target}: {reason}")));
+                return Err(self.give_up(plan, invocation, format!("{target}: {reason}")).await);
             }
         };
         deployment.updated_at = self.clock.now();
-        self.ledger.finish(&deployment, &invocation.attempt).await?;
+        if let Err(e) = self.ledger.finish(&deployment, &invocation.attempt).await {
+            // The redelivered event finds the service updated and adopts the rollout.
+            return Err(self.give_up(plan, invocation, format!("{target}: {e}")).await);
+        }
         match &outcome {
             TargetOutcome::Failed { reason, .. } => error!(target = %target, reason = %reason, "deployment failed"),
             _ => info!(target = %target, outcome = ?outcome, "deployment recorded"),
@@ -226,6 +254,15 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
             self.notify(&deployment).await;
         }
         Ok(outcome)
+    }
+
+    /// Gives up the target's lock for a retry: the record stays PENDING, and the redelivered
+    /// event resumes the deployment at once (if this fails too, the lease lapses).
+    async fn give_up(&self, plan: &TargetPlan, invocation: &Invocation, reason: String) -> Retryable {
+        if let Err(e) = self.ledger.unlock(&plan.target, &invocation.attempt).await {
+            warn!(target = %plan.target, error = %e, "could not give up the lock; it lapses with the lease");
+        }
+        Retryable(reason)
     }
 
     /// Records the deployment and takes the target's lock, waiting a while for another
@@ -340,6 +377,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Deployer<'_, E, L, N, C> {
     async fn notify(&self, deployment: &Deployment) {
         crate::notify::send(self.notifier, self.ledger, Notification::about(self.config, deployment, None)).await;
     }
+}
+
+fn rejected(why: String) -> Outcome {
+    warn!(reason = %why, "event rejected");
+    Outcome::Rejected(why)
 }
 
 /// How long after its invocation's deadline a lock lapses.

@@ -13,12 +13,24 @@ use crate::model::Push;
 #[error("malformed event: {0}")]
 pub struct MalformedEvent(pub String);
 
-/// What an "ECR Image Action" event means to the deploy function.
+/// What a function received: an event it acts on, one it has nothing to do with
+/// (acknowledged and logged), or one its rules never send it (another source or kind:
+/// rejected, and logged as a warning). Either way a retry would change nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EcrEvent {
-    Push(Push),
-    /// Not a successful, tagged push (a failed push, a delete, another source): nothing to do.
+pub enum Received<T> {
+    Act(T),
     Ignored(String),
+    Rejected(String),
+}
+
+/// What the deploy function is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployEvent {
+    /// A successful, tagged push to ECR.
+    Push(Push),
+    /// The reconciliation schedule fired (an EventBridge "Scheduled Event" in `account`):
+    /// look in ECR for pushes whose events never came.
+    Reconcile { account: String },
 }
 
 #[derive(Deserialize)]
@@ -34,25 +46,39 @@ struct EcrDetail {
     image_tag: Option<String>,
 }
 
+/// The source and detail-type of EventBridge's own scheduled events (a rule with a schedule).
+pub const SCHEDULED_SOURCE: &str = "aws.events";
+pub const SCHEDULED_EVENT: &str = "Scheduled Event";
+
+fn envelope(event: Value) -> Result<EventBridgeEvent<Value>, MalformedEvent> {
+    serde_json::from_value(event).map_err(|e| MalformedEvent(format!("not an EventBridge event: {e}")))
+}
+
+fn unexpected(envelope: &EventBridgeEvent<Value>) -> String {
+    format!("unexpected event (source {:?}, detail-type {:?})", envelope.source, envelope.detail_type)
+}
+
 /// Parses an EventBridge event addressed to the deploy function.
-pub fn parse_ecr_event(event: Value) -> Result<EcrEvent, MalformedEvent> {
-    let envelope: EventBridgeEvent<Value> =
-        serde_json::from_value(event).map_err(|e| MalformedEvent(format!("not an EventBridge event: {e}")))?;
-    if envelope.source != "aws.ecr" || envelope.detail_type != "ECR Image Action" {
-        return Ok(EcrEvent::Ignored(format!(
-            "not an ECR image action (source {:?}, detail-type {:?})",
-            envelope.source, envelope.detail_type
-        )));
+pub fn parse_deploy_event(event: Value) -> Result<Received<DeployEvent>, MalformedEvent> {
+    let envelope = envelope(event)?;
+    match (envelope.source.as_str(), envelope.detail_type.as_str()) {
+        ("aws.ecr", "ECR Image Action") => {}
+        (SCHEDULED_SOURCE, SCHEDULED_EVENT) => {
+            let account = envelope.account.filter(|a| !a.is_empty());
+            let account = account.ok_or_else(|| MalformedEvent("missing account".into()))?;
+            return Ok(Received::Act(DeployEvent::Reconcile { account }));
+        }
+        _ => return Ok(Received::Rejected(unexpected(&envelope))),
     }
     let detail: EcrDetail =
         serde_json::from_value(envelope.detail).map_err(|e| MalformedEvent(format!("ECR detail: {e}")))?;
     let action = detail.action_type.unwrap_or_default();
     let result = detail.result.unwrap_or_default();
     if action != "PUSH" || result != "SUCCESS" {
-        return Ok(EcrEvent::Ignored(format!("action {action:?} with result {result:?} is not a successful push")));
+        return Ok(Received::Ignored(format!("action {action:?} with result {result:?} is not a successful push")));
     }
     let Some(tag) = detail.image_tag.filter(|t| !t.is_empty()) else {
-        return Ok(EcrEvent::Ignored("untagged push".into()));
+        return Ok(Received::Ignored("untagged push".into()));
     };
     let required = |field: Option<String>, name: &str| {
         field.filter(|v| !v.is_empty()).ok_or_else(|| MalformedEvent(format!("missing {name}")))
@@ -61,7 +87,7 @@ pub fn parse_ecr_event(event: Value) -> Result<EcrEvent, MalformedEvent> {
     if !is_digest(&digest) {
         return Err(MalformedEvent(format!("{digest:?} is not an image digest")));
     }
-    Ok(EcrEvent::Push(Push {
+    Ok(Received::Act(DeployEvent::Push(Push {
         event_id: required(envelope.id, "id")?,
         registry_account: required(envelope.account, "account")?,
         registry_region: required(envelope.region, "region")?,
@@ -69,7 +95,7 @@ pub fn parse_ecr_event(event: Value) -> Result<EcrEvent, MalformedEvent> {
         tag,
         digest,
         pushed_at: envelope.time.ok_or_else(|| MalformedEvent("missing time".into()))?,
-    }))
+    })))
 }
 
 /// What an "ECS Deployment State Change" event says.
@@ -114,13 +140,11 @@ struct EcsDetail {
     reason: Option<String>,
 }
 
-/// Parses an event addressed to the verify function: `Ok(None)` for anything that is not
-/// an ECS deployment state change Ferry acts on.
-pub fn parse_ecs_event(event: Value) -> Result<Option<EcsDeploymentEvent>, MalformedEvent> {
-    let envelope: EventBridgeEvent<Value> =
-        serde_json::from_value(event).map_err(|e| MalformedEvent(format!("not an EventBridge event: {e}")))?;
+/// Parses an event addressed to the verify function: an ECS deployment state change.
+pub fn parse_ecs_event(event: Value) -> Result<Received<EcsDeploymentEvent>, MalformedEvent> {
+    let envelope = envelope(event)?;
     if envelope.source != "aws.ecs" || envelope.detail_type != "ECS Deployment State Change" {
-        return Ok(None);
+        return Ok(Received::Rejected(unexpected(&envelope)));
     }
     let detail: EcsDetail =
         serde_json::from_value(envelope.detail).map_err(|e| MalformedEvent(format!("ECS detail: {e}")))?;
@@ -128,7 +152,7 @@ pub fn parse_ecs_event(event: Value) -> Result<Option<EcsDeploymentEvent>, Malfo
         Some("SERVICE_DEPLOYMENT_IN_PROGRESS") => EcsEventKind::InProgress,
         Some("SERVICE_DEPLOYMENT_COMPLETED") => EcsEventKind::Completed,
         Some("SERVICE_DEPLOYMENT_FAILED") => EcsEventKind::Failed,
-        _ => return Ok(None),
+        other => return Ok(Received::Ignored(format!("ECS deployment event {other:?} is not one Ferry acts on"))),
     };
     // arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/SERVICE
     let arn = envelope
@@ -151,7 +175,7 @@ pub fn parse_ecs_event(event: Value) -> Result<Option<EcsDeploymentEvent>, Malfo
         .deployment_id
         .filter(|d| !d.is_empty())
         .ok_or_else(|| MalformedEvent("missing detail.deploymentId".into()))?;
-    Ok(Some(EcsDeploymentEvent {
+    Ok(Received::Act(EcsDeploymentEvent {
         event_id: envelope.id.unwrap_or_default(),
         kind,
         deployment_id,
@@ -167,14 +191,29 @@ pub fn parse_ecs_event(event: Value) -> Result<Option<EcsDeploymentEvent>, Malfo
 /// Why the rollback function was invoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RollbackTrigger {
-    /// Ferry's verify function announced a failed deployment.
-    DeploymentFailed { deployment: String, account: Option<String>, region: String, cluster: String, service: String },
+    /// Ferry's verify function announced a failed deployment; `from` is the account that
+    /// sent the event (Ferry's own, or it is rejected).
+    DeploymentFailed {
+        deployment: String,
+        account: Option<String>,
+        region: String,
+        cluster: String,
+        service: String,
+        from: String,
+    },
     /// ECS failed a deployment.
     EcsFailed(EcsDeploymentEvent),
     /// A CloudWatch alarm went into ALARM.
     Alarm { name: String, account: String, region: String, reason: String },
-    /// An operator asked (the CLI's `ferry rollback`).
-    Requested { environment: String, service: String, region: Option<String>, to: Option<String>, by: String },
+    /// An operator asked (the CLI's `ferry rollback`), from account `from`.
+    Requested {
+        environment: String,
+        service: String,
+        region: Option<String>,
+        to: Option<String>,
+        by: String,
+        from: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -209,52 +248,56 @@ struct RequestDetail {
     requested_by: Option<String>,
 }
 
-/// Parses an event addressed to the rollback function: `Ok(None)` for one it does not act on.
-pub fn parse_rollback_trigger(event: Value) -> Result<Option<RollbackTrigger>, MalformedEvent> {
-    let envelope: EventBridgeEvent<Value> =
-        serde_json::from_value(event.clone()).map_err(|e| MalformedEvent(format!("not an EventBridge event: {e}")))?;
+/// Parses an event addressed to the rollback function.
+pub fn parse_rollback_trigger(event: Value) -> Result<Received<RollbackTrigger>, MalformedEvent> {
+    let envelope = envelope(event.clone())?;
     let detail = |what: &str| MalformedEvent(format!("{what} detail"));
+    let from = envelope.account.clone().unwrap_or_default();
     match (envelope.source.as_str(), envelope.detail_type.as_str()) {
         (crate::adapters::http::EVENT_SOURCE, crate::adapters::http::DEPLOYMENT_FAILED) => {
             let d: FailedDetail =
                 serde_json::from_value(envelope.detail).map_err(|e| detail(&format!("Deployment Failed: {e};")))?;
-            Ok(Some(RollbackTrigger::DeploymentFailed {
+            Ok(Received::Act(RollbackTrigger::DeploymentFailed {
                 deployment: d.deployment,
                 account: d.account,
                 region: d.region,
                 cluster: d.cluster,
                 service: d.service,
+                from,
             }))
         }
         (crate::adapters::http::EVENT_SOURCE, ROLLBACK_REQUESTED) => {
             let d: RequestDetail =
                 serde_json::from_value(envelope.detail).map_err(|e| detail(&format!("Rollback Requested: {e};")))?;
-            Ok(Some(RollbackTrigger::Requested {
+            Ok(Received::Act(RollbackTrigger::Requested {
                 environment: d.environment,
                 service: d.service,
                 region: d.region,
                 to: d.to,
                 by: d.requested_by.unwrap_or_else(|| "an operator".into()),
+                from,
             }))
         }
         ("aws.cloudwatch", "CloudWatch Alarm State Change") => {
             let d: AlarmDetail =
                 serde_json::from_value(envelope.detail).map_err(|e| detail(&format!("alarm: {e};")))?;
             if d.state.value != "ALARM" {
-                return Ok(None);
+                return Ok(Received::Ignored(format!("alarm {} went to {}, not ALARM", d.alarm_name, d.state.value)));
             }
-            Ok(Some(RollbackTrigger::Alarm {
+            Ok(Received::Act(RollbackTrigger::Alarm {
                 name: d.alarm_name,
-                account: envelope.account.unwrap_or_default(),
+                account: from,
                 region: envelope.region.unwrap_or_default(),
                 reason: d.state.reason,
             }))
         }
-        ("aws.ecs", _) => match parse_ecs_event(event)? {
-            Some(ev) if ev.kind == EcsEventKind::Failed => Ok(Some(RollbackTrigger::EcsFailed(ev))),
-            _ => Ok(None),
-        },
-        _ => Ok(None),
+        ("aws.ecs", _) => Ok(match parse_ecs_event(event)? {
+            Received::Act(ev) if ev.kind == EcsEventKind::Failed => Received::Act(RollbackTrigger::EcsFailed(ev)),
+            Received::Act(ev) => Received::Ignored(format!("ECS deployment {} did not fail", ev.deployment_id)),
+            Received::Ignored(why) => Received::Ignored(why),
+            Received::Rejected(why) => Received::Rejected(why),
+        }),
+        _ => Ok(Received::Rejected(unexpected(&envelope))),
     }
 }
 
@@ -281,7 +324,9 @@ mod tests {
 
     #[test]
     fn a_successful_push_is_parsed() {
-        let EcrEvent::Push(push) = parse_ecr_event(sample("ecr-push-staging.json")).expect("parse") else {
+        let Received::Act(DeployEvent::Push(push)) =
+            parse_deploy_event(sample("ecr-push-staging.json")).expect("parse")
+        else {
             panic!("not a push");
         };
         assert_eq!(push.event_id, "13cde686-328b-6117-af20-0e5566167482");
@@ -295,16 +340,24 @@ mod tests {
     }
 
     #[test]
-    fn everything_but_a_tagged_successful_push_is_ignored_or_malformed() {
-        let ignored = |v| matches!(parse_ecr_event(v), Ok(EcrEvent::Ignored(_)));
+    fn everything_but_a_tagged_successful_push_is_ignored_rejected_or_malformed() {
+        let ignored = |v| matches!(parse_deploy_event(v), Ok(Received::Ignored(_)));
         assert!(ignored(sample("ecr-push-failed.json")));
         assert!(ignored(sample("ecr-delete.json")));
-        assert!(ignored(sample("ecs-deployment-completed.json")));
         let mut untagged = sample("ecr-push-staging.json");
         untagged["detail"].as_object_mut().expect("detail").remove("image-tag");
         assert!(ignored(untagged));
+        // The push rule never sends another source: such an event is rejected, by name.
+        let rejected = parse_deploy_event(sample("ecs-deployment-completed.json")).expect("parse");
+        assert!(
+            matches!(&rejected, Received::Rejected(why) if why.contains("aws.ecs") && why.contains("ECS Deployment State Change")),
+            "{rejected:?}"
+        );
+        let mut spoofed = sample("ecr-push-staging.json");
+        spoofed["source"] = "my.app".into();
+        assert!(matches!(parse_deploy_event(spoofed), Ok(Received::Rejected(_))));
 
-        let malformed = |v: Value| parse_ecr_event(v).expect_err("malformed").0;
+        let malformed = |v: Value| parse_deploy_event(v).expect_err("malformed").0;
         assert!(malformed(serde_json::json!({"hello": "world"})).contains("not an EventBridge event"));
         assert!(malformed(serde_json::json!([1, 2])).contains("not an EventBridge event"));
         let mut no_digest = sample("ecr-push-staging.json");
@@ -319,8 +372,26 @@ mod tests {
     }
 
     #[test]
+    fn the_reconciliation_schedule_is_parsed() {
+        let scheduled = serde_json::json!({"version": "0", "id": "s1", "detail-type": "Scheduled Event",
+            "source": "aws.events", "account": "123456789012", "time": "2026-11-16T02:00:00Z",
+            "region": "eu-west-1", "resources": ["arn:aws:events:eu-west-1:123456789012:rule/ferry-reconcile"],
+            "detail": {}});
+        assert_eq!(
+            parse_deploy_event(scheduled.clone()),
+            Ok(Received::Act(DeployEvent::Reconcile { account: "123456789012".into() }))
+        );
+        let mut anonymous = scheduled;
+        anonymous.as_object_mut().expect("event").remove("account");
+        assert!(parse_deploy_event(anonymous).is_err());
+    }
+
+    #[test]
     fn ecs_deployment_events_are_parsed() {
-        let parse = |name| parse_ecs_event(sample(name)).expect("parse").expect("an ECS event");
+        let parse = |name| match parse_ecs_event(sample(name)).expect("parse") {
+            Received::Act(ev) => ev,
+            other => panic!("not an ECS event: {other:?}"),
+        };
         let completed = parse("ecs-deployment-completed.json");
         assert_eq!(completed.kind, EcsEventKind::Completed);
         assert_eq!(completed.deployment_id, "ecs-svc/1234567890123456789");
@@ -343,8 +414,14 @@ mod tests {
         let rollback = parse("ecs-deployment-circuit-breaker-rollback.json");
         assert_eq!(rollback.circuit_breaker_rollback(), Some("ecs-svc/5555555555555555555"));
 
-        assert_eq!(parse_ecs_event(sample("ecs-service-action-placement-failure.json")), Ok(None));
-        assert_eq!(parse_ecs_event(sample("ecr-push-staging.json")), Ok(None));
+        assert!(matches!(
+            parse_ecs_event(sample("ecs-service-action-placement-failure.json")),
+            Ok(Received::Rejected(_))
+        ));
+        assert!(matches!(parse_ecs_event(sample("ecr-push-staging.json")), Ok(Received::Rejected(_))));
+        let mut unknown_kind = sample("ecs-deployment-completed.json");
+        unknown_kind["detail"]["eventName"] = "SERVICE_DEPLOYMENT_PAUSED".into();
+        assert!(matches!(parse_ecs_event(unknown_kind), Ok(Received::Ignored(_))));
         let mut no_arn = sample("ecs-deployment-completed.json");
         no_arn["resources"] = serde_json::json!([]);
         assert!(parse_ecs_event(no_arn).is_err());
@@ -357,29 +434,30 @@ mod tests {
     fn rollback_triggers_are_parsed() {
         let alarm = parse_rollback_trigger(sample("cloudwatch-alarm-state-change.json")).expect("parse");
         assert!(
-            matches!(&alarm, Some(RollbackTrigger::Alarm { name, region, .. }) if name == "shop-staging-api-5xx" && region == "ap-southeast-1"),
+            matches!(&alarm, Received::Act(RollbackTrigger::Alarm { name, region, .. }) if name == "shop-staging-api-5xx" && region == "ap-southeast-1"),
             "{alarm:?}"
         );
         let mut ok = sample("cloudwatch-alarm-state-change.json");
         ok["detail"]["state"]["value"] = "OK".into();
-        assert_eq!(parse_rollback_trigger(ok), Ok(None), "only ALARM rolls back");
+        assert!(matches!(parse_rollback_trigger(ok), Ok(Received::Ignored(_))), "only ALARM rolls back");
         assert!(matches!(
             parse_rollback_trigger(sample("ecs-deployment-failed.json")),
-            Ok(Some(RollbackTrigger::EcsFailed(_)))
+            Ok(Received::Act(RollbackTrigger::EcsFailed(_)))
         ));
-        assert_eq!(parse_rollback_trigger(sample("ecs-deployment-completed.json")), Ok(None));
-        assert_eq!(parse_rollback_trigger(sample("ecr-push-staging.json")), Ok(None));
+        assert!(matches!(parse_rollback_trigger(sample("ecs-deployment-completed.json")), Ok(Received::Ignored(_))));
+        assert!(matches!(parse_rollback_trigger(sample("ecr-push-staging.json")), Ok(Received::Rejected(_))));
         let request = serde_json::json!({"version": "0", "id": "r1", "detail-type": "Rollback Requested", "source": "ferry",
             "account": "123456789012", "time": "2026-11-16T02:00:00Z", "region": "eu-west-1", "resources": [],
             "detail": {"environment": "staging", "service": "shop-staging-api", "requested_by": "alice"}});
         assert_eq!(
             parse_rollback_trigger(request.clone()),
-            Ok(Some(RollbackTrigger::Requested {
+            Ok(Received::Act(RollbackTrigger::Requested {
                 environment: "staging".into(),
                 service: "shop-staging-api".into(),
                 region: None,
                 to: None,
-                by: "alice".into()
+                by: "alice".into(),
+                from: "123456789012".into(),
             }))
         );
         let mut bad = request;
@@ -392,6 +470,6 @@ mod tests {
         let mut event = sample("ecr-push-staging.json");
         event["detail"]["artifact-media-type"] = "application/vnd.oci.image.manifest.v1+json".into();
         event["new-top-level"] = serde_json::json!({"x": 1});
-        assert!(matches!(parse_ecr_event(event), Ok(EcrEvent::Push(_))));
+        assert!(matches!(parse_deploy_event(event), Ok(Received::Act(DeployEvent::Push(_)))));
     }
 }

@@ -12,8 +12,8 @@ use crate::config::Migration;
 use crate::model::{Deployment, Head, Lock, State, Target};
 use crate::notify::Notification;
 use crate::ports::{
-    Begin, BusError, Clock, Ecs, EcsDeployment, EcsError, EventBus, HeadChange, HealthProbe, Ledger, LedgerError,
-    Notifier, NotifyError, ProbeResponse, Revision, ServiceInfo, TaskExit,
+    Begin, BusError, Clock, Container, Ecs, EcsDeployment, EcsError, EventBus, HeadChange, HealthProbe, Image, Ledger,
+    LedgerError, Notifier, NotifyError, ProbeResponse, Registry, RegistryError, Revision, ServiceInfo, TaskExit,
 };
 use crate::render::{ImageChange, Images};
 
@@ -139,7 +139,8 @@ impl FakeEcs {
         lock(&self.0).services.get(&service_key(target)).cloned()
     }
 
-    pub fn containers(&self, task_definition: &str) -> Vec<(String, String)> {
+    /// The containers (name, image) of a task definition.
+    pub fn definition(&self, task_definition: &str) -> Vec<(String, String)> {
         lock(&self.0).task_definitions.get(task_definition).cloned().unwrap_or_default()
     }
 
@@ -216,6 +217,13 @@ impl Ecs for FakeEcs {
         }))
     }
 
+    async fn containers(&self, target: &Target, task_definition: &str) -> Result<Vec<Container>, EcsError> {
+        let w = self.call("DescribeTaskDefinition", target)?;
+        let containers =
+            w.task_definitions.get(task_definition).ok_or_else(|| EcsError::NotFound(task_definition.into()))?;
+        Ok(containers.iter().map(|(n, i)| (Some(n.clone()), Some(i.clone()))).collect())
+    }
+
     async fn update_service(
         &self,
         target: &Target,
@@ -246,6 +254,8 @@ struct LedgerWorld {
     /// Verification claims: record key → until.
     claims: HashMap<(String, String), DateTime<Utc>>,
     fail: Option<LedgerError>,
+    /// Operations (the port's method names) made to fail on their own.
+    failing: HashMap<&'static str, LedgerError>,
 }
 
 impl LedgerWorld {
@@ -295,9 +305,18 @@ impl MemoryLedger {
         lock(&self.0).fail = error;
     }
 
-    fn world(&self) -> Result<std::sync::MutexGuard<'_, LedgerWorld>, LedgerError> {
+    /// Makes every later call of one operation (`"finish"`) fail, or succeed again (`None`).
+    pub fn fail_only(&self, operation: &'static str, error: Option<LedgerError>) {
+        let mut w = lock(&self.0);
+        match error {
+            Some(e) => w.failing.insert(operation, e),
+            None => w.failing.remove(operation),
+        };
+    }
+
+    fn world(&self, operation: &'static str) -> Result<std::sync::MutexGuard<'_, LedgerWorld>, LedgerError> {
         let w = lock(&self.0);
-        match &w.fail {
+        match w.fail.as_ref().or(w.failing.get(operation)) {
             Some(e) => Err(e.clone()),
             None => Ok(w),
         }
@@ -316,7 +335,7 @@ impl Ledger for MemoryLedger {
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Begin, LedgerError> {
-        let mut w = self.world()?;
+        let mut w = self.world("begin")?;
         let existing = w.records.get(&record_key(d)).cloned();
         if let Some(existing) = existing.as_ref().filter(|e| e.state != State::Pending) {
             return Ok(Begin::Done(existing.state));
@@ -337,7 +356,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn record_skipped(&self, d: &Deployment) -> Result<(), LedgerError> {
-        let mut w = self.world()?;
+        let mut w = self.world("record_skipped")?;
         match w.records.get(&record_key(d)) {
             Some(existing) if existing.state != State::Pending => {}
             _ => {
@@ -348,7 +367,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn finish(&self, d: &Deployment, attempt: &str) -> Result<(), LedgerError> {
-        let mut w = self.world()?;
+        let mut w = self.world("finish")?;
         match w.records.get(&record_key(d)) {
             Some(existing) if existing.state == State::Pending => {}
             _ => return Ok(()), // already recorded
@@ -367,8 +386,23 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
+    async fn adopt(&self, d: &Deployment, now: DateTime<Utc>) -> Result<bool, LedgerError> {
+        let mut w = self.world("adopt")?;
+        if w.records.get(&record_key(d)).is_none_or(|r| r.state != State::Pending) {
+            return Ok(false);
+        }
+        let head = w.heads.entry(d.target.key()).or_default();
+        if head.lock.as_ref().is_some_and(|l| l.deployment != d.id && l.until > now) {
+            return Ok(false);
+        }
+        head.lock = None;
+        head.active = Some((d.id.clone(), d.digest.clone()));
+        w.put(d);
+        Ok(true)
+    }
+
     async fn transition(&self, d: &Deployment, from: &[State], head: HeadChange) -> Result<bool, LedgerError> {
-        let mut w = self.world()?;
+        let mut w = self.world("transition")?;
         match w.records.get(&record_key(d)) {
             Some(existing) if from.contains(&existing.state) => {
                 w.put(d);
@@ -385,7 +419,7 @@ impl Ledger for MemoryLedger {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
-        let mut w = self.world()?;
+        let mut w = self.world("claim_verification")?;
         let key = record_key(d);
         let claimable = match w.records.get(&key).map(|r| r.state) {
             Some(State::InProgress) => true,
@@ -403,7 +437,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn record_external(&self, d: &Deployment, head: HeadChange) -> Result<bool, LedgerError> {
-        let mut w = self.world()?;
+        let mut w = self.world("record_external")?;
         if w.records.contains_key(&record_key(d)) {
             return Ok(false);
         }
@@ -413,7 +447,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn note_reason(&self, d: &Deployment, state: State) -> Result<(), LedgerError> {
-        let mut w = self.world()?;
+        let mut w = self.world("note_reason")?;
         if let Some(record) = w.records.get_mut(&record_key(d)).filter(|r| r.state == state) {
             record.reason = d.reason.clone();
         }
@@ -421,7 +455,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn unlock(&self, target: &Target, attempt: &str) -> Result<(), LedgerError> {
-        let mut w = self.world()?;
+        let mut w = self.world("unlock")?;
         if let Some(head) = w.heads.get_mut(&target.key())
             && head.lock.as_ref().is_some_and(|l| l.attempt == attempt)
         {
@@ -431,7 +465,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn release(&self, target: &Target, digest: &str) -> Result<(), LedgerError> {
-        let mut w = self.world()?;
+        let mut w = self.world("release")?;
         if let Some(head) = w.heads.get_mut(&target.key()) {
             head.quarantine.retain(|q| q != digest);
         }
@@ -439,7 +473,7 @@ impl Ledger for MemoryLedger {
     }
 
     async fn note_ecs_event(&self, d: &Deployment, event: &str) -> Result<(), LedgerError> {
-        let mut w = self.world()?;
+        let mut w = self.world("note_ecs_event")?;
         if let Some(record) = w.records.get_mut(&record_key(d)) {
             record.ecs_event = Some(event.to_string());
         }
@@ -447,12 +481,12 @@ impl Ledger for MemoryLedger {
     }
 
     async fn by_ecs_deployment(&self, ecs_deployment_id: &str) -> Result<Option<Deployment>, LedgerError> {
-        let w = self.world()?;
+        let w = self.world("by_ecs_deployment")?;
         Ok(w.records.values().find(|d| d.ecs_deployment_id.as_deref() == Some(ecs_deployment_id)).cloned())
     }
 
     async fn note_notify_error(&self, d: &Deployment, error: &str) -> Result<(), LedgerError> {
-        let mut w = self.world()?;
+        let mut w = self.world("note_notify_error")?;
         if let Some(record) = w.records.get_mut(&record_key(d)) {
             record.notify_error = Some(error.to_string());
         }
@@ -460,11 +494,11 @@ impl Ledger for MemoryLedger {
     }
 
     async fn head(&self, target: &Target) -> Result<Head, LedgerError> {
-        Ok(self.world()?.heads.get(&target.key()).cloned().unwrap_or_default())
+        Ok(self.world("head")?.heads.get(&target.key()).cloned().unwrap_or_default())
     }
 
     async fn history(&self, target: &Target, limit: usize) -> Result<Vec<Deployment>, LedgerError> {
-        let w = self.world()?;
+        let w = self.world("history")?;
         let key = target.key();
         Ok(w.records.iter().rev().filter(|((k, _), _)| *k == key).take(limit).map(|(_, d)| d.clone()).collect())
     }
@@ -521,6 +555,33 @@ impl EventBus for RecordingBus {
         }
         lock(&self.sent).push(d.clone());
         Ok(())
+    }
+}
+
+/// ECR in memory: repository → its tagged images; every read is counted.
+#[derive(Debug, Default)]
+pub struct MemoryRegistry {
+    images: Mutex<BTreeMap<String, Vec<Image>>>,
+    reads: Mutex<usize>,
+}
+
+impl MemoryRegistry {
+    pub fn add(&self, repository: &str, image: Image) {
+        lock(&self.images).entry(repository.to_string()).or_default().push(image);
+    }
+
+    pub fn reads(&self) -> usize {
+        *lock(&self.reads)
+    }
+}
+
+impl Registry for MemoryRegistry {
+    async fn images(&self, repository: &str) -> Result<Vec<Image>, RegistryError> {
+        *lock(&self.reads) += 1;
+        lock(&self.images)
+            .get(repository)
+            .cloned()
+            .ok_or_else(|| RegistryError::Missing(format!("RepositoryNotFoundException: {repository}")))
     }
 }
 

@@ -8,12 +8,14 @@
 //! | `FERRY_TOPIC_ARN` | SNS topic for notifications (optional) |
 //! | `FERRY_SLACK_SECRET` | Secrets Manager secret with the Slack webhooks (optional) |
 //! | `FERRY_EVENT_BUS` | EventBridge bus for Ferry's own events (default `default`) |
+//! | `FERRY_ACCOUNT` | Ferry's own AWS account (optional; the template sets it): events from accounts that are neither it nor a target's are rejected |
 
 use std::path::PathBuf;
 
 use aws_config::SdkConfig;
 
 use crate::adapters::dynamodb::DynamoLedger;
+use crate::adapters::ecr::EcrRegistry;
 use crate::adapters::ecs::EcsAdapter;
 use crate::adapters::notifiers::Notifiers;
 use crate::config::Config;
@@ -53,8 +55,10 @@ impl FunctionEnv {
 
     pub fn from_env() -> Result<FunctionEnv, StartError> {
         let path = PathBuf::from(var("FERRY_CONFIG").ok_or(StartError::Missing("FERRY_CONFIG"))?);
+        let mut config = Config::load(&path)?;
+        config.home_account = var("FERRY_ACCOUNT");
         Ok(FunctionEnv {
-            config: Config::load(&path)?,
+            config,
             table: var("FERRY_TABLE").ok_or(StartError::Missing("FERRY_TABLE"))?,
             topic_arn: var("FERRY_TOPIC_ARN"),
             slack_secret: var("FERRY_SLACK_SECRET"),
@@ -68,6 +72,10 @@ impl FunctionEnv {
 
     pub fn ecs(&self, aws: &SdkConfig) -> EcsAdapter {
         EcsAdapter::new(aws.clone())
+    }
+
+    pub fn registry(&self, aws: &SdkConfig) -> EcrRegistry {
+        EcrRegistry::new(aws)
     }
 
     pub fn notifiers(&self, aws: &SdkConfig) -> Notifiers {

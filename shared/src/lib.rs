@@ -3,7 +3,7 @@
 //! - Pure core, no I/O: [`config`], [`rules`], [`event`], [`model`], [`plan`], [`render`],
 //!   [`notify`].
 //! - [`ports`]: what the core needs from the world; [`adapters`] implement them on AWS.
-//! - Handlers: [`deploy`], generic over the ports so tests drive them with [`fakes`].
+//! - Handlers: [`deploy`] (and its [`reconcile`]), [`verify`], [`rollback`], generic over the ports so tests drive them with [`fakes`].
 
 pub mod adapters;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod model;
 pub mod notify;
 pub mod plan;
 pub mod ports;
+pub mod reconcile;
 pub mod render;
 pub mod rollback;
 pub mod rules;

@@ -15,6 +15,12 @@ pub enum Plan {
     NoServiceInEnvironment {
         environment: String,
     },
+    /// The tag matches `environment`, which does not take images from this registry account
+    /// or repository (its `registry_accounts`, `repositories`).
+    NotAllowed {
+        environment: String,
+        reason: String,
+    },
     Deploy {
         environment: String,
         targets: Vec<TargetPlan>,
@@ -37,6 +43,10 @@ pub fn plan(config: &Config, push: &Push) -> Plan {
     let Some(environment) = config.environment_for_tag(&push.tag) else {
         return Plan::UnmatchedTag;
     };
+    if let Some(reason) = environment.refuses(&push.registry_account, &push.repository, config.home_account.as_deref())
+    {
+        return Plan::NotAllowed { environment: environment.name.clone(), reason };
+    }
     let targets: Vec<TargetPlan> = services
         .iter()
         .filter(|service| service.deploys_to(&environment.name))
@@ -54,13 +64,13 @@ pub fn plan(config: &Config, push: &Push) -> Plan {
     Plan::Deploy { environment: environment.name.clone(), targets }
 }
 
-/// The configured target for an ECS service in `region`/`cluster` named `service`, if Ferry
-/// deploys it; `account` must match the target's when the config names one.
+/// The configured target for an ECS service in `account`/`region`/`cluster` named `service`,
+/// if Ferry deploys it (a target that names no account is in Ferry's own).
 pub fn find_target(config: &Config, account: &str, region: &str, cluster: &str, service: &str) -> Option<Target> {
+    let home = config.home_account.as_deref();
     config.environments.iter().find_map(|env| {
-        let spec = env.targets.iter().find(|t| {
-            t.region == region && t.cluster == cluster && t.account.as_deref().is_none_or(|a| a == account)
-        })?;
+        let spec =
+            env.targets.iter().find(|t| t.region == region && t.cluster == cluster && t.in_account(account, home))?;
         config
             .services
             .iter()

@@ -57,6 +57,9 @@ pub struct ServiceInfo {
     pub settings: crate::adapters::ecs::ServiceSettings,
 }
 
+/// A container of a task definition: its name and image, as ECS has them.
+pub type Container = (Option<String>, Option<String>);
+
 /// The outcome of rendering and registering a revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revision {
@@ -101,6 +104,13 @@ pub trait Ecs: Send + Sync {
         container: &str,
     ) -> impl Future<Output = Result<Option<TaskExit>, EcsError>> + Send;
 
+    /// The containers of a task definition, as `(name, image)`.
+    fn containers(
+        &self,
+        target: &Target,
+        task_definition: &str,
+    ) -> impl Future<Output = Result<Vec<Container>, EcsError>> + Send;
+
     /// Points the service at `task_definition` with the deployment circuit breaker on;
     /// returns the new ECS deployment id.
     fn update_service(
@@ -109,6 +119,33 @@ pub trait Ecs: Send + Sync {
         service: &ServiceInfo,
         task_definition: &str,
     ) -> impl Future<Output = Result<String, EcsError>> + Send;
+}
+
+/// An image in ECR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub digest: String,
+    pub tags: Vec<String>,
+    /// When the image was pushed (to the second, as ECR's push events say it).
+    pub pushed_at: DateTime<Utc>,
+    /// The registry: its account and region.
+    pub registry_account: String,
+    pub registry_region: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The repository does not exist (or Ferry may not read it): a retry will not help.
+    #[error("{0}")]
+    Missing(String),
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+/// ECR, as reconciliation reads it.
+pub trait Registry: Send + Sync {
+    /// The tagged images of `repository`.
+    fn images(&self, repository: &str) -> impl Future<Output = Result<Vec<Image>, RegistryError>> + Send;
 }
 
 /// A ledger failure: always worth a retry (the ledger's own refusals are outcomes, not errors).
@@ -151,6 +188,16 @@ pub trait Ledger: Send + Sync {
     /// PENDING: an invocation that fails with a retryable error calls this before it
     /// returns, so the redelivered event can resume at once instead of waiting for the lease.
     fn unlock(&self, target: &Target, attempt: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Records that a PENDING deployment's rollout is under way (`deployment` as IN_PROGRESS,
+    /// with its ECS deployment id and revision) when the deploy invocation that started it
+    /// has not (yet): makes it the target's active deployment and releases the lock taken for
+    /// it. `false` if the record is no longer PENDING or another deployment holds the target.
+    fn adopt(
+        &self,
+        deployment: &Deployment,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
     /// Moves `deployment` to its (new) state if the record is still in one of `from`, and
     /// applies `head` to its target; `false` if the record had already moved on.

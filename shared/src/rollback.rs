@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::deploy::Retryable;
-use crate::event::{RollbackTrigger, parse_rollback_trigger};
+use crate::event::{Received, RollbackTrigger, parse_rollback_trigger};
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::{Notification, send};
 use crate::plan::{find_target, targets_of};
@@ -28,6 +28,10 @@ const HISTORY: usize = 50;
 pub enum RollbackOutcome {
     /// Nothing to roll back (irrelevant or malformed event, unknown service, no Ferry deployment live).
     Ignored(String),
+    /// An event the rollback function's rules never send it (another source), Ferry's own
+    /// event from another account than Ferry's, or an AWS event from an account that is
+    /// neither Ferry's nor a target's: logged as a warning, nothing done.
+    Rejected(String),
     /// Another trigger already handled this failure.
     AlreadyHandled { deployment: String, state: State },
     /// Ferry pointed the service back at `to` (a task definition).
@@ -74,13 +78,20 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
     /// what a retry can fix.
     pub async fn handle(&self, event: Value) -> Result<Vec<RollbackOutcome>, Retryable> {
         let trigger = match parse_rollback_trigger(event) {
-            Ok(Some(trigger)) => trigger,
-            Ok(None) => return Ok(vec![RollbackOutcome::Ignored("not a rollback trigger".into())]),
+            Ok(Received::Act(trigger)) => trigger,
+            Ok(Received::Ignored(why)) => {
+                info!(reason = %why, "event ignored");
+                return Ok(vec![RollbackOutcome::Ignored(why)]);
+            }
+            Ok(Received::Rejected(why)) => return Ok(vec![rejected(why)]),
             Err(malformed) => {
                 warn!(error = %malformed, "malformed event acknowledged without action");
                 return Ok(vec![RollbackOutcome::Ignored(malformed.to_string())]);
             }
         };
+        if let Some(why) = self.distrust(&trigger) {
+            return Ok(vec![rejected(why)]);
+        }
         info!(trigger = ?trigger, "rollback trigger");
         let mut outcomes = Vec::new();
         for (target, failing, reason, to) in self.resolve(trigger).await? {
@@ -97,6 +108,21 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         Ok(outcomes)
     }
 
+    /// Why a trigger cannot be trusted, if it cannot: Ferry's own events come from Ferry's
+    /// account only, an AWS service's from Ferry's or a target's.
+    fn distrust(&self, trigger: &RollbackTrigger) -> Option<String> {
+        let (account, whose) = match trigger {
+            RollbackTrigger::DeploymentFailed { from, .. } | RollbackTrigger::Requested { from, .. } => {
+                return (!self.config.is_home(from))
+                    .then(|| format!("Ferry's own event sent from account {from}, not Ferry's"));
+            }
+            RollbackTrigger::EcsFailed(ev) => (&ev.account, "an ECS event"),
+            RollbackTrigger::Alarm { account, .. } => (account, "an alarm"),
+        };
+        (!self.config.knows_account(account))
+            .then(|| format!("{whose} from account {account}, which is neither Ferry's nor a target's"))
+    }
+
     /// The targets a trigger concerns, each with the deployment that failed there (if any),
     /// the reason, and an explicit revision to go back to.
     #[allow(clippy::type_complexity)]
@@ -105,8 +131,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         trigger: RollbackTrigger,
     ) -> Result<Vec<(Target, Option<Deployment>, String, Option<String>)>, Retryable> {
         Ok(match trigger {
-            RollbackTrigger::DeploymentFailed { deployment, account, region, cluster, service } => {
-                let account = account.unwrap_or_default();
+            RollbackTrigger::DeploymentFailed { deployment, account, region, cluster, service, .. } => {
+                // The target's account, as verify announced it (none: Ferry's own).
+                let account = account.or_else(|| self.config.home_account.clone()).unwrap_or_default();
                 let Some(target) = find_target(self.config, &account, &region, &cluster, &service) else {
                     return Ok(Vec::new());
                 };
@@ -131,7 +158,10 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                             continue;
                         }
                         for target in targets_of(self.config, &env.name, &service.service_name(&env.name)) {
-                            if target.region == region && target.account.as_deref().is_none_or(|a| a == account) {
+                            let home = self.config.home_account.as_deref();
+                            if target.region == region
+                                && target.account.as_deref().or(home).is_none_or(|a| a == account)
+                            {
                                 let active = self.active(&target).await?;
                                 found.push((target, active, format!("alarm {name}: {reason}"), None));
                             }
@@ -140,7 +170,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 }
                 found
             }
-            RollbackTrigger::Requested { environment, service, region, to, by } => {
+            RollbackTrigger::Requested { environment, service, region, to, by, .. } => {
                 let mut found = Vec::new();
                 for target in targets_of(self.config, &environment, &service) {
                     if region.as_deref().is_none_or(|r| r == target.region) {
@@ -292,4 +322,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
     async fn notify(&self, d: &Deployment, live_now: Option<String>) {
         send(self.notifier, self.ledger, Notification::about(self.config, d, live_now)).await;
     }
+}
+fn rejected(why: String) -> RollbackOutcome {
+    warn!(reason = %why, "event rejected");
+    RollbackOutcome::Rejected(why)
 }

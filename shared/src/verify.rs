@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, Health};
 use crate::deploy::Retryable;
-use crate::event::{EcsDeploymentEvent, EcsEventKind, parse_ecs_event};
+use crate::event::{EcsDeploymentEvent, EcsEventKind, Received, parse_ecs_event};
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::Notification;
 use crate::ports::{
@@ -39,6 +39,9 @@ impl Default for VerifySettings {
 pub enum VerifyOutcome {
     /// Not an ECS deployment event for a service Ferry deploys, or malformed.
     Ignored(String),
+    /// An event the verify function's rules never send it (another source), or one from an
+    /// account that is neither Ferry's nor a target's: logged as a warning, nothing done.
+    Rejected(String),
     /// The event changes nothing: the record is already past it (a duplicate or late event),
     /// or another invocation is verifying it.
     Unchanged {
@@ -149,13 +152,23 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     /// Handles one EventBridge event. `Err` only for what a retry can fix.
     pub async fn handle(&self, event: Value) -> Result<VerifyOutcome, Retryable> {
         let ev = match parse_ecs_event(event) {
-            Ok(Some(ev)) => ev,
-            Ok(None) => return Ok(VerifyOutcome::Ignored("not an ECS deployment state change".into())),
+            Ok(Received::Act(ev)) => ev,
+            Ok(Received::Ignored(why)) => {
+                info!(reason = %why, "event ignored");
+                return Ok(VerifyOutcome::Ignored(why));
+            }
+            Ok(Received::Rejected(why)) => return Ok(rejected(why)),
             Err(malformed) => {
                 warn!(error = %malformed, "malformed event acknowledged without action");
                 return Ok(VerifyOutcome::Ignored(malformed.to_string()));
             }
         };
+        if !self.config.knows_account(&ev.account) {
+            return Ok(rejected(format!(
+                "an ECS event from account {}, which is neither Ferry's nor a target's",
+                ev.account
+            )));
+        }
         info!(ecs_deployment = %ev.deployment_id, event = ?ev.kind, service = %ev.service, "ECS deployment event");
         match self.ledger.by_ecs_deployment(&ev.deployment_id).await? {
             Some(d) if d.origin == Origin::Ferry => self.ferrys(d, &ev).await,
@@ -339,6 +352,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
                 _ => self.externals(d.clone(), ev).await,
             };
         }
+        let pending = history.iter().find(|d| d.origin == Origin::Ferry && d.state == State::Pending);
+        if let Some(d) = pending.filter(|_| ev.circuit_breaker_rollback().is_none())
+            && let Some(outcome) = self.adopt(d.clone(), ev).await?
+        {
+            return Ok(outcome);
+        }
         let origin = if ev.circuit_breaker_rollback().is_some() { Origin::EcsRollback } else { Origin::External };
         let mut record = external_record(&target, ev, origin, self.clock.now());
         if let Ok(service) = self.ecs.service(&target).await {
@@ -368,6 +387,40 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         let recorded = self.ledger.record_external(&record, head).await?;
         info!(deployment = %record.id, origin = origin.as_str(), state = %record.state, recorded, "deployment Ferry did not start");
         Ok(VerifyOutcome::External { deployment: record.id, origin, state: record.state })
+    }
+
+    /// An ECS deployment of a target whose newest Ferry deployment is still PENDING: the
+    /// deploy invocation updated the service but has not recorded it, because ECS was quicker
+    /// or because the invocation died (a Lambda timeout). If the ECS deployment runs that
+    /// push's image, it is that deployment's rollout: it is recorded IN_PROGRESS (the lock
+    /// taken for it released, so the redelivered deploy event finds it done) and handled as
+    /// any of Ferry's. `None` when it is not, or the record moved on meanwhile.
+    async fn adopt(&self, mut d: Deployment, ev: &EcsDeploymentEvent) -> Result<Option<VerifyOutcome>, Retryable> {
+        let transient = |e: EcsError| match e {
+            EcsError::Transient(m) => Err(Retryable(m)),
+            _ => Ok(None),
+        };
+        let service = match self.ecs.service(&d.target).await {
+            Ok(service) => service,
+            Err(e) => return transient(e),
+        };
+        let Some(rollout) = service.primary.filter(|p| p.id == ev.deployment_id) else { return Ok(None) };
+        let containers = match self.ecs.containers(&d.target, &rollout.task_definition).await {
+            Ok(containers) => containers,
+            Err(e) => return transient(e),
+        };
+        if !containers.iter().any(|(_, image)| image.as_deref() == Some(d.image.as_str())) {
+            return Ok(None);
+        }
+        d.state = State::InProgress;
+        d.ecs_deployment_id = Some(ev.deployment_id.clone());
+        d.task_definition = Some(rollout.task_definition);
+        d.updated_at = self.clock.now();
+        if !self.ledger.adopt(&d, self.clock.now()).await? {
+            return Ok(None);
+        }
+        info!(deployment = %d.id, ecs_deployment = %ev.deployment_id, "a rollout ECS reported before the deploy function recorded it: adopted");
+        self.ferrys(d, ev).await.map(Some)
     }
 
     /// A later event about a deployment Ferry did not start.
@@ -433,6 +486,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     async fn notify_with(&self, d: &Deployment, live_now: Option<String>) {
         crate::notify::send(self.notifier, self.ledger, Notification::about(self.config, d, live_now)).await;
     }
+}
+
+fn rejected(why: String) -> VerifyOutcome {
+    warn!(reason = %why, "event rejected");
+    VerifyOutcome::Rejected(why)
 }
 
 fn describe(ev: &EcsDeploymentEvent) -> String {

@@ -294,6 +294,9 @@ pub mod clients {
             aws_sdk_eventbridge::config::Builder::from(c).interceptor(ActionRecorder).build(),
         )
     }
+    pub fn ecr(c: &SdkConfig) -> aws_sdk_ecr::Client {
+        aws_sdk_ecr::Client::from_conf(aws_sdk_ecr::config::Builder::from(c).interceptor(ActionRecorder).build())
+    }
     pub fn secrets(c: &SdkConfig) -> aws_sdk_secretsmanager::Client {
         aws_sdk_secretsmanager::Client::from_conf(
             aws_sdk_secretsmanager::config::Builder::from(c).interceptor(ActionRecorder).build(),

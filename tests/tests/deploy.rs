@@ -181,3 +181,49 @@ async fn slack_down_is_recorded_without_the_webhook_and_never_fails_the_deployme
     w.deploy(&config, event, "attempt-2").await;
     assert_eq!(w.sink.hits("/slack"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconciliation_finds_a_push_whose_event_never_came_and_deploys_it_once() {
+    let w = World::new().await;
+    let config = w.config(false);
+    let first = w.push("staging-00000001", &"1".repeat(64)).await;
+    w.deploy(&config, first, "attempt-1").await;
+    // ECR keeps push times to the second: the lost push comes a second later.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let lost = w.push("staging-00000002", &"2".repeat(64)).await;
+    let lost_digest = lost["detail"]["image-digest"].as_str().expect("digest").to_string();
+
+    let tick = json!({"version": "0", "id": "tick-1", "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": ACCOUNT, "time": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(), "region": REGION,
+        "resources": [format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/ferry-reconcile")], "detail": {}});
+    let outcome = w.deploy(&config, tick.clone(), "tick-1").await;
+    let Outcome::Reconciled(found) = &outcome else { panic!("{outcome:?}") };
+    let [found] = found.as_slice() else { panic!("{found:?}") };
+    assert_eq!((found.tag.as_str(), found.digest.as_str()), ("staging-00000002", lost_digest.as_str()));
+    assert!(
+        matches!(&found.finding, ferry::reconcile::Finding::Missed(Some(TargetOutcome::Started { .. }))),
+        "{found:?}"
+    );
+    let live = w.describe().await.task_definition.expect("td");
+    let (td, _) = w.task_definition(&live).await;
+    let api = td.container_definitions().iter().find(|c| c.name() == Some("api")).and_then(|c| c.image.clone());
+    assert!(api.is_some_and(|i| i.ends_with(&lost_digest)), "the lost push is live");
+
+    // The next run finds nothing to do, and the event arriving late after all is skipped.
+    let again = w.deploy(&config, tick, "tick-2").await;
+    assert!(
+        matches!(&again, Outcome::Reconciled(f) if matches!(f.as_slice(), [r] if matches!(r.finding, ferry::reconcile::Finding::UpToDate(_)))),
+        "{again:?}"
+    );
+    let late = w.deploy(&config, lost.clone(), "attempt-late").await;
+    assert!(
+        matches!(&late, Outcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Skipped { .. }])),
+        "{late:?}"
+    );
+    let records = w.ledger().history(&w.target(), 10).await.expect("history");
+    let state_of = |event: &str| records.iter().find(|r| r.event_id.starts_with(event)).map(|r| r.state);
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(state_of("ferry-replay-"), Some(State::InProgress), "the one deployment of the lost push");
+    assert_eq!(state_of(lost["id"].as_str().expect("id")), Some(State::Skipped), "its late event");
+    save_recorded("deploy", "reconcile", &recorded("deploy"));
+}

@@ -135,3 +135,52 @@ async fn a_circuit_breaker_rollback_fails_the_deployment_once() {
     assert_eq!(w.failures_announced().await.len(), 1, "one failure, announced once: {outcomes:?}");
     assert_ne!(good, bad);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_whose_deploy_died_before_recording_it_is_adopted_and_verified() {
+    use ferry::model::{Deployment, Push};
+    use ferry::ports::{Begin, Ecs, Revision};
+    use ferry::render::ImageChange;
+    let w = World::new().await;
+    let config = w.config(false);
+    let event = w.push("staging-deadbeef", &"9".repeat(64)).await;
+    let digest = event["detail"]["image-digest"].as_str().expect("digest").to_string();
+    // What the deploy function did before it was killed: the PENDING record and the lock,
+    // a new revision, UpdateService; never its outcome.
+    let push = Push {
+        event_id: event["id"].as_str().expect("id").into(),
+        registry_account: common::ACCOUNT.into(),
+        registry_region: REGION.into(),
+        repository: w.repository.clone(),
+        tag: "staging-deadbeef".into(),
+        digest: digest.clone(),
+        pushed_at: chrono::Utc::now(),
+    };
+    let t = w.target();
+    let d = Deployment::new(&push, t.clone(), chrono::Utc::now());
+    let ledger = w.ledger();
+    let until = chrono::Utc::now() + chrono::Duration::minutes(15);
+    assert_eq!(ledger.begin(&d, "killed", until, chrono::Utc::now()).await.expect("begin"), Begin::Started);
+    let ecs = ferry::adapters::ecs::EcsAdapter::new(w.home.clone());
+    let service = ecs.service(&t).await.expect("service");
+    let change = ImageChange { containers: vec!["api".into()], image: push.image() };
+    let Revision::Registered(revision) =
+        ecs.register_revision(&t, &service.task_definition, &change).await.expect("register")
+    else {
+        panic!("not registered")
+    };
+    let ecs_id = ecs.update_service(&t, &service, &revision).await.expect("update");
+
+    // ECS completes the rollout; its event meets the PENDING record.
+    let completed = w.complete().await;
+    let outcome = w.verify(&config, completed).await;
+    assert_eq!(outcome, VerifyOutcome::Succeeded { deployment: d.id.clone() });
+    let [record] = ledger.history(&t, 10).await.expect("history").try_into().expect("one record");
+    assert_eq!((record.origin, record.state), (Origin::Ferry, State::Succeeded));
+    assert_eq!(record.ecs_deployment_id.as_deref(), Some(ecs_id.as_str()));
+    assert_eq!(record.task_definition.as_deref(), Some(revision.as_str()));
+    let head = ledger.head(&t).await.expect("head");
+    assert_eq!(head.lock, None, "the killed invocation's lock is released");
+    assert_eq!(head.last_known_good, Some((revision, digest)));
+    save_recorded("verify", "adopt", &recorded("verify"));
+}

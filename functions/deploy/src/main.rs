@@ -1,5 +1,5 @@
 //! `ferry-deploy`: the Lambda that turns an "ECR Image Action" push event into ECS
-//! deployments. Everything it decides lives in `ferry::deploy`; this only wires it up.
+//! deployments, and on its schedule reconciles the pushes whose events never came. Everything it decides lives in `ferry::deploy`; this only wires it up.
 
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome};
 use ferry::function::{FunctionEnv, Retry};
@@ -14,13 +14,14 @@ fn summary(outcome: &Outcome) -> Value {
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let (env, aws) = FunctionEnv::start().await?;
-    let (ecs, ledger, notifier) = (env.ecs(&aws), env.ledger(&aws), env.notifiers(&aws));
+    let (ecs, ledger, notifier, registry) = (env.ecs(&aws), env.ledger(&aws), env.notifiers(&aws), env.registry(&aws));
     let deployer = Deployer {
         config: &env.config,
         ecs: &ecs,
         ledger: &ledger,
         notifier: &notifier,
         clock: &SystemClock,
+        registry: &registry,
         settings: DeploySettings::default(),
     };
     let deployer = &deployer;

@@ -5,10 +5,11 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
-use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingNotifier, sample_event};
+use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, MemoryRegistry, RecordingNotifier, sample_event};
 use ferry::model::{Head, Lock, State, Target};
 use ferry::plan::Plan;
-use ferry::ports::{Clock, EcsError, Ledger, LedgerError};
+use ferry::ports::{Clock, EcsError, Image, Ledger, LedgerError};
+use ferry::reconcile::Finding;
 use serde_json::Value;
 
 const CONFIG: &str = r#"
@@ -88,6 +89,7 @@ struct World {
     ledger: MemoryLedger,
     notifier: RecordingNotifier,
     clock: FakeClock,
+    registry: MemoryRegistry,
 }
 
 impl World {
@@ -98,18 +100,20 @@ impl World {
             ledger: MemoryLedger::default(),
             notifier: RecordingNotifier::default(),
             clock: FakeClock::at(t0()),
+            registry: MemoryRegistry::default(),
         };
         w.ecs.add_service(&staging_api(), "shop-staging-api", &[("api", OLD_IMAGE), ("proxy", PROXY)]);
         w
     }
 
-    fn deployer(&self) -> Deployer<'_, FakeEcs, MemoryLedger, RecordingNotifier, FakeClock> {
+    fn deployer(&self) -> Deployer<'_, FakeEcs, MemoryLedger, RecordingNotifier, FakeClock, MemoryRegistry> {
         Deployer {
             config: &self.config,
             ecs: &self.ecs,
             ledger: &self.ledger,
             notifier: &self.notifier,
             clock: &self.clock,
+            registry: &self.registry,
             settings: DeploySettings {
                 lease: Duration::from_secs(900),
                 lock_wait: Duration::from_secs(30),
@@ -155,7 +159,7 @@ async fn a_push_deploys_only_the_configured_container_pinned_by_digest() {
     let service = w.ecs.service_of(&staging_api()).expect("service");
     let image = format!("123456789012.dkr.ecr.ap-southeast-1.amazonaws.com/shop/api@{DIGEST}");
     assert_eq!(
-        w.ecs.containers(&service.task_definition),
+        w.ecs.definition(&service.task_definition),
         [("api".into(), image.clone()), ("proxy".into(), PROXY.into())]
     );
     assert_eq!(
@@ -207,7 +211,7 @@ async fn a_push_fans_out_to_every_service_and_region_of_its_environment() {
     assert!(result.iter().all(|o| matches!(o, TargetOutcome::Started { .. })), "{result:?}");
     for t in &prod {
         let service = w.ecs.service_of(t).expect("service");
-        let containers = w.ecs.containers(&service.task_definition);
+        let containers = w.ecs.definition(&service.task_definition);
         let changed: Vec<&str> =
             containers.iter().filter(|(_, image)| image.ends_with(DIGEST)).map(|(name, _)| name.as_str()).collect();
         let expected = if t.service.ends_with("api") { ["api"] } else { ["worker"] };
@@ -241,13 +245,15 @@ async fn the_same_event_delivered_again_changes_nothing_and_sends_nothing() {
 #[tokio::test]
 async fn events_that_are_not_successful_pushes_are_acknowledged_without_action() {
     let w = World::new();
-    for name in [
-        "ecr-push-failed.json",
-        "ecr-delete.json",
-        "ecs-deployment-completed.json",
-        "cloudwatch-alarm-state-change.json",
-    ] {
+    for name in ["ecr-push-failed.json", "ecr-delete.json"] {
         assert!(matches!(w.handle(sample_event(name)).await, Ok(Outcome::Ignored(_))), "{name}");
+    }
+    // Events the push rule never sends: rejected, by their source.
+    for (name, source) in
+        [("ecs-deployment-completed.json", "aws.ecs"), ("cloudwatch-alarm-state-change.json", "aws.cloudwatch")]
+    {
+        let outcome = w.handle(sample_event(name)).await;
+        assert!(matches!(&outcome, Ok(Outcome::Rejected(why)) if why.contains(source)), "{name}: {outcome:?}");
     }
     for malformed in [serde_json::json!("hello"), serde_json::json!({"detail-type": "ECR Image Action"}), {
         let mut e = sample_event("ecr-push-staging.json");
@@ -310,7 +316,7 @@ async fn an_older_push_never_replaces_a_newer_one() {
     let [TargetOutcome::Skipped { reason, .. }] = result.as_slice() else { panic!("{result:?}") };
     assert!(reason.starts_with("stale"), "{reason}");
     let service = w.ecs.service_of(&staging_api()).expect("service");
-    assert!(w.ecs.containers(&service.task_definition)[0].1.ends_with(&digest(2)), "the newer image stays live");
+    assert!(w.ecs.definition(&service.task_definition)[0].1.ends_with(&digest(2)), "the newer image stays live");
     assert_eq!(w.ecs.count("RegisterTaskDefinition"), 1);
 }
 
@@ -354,7 +360,7 @@ async fn two_pushes_for_one_target_never_interleave() {
         "register/update steps interleaved: {calls:?}"
     );
     let service = w.ecs.service_of(&staging_api()).expect("service");
-    assert!(w.ecs.containers(&service.task_definition)[0].1.ends_with(&digest(2)), "the newest push ends live");
+    assert!(w.ecs.definition(&service.task_definition)[0].1.ends_with(&digest(2)), "the newest push ends live");
 }
 
 #[tokio::test]
@@ -422,7 +428,7 @@ async fn a_redelivery_after_the_service_was_updated_adopts_the_rollout() {
     // Simulate the update having gone through although its answer was lost.
     let service = w.ecs.service_of(&staging_api()).expect("service");
     let revision = format!("{}:2", service.task_definition.rsplit_once(':').expect("revision").0);
-    let registered = w.ecs.containers(&revision);
+    let registered = w.ecs.definition(&revision);
     assert_eq!(registered[0].1, format!("123456789012.dkr.ecr.ap-southeast-1.amazonaws.com/shop/api@{DIGEST}"));
     use ferry::ports::Ecs;
     let info = w.ecs.service(&staging_api()).await.expect("service");
@@ -487,4 +493,178 @@ async fn a_service_already_running_the_image_out_of_band_is_skipped() {
     assert!(reason.contains("already runs this image"), "{reason}");
     assert_eq!(w2.ecs.count("UpdateService"), 0);
     assert_eq!(w2.ledger.head(&staging_api()).await.expect("head").lock, None);
+}
+
+#[tokio::test]
+async fn a_push_whose_outcome_cannot_be_recorded_gives_the_lock_up_and_the_redelivery_records_it() {
+    let w = World::new();
+    w.ledger.fail_only("finish", Some(LedgerError("InternalServerError".into())));
+    let first = w.handle_as(sample_event("ecr-push-staging.json"), "attempt-1").await;
+    assert!(matches!(&first, Err(Retryable(why)) if why.contains("InternalServerError")), "{first:?}");
+    assert_eq!(w.ecs.count("UpdateService"), 1, "the service was updated");
+    assert_eq!(w.ledger.head(&staging_api()).await.expect("head").lock, None, "the lock was given up");
+
+    w.ledger.fail_only("finish", None);
+    // At once, not after the 900 s lease: the redelivery adopts the rollout it started.
+    let again = outcomes(w.handle_as(sample_event("ecr-push-staging.json"), "attempt-2").await);
+    assert!(
+        matches!(again.as_slice(), [TargetOutcome::Started { ecs_deployment_id, .. }] if ecs_deployment_id == "ecs-svc/1"),
+        "{again:?}"
+    );
+    assert_eq!(w.ecs.count("UpdateService"), 1, "no second update");
+    assert_eq!(w.states(), [("shop-staging-api".into(), State::InProgress)]);
+}
+
+#[tokio::test]
+async fn a_push_from_a_registry_ferry_does_not_take_images_from_is_rejected() {
+    let mut w = World::new();
+    w.config.home_account = Some("123456789012".into());
+    let mut foreign = sample_event("ecr-push-staging.json");
+    foreign["account"] = "999999999999".into();
+    let outcome = w.handle(foreign).await;
+    assert!(matches!(&outcome, Ok(Outcome::Rejected(why)) if why.contains("999999999999")), "{outcome:?}");
+    assert!(w.ecs.calls().is_empty() && w.ledger.records().is_empty());
+    // Ferry's own registry is taken.
+    assert!(matches!(
+        outcomes(w.handle(sample_event("ecr-push-staging.json")).await).as_slice(),
+        [TargetOutcome::Started { .. }]
+    ));
+}
+
+#[tokio::test]
+async fn an_environment_takes_images_only_from_its_registry_accounts_and_repositories() {
+    let restricted = CONFIG.replacen(
+        "name = \"production\"\n",
+        "name = \"production\"\nregistry_accounts = [\"111111111111\"]\nrepositories = [\"shop/a*\"]\n",
+        1,
+    );
+    let mut w = World::new();
+    w.config = Config::parse("ferry.toml", &restricted).expect("config");
+    w.config.home_account = Some("123456789012".into());
+    let prod = target("production", "eu-west-1", "shop-prod", "shop-production-api");
+    w.ecs.add_service(&prod, "api", &[("api", OLD_IMAGE), ("proxy", PROXY)]);
+
+    // From Ferry's own registry: not one production takes.
+    let outcome = w.handle(push("e1", "shop/api", "v1.2.3", DIGEST, t0())).await;
+    assert!(
+        matches!(&outcome, Ok(Outcome::Unplanned(Plan::NotAllowed { environment, reason }))
+            if environment == "production" && reason.contains("111111111111") && reason.contains("123456789012")),
+        "{outcome:?}"
+    );
+    // From the release registry, but a repository production does not take.
+    let mut db = push("e2", "shop/db", "v1.2.3", DIGEST, t0());
+    db["account"] = "111111111111".into();
+    let outcome = w.handle(db).await;
+    assert!(
+        matches!(&outcome, Ok(Outcome::Unplanned(Plan::NotAllowed { reason, .. })) if reason.contains("shop/a*")),
+        "{outcome:?}"
+    );
+    assert!(w.ecs.calls().is_empty() && w.ledger.records().is_empty(), "nothing touched");
+    // Staging still takes Ferry's own registry; production its release registry.
+    assert!(matches!(
+        outcomes(w.handle(sample_event("ecr-push-staging.json")).await).as_slice(),
+        [TargetOutcome::Started { .. }]
+    ));
+    let mut release = push("e3", "shop/api", "v1.2.3", DIGEST, t0());
+    release["account"] = "111111111111".into();
+    let result = outcomes(w.handle(release).await);
+    assert!(
+        result.iter().any(|o| matches!(o, TargetOutcome::Started { target, .. } if target.contains("production-api"))),
+        "{result:?}"
+    );
+}
+
+fn image(n: u8, tag: &str, pushed_at: DateTime<Utc>) -> Image {
+    Image {
+        digest: digest(n),
+        tags: vec![tag.into()],
+        pushed_at,
+        registry_account: "123456789012".into(),
+        registry_region: "ap-southeast-1".into(),
+    }
+}
+
+fn scheduled(account: &str) -> Value {
+    serde_json::json!({"version": "0", "id": "tick", "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": account, "time": t0().to_rfc3339(), "region": "ap-southeast-1",
+        "resources": ["arn:aws:events:ap-southeast-1:123456789012:rule/ferry-reconcile"], "detail": {}})
+}
+
+fn findings(outcome: Result<Outcome, Retryable>) -> Vec<(String, Finding)> {
+    match outcome {
+        Ok(Outcome::Reconciled(found)) => found.into_iter().map(|r| (r.tag, r.finding)).collect(),
+        other => panic!("expected a reconciliation, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reconciliation_deploys_a_push_whose_event_never_came_once() {
+    let w = World::new();
+    outcomes(w.handle(push("e1", "shop/api", "staging-00000001", &digest(1), t0())).await);
+    w.registry.add("shop/api", image(1, "staging-00000001", t0()));
+    // The next push's event is lost.
+    w.registry.add("shop/api", image(2, "staging-00000002", t0() + Duration::from_secs(60)));
+    w.registry.add("shop/api", image(3, "feature-x", t0() + Duration::from_secs(120)));
+
+    let found = findings(w.handle(scheduled("123456789012")).await);
+    let [(tag, Finding::Missed(Some(TargetOutcome::Started { .. })))] = found.as_slice() else { panic!("{found:?}") };
+    assert_eq!(tag, "staging-00000002");
+    let service = w.ecs.service_of(&staging_api()).expect("service");
+    assert!(w.ecs.definition(&service.task_definition)[0].1.ends_with(&digest(2)), "the missed push is live");
+    let replayed = w.ledger.records().into_iter().find(|d| d.digest == digest(2)).expect("on record");
+    assert_eq!(replayed.event_id, ferry::reconcile::replay_event_id(&digest(2), "staging-00000002"));
+    assert_eq!(replayed.pushed_at, t0() + Duration::from_secs(60), "at the image's own push time");
+
+    // The next run, and the missed event arriving late after all: nothing more.
+    let calls = w.ecs.calls().len();
+    let again = findings(w.handle(scheduled("123456789012")).await);
+    assert!(matches!(again.as_slice(), [(_, Finding::UpToDate(_))]), "{again:?}");
+    let late = outcomes(
+        w.handle(push("e2", "shop/api", "staging-00000002", &digest(2), t0() + Duration::from_secs(60))).await,
+    );
+    assert!(
+        matches!(late.as_slice(), [TargetOutcome::Skipped { reason, .. }] if reason.contains("already live")),
+        "{late:?}"
+    );
+    assert_eq!(w.ecs.calls().len(), calls, "no ECS call after the one deployment");
+    assert_eq!(w.ecs.count("UpdateService"), 2);
+}
+
+#[tokio::test]
+async fn reconciliation_leaves_alone_what_ferry_never_deployed_or_already_took() {
+    let w = World::new();
+    // A target Ferry never deployed: its first push will.
+    w.registry.add("shop/api", image(1, "staging-00000001", t0()));
+    let found = findings(w.handle(scheduled("123456789012")).await);
+    assert_eq!(found, [("staging-00000001".to_string(), Finding::NeverDeployed)]);
+    assert!(w.ecs.calls().is_empty() && w.ledger.records().is_empty());
+
+    // The push's event came (at its push time or a second later): nothing to do.
+    outcomes(w.handle(push("e1", "shop/api", "staging-00000001", &digest(1), t0() + Duration::from_secs(1))).await);
+    let calls = w.ecs.calls().len();
+    let found = findings(w.handle(scheduled("123456789012")).await);
+    assert!(matches!(found.as_slice(), [(_, Finding::UpToDate(why))] if why.contains("no newer")), "{found:?}");
+    assert_eq!(w.ecs.calls().len(), calls);
+
+    // Another account's schedule, or a repository ECR does not show: nothing done.
+    let mut w = w;
+    w.config.home_account = Some("123456789012".into());
+    assert!(matches!(w.handle(scheduled("999999999999")).await, Ok(Outcome::Rejected(_))));
+    let empty = World::new();
+    assert!(findings(empty.handle(scheduled("123456789012")).await).is_empty(), "no repository in ECR: nothing");
+}
+
+#[tokio::test]
+async fn a_reconciliation_dry_run_only_says_what_it_would_deploy() {
+    let w = World::new();
+    outcomes(w.handle(push("e1", "shop/api", "staging-00000001", &digest(1), t0())).await);
+    w.registry.add("shop/api", image(2, "staging-00000002", t0() + Duration::from_secs(60)));
+    let records = w.ledger.records();
+    let calls = w.ecs.calls().len();
+    let found = w.deployer().reconcile(&Invocation { attempt: "dry".into(), deadline: None }, true).await.expect("ran");
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].tag.as_str(), &found[0].finding), ("staging-00000002", &Finding::Missed(None)));
+    assert_eq!(found[0].target, "shop-staging-api (shop-staging, ap-southeast-1)");
+    assert_eq!(w.ledger.records(), records, "nothing recorded");
+    assert_eq!(w.ecs.calls().len(), calls, "nothing deployed");
 }

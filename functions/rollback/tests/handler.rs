@@ -95,6 +95,7 @@ impl World {
             ledger: &self.ledger,
             notifier: &self.notifier,
             clock: &self.clock,
+            registry: &ferry::fakes::MemoryRegistry::default(),
             settings: DeploySettings::default(),
         };
         let invocation = Invocation { attempt: format!("deploy-{n}"), deadline: None };
@@ -233,6 +234,7 @@ async fn a_quarantined_digest_is_not_redeployed_until_another_digest_is_pushed()
         ledger: &w.ledger,
         notifier: &w.notifier,
         clock: &w.clock,
+        registry: &ferry::fakes::MemoryRegistry::default(),
         settings: DeploySettings::default(),
     };
     let outcome = deployer.handle(again, &Invocation { attempt: "x".into(), deadline: None }).await;
@@ -463,8 +465,9 @@ async fn irrelevant_and_malformed_triggers_change_nothing() {
     let w = World::new();
     w.deploy_and_verify(1, true).await;
     let updates = w.ecs.count("UpdateService");
+    let rejected = w.rollback(sample_event("ecr-push-staging.json")).await;
+    assert!(matches!(rejected.as_slice(), [RollbackOutcome::Rejected(_)]), "{rejected:?}");
     for event in [
-        sample_event("ecr-push-staging.json"),
         sample_event("ecs-deployment-completed.json"),
         json!({"detail-type": "Deployment Failed"}),
         json!({"version": "0", "id": "x", "detail-type": "Deployment Failed", "source": "ferry", "detail": {"deployment": 1}}),
@@ -475,4 +478,34 @@ async fn irrelevant_and_malformed_triggers_change_nothing() {
         assert!(matches!(outcome.as_slice(), [RollbackOutcome::Ignored(_)]), "{event}: {outcome:?}");
     }
     assert_eq!(w.ecs.count("UpdateService"), updates);
+}
+
+#[tokio::test]
+async fn triggers_from_accounts_that_may_not_send_them_are_rejected() {
+    let mut w = World::new();
+    w.config.home_account = Some("123456789012".into());
+    w.deploy_and_verify(1, true).await;
+    let second = w.deploy_and_verify(2, true).await;
+    let updates = w.ecs.count("UpdateService");
+
+    // Ferry's own events are Ferry's account's only; an AWS service's, Ferry's or a target's.
+    let request = json!({"version": "0", "id": "r1", "detail-type": "Rollback Requested", "source": "ferry",
+        "account": "999999999999", "time": "2026-11-16T03:00:00Z", "region": "ap-southeast-1", "resources": [],
+        "detail": {"environment": "staging", "service": "shop-staging-api", "requested_by": "mallory"}});
+    let mut alarm = sample_event("cloudwatch-alarm-state-change.json");
+    alarm["account"] = "999999999999".into();
+    for event in [request.clone(), alarm] {
+        let outcome = w.rollback(event).await;
+        assert!(
+            matches!(outcome.as_slice(), [RollbackOutcome::Rejected(why)] if why.contains("999999999999")),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(w.ecs.count("UpdateService"), updates);
+    assert_eq!(w.record(&second).state, State::Succeeded, "nothing rolled back");
+
+    // The same request from Ferry's own account is acted on.
+    let mut own = request;
+    own["account"] = "123456789012".into();
+    assert!(matches!(w.rollback(own).await.as_slice(), [RollbackOutcome::RollingBack { .. }]));
 }

@@ -98,6 +98,7 @@ impl World {
             ledger: &self.ledger,
             notifier: &RecordingNotifier::default(),
             clock: &self.clock,
+            registry: &ferry::fakes::MemoryRegistry::default(),
             settings: DeploySettings::default(),
         };
         let invocation = Invocation { attempt: format!("deploy-{n}"), deadline: None };
@@ -487,9 +488,11 @@ async fn a_deployment_ferry_did_not_start_is_recorded_and_the_head_follows_it() 
 async fn events_for_other_services_and_malformed_events_change_nothing() {
     let w = World::new(vec![ok("ok")]);
     let ignored = |o: &Result<VerifyOutcome, Retryable>| matches!(o, Ok(VerifyOutcome::Ignored(_)));
+    let rejected = |o: &Result<VerifyOutcome, Retryable>| matches!(o, Ok(VerifyOutcome::Rejected(_)));
     assert!(ignored(&w.verify(completed("billing-api", "ecs-svc/1")).await));
-    assert!(ignored(&w.verify(sample_event("ecr-push-staging.json")).await));
-    assert!(ignored(&w.verify(sample_event("ecs-service-action-placement-failure.json")).await));
+    // Events the ECS deployment rule never sends.
+    assert!(rejected(&w.verify(sample_event("ecr-push-staging.json")).await));
+    assert!(rejected(&w.verify(sample_event("ecs-service-action-placement-failure.json")).await));
     assert!(ignored(&w.verify(serde_json::json!({"source": "aws.ecs"})).await));
     let mut no_service = completed("shop-staging-api", "ecs-svc/1");
     no_service["resources"] = serde_json::json!([]);
@@ -544,4 +547,120 @@ async fn a_notification_failure_is_recorded_and_does_not_fail_verification() {
     assert!(matches!(w.verify(completed("shop-staging-api", &id)).await, Ok(VerifyOutcome::Succeeded { .. })));
     let record = w.record(&id);
     assert_eq!((record.state, record.notify_error.as_deref()), (State::Succeeded, Some("SNS: throttled")));
+}
+
+#[tokio::test]
+async fn an_ecs_event_from_an_account_neither_ferrys_nor_a_targets_is_rejected() {
+    let mut w = World::new(vec![ok("ok")]);
+    w.config.home_account = Some("123456789012".into());
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.complete(&target("shop-staging-api"));
+    // The same cluster and service names, in another account (forwarded to Ferry's bus).
+    let mut foreign = completed("shop-staging-api", &id);
+    foreign["account"] = "999999999999".into();
+    foreign["resources"] =
+        serde_json::json!(["arn:aws:ecs:ap-southeast-1:999999999999:service/shop-staging/shop-staging-api"]);
+    let outcome = w.verify(foreign).await;
+    assert!(matches!(&outcome, Ok(VerifyOutcome::Rejected(why)) if why.contains("999999999999")), "{outcome:?}");
+    assert_eq!(w.record(&id).state, State::InProgress, "nothing changed");
+    assert!(w.probe.requests().is_empty());
+    // From Ferry's own account, the same event verifies.
+    assert_eq!(
+        w.verify(completed("shop-staging-api", &id)).await,
+        Ok(VerifyOutcome::Succeeded { deployment: w.record(&id).id })
+    );
+}
+
+/// The deploy function updated the service and died (or is slow) before recording it: ECS's
+/// events find the deployment PENDING.
+async fn updated_but_not_recorded(w: &World, n: u8) -> (Deployment, String) {
+    use ferry::model::Push;
+    use ferry::ports::{Begin, Ecs};
+    use ferry::render::ImageChange;
+    let t = target("shop-staging-api");
+    let push = Push {
+        event_id: format!("push-{n}"),
+        registry_account: "123456789012".into(),
+        registry_region: "ap-southeast-1".into(),
+        repository: "shop/api".into(),
+        tag: format!("staging-{n:08}"),
+        digest: digest(n),
+        pushed_at: t0(),
+    };
+    let d = Deployment::new(&push, t.clone(), w.clock.now());
+    let until = w.clock.now() + Duration::from_secs(900);
+    assert_eq!(w.ledger.begin(&d, "dying-attempt", until, w.clock.now()).await, Ok(Begin::Started));
+    let service = w.ecs.service(&t).await.expect("service");
+    let change = ImageChange { containers: vec!["api".into()], image: push.image() };
+    let ferry::ports::Revision::Registered(revision) =
+        w.ecs.register_revision(&t, &service.task_definition, &change).await.expect("register")
+    else {
+        panic!("not registered")
+    };
+    let ecs_id = w.ecs.update_service(&t, &service, &revision).await.expect("update");
+    (d, ecs_id)
+}
+
+#[tokio::test]
+async fn a_rollout_reported_before_the_deploy_function_recorded_it_is_adopted_and_verified() {
+    let w = World::new(vec![ok("ok")]);
+    let (d, ecs_id) = updated_but_not_recorded(&w, 1).await;
+
+    let progress = w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &ecs_id)).await;
+    assert_eq!(progress, Ok(VerifyOutcome::Progress { deployment: d.id.clone() }));
+    let record = w.record(&ecs_id);
+    assert_eq!((record.id.as_str(), record.origin, record.state), (d.id.as_str(), Origin::Ferry, State::InProgress));
+    assert!(record.task_definition.is_some());
+    let head = w.ledger.head(&target("shop-staging-api")).await.expect("head");
+    assert_eq!(head.lock, None, "the dead attempt's lock is released");
+    assert_eq!(head.active, Some((d.id.clone(), digest(1))));
+    assert_eq!(w.ledger.records().len(), 1, "no record of an 'external' deployment");
+
+    w.ecs.complete(&target("shop-staging-api"));
+    assert_eq!(
+        w.verify(completed("shop-staging-api", &ecs_id)).await,
+        Ok(VerifyOutcome::Succeeded { deployment: d.id.clone() })
+    );
+    assert_eq!(w.probe.requests().len(), 1, "the smoke test ran");
+
+    // The deploy event, redelivered: already done, nothing deployed again.
+    let mut e = sample_event("ecr-push-staging.json");
+    (e["id"], e["time"]) = (d.event_id.clone().into(), t0().to_rfc3339().into());
+    (e["detail"]["image-tag"], e["detail"]["image-digest"]) = (d.tag.clone().into(), digest(1).into());
+    let updates = w.ecs.count("UpdateService");
+    let again = Deployer {
+        config: &w.config,
+        ecs: &w.ecs,
+        ledger: &w.ledger,
+        notifier: &w.notifier,
+        clock: &w.clock,
+        registry: &ferry::fakes::MemoryRegistry::default(),
+        settings: DeploySettings::default(),
+    }
+    .handle(e, &Invocation { attempt: "redelivered".into(), deadline: None })
+    .await;
+    assert!(
+        matches!(&again, Ok(Outcome::Deployed(t)) if matches!(t.as_slice(), [TargetOutcome::Duplicate { state: State::Succeeded, .. }])),
+        "{again:?}"
+    );
+    assert_eq!(w.ecs.count("UpdateService"), updates);
+}
+
+#[tokio::test]
+async fn another_image_rolling_out_while_a_push_is_pending_is_not_adopted() {
+    let w = World::new(vec![ok("ok")]);
+    let (d, _) = updated_but_not_recorded(&w, 1).await;
+    // Someone else's UpdateService, to another image, on top.
+    use ferry::ports::Ecs;
+    let t = target("shop-staging-api");
+    let service = w.ecs.service(&t).await.expect("service");
+    let manual = w
+        .ecs
+        .update_service(&t, &service, "arn:aws:ecs:ap-southeast-1:123456789012:task-definition/api:1")
+        .await
+        .expect("update");
+    let outcome = w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &manual)).await;
+    assert!(matches!(outcome, Ok(VerifyOutcome::External { origin: Origin::External, .. })), "{outcome:?}");
+    let pending = w.ledger.records().into_iter().find(|r| r.id == d.id).expect("record");
+    assert_eq!(pending.state, State::Pending, "the push's record is left to its deploy invocation");
 }

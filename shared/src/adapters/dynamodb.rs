@@ -429,6 +429,29 @@ impl Ledger for DynamoLedger {
         }
     }
 
+    async fn adopt(&self, d: &Deployment, now: DateTime<Utc>) -> Result<bool, LedgerError> {
+        let mut record = Expression::new();
+        deployment_fields(d, &mut record);
+        let pending = record.value("pending", s(State::Pending.as_str()));
+        let state = record.name("state");
+        let record = record.update(Self::deployment_key(d), &self.table, &[], &format!("{state} = {pending}"))?;
+
+        let mut head = Expression::new();
+        head.set("active_deployment", s(&d.id));
+        head.set("active_digest", s(&d.digest));
+        head.set("updated_at", s(d.updated_at.to_rfc3339()));
+        let (holder, until) = (head.name("lock_deployment"), head.name("lock_until"));
+        let (me, now) = (head.value("deployment", s(&d.id)), head.value("now", millis(now)));
+        let release = ["lock_deployment", "lock_attempt", "lock_until"];
+        let condition = format!("attribute_not_exists({until}) OR {holder} = {me} OR {until} <= {now}");
+        let head = head.update(Self::head_key(&d.target), &self.table, &release, &condition)?;
+        let items = vec![
+            TransactWriteItem::builder().update(record).build(),
+            TransactWriteItem::builder().update(head).build(),
+        ];
+        Ok(self.transact("adopting a rollout", items).await?.is_ok())
+    }
+
     async fn transition(&self, d: &Deployment, from: &[State], head: HeadChange) -> Result<bool, LedgerError> {
         let placeholders: Vec<String> = (0..from.len()).map(|i| format!(":s{i}")).collect();
         let record = self.record_update(d, &format!("#state IN ({})", placeholders.join(", ")), from)?;

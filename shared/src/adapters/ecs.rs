@@ -11,7 +11,7 @@ use aws_sdk_ecs::types::{
 use super::aws::{AwsClients, ErrorKind, classify};
 use crate::config::Migration;
 use crate::model::Target;
-use crate::ports::{Ecs, EcsDeployment, EcsError, Revision, ServiceInfo, TaskExit};
+use crate::ports::{Container, Ecs, EcsDeployment, EcsError, Revision, ServiceInfo, TaskExit};
 use crate::render::{ImageChange, Images};
 
 /// What the adapter keeps from DescribeServices to run a task placed like the service and
@@ -37,25 +37,6 @@ impl EcsAdapter {
 
     pub fn with_clients(clients: AwsClients<Client>) -> Self {
         EcsAdapter { clients }
-    }
-
-    /// The containers of a task definition as `(name, image)`: what a deployment's
-    /// [`ImageChange`] applies to (the operator CLI's dry run shows its effect).
-    pub async fn containers(
-        &self,
-        target: &Target,
-        task_definition: &str,
-    ) -> Result<Vec<(Option<String>, Option<String>)>, EcsError> {
-        let out = self
-            .client(target)
-            .await
-            .describe_task_definition()
-            .task_definition(task_definition)
-            .send()
-            .await
-            .map_err(ecs_error)?;
-        let definition = out.task_definition.ok_or_else(|| EcsError::NotFound(task_definition.to_string()))?;
-        Ok(definition.container_definitions().iter().map(|c| (c.name.clone(), c.image.clone())).collect())
     }
 
     async fn client(&self, target: &Target) -> Client {
@@ -238,6 +219,19 @@ impl Ecs for EcsAdapter {
         }
         let exit_code = task.containers().iter().find(|c| c.name() == Some(container)).and_then(|c| c.exit_code);
         Ok(Some(TaskExit { exit_code, reason: task.stopped_reason().unwrap_or("stopped").to_string() }))
+    }
+
+    async fn containers(&self, target: &Target, task_definition: &str) -> Result<Vec<Container>, EcsError> {
+        let out = self
+            .client(target)
+            .await
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        let definition = out.task_definition.ok_or_else(|| EcsError::NotFound(task_definition.to_string()))?;
+        Ok(definition.container_definitions().iter().map(|c| (c.name.clone(), c.image.clone())).collect())
     }
 
     async fn update_service(

@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod dynamodb;
+pub mod ecr;
 pub mod ecs;
 pub mod http;
 pub mod notifiers;

@@ -344,6 +344,7 @@ containers = ["api"]
             ledger: &ledger,
             notifier: &notifier,
             clock: &SystemClock,
+            registry: &ferry::adapters::ecr::EcrRegistry::with_client(clients::ecr(&self.home)),
             settings: DeploySettings { poll: Duration::from_millis(20), ..DeploySettings::default() },
         };
         let invocation = Invocation { attempt: attempt.into(), deadline: None };

@@ -1,0 +1,222 @@
+//! Reconciliation: ECR sends its push events best-effort, so a push can go unannounced.
+//! On a schedule (and on `ferry reconcile`), the deploy function looks in ECR for the newest
+//! image each environment's rules take, and deploys it through the normal path to every
+//! target where it is newer than the newest push Ferry took there — the push whose event
+//! never came.
+//!
+//! What is never reconciled: a target Ferry has not deployed yet (its first push does
+//! that), an image no newer than the newest push taken for the target (an older image, or
+//! the same push: its event came), a digest already live or quarantined there, a target
+//! locked by a deployment in progress (the next run looks again).
+
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::deploy::{Deployer, Invocation, Retryable, TargetOutcome};
+use crate::model::{Deployment, Push, Refusal};
+use crate::plan::{Plan, plan};
+use crate::ports::{Clock, Ecs, Image, Ledger, Notifier, Registry, RegistryError};
+
+/// The event id of a push replayed from ECR's record of it (by reconciliation or `ferry
+/// deploy`): derived from the image and tag, so replaying the same push twice is one push.
+pub fn replay_event_id(digest: &str, tag: &str) -> String {
+    let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
+    format!("ferry-replay-{}-{tag}", &hex[..hex.len().min(16)])
+}
+
+/// The push that `tag` of `image` would have announced.
+pub fn replayed_push(repository: &str, image: &Image, tag: &str) -> Push {
+    Push {
+        event_id: replay_event_id(&image.digest, tag),
+        registry_account: image.registry_account.clone(),
+        registry_region: image.registry_region.clone(),
+        repository: repository.to_string(),
+        tag: tag.to_string(),
+        digest: image.digest.clone(),
+        pushed_at: image.pushed_at,
+    }
+}
+
+/// Per environment, the newest of `repository`'s images whose tag deploys there: the
+/// pushes reconciliation compares with what each target took. Ties (one second, two
+/// images) go to the larger digest, so every run picks the same one.
+pub fn candidates(config: &Config, repository: &str, images: &[Image]) -> Vec<Push> {
+    let mut newest: Vec<(String, Push)> = Vec::new();
+    for image in images {
+        for tag in &image.tags {
+            let push = replayed_push(repository, image, tag);
+            let Plan::Deploy { environment, .. } = plan(config, &push) else { continue };
+            match newest.iter_mut().find(|(env, _)| *env == environment) {
+                Some((_, best)) if (best.pushed_at, &best.digest) >= (push.pushed_at, &push.digest) => {}
+                Some((_, best)) => *best = push,
+                None => newest.push((environment, push)),
+            }
+        }
+    }
+    newest.into_iter().map(|(_, push)| push).collect()
+}
+
+/// What reconciliation found on one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    pub target: String,
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+    pub pushed_at: DateTime<Utc>,
+    pub finding: Finding,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// The target has what it should: why this image is not deployed.
+    UpToDate(String),
+    /// Ferry has not deployed this target yet; its first push will.
+    NeverDeployed,
+    /// A deployment holds the target; the next run looks again.
+    Busy(String),
+    /// A push newer than any Ferry took for the target: its event never came. Deployed
+    /// through the normal path (`None` in a dry run).
+    Missed(Option<TargetOutcome>),
+}
+
+impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N, C, R> {
+    /// Looks in ECR for pushes whose events never came and deploys them (or, with
+    /// `dry_run`, only says so). A repository ECR does not have is reported and skipped.
+    pub async fn reconcile(&self, invocation: &Invocation, dry_run: bool) -> Result<Vec<Reconciled>, Retryable> {
+        let mut repositories: Vec<&str> = self.config.services.iter().map(|s| s.repository.as_str()).collect();
+        repositories.sort_unstable();
+        repositories.dedup();
+        let mut found = Vec::new();
+        for repository in repositories {
+            let images = match self.registry.images(repository).await {
+                Ok(images) => images,
+                Err(RegistryError::Missing(why)) => {
+                    warn!(repository = %repository, error = %why, "cannot reconcile a repository ECR does not show");
+                    continue;
+                }
+                Err(RegistryError::Transient(why)) => return Err(Retryable(why)),
+            };
+            for push in candidates(self.config, repository, &images) {
+                let Plan::Deploy { targets, .. } = plan(self.config, &push) else { continue };
+                for tp in &targets {
+                    let finding = self.reconcile_target(&push, tp, invocation, dry_run).await?;
+                    if let Finding::Missed(outcome) = &finding {
+                        info!(target = %tp.target, repository = %push.repository, tag = %push.tag, digest = %push.digest,
+                              pushed_at = %push.pushed_at, outcome = ?outcome, dry_run, "a push whose event never came");
+                    }
+                    found.push(Reconciled {
+                        target: tp.target.to_string(),
+                        repository: push.repository.clone(),
+                        tag: push.tag.clone(),
+                        digest: push.digest.clone(),
+                        pushed_at: push.pushed_at,
+                        finding,
+                    });
+                }
+            }
+        }
+        info!(
+            targets = found.len(),
+            missed = found.iter().filter(|r| matches!(r.finding, Finding::Missed(_))).count(),
+            dry_run,
+            "reconciled"
+        );
+        Ok(found)
+    }
+
+    async fn reconcile_target(
+        &self,
+        push: &Push,
+        tp: &crate::plan::TargetPlan,
+        invocation: &Invocation,
+        dry_run: bool,
+    ) -> Result<Finding, Retryable> {
+        let head = self.ledger.head(&tp.target).await?;
+        let Some(newest) = head.newest_pushed_at else { return Ok(Finding::NeverDeployed) };
+        if push.pushed_at <= newest {
+            return Ok(Finding::UpToDate(format!(
+                "no newer than the newest push taken for the target (from {})",
+                newest.to_rfc3339()
+            )));
+        }
+        let now = self.clock.now();
+        match head.admit(&Deployment::new(push, tp.target.clone(), now), now) {
+            Ok(()) if dry_run => Ok(Finding::Missed(None)),
+            Ok(()) => Ok(Finding::Missed(Some(self.deploy_target(push, tp, invocation).await?))),
+            Err(Refusal::Locked { by, .. }) => Ok(Finding::Busy(format!("deployment {by} holds the target"))),
+            Err(refusal) => Ok(Finding::UpToDate(refusal.skip_reason().unwrap_or_default())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    const CONFIG: &str = r#"
+[[environments]]
+name = "staging"
+rules = [{ glob = "staging-*" }, { glob = "latest" }]
+targets = [{ region = "eu-west-1", cluster = "staging" }]
+
+[[environments]]
+name = "production"
+rules = [{ semver = "final" }]
+targets = [{ region = "eu-west-1", cluster = "production" }]
+
+[[services]]
+repository = "shop/api"
+name = "api-{env}"
+containers = ["api"]
+"#;
+
+    fn image(digest: &str, secs: i64, tags: &[&str]) -> Image {
+        Image {
+            digest: format!("sha256:{digest}"),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            pushed_at: Utc.timestamp_opt(secs, 0).single().expect("time"),
+            registry_account: "123456789012".into(),
+            registry_region: "eu-west-1".into(),
+        }
+    }
+
+    #[test]
+    fn each_environment_gets_its_newest_matching_image() {
+        let config = Config::parse("ferry.toml", CONFIG).expect("config");
+        let images = [
+            image("aa", 100, &["staging-00000001"]),
+            image("bb", 300, &["staging-00000002", "latest"]),
+            image("cc", 200, &["v1.0.0"]),
+            image("dd", 400, &["feature-x"]),
+            image("ee", 150, &["v0.9.0"]),
+        ];
+        let found: Vec<(String, String)> =
+            candidates(&config, "shop/api", &images).into_iter().map(|p| (p.tag, p.digest)).collect();
+        // bb's first tag that deploys to staging wins; feature-x deploys nowhere.
+        assert_eq!(
+            found,
+            [("staging-00000002".to_string(), "sha256:bb".to_string()), ("v1.0.0".into(), "sha256:cc".into())]
+        );
+        assert!(candidates(&config, "shop/web", &images).is_empty(), "no service of another repository");
+    }
+
+    #[test]
+    fn a_tie_goes_to_the_same_image_every_time() {
+        let config = Config::parse("ferry.toml", CONFIG).expect("config");
+        let a = [image("aa", 100, &["staging-1"]), image("bb", 100, &["staging-2"])];
+        let b = [a[1].clone(), a[0].clone()];
+        let pick = |images: &[Image]| candidates(&config, "shop/api", images)[0].digest.clone();
+        assert_eq!(pick(&a), "sha256:bb");
+        assert_eq!(pick(&b), "sha256:bb");
+    }
+
+    #[test]
+    fn a_replayed_push_has_an_id_of_its_image_and_tag() {
+        assert_eq!(replay_event_id("sha256:0123456789abcdef0123", "v1"), "ferry-replay-0123456789abcdef-v1");
+        let img = image("0123456789abcdef0123", 5, &["v1"]);
+        assert_eq!(replayed_push("shop/api", &img, "v1").event_id, replay_event_id(&img.digest, "v1"));
+    }
+}
