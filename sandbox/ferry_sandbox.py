@@ -62,6 +62,9 @@ RETRY_DELAYS = (0.5, 1.0)
 #: The template's function timeouts are long; the lease Ferry takes on a target is derived
 #: from the deadline, so the sandbox gives each invocation this long.
 INVOCATION_SECONDS = 120
+#: Each AWS request's limit in the functions (FERRY_AWS_TIMEOUT_SECONDS; 10 s on AWS): short,
+#: so that the fault tests' timeouts do not take long.
+AWS_TIMEOUT_SECONDS = 2
 
 
 def now_rfc3339() -> str:
@@ -136,24 +139,37 @@ class QuietServer(http.server.ThreadingHTTPServer):
 
 
 class Function:
-    """A Lambda function: the Runtime API, served to `concurrency` processes of its binary."""
+    """A Lambda function: `concurrency` processes of its binary, each polling a Runtime API of
+    its own. As on Lambda, an invocation still running at its deadline is stopped: the process
+    is killed ("Task timed out"), the invocation fails (and is retried), and a fresh process
+    takes the slot."""
 
-    def __init__(self, sandbox: "Sandbox", name: str, binary: Path, env: dict, concurrency: int = 1):
-        self.sandbox, self.name, self.binary = sandbox, name, binary
+    def __init__(self, sandbox: "Sandbox", name: str, binary: Path, env: dict, concurrency: int = 1,
+                 timeout: float = INVOCATION_SECONDS):
+        self.sandbox, self.name, self.binary, self.timeout = sandbox, name, binary, timeout
         self.cond = threading.Condition()
         self.queue: list[dict] = []  # invocations waiting for a process
         self.in_flight: dict[str, dict] = {}
         self.scheduled = 0  # retries waiting for their delay
         self.results: list[dict] = []  # every finished invocation, in order
         self.dead_letters: list[dict] = []
+        self.timed_out = 0
         self.stopping = False
-        function = self
+        self.env = {**env, "AWS_LAMBDA_FUNCTION_NAME": f"ferry-{name}"}
+        self.log_path = sandbox.workdir / f"ferry-{name}.log"
+        self.slots = [self._serve(slot) for slot in range(concurrency)]
+        self.processes = [self._start(slot) for slot in range(concurrency)]
+        threading.Thread(target=self._watch_deadlines, daemon=True).start()
+
+    def _serve(self, slot: int) -> QuietServer:
+        """The Runtime API of the process in `slot`."""
+        function, sandbox, name = self, self.sandbox, self.name
 
         class RuntimeApi(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802  /2018-06-01/runtime/invocation/next
-                invocation = function._next()
+                invocation = function._next(slot)
                 if invocation is None:
                     self.send_response(410)
                     self.send_header("Content-Length", "0")
@@ -162,7 +178,7 @@ class Function:
                 body = json.dumps(invocation["event"]).encode()
                 self.send_response(200)
                 self.send_header("Lambda-Runtime-Aws-Request-Id", invocation["id"])
-                self.send_header("Lambda-Runtime-Deadline-Ms", str(int((time.time() + INVOCATION_SECONDS) * 1000)))
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(int(invocation["deadline"] * 1000)))
                 self.send_header(
                     "Lambda-Runtime-Invoked-Function-Arn",
                     f"arn:aws:lambda:{sandbox.region}:{HOME_ACCOUNT}:function:ferry-{name}",
@@ -186,17 +202,38 @@ class Function:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = QuietServer(("127.0.0.1", 0), RuntimeApi)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        env = {**env, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.server.server_address[1]}",
-               "AWS_LAMBDA_FUNCTION_NAME": f"ferry-{name}"}
-        self.log_path = sandbox.workdir / f"ferry-{name}.log"
-        log = self.log_path.open("ab")
-        self.processes = [
-            subprocess.Popen([str(binary)], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-            for _ in range(concurrency)
-        ]
-        log.close()
+        server = QuietServer(("127.0.0.1", 0), RuntimeApi)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def _start(self, slot: int) -> subprocess.Popen:
+        env = {**self.env, "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{self.slots[slot].server_address[1]}"}
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen([str(self.binary)], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT)
+
+    def _watch_deadlines(self) -> None:
+        while not self.stopping:
+            time.sleep(0.05)
+            now = time.time()
+            with self.cond:
+                late = [i for i in self.in_flight.values() if i["deadline"] <= now]
+            for invocation in late:
+                self._time_out(invocation)
+
+    def _time_out(self, invocation: dict) -> None:
+        """Lambda's timeout: the execution environment is stopped mid-invocation, which fails."""
+        slot = invocation["slot"]
+        with self.cond:
+            if invocation["id"] not in self.in_flight or self.stopping:
+                return
+            self.timed_out += 1
+            process = self.processes[slot]
+            process.kill()
+            process.wait()
+            self.processes[slot] = self._start(slot)
+        self._finish(invocation["id"], False, json.dumps(
+            {"errorType": "Sandbox.Timedout", "errorMessage": f"Task timed out after {self.timeout:.2f} seconds"}).encode())
 
     def invoke(self, event: dict, attempt: int = 1) -> None:
         """An asynchronous invocation (EventBridge invokes functions this way)."""
@@ -204,14 +241,14 @@ class Function:
             self.queue.append({"id": str(uuid.uuid4()), "event": event, "attempt": attempt, "started": None})
             self.cond.notify_all()
 
-    def _next(self) -> dict | None:
+    def _next(self, slot: int) -> dict | None:
         with self.cond:
             while not self.queue and not self.stopping:
                 self.cond.wait(0.5)
             if self.stopping:
                 return None
             invocation = self.queue.pop(0)
-            invocation["started"] = time.perf_counter()
+            invocation.update(started=time.perf_counter(), deadline=time.time() + self.timeout, slot=slot)
             self.in_flight[invocation["id"]] = invocation
             return invocation
 
@@ -255,15 +292,18 @@ class Function:
         with self.cond:
             self.stopping = True
             self.cond.notify_all()
-        for p in self.processes:
+        with self.cond:
+            processes = list(self.processes)
+        for p in processes:
             p.terminate()
-        for p in self.processes:
+        for p in processes:
             try:
                 p.wait(5)
             except subprocess.TimeoutExpired:
                 p.kill()
-        self.server.shutdown()
-        self.server.server_close()
+        for server in self.slots:
+            server.shutdown()
+            server.server_close()
 
 
 # --- EventBridge -----------------------------------------------------------------------
@@ -275,6 +315,7 @@ class Bus:
     def __init__(self, sandbox: "Sandbox", parameters: dict[str, str]):
         self.sandbox = sandbox
         template = iam.load_template(REPO / "infra" / "template.yaml")
+        sandbox.template, self.parameters = template, parameters
         self.rules = {
             name: [(bus, EventPattern.load(json.dumps(pattern))) for bus, pattern in rules]
             for name, rules in iam.event_rules(template, parameters).items()
@@ -401,6 +442,7 @@ class Sandbox:
         self.duplicates = False  # deliver every event twice
         self.hold = False  # keep events in `held` until release()
         self.held: list[tuple[dict, str]] = []
+        self.unannounced: set[tuple[str, str]] = set()  # (repository, tag) pushes whose event is lost
         self.lock = threading.Lock()
         self.server = ferry_moto.start_server(0)
         self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
@@ -457,6 +499,11 @@ class Sandbox:
         ECRBackend.put_image._sandbox = sandbox
 
     def _ecr_pushed(self, backend, repository: str, digest: str, tag: str) -> None:
+        with self.lock:
+            if (repository, tag) in self.unannounced:
+                self.unannounced.discard((repository, tag))
+                self._record("push", f"ECR never sends the push event of {repository}:{tag} (best-effort delivery)")
+                return
         event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "ECR Image Action", "source": "aws.ecr",
                  "account": backend.account_id, "time": now_rfc3339(), "region": backend.region_name, "resources": [],
                  "detail": {"result": "SUCCESS", "repository-name": repository, "image-digest": digest,
@@ -564,7 +611,8 @@ class Sandbox:
         return self.behaviours.get(image.rpartition("@")[2], "healthy")
 
     # -- the world ----------------------------------------------------------------------
-    def load(self, config_text: str, *, slack_routes: tuple[str, ...] = (), concurrency: int = 1) -> Path:
+    def load(self, config_text: str, *, slack_routes: tuple[str, ...] = (), concurrency: int = 1,
+             timeouts: dict[str, float] | None = None) -> Path:
         """A fresh world for this config: Ferry's table, topic and secret, the ECR
         repositories, and for every target a cluster whose services (each container the
         config names, plus a proxy sidecar) run an initial image; then the three functions."""
@@ -614,7 +662,7 @@ class Sandbox:
                     self.targets.append(t)
                     if "health" in svc:
                         self.health_targets.setdefault(svc["health"]["url"].replace("{env}", env["name"]), []).append(t)
-        self.start_functions(concurrency)
+        self.start_functions(concurrency, timeouts or {})
         return self.config_path
 
     def _create_service(self, ecs, t: Target, repository: str, network: dict) -> None:
@@ -643,21 +691,28 @@ class Sandbox:
     def function_env(self) -> dict:
         return {**os.environ, **self.aws_env(), "FERRY_CONFIG": str(self.config_path), "FERRY_TABLE": self.table,
                 "FERRY_TOPIC_ARN": self.topic, "FERRY_SLACK_SECRET": self.secret, "FERRY_EVENT_BUS": "default",
+                "FERRY_ACCOUNT": HOME_ACCOUNT, "FERRY_AWS_TIMEOUT_SECONDS": str(AWS_TIMEOUT_SECONDS),
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
                 "RUST_LOG": os.environ.get("FERRY_SANDBOX_LOG", "info")}
 
-    def start_functions(self, concurrency: int = 1) -> None:
-        env = self.function_env()
+    def start_functions(self, concurrency: int = 1, timeouts: dict[str, float] | None = None,
+                        env: dict[str, str] | None = None) -> None:
+        env = {**self.function_env(), **(env or {})}
         for name in ("deploy", "verify", "rollback"):
             # An access key of its own, so the emulator can tell the functions apart (faults).
             self.functions[name] = Function(self, name, self.bin_dir / f"ferry-{name}",
-                                            {**env, "AWS_ACCESS_KEY_ID": caller(name)}, concurrency)
+                                            {**env, "AWS_ACCESS_KEY_ID": caller(name)}, concurrency,
+                                            (timeouts or {}).get(name, INVOCATION_SECONDS))
 
-    def inject(self, action: str, kind: str, times: int, function: str | None = None) -> None:
+    def inject(self, action: str, kind: str, times: int, function: str | None = None, *,
+               processed: bool = False, seconds: float = 60) -> None:
         """The next `times` requests for `action` (`ecs:UpdateService`) from `function` (or
-        anyone) fail: kind "throttle" (ThrottlingException) or "error" (HTTP 500)."""
-        ferry_moto.FAULTS.append({"action": action, "kind": kind, "times": times,
-                                  "caller": caller(function) if function else None})
+        anyone) fail: kind "throttle" (ThrottlingException), "error" (HTTP 500), "timeout"
+        (no answer for `seconds`, or until the caller gives up) or "drop" (the connection
+        closed unanswered). With `processed`, the request takes effect and only its answer
+        is lost."""
+        ferry_moto.FAULTS.append({"action": action, "kind": kind, "times": times, "processed": processed,
+                                  "seconds": seconds, "caller": caller(function) if function else None})
 
     def injected(self) -> list[dict]:
         return list(ferry_moto.INJECTED)
@@ -675,10 +730,15 @@ class Sandbox:
         self.server.shutdown()
 
     # -- acting in the world ------------------------------------------------------------
-    def push(self, repository: str, tag: str, *, health: str = "healthy", migration_exit: int | None = None) -> str:
+    def push(self, repository: str, tag: str, *, health: str = "healthy", migration_exit: int | None = None,
+             announced: bool = True) -> str:
         """CI pushes an image: `health` says how it behaves once running (healthy, unhealthy:
         its health URL fails, crash: its tasks never start); `migration_exit` is the exit
-        code of a migration task run from it. Returns the image digest."""
+        code of a migration task run from it; `announced=False` loses its push event (ECR
+        sends them best-effort). Returns the image digest."""
+        if not announced:
+            with self.lock:
+                self.unannounced.add((repository, tag))
         # The image's behaviour is known before ECR announces it (the event follows PutImage).
         image = self.client("ecr").put_image(repositoryName=repository, imageManifest=new_manifest(),
                                              imageTag=tag)["image"]
@@ -689,6 +749,23 @@ class Sandbox:
         self._record("push", f"CI pushes {repository}:{tag} ({short(digest)})"
                              + ("" if health == "healthy" else f" — an image that is {health}"))
         return digest
+
+    def tick(self) -> list[str]:
+        """The template's schedules fire once: each scheduled function gets EventBridge's
+        "Scheduled Event", as its rule would send it. Returns the functions invoked."""
+        invoked = []
+        for name, expressions in iam.schedules(self.template, self.bus.parameters).items():
+            for expression in expressions:
+                event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
+                         "source": "aws.events", "account": HOME_ACCOUNT, "time": now_rfc3339(),
+                         "region": self.region, "detail": {},
+                         "resources": [f"arn:aws:events:{self.region}:{HOME_ACCOUNT}:rule/ferry-{name}-schedule"]}
+                self._record("event", f"schedule {expression} → ferry-{name}", {"event": event, "routed": [name]})
+                with self.lock:
+                    self.events_seen += 1
+                self.functions[name].invoke(event)
+                invoked.append(name)
+        return invoked
 
     def image(self, repository: str, ref: str) -> str:
         """An image of Ferry's ECR repository by digest (pinned, as Ferry deploys) or tag."""

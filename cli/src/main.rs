@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let aws = ferry::adapters::aws::sdk_config().await;
     let stdout = std::io::stdout();
     let term = ferry_cli::Term::detect(stdout.is_terminal(), std::env::var_os("NO_COLOR").is_some());
     let mut out = stdout.lock();

@@ -17,7 +17,9 @@ use crate::event::{DeployEvent, Received, parse_deploy_event};
 use crate::model::{Deployment, Push, Refusal, State};
 use crate::notify::Notification;
 use crate::plan::{Plan, TargetPlan, plan};
-use crate::ports::{Begin, Clock, Ecs, EcsError, Ledger, LedgerError, Notifier, Registry, Revision, ServiceInfo};
+use crate::ports::{
+    Begin, Clock, Ecs, EcsError, Finish, Ledger, LedgerError, Notifier, Registry, Revision, ServiceInfo,
+};
 use crate::reconcile::Reconciled;
 
 /// Timings of the deploy handler.
@@ -201,7 +203,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     ) -> Result<TargetOutcome, Retryable> {
         let target = plan.target.to_string();
         let mut deployment = Deployment::new(push, plan.target.clone(), self.clock.now());
-        match self.acquire(&deployment, invocation).await? {
+        let acquired = match self.acquire(&deployment, invocation).await {
+            Ok(acquired) => acquired,
+            // The write that takes the lock may have gone through with its answer lost.
+            Err(e) => return Err(self.give_up(plan, invocation, e.0).await),
+        };
+        match acquired {
             Acquired::Yes => {}
             Acquired::Skip(refusal) => {
                 let reason = refusal.skip_reason().unwrap_or_default();
@@ -242,9 +249,16 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             }
         };
         deployment.updated_at = self.clock.now();
-        if let Err(e) = self.ledger.finish(&deployment, &invocation.attempt).await {
+        match self.ledger.finish(&deployment, &invocation.attempt).await {
+            Ok(Finish::Recorded) => {}
+            // The verify function adopted the rollout when ECS reported it first: its record
+            // (and its messages) tell the rest.
+            Ok(Finish::AlreadyIn(state)) => {
+                info!(target = %target, state = %state, "already recorded by the verify function");
+                return Ok(TargetOutcome::Duplicate { target, state });
+            }
             // The redelivered event finds the service updated and adopts the rollout.
-            return Err(self.give_up(plan, invocation, format!("{target}: {e}")).await);
+            Err(e) => return Err(self.give_up(plan, invocation, format!("{target}: {e}")).await),
         }
         match &outcome {
             TargetOutcome::Failed { reason, .. } => error!(target = %target, reason = %reason, "deployment failed"),
@@ -333,7 +347,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         if let Some(migration) = &plan.migration {
             self.migrate(target, &service, &task_definition, migration).await?;
         }
-        let ecs_id = self.ecs.update_service(target, &service, &task_definition).await?;
+        let ecs_id = update_service(self.ecs, self.clock, target, &service, &task_definition).await?;
         info!(target = %target, ecs_deployment = %ecs_id, "service updated");
         Ok(ecs_id)
     }
@@ -376,6 +390,46 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     /// Sends the deployment's message; a failure is recorded and logged, never raised.
     async fn notify(&self, deployment: &Deployment) {
         crate::notify::send(self.notifier, self.ledger, Notification::about(self.config, deployment, None)).await;
+    }
+}
+
+/// Points the service at `revision` with the circuit breaker on; returns the ECS deployment
+/// doing it. [`Ecs::update_service`] is tried once, so after a transient failure this looks
+/// at the service before trying again (three tries in all): a timeout may have lost just the
+/// answer. Only while the service's deployment is still the one `service` saw is the update
+/// repeated; a new one is this update (done) or someone else's (stop: repeating would undo it).
+pub(crate) async fn update_service<E: Ecs, C: Clock>(
+    ecs: &E,
+    clock: &C,
+    target: &crate::model::Target,
+    service: &ServiceInfo,
+    revision: &str,
+) -> Result<String, EcsError> {
+    let before = service.primary.as_ref().map(|p| p.id.as_str());
+    let mut tries = 1;
+    loop {
+        let failure = match ecs.update_service(target, service, revision).await {
+            Err(EcsError::Transient(e)) => e,
+            done => return done,
+        };
+        match ecs.service(target).await?.primary {
+            Some(now) if Some(now.id.as_str()) == before && tries < 3 => {
+                warn!(target = %target, error = %failure, "UpdateService failed and did not happen; trying again");
+                clock.sleep(Duration::from_secs(tries)).await;
+                tries += 1;
+            }
+            Some(now) if Some(now.id.as_str()) == before => return Err(EcsError::Transient(failure)),
+            Some(now) if now.task_definition == revision => {
+                info!(target = %target, ecs_deployment = %now.id, "UpdateService's answer was lost; it did happen");
+                return Ok(now.id);
+            }
+            now => {
+                return Err(EcsError::Rejected(format!(
+                    "{failure}; meanwhile another deployment ({}) started",
+                    now.map_or_else(|| "none".to_string(), |p| format!("{} of {}", p.id, p.task_definition))
+                )));
+            }
+        }
     }
 }
 

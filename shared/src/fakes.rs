@@ -12,8 +12,9 @@ use crate::config::Migration;
 use crate::model::{Deployment, Head, Lock, State, Target};
 use crate::notify::Notification;
 use crate::ports::{
-    Begin, BusError, Clock, Container, Ecs, EcsDeployment, EcsError, EventBus, HeadChange, HealthProbe, Image, Ledger,
-    LedgerError, Notifier, NotifyError, ProbeResponse, Registry, RegistryError, Revision, ServiceInfo, TaskExit,
+    Begin, BusError, Claim, Clock, Container, Ecs, EcsDeployment, EcsError, EventBus, Finish, HeadChange, HealthProbe,
+    Image, Ledger, LedgerError, Notifier, NotifyError, ProbeResponse, Registry, RegistryError, Revision, ServiceInfo,
+    TaskExit,
 };
 use crate::render::{ImageChange, Images};
 
@@ -80,6 +81,8 @@ struct EcsWorld {
     task_definitions: BTreeMap<String, Vec<(String, String)>>,
     calls: Vec<String>,
     failures: HashMap<&'static str, EcsError>,
+    /// UpdateService takes effect, but its answer is lost (a timeout).
+    lose_updates: bool,
     migration_exit: Option<i32>,
     tasks: u32,
 }
@@ -159,6 +162,12 @@ impl FakeEcs {
 
     pub fn heal(&self, operation: &'static str) {
         lock(&self.0).failures.remove(operation);
+    }
+
+    /// Makes later UpdateService calls take effect and then fail as a timeout would, their
+    /// answer lost (or behave again, with `false`).
+    pub fn lose_update_answers(&self, lose: bool) {
+        lock(&self.0).lose_updates = lose;
     }
 
     pub fn set_migration_exit(&self, code: i32) {
@@ -243,6 +252,9 @@ impl Ecs for FakeEcs {
             running: 0,
             desired: 2,
         });
+        if w.lose_updates {
+            return Err(EcsError::Transient("timeout: no answer from UpdateService".into()));
+        }
         Ok(id)
     }
 }
@@ -251,8 +263,8 @@ impl Ecs for FakeEcs {
 struct LedgerWorld {
     heads: HashMap<String, Head>,
     records: BTreeMap<(String, String), Deployment>,
-    /// Verification claims: record key → until.
-    claims: HashMap<(String, String), DateTime<Utc>>,
+    /// Verification claims: record key → the claim.
+    claims: HashMap<(String, String), Claim>,
     fail: Option<LedgerError>,
     /// Operations (the port's method names) made to fail on their own.
     failing: HashMap<&'static str, LedgerError>,
@@ -366,11 +378,11 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
-    async fn finish(&self, d: &Deployment, attempt: &str) -> Result<(), LedgerError> {
+    async fn finish(&self, d: &Deployment, attempt: &str) -> Result<Finish, LedgerError> {
         let mut w = self.world("finish")?;
         match w.records.get(&record_key(d)) {
-            Some(existing) if existing.state == State::Pending => {}
-            _ => return Ok(()), // already recorded
+            Some(existing) if existing.state != State::Pending => return Ok(Finish::AlreadyIn(existing.state)),
+            _ => {}
         }
         let head = w.heads.entry(d.target.key()).or_default();
         if head.lock.as_ref().is_some_and(|l| l.attempt == attempt) {
@@ -383,7 +395,7 @@ impl Ledger for MemoryLedger {
         let mut record = d.clone();
         record.created_at = created_at.unwrap_or(d.created_at);
         w.records.insert(record_key(d), record);
-        Ok(())
+        Ok(Finish::Recorded)
     }
 
     async fn adopt(&self, d: &Deployment, now: DateTime<Utc>) -> Result<bool, LedgerError> {
@@ -413,21 +425,28 @@ impl Ledger for MemoryLedger {
         }
     }
 
-    async fn claim_verification(
-        &self,
-        d: &Deployment,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<bool, LedgerError> {
+    async fn release_claim(&self, d: &Deployment, claim: &Claim) -> Result<(), LedgerError> {
+        let mut w = self.world("release_claim")?;
+        let key = record_key(d);
+        if w.claims.get(&key).is_some_and(|held| held.by == claim.by)
+            && let Some(record) = w.records.get_mut(&key).filter(|r| r.state == State::Verifying)
+        {
+            record.state = State::InProgress;
+            w.claims.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn claim_verification(&self, d: &Deployment, now: DateTime<Utc>, claim: &Claim) -> Result<bool, LedgerError> {
         let mut w = self.world("claim_verification")?;
         let key = record_key(d);
         let claimable = match w.records.get(&key).map(|r| r.state) {
             Some(State::InProgress) => true,
-            Some(State::Verifying) => w.claims.get(&key).is_none_or(|claim| *claim < now),
+            Some(State::Verifying) => w.claims.get(&key).is_none_or(|held| held.until < now || held.by == claim.by),
             _ => false,
         };
         if claimable {
-            w.claims.insert(key.clone(), until);
+            w.claims.insert(key.clone(), claim.clone());
             if let Some(record) = w.records.get_mut(&key) {
                 record.state = State::Verifying;
                 record.updated_at = now;

@@ -8,6 +8,7 @@
 //! | `FERRY_TOPIC_ARN` | SNS topic for notifications (optional) |
 //! | `FERRY_SLACK_SECRET` | Secrets Manager secret with the Slack webhooks (optional) |
 //! | `FERRY_EVENT_BUS` | EventBridge bus for Ferry's own events (default `default`) |
+//! | `FERRY_AWS_TIMEOUT_SECONDS` | each AWS request's limit before the SDK tries again (default 10) |
 //! | `FERRY_ACCOUNT` | Ferry's own AWS account (optional; the template sets it): events from accounts that are neither it nor a target's are rejected |
 
 use std::path::PathBuf;
@@ -50,7 +51,7 @@ impl FunctionEnv {
     pub async fn start() -> Result<(FunctionEnv, SdkConfig), StartError> {
         lambda_runtime::tracing::init_default_subscriber();
         let env = FunctionEnv::from_env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
-        Ok((env, aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await))
+        Ok((env, crate::adapters::aws::sdk_config().await))
     }
 
     pub fn from_env() -> Result<FunctionEnv, StartError> {

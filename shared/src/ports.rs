@@ -112,7 +112,8 @@ pub trait Ecs: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Container>, EcsError>> + Send;
 
     /// Points the service at `task_definition` with the deployment circuit breaker on;
-    /// returns the new ECS deployment id.
+    /// returns the new ECS deployment id. Tried once: after a transient failure the update
+    /// may or may not have happened, and the caller looks before trying again.
     fn update_service(
         &self,
         target: &Target,
@@ -164,6 +165,21 @@ pub enum Begin {
     Refused(Head),
 }
 
+/// A verification claim: a token of the claiming invocation's own, and when it lapses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub by: String,
+    pub until: DateTime<Utc>,
+}
+
+/// The outcome of recording what a deploy attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Recorded,
+    /// The record was no longer PENDING: it is in this state.
+    AlreadyIn(State),
+}
+
 pub trait Ledger: Send + Sync {
     /// Records `deployment` as PENDING and takes its target's lock for `attempt` until
     /// `lease_until`, in one atomic step that refuses it (see [`Head::admit`]) while
@@ -182,7 +198,13 @@ pub trait Ledger: Send + Sync {
     /// Moves a PENDING deployment to its new state (IN_PROGRESS, FAILED or SKIPPED) and
     /// releases the lock `attempt` holds; IN_PROGRESS also makes it the target's active
     /// deployment.
-    fn finish(&self, deployment: &Deployment, attempt: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
+    /// Nothing is written when the record had already moved on (the verify function adopted
+    /// the rollout first).
+    fn finish(
+        &self,
+        deployment: &Deployment,
+        attempt: &str,
+    ) -> impl Future<Output = Result<Finish, LedgerError>> + Send;
 
     /// Gives up the target's lock if `attempt` still holds it, leaving the deployment
     /// PENDING: an invocation that fails with a retryable error calls this before it
@@ -208,13 +230,22 @@ pub trait Ledger: Send + Sync {
         head: HeadChange,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
-    /// Claims an IN_PROGRESS deployment for verification (VERIFYING) until `until`; a
-    /// claim whose holder died can be taken again once it has lapsed.
+    /// Gives a verification claim back (VERIFYING → IN_PROGRESS) if `claim` still holds it:
+    /// the invocation that took it failed, and the redelivered event is to verify again at once.
+    fn release_claim(
+        &self,
+        deployment: &Deployment,
+        claim: &Claim,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Claims an IN_PROGRESS deployment for verification (VERIFYING); a claim whose holder
+    /// died can be taken again once it has lapsed. The same claim taken again succeeds (a
+    /// retried request whose first answer was lost).
     fn claim_verification(
         &self,
         deployment: &Deployment,
         now: DateTime<Utc>,
-        until: DateTime<Utc>,
+        claim: &Claim,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
     /// Records a deployment Ferry did not start; `false` if it is already recorded.

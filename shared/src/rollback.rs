@@ -13,7 +13,7 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::deploy::Retryable;
+use crate::deploy::{Retryable, update_service};
 use crate::event::{Received, RollbackTrigger, parse_rollback_trigger};
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::{Notification, send};
@@ -277,28 +277,17 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         if !self.ledger.transition(&d, &[State::Failed], HeadChange::Quarantine).await? {
             return self.already_handled(target, d).await;
         }
-        let ecs_id = match self.ecs.update_service(target, &service, &to_revision).await {
-            Ok(id) => id,
-            Err(e) => {
-                let why = format!("UpdateService to {to_revision} failed: {e}");
-                d.state = State::RollbackFailed;
-                d.reason = Some(format!("{}; the rollback failed: {why}", d.reason.as_deref().unwrap_or("failed")));
-                d.updated_at = self.clock.now();
-                self.ledger.transition(&d, &[State::RollingBack], HeadChange::None).await?;
-                error!(deployment = %d.id, error = %why, "ROLLBACK FAILED: paging");
-                self.notify(&d, service.primary.map(|p| p.task_definition)).await;
-                return Ok(RollbackOutcome::RollbackFailed { deployment: d.id, reason: why });
-            }
-        };
-        // The rollback's own record: verify follows its ECS deployment and settles `d`.
+        // The rollback's own record, PENDING until ECS names its deployment: verify follows
+        // that deployment and settles `d`, and adopts the record if ECS reports the rollout
+        // before this function could record it (an UpdateService answer lost to a timeout).
         let now = self.clock.now();
-        let record = Deployment {
-            id: format!("{}-rollback-{}", now.format("%Y%m%dT%H%M%SZ"), ecs_id.replace('/', "-")),
-            state: State::InProgress,
+        let mut rollback = Deployment {
+            id: format!("{}-rollback-{}", now.format("%Y%m%dT%H%M%SZ"), d.id),
+            state: State::Pending,
             origin: Origin::Rollback,
             rolls_back: Some(d.id.clone()),
             reason: Some(format!("rolling back {} to {}", d.id, good.id)),
-            ecs_deployment_id: Some(ecs_id.clone()),
+            ecs_deployment_id: None,
             previous_task_definition: d.task_definition.clone(),
             task_definition: Some(to_revision.clone()),
             pushed_at: now,
@@ -308,7 +297,30 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
             ecs_event: None,
             ..good.clone()
         };
-        self.ledger.record_external(&record, HeadChange::Active).await?;
+        self.ledger.record_external(&rollback, HeadChange::None).await?;
+        let ecs_id = match update_service(self.ecs, self.clock, target, &service, &to_revision).await {
+            Ok(id) => id,
+            Err(e) => {
+                let why = format!("UpdateService to {to_revision} failed: {e}");
+                rollback.state = State::Failed;
+                rollback.reason = Some(why.clone());
+                rollback.updated_at = self.clock.now();
+                self.ledger.transition(&rollback, &[State::Pending], HeadChange::None).await?;
+                d.state = State::RollbackFailed;
+                d.reason = Some(format!("{}; the rollback failed: {why}", d.reason.as_deref().unwrap_or("failed")));
+                d.updated_at = self.clock.now();
+                self.ledger.transition(&d, &[State::RollingBack], HeadChange::None).await?;
+                error!(deployment = %d.id, error = %why, "ROLLBACK FAILED: paging");
+                self.notify(&d, service.primary.map(|p| p.task_definition)).await;
+                return Ok(RollbackOutcome::RollbackFailed { deployment: d.id, reason: why });
+            }
+        };
+        rollback.state = State::InProgress;
+        rollback.ecs_deployment_id = Some(ecs_id.clone());
+        rollback.updated_at = self.clock.now();
+        if !self.ledger.transition(&rollback, &[State::Pending], HeadChange::Active).await? {
+            info!(rollback = %rollback.id, "the verify function recorded the rollout first");
+        }
         warn!(deployment = %d.id, to = %to_revision, ecs_deployment = %ecs_id, "rolling back");
         self.notify(&d, Some(to_revision.clone())).await;
         Ok(RollbackOutcome::RollingBack { deployment: d.id, to: to_revision, ecs_deployment_id: ecs_id })

@@ -18,7 +18,7 @@ use crate::event::{EcsDeploymentEvent, EcsEventKind, Received, parse_ecs_event};
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::Notification;
 use crate::ports::{
-    Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, Notifier, ProbeResponse, ServiceInfo,
+    Claim, Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, Notifier, ProbeResponse, ServiceInfo,
 };
 
 #[derive(Debug, Clone)]
@@ -199,17 +199,21 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
 
     async fn verify(&self, d: Deployment, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
         let now = self.clock.now();
-        if !self.ledger.claim_verification(&d, now, now + self.settings.claim).await? {
-            info!(deployment = %d.id, "another invocation is verifying this deployment");
-            return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: State::Verifying });
-        }
-        let unclaimed = Deployment { state: State::InProgress, ..d.clone() };
-        let outcome = self.verify_claimed(d, ev).await;
+        let claim = Claim { by: claimant(), until: now + self.settings.claim };
+        let outcome = match self.ledger.claim_verification(&d, now, &claim).await {
+            Ok(true) => self.verify_claimed(d.clone(), ev).await,
+            Ok(false) => {
+                info!(deployment = %d.id, "another invocation is verifying this deployment");
+                return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: State::Verifying });
+            }
+            // The claim may have been taken with its answer lost.
+            Err(e) => Err(e.into()),
+        };
         if outcome.is_err() {
             // Give the claim back, so the redelivered event verifies again at once (the
             // claim outlives EventBridge's retries; if this fails too, it lapses).
-            if let Err(e) = self.ledger.transition(&unclaimed, &[State::Verifying], HeadChange::None).await {
-                warn!(deployment = %unclaimed.id, error = %e, "could not give the verification claim back");
+            if let Err(e) = self.ledger.release_claim(&d, &claim).await {
+                warn!(deployment = %d.id, error = %e, "could not give the verification claim back");
             }
         }
         outcome
@@ -352,7 +356,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
                 _ => self.externals(d.clone(), ev).await,
             };
         }
-        let pending = history.iter().find(|d| d.origin == Origin::Ferry && d.state == State::Pending);
+        let pending = history.iter().find(|d| d.state == State::Pending);
         if let Some(d) = pending.filter(|_| ev.circuit_breaker_rollback().is_none())
             && let Some(outcome) = self.adopt(d.clone(), ev).await?
         {
@@ -389,12 +393,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         Ok(VerifyOutcome::External { deployment: record.id, origin, state: record.state })
     }
 
-    /// An ECS deployment of a target whose newest Ferry deployment is still PENDING: the
-    /// deploy invocation updated the service but has not recorded it, because ECS was quicker
-    /// or because the invocation died (a Lambda timeout). If the ECS deployment runs that
-    /// push's image, it is that deployment's rollout: it is recorded IN_PROGRESS (the lock
-    /// taken for it released, so the redelivered deploy event finds it done) and handled as
-    /// any of Ferry's. `None` when it is not, or the record moved on meanwhile.
+    /// An ECS deployment of a target with a deployment still PENDING: the deploy (or
+    /// rollback) invocation updated the service but has not recorded the ECS deployment, because
+    /// ECS was quicker or because the invocation died (a Lambda timeout, a lost answer). If
+    /// the ECS deployment runs that record's image, it is that record's rollout: it is recorded
+    /// IN_PROGRESS (a lock taken for it released, so a redelivered deploy event finds it done)
+    /// and handled as any record of its origin. `None` when it is not, or the record moved on.
     async fn adopt(&self, mut d: Deployment, ev: &EcsDeploymentEvent) -> Result<Option<VerifyOutcome>, Retryable> {
         let transient = |e: EcsError| match e {
             EcsError::Transient(m) => Err(Retryable(m)),
@@ -419,8 +423,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         if !self.ledger.adopt(&d, self.clock.now()).await? {
             return Ok(None);
         }
-        info!(deployment = %d.id, ecs_deployment = %ev.deployment_id, "a rollout ECS reported before the deploy function recorded it: adopted");
-        self.ferrys(d, ev).await.map(Some)
+        info!(deployment = %d.id, origin = d.origin.as_str(), ecs_deployment = %ev.deployment_id, "a rollout ECS reported before it was recorded: adopted");
+        match d.origin {
+            Origin::Ferry => self.ferrys(d, ev).await.map(Some),
+            _ => self.externals(d, ev).await.map(Some),
+        }
     }
 
     /// A later event about a deployment Ferry did not start.
@@ -486,6 +493,14 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     async fn notify_with(&self, d: &Deployment, live_now: Option<String>) {
         crate::notify::send(self.notifier, self.ledger, Notification::about(self.config, d, live_now)).await;
     }
+}
+
+/// A token no other verification has: the claim's owner.
+fn claimant() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    format!("{:016x}", h.finish())
 }
 
 fn rejected(why: String) -> VerifyOutcome {

@@ -63,6 +63,70 @@ def test_a_transient_fault_on_any_call_ends_as_if_it_never_happened(world: Sandb
     every_update_is_on_record(world)
 
 
+#: Timeouts and dropped connections: the request never reaches AWS, or (processed) it does
+#: and only its answer is lost. Four times in a row (one more than the SDK's three attempts,
+#: or Ferry's own three tries of an UpdateService that did not happen), so the invocation
+#: fails and EventBridge's redelivery finishes the job; once for a lost UpdateService answer,
+#: which the deploy function finds out from the service itself.
+CONNECTION_FAULTS = [
+    ("deploy", "dynamodb:TransactWriteItems", "timeout", False, 4),
+    ("deploy", "dynamodb:TransactWriteItems", "drop", True, 4),  # the lock is taken; the answer is lost
+    ("deploy", "ecs:DescribeServices", "drop", False, 4),
+    ("deploy", "ecs:RegisterTaskDefinition", "drop", True, 4),  # a revision is registered; the answer is lost
+    ("deploy", "ecs:UpdateService", "drop", False, 4),
+    ("deploy", "ecs:UpdateService", "timeout", True, 1),  # the service is updated; the answer is lost
+    ("verify", "dynamodb:Query", "drop", False, 4),
+    ("verify", "ecs:DescribeServices", "timeout", False, 4),
+    ("verify", "dynamodb:UpdateItem", "drop", True, 4),  # the verification is claimed; the answer is lost
+    ("rollback", "dynamodb:Query", "timeout", False, 4),
+    ("rollback", "ecs:DescribeServices", "drop", False, 4),
+    ("rollback", "ecs:UpdateService", "timeout", True, 1),  # the service is rolled back; the answer is lost
+]
+
+
+@pytest.mark.parametrize(("function", "action", "kind", "processed", "times"), CONNECTION_FAULTS, ids=lambda v: str(v))
+def test_a_timeout_or_dropped_connection_on_any_call_ends_as_if_it_never_happened(
+        world: Sandbox, function, action, kind, processed, times) -> None:
+    world.load(CONFIG)
+    t = world.target("shop-staging-api")
+    world.inject(action, kind, times=times, function=function, processed=processed)
+    good, bad = story(world)
+
+    assert [f["action"] for f in world.injected()] == [action] * times, "the fault was injected"
+    if times > 3:
+        assert any(not r["ok"] for r in world.results(function)), "the invocation failed and was redelivered"
+    assert world.live_images(t)["api"] == pinned(world, good)
+    assert [r["state"] for r in world.deployments(digest=good) if r["origin"] == "ferry"] == ["SUCCEEDED"]
+    assert [r["state"] for r in world.deployments(digest=bad)] == ["ROLLED_BACK"]
+    assert not [m for m in world.sns_messages() if m["attributes"].get("status") == "ROLLBACK_FAILED"], "no page"
+    assert sum("rolled back" in x for x in slack_texts(world)) == 1, slack_texts(world)
+    assert sum("deployed:" in x for x in slack_texts(world)) == 1, slack_texts(world)
+    every_update_is_on_record(world)
+
+
+@pytest.mark.parametrize("killed_at", ["ecs:RegisterTaskDefinition", "ecs:UpdateService"])
+def test_a_deploy_killed_by_its_timeout_is_completed_by_the_redelivered_event(world: Sandbox, killed_at: str) -> None:
+    """Lambda stops an invocation at its timeout, wherever it is. Here the deploy function
+    hangs on a request (its answer never comes) until its timeout, once: before the service
+    was updated (its new revision registered), or after (the update went through)."""
+    world.load(CONFIG, timeouts={"deploy": 12})
+    t = world.target("shop-staging-api")
+    world.inject(killed_at, "timeout", times=1, function="deploy", processed=True, seconds=60)
+    # Each request's own limit is longer than the invocation's: the invocation dies first.
+    world.stop_functions()
+    world.start_functions(timeouts={"deploy": 12}, env={"FERRY_AWS_TIMEOUT_SECONDS": "30"})
+    good = world.push("shop/api", "staging-00000001")
+    world.settle(timeout=90)
+
+    assert world.functions["deploy"].timed_out == 1, "the first invocation was killed at its timeout"
+    assert world.live_images(t)["api"] == pinned(world, good)
+    (record,) = world.deployments(digest=good)
+    assert (record["origin"], record["state"]) == ("ferry", "SUCCEEDED"), record
+    assert len(world.ecs_agent.started[world.service(t)["serviceArn"]]) == 1, "one rollout"
+    assert sum("deployed:" in x for x in slack_texts(world)) == 1, slack_texts(world)
+    every_update_is_on_record(world)
+
+
 def test_a_rollback_whose_update_keeps_failing_ends_rollback_failed_and_pages(world: Sandbox) -> None:
     world.load(CONFIG)
     t = world.target("shop-staging-api")

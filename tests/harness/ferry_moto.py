@@ -7,7 +7,9 @@ CreateService, deployments never finish, and every container exits 0. This
 script serves moto unchanged for all services, patches moto's ECS model classes
 in place to fill those gaps, and adds control endpoints under /_ferry/ so tests
 can drive what AWS would do on its own. DynamoDB's item operations are serialised, as
-DynamoDB's transactions are (moto's are not thread-safe). Control endpoints:
+DynamoDB's transactions are (moto's are not thread-safe), and a transaction repeated with its
+idempotency token is not applied twice, as on DynamoDB. Faults (throttling, 5xx, timeouts,
+dropped connections, lost answers) can be injected per action and caller. Control endpoints:
 
   POST /_ferry/ecs/exit-codes   {"exitCode": 1}  exit code of tasks started from now on
   POST /_ferry/ecs/complete     {"cluster", "service"}  -> the EventBridge event
@@ -34,6 +36,7 @@ import os
 import random
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -443,6 +446,7 @@ def reset(params: dict) -> dict:
     EXIT_CODES_BY_DIGEST.clear()
     FAULTS.clear()
     INJECTED.clear()
+    TRANSACTIONS.clear()
     PUBLISHED.clear()
     PUT_EVENTS.clear()
     return {"status": "ok"}
@@ -490,8 +494,14 @@ LOG_REQUESTS = threading.Event()
 LATENCY = {"seconds": 0.0}
 
 
-# Faults to inject: {"action": "ecs:UpdateService", "kind": "throttle" | "error",
-# "caller": access key id or None for anyone, "times": how many requests fail}.
+# Faults to inject: {"action": "ecs:UpdateService", "caller": access key id or None for
+# anyone, "times": how many requests fail, "kind": one of
+#   "throttle"  ThrottlingException (HTTP 400)
+#   "error"     InternalFailure (HTTP 500)
+#   "timeout"   no answer: the connection is held `seconds` (default 60), then closed
+#   "drop"      the connection is closed at once, unanswered
+# and "processed": true to let the request take effect before the timeout or drop (the
+# answer is what is lost)}.
 FAULTS: list[dict] = []
 INJECTED: list[dict] = []  # every fault injected: {"action", "kind", "caller"}
 
@@ -516,15 +526,89 @@ def fault_response(environ, start_response, kind: str):
     return [body]
 
 
-def injected_fault(action: str, caller: str) -> str | None:
-    """The kind of fault to answer `action` from `caller` with, if one is due."""
+def injected_fault(action: str, caller: str) -> dict | None:
+    """The fault to answer `action` from `caller` with, if one is due."""
     with _FAULT_LOCK:
         for fault in FAULTS:
             if fault["action"] == action and fault.get("caller") in (None, caller) and fault["times"] > 0:
                 fault["times"] -= 1
                 INJECTED.append({"action": action, "kind": fault["kind"], "caller": caller})
-                return fault["kind"]
+                return fault
     return None
+
+
+def lose_connection(environ, start_response, fault: dict, answer=None):
+    """No answer: hold the connection for a timeout (until the client gives up, or the
+    fault's `seconds`), then close it. `answer`, the request's own response when it was
+    processed, is consumed and thrown away."""
+    if answer is not None:
+        for _ in answer:
+            pass
+    if fault["kind"] == "timeout":
+        connection = environ.get("werkzeug.socket")
+        deadline = time.monotonic() + float(fault.get("seconds", 60))
+        while time.monotonic() < deadline:
+            try:  # the client closing its end ends the wait
+                if connection is None or connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                break
+            time.sleep(0.05)
+    connection = environ.get("werkzeug.socket")
+    if connection is not None:
+        try:
+            connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    start_response("500 Internal Server Error", [("Content-Length", "0")])
+    return []
+
+
+# DynamoDB's idempotent transactions: a TransactWriteItems repeated with the same
+# ClientRequestToken (the SDK sends one, the same on each of its attempts) within 10 minutes
+# is not applied again; its first answer is given. moto ignores the token.
+TRANSACTIONS: dict[str, tuple[float, bytes, int, list, bytes]] = {}
+_TRANSACTION_LOCK = threading.Lock()
+IDEMPOTENCY_SECONDS = 600
+
+
+def idempotent_transaction(environ, start_response, moto_app):
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    environ["wsgi.input"] = io.BytesIO(body)
+    try:
+        token = json.loads(body).get("ClientRequestToken")
+    except (ValueError, AttributeError):
+        token = None
+    if not token:
+        return moto_app(environ, start_response)
+    with _TRANSACTION_LOCK:
+        now = time.monotonic()
+        for old in [t for t, (at, *_) in TRANSACTIONS.items() if now - at > IDEMPOTENCY_SECONDS]:
+            del TRANSACTIONS[old]
+        seen = TRANSACTIONS.get(token)
+        if seen is None:
+            captured = {}
+
+            def capture(status, headers, exc_info=None):
+                captured.update(status=status, headers=headers)
+                return lambda data: None
+
+            answer = b"".join(moto_app(environ, capture))
+            if captured["status"].startswith("200"):
+                TRANSACTIONS[token] = (now, body, captured["status"], captured["headers"], answer)
+            start_response(captured["status"], captured["headers"])
+            return [answer]
+    _, first_body, status, headers, answer = seen
+    if first_body != body:
+        error = json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException",
+                            "message": "the request's parameters differ from an earlier one with its token"}).encode()
+        start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.0"),
+                                           ("Content-Length", str(len(error)))])
+        return [error]
+    start_response(status, headers)
+    return [answer]
 
 
 _FAULT_LOCK = threading.Lock()
@@ -548,11 +632,16 @@ def action_of(environ, service: str) -> str:
 def make_app():
     moto_app = DomainDispatcherApplication(create_backend_app)
 
+    def serve(environ, start_response):
+        if environ.get("HTTP_X_AMZ_TARGET") == "DynamoDB_20120810.TransactWriteItems":
+            return idempotent_transaction(environ, start_response, moto_app)
+        return moto_app(environ, start_response)
+
     def app(environ, start_response):
         if environ.get("PATH_INFO", "").startswith("/_ferry/"):
             return control_app(environ, start_response)
         if not LOG_REQUESTS.is_set() and not LATENCY["seconds"] and not FAULTS:
-            return moto_app(environ, start_response)
+            return serve(environ, start_response)
         start = time.perf_counter()
         if LATENCY["seconds"]:
             time.sleep(LATENCY["seconds"])
@@ -564,9 +653,13 @@ def make_app():
         caller, region, service = signer(environ)
         action = action_of(environ, service)
         fault = injected_fault(action, caller) if FAULTS else None
+        if fault and fault["kind"] in ("throttle", "error"):
+            return fault_response(environ, start_response, fault["kind"])
+        if fault and not fault.get("processed"):
+            return lose_connection(environ, start_response, fault)
         if fault:
-            return fault_response(environ, start_response, fault)
-        response = moto_app(environ, start_response)
+            return lose_connection(environ, start_response, fault, serve(environ, lambda *_: None))
+        response = serve(environ, start_response)
         if LOG_REQUESTS.is_set():
             REQUEST_LOG.append({"action": action, "region": region, "start": start, "end": time.perf_counter()})
         return response

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use ferry::adapters::dynamodb::DynamoLedger;
 use ferry::model::{Deployment, Push, Refusal, State, Target};
-use ferry::ports::{Begin, Ledger};
+use ferry::ports::{Begin, Claim, Finish, Ledger};
 use ferry_tests::{Emulator, unique};
 
 fn at(secs: u64) -> DateTime<Utc> {
@@ -85,9 +85,13 @@ async fn conditional_writes_refuse_what_admit_refuses_and_never_move_backwards()
     let mut live = first.clone();
     live.state = State::InProgress;
     live.ecs_deployment_id = Some("ecs-svc/1".into());
-    ledger.finish(&live, "a1-redelivered").await.expect("finish");
+    assert_eq!(ledger.finish(&live, "a1-redelivered").await, Ok(Finish::Recorded));
     assert_eq!(ledger.history(&t, 10).await.expect("history")[0].state, State::InProgress);
-    ledger.finish(&live, "a1-redelivered").await.expect("a second finish is a no-op");
+    assert_eq!(
+        ledger.finish(&live, "a1-redelivered").await,
+        Ok(Finish::AlreadyIn(State::InProgress)),
+        "a second finish is a no-op"
+    );
 
     assert_eq!(begin(&ledger, &first, "a1-late", 400).await, Err("done IN_PROGRESS".into()), "duplicate event");
     assert_eq!(begin(&ledger, &older, "a0", 400).await, Err("stale".into()));
@@ -188,4 +192,30 @@ async fn only_the_attempt_holding_the_lock_gives_it_up_and_the_record_stays_pend
     assert_eq!(begin(&ledger, &d, "a1-redelivered", 101).await, Ok(()));
     ledger.unlock(&t, "a1").await.expect("unlocking a lock no longer held is a no-op");
     assert_eq!(ledger.head(&t).await.expect("head").lock.map(|l| l.attempt), Some("a1-redelivered".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verification_claim_is_taken_once_retaken_by_its_own_retry_and_given_back_only_by_its_holder() {
+    let emulator = Emulator::start();
+    let ledger = ledger(&emulator).await;
+    let t = target("api");
+    let mut d = deployment(&t, "e1", "sha256:aaaa", 100);
+    assert_eq!(begin(&ledger, &d, "a1", 100).await, Ok(()));
+    d.state = State::InProgress;
+    d.ecs_deployment_id = Some("ecs-svc/1".into());
+    assert_eq!(ledger.finish(&d, "a1").await, Ok(Finish::Recorded));
+
+    let now = at(200);
+    let (mine, theirs) = (Claim { by: "mine".into(), until: at(560) }, Claim { by: "theirs".into(), until: at(560) });
+    assert_eq!(ledger.claim_verification(&d, now, &mine).await, Ok(true));
+    // The same request again (the SDK's retry after its answer was lost): still ours.
+    assert_eq!(ledger.claim_verification(&d, now, &mine).await, Ok(true));
+    // Another invocation, while the claim holds (even one claiming at the same instant): refused.
+    assert_eq!(ledger.claim_verification(&d, now, &theirs).await, Ok(false));
+    // Only the holder gives it back.
+    ledger.release_claim(&d, &theirs).await.expect("not the holder: a no-op");
+    assert_eq!(ledger.history(&t, 10).await.expect("history")[0].state, State::Verifying);
+    ledger.release_claim(&d, &mine).await.expect("release");
+    assert_eq!(ledger.history(&t, 10).await.expect("history")[0].state, State::InProgress);
+    assert_eq!(ledger.claim_verification(&d, at(202), &theirs).await, Ok(true), "claimable again at once");
 }

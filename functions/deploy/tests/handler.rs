@@ -432,13 +432,13 @@ async fn a_redelivery_after_the_service_was_updated_adopts_the_rollout() {
     assert_eq!(registered[0].1, format!("123456789012.dkr.ecr.ap-southeast-1.amazonaws.com/shop/api@{DIGEST}"));
     use ferry::ports::Ecs;
     let info = w.ecs.service(&staging_api()).await.expect("service");
-    w.ecs.update_service(&staging_api(), &info, &revision).await.expect("update");
+    let rollout = w.ecs.update_service(&staging_api(), &info, &revision).await.expect("update");
     let calls_before = w.ecs.count("UpdateService");
 
     w.clock.advance(Duration::from_secs(120)); // the first attempt's lease has lapsed
     let again = outcomes(w.handle_as(sample_event("ecr-push-staging.json"), "attempt-2").await);
     assert!(
-        matches!(again.as_slice(), [TargetOutcome::Started { ecs_deployment_id, .. }] if ecs_deployment_id == "ecs-svc/2"),
+        matches!(again.as_slice(), [TargetOutcome::Started { ecs_deployment_id, .. }] if *ecs_deployment_id == rollout),
         "{again:?}"
     );
     assert_eq!(w.ecs.count("UpdateService"), calls_before, "no second update");
@@ -667,4 +667,57 @@ async fn a_reconciliation_dry_run_only_says_what_it_would_deploy() {
     assert_eq!(found[0].target, "shop-staging-api (shop-staging, ap-southeast-1)");
     assert_eq!(w.ledger.records(), records, "nothing recorded");
     assert_eq!(w.ecs.calls().len(), calls, "nothing deployed");
+}
+
+#[tokio::test]
+async fn a_lock_taken_by_a_write_whose_answer_was_lost_is_given_up_for_the_redelivery() {
+    let w = World::new();
+    // The write that records PENDING and takes the lock goes through, but its answer is lost.
+    let d = {
+        use ferry::model::{Deployment, Push};
+        let push = Push {
+            event_id: "13cde686-328b-6117-af20-0e5566167482".into(),
+            registry_account: "123456789012".into(),
+            registry_region: "ap-southeast-1".into(),
+            repository: "shop/api".into(),
+            tag: "staging-1a2b3c4d".into(),
+            digest: DIGEST.into(),
+            pushed_at: chrono::DateTime::parse_from_rfc3339("2026-11-16T01:54:34Z").expect("time").into(),
+        };
+        Deployment::new(&push, staging_api(), w.clock.now())
+    };
+    let until = w.clock.now() + Duration::from_secs(900);
+    w.ledger.begin(&d, "attempt-1", until, w.clock.now()).await.expect("applied");
+    w.ledger.fail_only("begin", Some(LedgerError("timeout".into())));
+    assert!(w.handle_as(sample_event("ecr-push-staging.json"), "attempt-1").await.is_err());
+    assert_eq!(w.ledger.head(&staging_api()).await.expect("head").lock, None, "given up");
+
+    w.ledger.fail_only("begin", None);
+    let again = outcomes(w.handle_as(sample_event("ecr-push-staging.json"), "attempt-2").await);
+    assert!(matches!(again.as_slice(), [TargetOutcome::Started { .. }]), "{again:?}");
+    assert_eq!(w.ecs.count("UpdateService"), 1);
+}
+
+#[tokio::test]
+async fn an_update_whose_answer_is_lost_is_not_repeated() {
+    // UpdateService goes through but its answer never comes: the deploy looks at the service
+    // and finds its own rollout there, instead of updating again.
+    let w = World::new();
+    w.ecs.lose_update_answers(true);
+    let result = outcomes(w.handle(sample_event("ecr-push-staging.json")).await);
+    let [TargetOutcome::Started { ecs_deployment_id, .. }] = result.as_slice() else { panic!("{result:?}") };
+    assert_eq!(w.ecs.count("UpdateService"), 1, "not repeated");
+    let service = w.ecs.service_of(&staging_api()).expect("service");
+    assert_eq!(service.deployments.last().map(|d| &d.id), Some(ecs_deployment_id));
+    assert_eq!(w.states(), [("shop-staging-api".into(), State::InProgress)]);
+}
+
+#[tokio::test]
+async fn an_update_that_failed_without_taking_effect_is_tried_again() {
+    let w = World::new();
+    w.ecs.fail("UpdateService", EcsError::Transient("ThrottlingException".into()));
+    let first = w.handle_as(sample_event("ecr-push-staging.json"), "attempt-1").await;
+    assert!(first.is_err());
+    assert_eq!(w.ecs.count("UpdateService"), 3, "three tries, each after seeing the service unchanged");
+    assert_eq!(w.ecs.count("DescribeServices"), 1 + 3);
 }

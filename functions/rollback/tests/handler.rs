@@ -509,3 +509,17 @@ async fn triggers_from_accounts_that_may_not_send_them_are_rejected() {
     own["account"] = "123456789012".into();
     assert!(matches!(w.rollback(own).await.as_slice(), [RollbackOutcome::RollingBack { .. }]));
 }
+
+#[tokio::test]
+async fn a_rollback_whose_update_answer_is_lost_is_recorded_as_the_rollback_it_is() {
+    let w = World::new();
+    let first = w.deploy_and_verify(1, true).await;
+    let bad = w.deploy_and_verify(2, false).await;
+    // UpdateService puts the good revision back, but its answer never comes.
+    w.ecs.lose_update_answers(true);
+    let outcome = w.rollback(w.announced().pop().expect("announced")).await;
+    let [RollbackOutcome::RollingBack { to, .. }] = outcome.as_slice() else { panic!("{outcome:?}") };
+    assert_eq!(Some(to.clone()), w.record(&first).task_definition);
+    assert_eq!(w.live(), to.clone(), "the service is back on the good revision");
+    assert_eq!(w.record(&bad).state, State::RollingBack, "not ROLLBACK_FAILED: the rollback happened");
+}

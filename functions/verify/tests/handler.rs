@@ -525,7 +525,11 @@ async fn a_verification_in_progress_elsewhere_is_not_repeated_until_its_claim_la
     let record = w.record(&id);
     assert!(
         w.ledger
-            .claim_verification(&record, w.clock.now(), w.clock.now() + Duration::from_secs(360))
+            .claim_verification(
+                &record,
+                w.clock.now(),
+                &ferry::ports::Claim { by: "another".into(), until: w.clock.now() + Duration::from_secs(360) }
+            )
             .await
             .expect("claim")
     );

@@ -1,13 +1,33 @@
-//! SDK configuration in one place: one base config loaded at cold start, and per
-//! (region, role) derived configs cached for the life of the process.
+//! SDK configuration in one place: one base config loaded at cold start (with a limit on
+//! every request), and per (region, role) derived configs cached for the life of the process.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_smithy_types::error::display::DisplayErrorContext;
+
+/// How long one AWS request may take before the SDK gives up on it and tries again (its
+/// standard retry: three attempts in all). Ferry's calls take well under a second; without a
+/// limit, a request whose answer never comes would hold an invocation, and the target's lock,
+/// until Lambda's timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SDK config every function and the CLI start from: the environment's region and
+/// credentials, and [`REQUEST_TIMEOUT`] on every attempt (`FERRY_AWS_TIMEOUT_SECONDS`
+/// overrides it: the sandbox's fault tests use a short one).
+pub async fn sdk_config() -> SdkConfig {
+    let attempt = std::env::var("FERRY_AWS_TIMEOUT_SECONDS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(REQUEST_TIMEOUT, Duration::from_secs_f64);
+    let timeouts = aws_config::timeout::TimeoutConfig::builder().operation_attempt_timeout(attempt).build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await
+}
 
 /// Builds and caches clients for the regions and accounts Ferry deploys to.
 #[derive(Debug)]

@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 
 use crate::model::{Deployment, Head, Lock, Origin, State, Target};
-use crate::ports::{Begin, HeadChange, Ledger, LedgerError};
+use crate::ports::{Begin, Claim, Finish, HeadChange, Ledger, LedgerError};
 
 /// Name of the GSI that finds a deployment by its ECS deployment id.
 pub const ECS_DEPLOYMENT_INDEX: &str = "by-ecs-deployment";
@@ -393,7 +393,7 @@ impl Ledger for DynamoLedger {
         self.write_unless_done(d).await
     }
 
-    async fn finish(&self, d: &Deployment, attempt: &str) -> Result<(), LedgerError> {
+    async fn finish(&self, d: &Deployment, attempt: &str) -> Result<Finish, LedgerError> {
         let mut record = Expression::new();
         deployment_fields(d, &mut record);
         let pending = record.value("pending", s(State::Pending.as_str()));
@@ -415,16 +415,16 @@ impl Ledger for DynamoLedger {
             TransactWriteItem::builder().update(head).build(),
         ];
         match self.transact("recording a deployment's outcome", items).await? {
-            Ok(()) => Ok(()),
-            Err(reasons) if failed_check(reasons.first()).is_some() => {
+            Ok(()) => Ok(Finish::Recorded),
+            Err(reasons) if let Some(existing) = failed_check(reasons.first()) => {
                 tracing::warn!(deployment = %d.id, "outcome already recorded");
-                Ok(())
+                Ok(Finish::AlreadyIn(deployment_from(&existing)?.state))
             }
             Err(_) => {
                 // The lock lapsed and another invocation took the target: what this one did
                 // must still be on record.
                 tracing::error!(deployment = %d.id, "lock lost before the outcome was recorded; recording it anyway");
-                self.write_unless_done(d).await
+                self.write_unless_done(d).await.map(|()| Finish::Recorded)
             }
         }
     }
@@ -458,15 +458,11 @@ impl Ledger for DynamoLedger {
         self.apply("recording a state change", record, self.head_update(d, head)?).await
     }
 
-    async fn claim_verification(
-        &self,
-        d: &Deployment,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<bool, LedgerError> {
+    async fn claim_verification(&self, d: &Deployment, now: DateTime<Utc>, claim: &Claim) -> Result<bool, LedgerError> {
         let mut e = Expression::new();
         e.set("state", s(State::Verifying.as_str()));
-        e.set("verify_until", millis(until));
+        e.set("verify_until", millis(claim.until));
+        e.set("verify_by", s(&claim.by));
         e.set("updated_at", s(now.to_rfc3339()));
         e.value("in_progress", s(State::InProgress.as_str()));
         e.value("now", millis(now));
@@ -474,9 +470,24 @@ impl Ledger for DynamoLedger {
             Self::deployment_key(d),
             &self.table,
             &[],
-            "#state = :in_progress OR (#state = :state AND #verify_until < :now)",
+            "#state = :in_progress OR (#state = :state AND (#verify_until < :now OR #verify_by = :verify_by))",
         )?;
         self.apply("claiming a verification", update, None).await
+    }
+
+    async fn release_claim(&self, d: &Deployment, claim: &Claim) -> Result<(), LedgerError> {
+        let mut e = Expression::new();
+        e.set("state", s(State::InProgress.as_str()));
+        e.value("verifying", s(State::Verifying.as_str()));
+        e.value("by", s(&claim.by));
+        e.name("verify_by");
+        let update = e.update(
+            Self::deployment_key(d),
+            &self.table,
+            &["verify_until", "verify_by"],
+            "#state = :verifying AND #verify_by = :by",
+        )?;
+        self.apply("giving a verification claim back", update, None).await.map(|_| ())
     }
 
     async fn record_external(&self, d: &Deployment, head: HeadChange) -> Result<bool, LedgerError> {

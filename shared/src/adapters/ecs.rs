@@ -2,6 +2,7 @@
 //! migration tasks, update services.
 
 use aws_sdk_ecs::Client;
+use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
 use aws_sdk_ecs::types::{
     CapacityProviderStrategyItem, ContainerOverride, DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType,
@@ -259,6 +260,11 @@ impl Ecs for EcsAdapter {
             .service(&target.service)
             .task_definition(task_definition)
             .deployment_configuration(configuration)
+            // One attempt: UpdateService is not idempotent. Repeated after a timeout whose
+            // request went through, it would put this revision back over whatever replaced it
+            // meanwhile (a rollback, say). The callers decide what a failure means.
+            .customize()
+            .config_override(aws_sdk_ecs::Config::builder().retry_config(RetryConfig::standard().with_max_attempts(1)))
             .send()
             .await
             .map_err(ecs_error)?;
