@@ -500,10 +500,11 @@ class Sandbox:
 
     def _ecr_pushed(self, backend, repository: str, digest: str, tag: str) -> None:
         with self.lock:
-            if (repository, tag) in self.unannounced:
-                self.unannounced.discard((repository, tag))
-                self._record("push", f"ECR never sends the push event of {repository}:{tag} (best-effort delivery)")
-                return
+            lost = (repository, tag) in self.unannounced
+            self.unannounced.discard((repository, tag))
+        if lost:
+            self._record("push", f"ECR never sends the push event of {repository}:{tag} (best-effort delivery)")
+            return
         event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "ECR Image Action", "source": "aws.ecr",
                  "account": backend.account_id, "time": now_rfc3339(), "region": backend.region_name, "resources": [],
                  "detail": {"result": "SUCCESS", "repository-name": repository, "image-digest": digest,
