@@ -347,6 +347,7 @@ class EcsAgent:
         self.sandbox = sandbox
         self.seen: set[str] = set()
         self.started: dict[str, list[str]] = defaultdict(list)  # service ARN -> task definitions deployed, in order
+        self.rollouts: dict[str, list[str]] = defaultdict(list)  # service ARN -> ECS deployment ids, in order
         self.rolling: dict[str, float] = {}  # deployment id -> when its rollout ends
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
@@ -384,6 +385,7 @@ class EcsAgent:
                     if started:
                         self.seen.add(dep["id"])
                         self.started[service.arn].append(dep["taskDefinition"])
+                        self.rollouts[service.arn].append(dep["id"])
                         self.rolling[dep["id"]] = now + ROLLOUT_SECONDS
                     elif self.rolling.get(dep["id"], now + 1) > now:
                         continue
@@ -439,7 +441,7 @@ class Sandbox:
         self.health_override: dict[str, int] = {}
         self.events_seen = 0
         self.pending = 0  # calls scheduled with later()
-        self.duplicates = False  # deliver every event twice
+        self.duplicates = 0.0  # the share of events delivered twice (1.0: every one)
         self.hold = False  # keep events in `held` until release()
         self.held: list[tuple[dict, str]] = []
         self.unannounced: set[tuple[str, str]] = set()  # (repository, tag) pushes whose event is lost
@@ -536,15 +538,15 @@ class Sandbox:
         threading.Timer(delay, run).start()
 
     def put_event(self, event: dict, bus: str = "default") -> list[str]:
-        """An event reaches the bus. EventBridge delivers at least once: with `duplicates`
-        set, every event is delivered a second time, shortly after. With `hold` set,
+        """An event reaches the bus. EventBridge delivers at least once: that share of
+        events (`duplicates`) is delivered a second time, shortly after. With `hold` set,
         events wait in `held` until `release()`."""
         with self.lock:
             self.events_seen += 1
             if self.hold:
                 self.held.append((event, bus))
                 return []
-        if self.duplicates:
+        if random.random() < self.duplicates:
             self.later(random.uniform(0.01, 0.2), self.bus.put, event, bus)
         return self.bus.put(event, bus)
 
@@ -624,7 +626,8 @@ class Sandbox:
         self.health_override.clear()
         self.ecs_agent.seen.clear()
         self.ecs_agent.started.clear()
-        self.duplicates, self.hold, self.held = False, False, []
+        self.ecs_agent.rollouts.clear()
+        self.duplicates, self.hold, self.held = 0.0, False, []
         self.bus.delivered.clear()
         config = tomllib.loads(config_text)
         self.config = config

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::Migration;
-use crate::model::{Deployment, Head, Lock, State, Target};
+use crate::model::{Deployment, Head, Lock, Origin, State, Target};
 use crate::notify::Notification;
 use crate::ports::{
     Begin, BusError, Claim, Clock, Container, Ecs, EcsDeployment, EcsError, EventBus, Finish, HeadChange, HealthProbe,
@@ -404,10 +404,12 @@ impl Ledger for MemoryLedger {
             return Ok(false);
         }
         let head = w.heads.entry(d.target.key()).or_default();
-        if head.lock.as_ref().is_some_and(|l| l.deployment != d.id && l.until > now) {
-            return Ok(false);
+        if d.origin == Origin::Ferry {
+            if head.lock.as_ref().is_some_and(|l| l.deployment != d.id && l.until > now) {
+                return Ok(false);
+            }
+            head.lock = None;
         }
-        head.lock = None;
         head.active = Some((d.id.clone(), d.digest.clone()));
         w.put(d);
         Ok(true)
@@ -465,12 +467,15 @@ impl Ledger for MemoryLedger {
         Ok(true)
     }
 
-    async fn note_reason(&self, d: &Deployment, state: State) -> Result<(), LedgerError> {
+    async fn note_reason(&self, d: &Deployment, state: State) -> Result<bool, LedgerError> {
         let mut w = self.world("note_reason")?;
-        if let Some(record) = w.records.get_mut(&record_key(d)).filter(|r| r.state == state) {
-            record.reason = d.reason.clone();
+        match w.records.get_mut(&record_key(d)).filter(|r| r.state == state && r.reason != d.reason) {
+            Some(record) => {
+                record.reason = d.reason.clone();
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        Ok(())
     }
 
     async fn unlock(&self, target: &Target, attempt: &str) -> Result<(), LedgerError> {

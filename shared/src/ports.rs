@@ -212,9 +212,10 @@ pub trait Ledger: Send + Sync {
     fn unlock(&self, target: &Target, attempt: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// Records that a PENDING deployment's rollout is under way (`deployment` as IN_PROGRESS,
-    /// with its ECS deployment id and revision) when the deploy invocation that started it
-    /// has not (yet): makes it the target's active deployment and releases the lock taken for
-    /// it. `false` if the record is no longer PENDING or another deployment holds the target.
+    /// with its ECS deployment id and revision) when the invocation that started it has not
+    /// (yet): makes it the target's active deployment, and for one of Ferry's pushes releases
+    /// the lock taken for it. `false` if the record is no longer PENDING, or (a push) another
+    /// deployment holds the target.
     fn adopt(
         &self,
         deployment: &Deployment,
@@ -267,12 +268,13 @@ pub trait Ledger: Send + Sync {
         ecs_deployment_id: &str,
     ) -> impl Future<Output = Result<Option<Deployment>, LedgerError>> + Send;
 
-    /// Replaces the reason on a record that is still in `state`.
+    /// Replaces the reason on a record that is still in `state`; `false` if the record is in
+    /// another state, or already has this reason (the same event handled twice).
     fn note_reason(
         &self,
         deployment: &Deployment,
         state: State,
-    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
     /// Lifts the quarantine of `digest` on `target` (an operator's decision).
     fn release(&self, target: &Target, digest: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;

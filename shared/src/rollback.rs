@@ -261,13 +261,17 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         // 3. Ferry puts the last-known-good revision back.
         let Some(good) = last_known_good(&history, &d, to).cloned() else {
             warn!(deployment = %d.id, "no known-good revision to roll back to");
-            let mut told = d.clone();
-            told.reason = Some(format!(
-                "{}; no revision on record passed verification{}, so nothing was rolled back",
-                d.reason.as_deref().unwrap_or("failed"),
+            let why = format!(
+                "; no revision on record passed verification{}, so nothing was rolled back",
                 to.map(|t| format!(" as {t}")).unwrap_or_default()
-            ));
-            self.ledger.note_reason(&told, State::Failed).await?;
+            );
+            let reason = d.reason.as_deref().unwrap_or("failed");
+            let mut told = d.clone();
+            told.reason = Some(format!("{reason}{why}"));
+            // Noted (and told) once: the same trigger delivered again finds it noted.
+            if reason.ends_with(&why) || !self.ledger.note_reason(&told, State::Failed).await? {
+                return self.already_handled(target, d).await;
+            }
             self.notify(&told, None).await;
             return Ok(RollbackOutcome::NoKnownGood { deployment: d.id });
         };

@@ -291,8 +291,14 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         }
         info!(deployment = %d.id, target = %d.target, "deployment verified: SUCCEEDED");
         self.notify(&d).await;
-        // Older deployments of this target still open were overtaken by this one (a burst
-        // of pushes leaves many SKIPPED records in between: look far enough back).
+        self.supersede_older(&d).await?;
+        Ok(VerifyOutcome::Succeeded { deployment: d.id })
+    }
+
+    /// Older deployments of `d`'s target still open were overtaken by it, whatever its
+    /// outcome: ECS sends no event for a rollout replaced before it completed. (A burst of
+    /// pushes leaves many SKIPPED records in between: look far enough back.)
+    async fn supersede_older(&self, d: &Deployment) -> Result<(), Retryable> {
         for older in self.ledger.history(&d.target, 100).await? {
             if older.id < d.id
                 && older.origin == Origin::Ferry
@@ -301,7 +307,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
                 self.supersede(older, &d.id).await?;
             }
         }
-        Ok(VerifyOutcome::Succeeded { deployment: d.id })
+        Ok(())
     }
 
     /// Records FAILED, after announcing it on the event bus so the rollback function
@@ -316,6 +322,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         }
         error!(deployment = %d.id, target = %d.target, reason = %reason, "deployment FAILED");
         self.notify(&d).await;
+        self.supersede_older(&d).await?;
         Ok(VerifyOutcome::Failed { deployment: d.id, reason })
     }
 
@@ -421,7 +428,18 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         d.task_definition = Some(rollout.task_definition);
         d.updated_at = self.clock.now();
         if !self.ledger.adopt(&d, self.clock.now()).await? {
-            return Ok(None);
+            // Moved on meanwhile: most likely its invocation recorded it just now.
+            let now = self.ledger.history(&d.target, 20).await?;
+            return match now.iter().find(|r| r.ecs_deployment_id.as_deref() == Some(ev.deployment_id.as_str())) {
+                Some(r) if r.origin == Origin::Ferry => self.ferrys(r.clone(), ev).await.map(Some),
+                Some(r) => self.externals(r.clone(), ev).await.map(Some),
+                // Still PENDING: another deployment holds the target; once it lets go, the
+                // redelivered event adopts the rollout.
+                None if now.iter().any(|r| r.id == d.id && r.state == State::Pending) => {
+                    Err(Retryable(format!("the rollout of {} cannot be recorded while another holds the target", d.id)))
+                }
+                None => Ok(None),
+            };
         }
         info!(deployment = %d.id, origin = d.origin.as_str(), ecs_deployment = %ev.deployment_id, "a rollout ECS reported before it was recorded: adopted");
         match d.origin {

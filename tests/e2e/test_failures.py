@@ -86,7 +86,7 @@ def test_a_circuit_breaker_failure_is_rolled_back_once_by_ecs_and_not_again_by_f
 def test_duplicate_and_out_of_order_events_deploy_each_image_once_and_never_go_backwards(world: Sandbox) -> None:
     world.load(CONFIG)
     t = world.target("shop-staging-api")
-    world.duplicates = True  # every event, ECR's and ECS's and Ferry's own, arrives twice
+    world.duplicates = 1.0  # every event, ECR's and ECS's and Ferry's own, arrives twice
     world.hold = True
     older = world.push("shop/api", "staging-0000000a")
     time.sleep(1.1)  # ECR event times have a resolution of one second

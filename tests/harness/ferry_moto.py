@@ -284,8 +284,45 @@ def _serialised(method):
     return locked
 
 
-for _name in ("put_item", "get_item", "query", "scan", "update_item", "delete_item", "transact_write_items"):
+for _name in ("put_item", "get_item", "query", "scan", "delete_item"):
     setattr(DynamoDBBackend, _name, _serialised(getattr(DynamoDBBackend, _name)))
+
+# Every value the "state" attribute of an item took, in order, while LOG_STATES is set:
+# (table, pk, sk) -> [state, ...]; tests check each history against the state machine.
+STATE_LOG: dict[tuple[str, str, str], list[str]] = {}
+LOG_STATES = threading.Event()
+
+
+def _log_states(backend, writes: list[tuple[str, dict]]) -> None:
+    for table, key in writes:
+        item = backend.get_item(table, key)
+        state = item.attrs.get("state") if item else None
+        if state is None:
+            continue
+        history = STATE_LOG.setdefault((table, key["pk"]["S"], key.get("sk", {}).get("S", "")), [])
+        if not history or history[-1] != state.value:
+            history.append(state.value)
+
+
+def _update_item(self, table_name, key, *args, **kwargs):
+    with _DYNAMODB_LOCK:
+        result = _orig_update_item(self, table_name, key, *args, **kwargs)
+        if LOG_STATES.is_set():
+            _log_states(self, [(table_name, key)])
+        return result
+
+
+def _transact_write_items(self, transact_items):
+    with _DYNAMODB_LOCK:
+        result = _orig_transact_write_items(self, transact_items)
+        if LOG_STATES.is_set():
+            _log_states(self, [(op["TableName"], op["Key"]) for item in transact_items
+                               for op in item.values() if "Key" in op])
+        return result
+
+
+_orig_update_item, _orig_transact_write_items = DynamoDBBackend.update_item, DynamoDBBackend.transact_write_items
+DynamoDBBackend.update_item, DynamoDBBackend.transact_write_items = _update_item, _transact_write_items
 
 Service.__init__ = _service_init
 EC2ContainerServiceResponse.create_service = _create_service_response
@@ -447,6 +484,7 @@ def reset(params: dict) -> dict:
     FAULTS.clear()
     INJECTED.clear()
     TRANSACTIONS.clear()
+    STATE_LOG.clear()
     PUBLISHED.clear()
     PUT_EVENTS.clear()
     return {"status": "ok"}

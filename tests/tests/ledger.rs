@@ -168,7 +168,7 @@ async fn a_quarantined_digest_is_refused_until_released_or_overtaken() {
     // A reason noted on a FAILED record stays only while it is FAILED.
     let mut noted = bad.clone();
     noted.reason = Some("no revision on record passed verification".into());
-    ledger.note_reason(&noted, State::Failed).await.expect("note");
+    assert_eq!(ledger.note_reason(&noted, State::Failed).await, Ok(false));
     let stored = ledger.history(&t, 10).await.expect("history").into_iter().find(|d| d.id == bad.id).expect("bad");
     assert_eq!((stored.state, stored.reason), (State::RollingBack, None), "not FAILED any more: untouched");
 }

@@ -327,6 +327,14 @@ async fn without_a_known_good_revision_nothing_is_done_and_the_team_is_told_why(
     );
     let last = w.notifier.sent().pop().expect("message");
     assert!(last.deployment.reason.as_deref().is_some_and(|r| r.contains("nothing was rolled back")));
+
+    // The same failure delivered again: nothing noted or said twice.
+    let sent = w.notifier.sent().len();
+    let [failed] = w.announced().try_into().expect("one");
+    let again = w.rollback(failed).await;
+    assert!(matches!(again.as_slice(), [RollbackOutcome::AlreadyHandled { state: State::Failed, .. }]), "{again:?}");
+    assert_eq!(w.notifier.sent().len(), sent);
+    assert_eq!(w.record(&bad).reason, record.reason);
 }
 
 #[tokio::test]

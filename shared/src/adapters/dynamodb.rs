@@ -440,11 +440,16 @@ impl Ledger for DynamoLedger {
         head.set("active_deployment", s(&d.id));
         head.set("active_digest", s(&d.digest));
         head.set("updated_at", s(d.updated_at.to_rfc3339()));
-        let (holder, until) = (head.name("lock_deployment"), head.name("lock_until"));
-        let (me, now) = (head.value("deployment", s(&d.id)), head.value("now", millis(now)));
-        let release = ["lock_deployment", "lock_attempt", "lock_until"];
-        let condition = format!("attribute_not_exists({until}) OR {holder} = {me} OR {until} <= {now}");
-        let head = head.update(Self::head_key(&d.target), &self.table, &release, &condition)?;
+        let head = if d.origin == Origin::Ferry {
+            // The lock the deploy invocation took for it, unless another deployment has the target now.
+            let (holder, until) = (head.name("lock_deployment"), head.name("lock_until"));
+            let (me, now) = (head.value("deployment", s(&d.id)), head.value("now", millis(now)));
+            let release = ["lock_deployment", "lock_attempt", "lock_until"];
+            let condition = format!("attribute_not_exists({until}) OR {holder} = {me} OR {until} <= {now}");
+            head.update(Self::head_key(&d.target), &self.table, &release, &condition)?
+        } else {
+            head.update(Self::head_key(&d.target), &self.table, &[], "")?
+        };
         let items = vec![
             TransactWriteItem::builder().update(record).build(),
             TransactWriteItem::builder().update(head).build(),
@@ -495,21 +500,21 @@ impl Ledger for DynamoLedger {
         self.apply("recording an external deployment", record, self.head_update(d, head)?).await
     }
 
-    async fn note_reason(&self, d: &Deployment, state: State) -> Result<(), LedgerError> {
+    async fn note_reason(&self, d: &Deployment, state: State) -> Result<bool, LedgerError> {
         self.client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::deployment_key(d)))
             .update_expression("SET reason = :r")
-            .condition_expression("#state = :s")
+            .condition_expression("#state = :s AND (attribute_not_exists(reason) OR reason <> :r)")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":r", s(d.reason.clone().unwrap_or_default()))
             .expression_attribute_values(":s", s(state.as_str()))
             .send()
             .await
-            .map(|_| ())
+            .map(|_| true)
             .or_else(|e| match e.as_service_error() {
-                Some(e) if e.is_conditional_check_failed_exception() => Ok(()),
+                Some(e) if e.is_conditional_check_failed_exception() => Ok(false),
                 _ => Err(ledger_error("noting a reason", e)),
             })
     }
