@@ -521,6 +521,10 @@ impl Ledger for MemoryLedger {
         Ok(self.world("head")?.heads.get(&target.key()).cloned().unwrap_or_default())
     }
 
+    async fn deployment(&self, target: &Target, id: &str) -> Result<Option<Deployment>, LedgerError> {
+        Ok(self.world("deployment")?.records.get(&(target.key(), id.to_string())).cloned())
+    }
+
     async fn history(&self, target: &Target, limit: usize) -> Result<Vec<Deployment>, LedgerError> {
         let w = self.world("history")?;
         let key = target.key();

@@ -22,3 +22,5 @@ pub mod verify;
 
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;

@@ -288,6 +288,13 @@ pub trait Ledger: Send + Sync {
 
     fn head(&self, target: &Target) -> impl Future<Output = Result<Head, LedgerError>> + Send;
 
+    /// One deployment of the target, by its id.
+    fn deployment(
+        &self,
+        target: &Target,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Deployment>, LedgerError>> + Send;
+
     /// The target's deployments, newest first.
     fn history(
         &self,

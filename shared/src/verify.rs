@@ -363,9 +363,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
                 _ => self.externals(d.clone(), ev).await,
             };
         }
-        let pending = history.iter().find(|d| d.state == State::Pending);
-        if let Some(d) = pending.filter(|_| ev.circuit_breaker_rollback().is_none())
-            && let Some(outcome) = self.adopt(d.clone(), ev).await?
+        if ev.circuit_breaker_rollback().is_none()
+            && let Some(outcome) = self.adopt(self.pending(&target, &history).await?, ev).await?
         {
             return Ok(outcome);
         }
@@ -400,29 +399,46 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         Ok(VerifyOutcome::External { deployment: record.id, origin, state: record.state })
     }
 
-    /// An ECS deployment of a target with a deployment still PENDING: the deploy (or
+    /// The target's deployments still PENDING: the push whose deploy invocation holds (or
+    /// held) the target's lock (its record may be older than the recent history shows, after
+    /// a burst of pushes), and those in `history` (a rollback's, say).
+    async fn pending(&self, target: &Target, history: &[Deployment]) -> Result<Vec<Deployment>, Retryable> {
+        let held = match self.ledger.head(target).await?.lock {
+            Some(lock) if !history.iter().any(|d| d.id == lock.deployment) => {
+                self.ledger.deployment(target, &lock.deployment).await?
+            }
+            _ => None,
+        };
+        Ok(held.into_iter().chain(history.iter().cloned()).filter(|d| d.state == State::Pending).collect())
+    }
+
+    /// An ECS deployment of a target with deployments still PENDING: the deploy (or
     /// rollback) invocation updated the service but has not recorded the ECS deployment, because
     /// ECS was quicker or because the invocation died (a Lambda timeout, a lost answer). If
-    /// the ECS deployment runs that record's image, it is that record's rollout: it is recorded
+    /// the ECS deployment runs one's image, it is that one's rollout: it is recorded
     /// IN_PROGRESS (a lock taken for it released, so a redelivered deploy event finds it done)
-    /// and handled as any record of its origin. `None` when it is not, or the record moved on.
-    async fn adopt(&self, mut d: Deployment, ev: &EcsDeploymentEvent) -> Result<Option<VerifyOutcome>, Retryable> {
+    /// and handled as any record of its origin. `None` when it is none's.
+    async fn adopt(
+        &self,
+        pending: Vec<Deployment>,
+        ev: &EcsDeploymentEvent,
+    ) -> Result<Option<VerifyOutcome>, Retryable> {
+        let Some(target) = pending.first().map(|d| d.target.clone()) else { return Ok(None) };
         let transient = |e: EcsError| match e {
             EcsError::Transient(m) => Err(Retryable(m)),
             _ => Ok(None),
         };
-        let service = match self.ecs.service(&d.target).await {
+        let service = match self.ecs.service(&target).await {
             Ok(service) => service,
             Err(e) => return transient(e),
         };
         let Some(rollout) = service.primary.filter(|p| p.id == ev.deployment_id) else { return Ok(None) };
-        let containers = match self.ecs.containers(&d.target, &rollout.task_definition).await {
+        let containers = match self.ecs.containers(&target, &rollout.task_definition).await {
             Ok(containers) => containers,
             Err(e) => return transient(e),
         };
-        if !containers.iter().any(|(_, image)| image.as_deref() == Some(d.image.as_str())) {
-            return Ok(None);
-        }
+        let runs = |d: &Deployment| containers.iter().any(|(_, image)| image.as_deref() == Some(d.image.as_str()));
+        let Some(mut d) = pending.into_iter().find(runs) else { return Ok(None) };
         d.state = State::InProgress;
         d.ecs_deployment_id = Some(ev.deployment_id.clone());
         d.task_definition = Some(rollout.task_definition);

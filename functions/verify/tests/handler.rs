@@ -668,3 +668,19 @@ async fn another_image_rolling_out_while_a_push_is_pending_is_not_adopted() {
     let pending = w.ledger.records().into_iter().find(|r| r.id == d.id).expect("record");
     assert_eq!(pending.state, State::Pending, "the push's record is left to its deploy invocation");
 }
+
+#[tokio::test]
+async fn a_pending_push_is_adopted_even_when_many_newer_records_hide_it_from_the_recent_history() {
+    let w = World::new(vec![ok("ok")]);
+    let (d, ecs_id) = updated_but_not_recorded(&w, 1).await;
+    // A burst: many newer pushes, refused while this one holds the target.
+    for n in 2..40u8 {
+        let mut later = d.clone();
+        later.id = format!("{}-later-{n:02}", (t0() + Duration::from_secs(u64::from(n))).format("%Y%m%dT%H%M%SZ"));
+        later.state = State::Skipped;
+        w.ledger.record_skipped(&later).await.expect("skipped");
+    }
+    let progress = w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &ecs_id)).await;
+    assert_eq!(progress, Ok(VerifyOutcome::Progress { deployment: d.id.clone() }));
+    assert_eq!(w.ledger.records().iter().filter(|r| r.origin == Origin::External).count(), 0);
+}

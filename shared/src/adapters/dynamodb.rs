@@ -606,6 +606,19 @@ impl Ledger for DynamoLedger {
         Ok(out.item.as_ref().map(head_from).unwrap_or_default())
     }
 
+    async fn deployment(&self, target: &Target, id: &str) -> Result<Option<Deployment>, LedgerError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk(target), format!("D#{id}"))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| ledger_error("reading a deployment", e))?;
+        out.item.as_ref().map(deployment_from).transpose()
+    }
+
     async fn history(&self, target: &Target, limit: usize) -> Result<Vec<Deployment>, LedgerError> {
         let out = self
             .client
