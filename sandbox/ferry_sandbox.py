@@ -347,7 +347,6 @@ class EcsAgent:
         self.sandbox = sandbox
         self.seen: set[str] = set()
         self.started: dict[str, list[str]] = defaultdict(list)  # service ARN -> task definitions deployed, in order
-        self.rollouts: dict[str, list[str]] = defaultdict(list)  # service ARN -> ECS deployment ids, in order
         self.rolling: dict[str, float] = {}  # deployment id -> when its rollout ends
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
@@ -385,7 +384,6 @@ class EcsAgent:
                     if started:
                         self.seen.add(dep["id"])
                         self.started[service.arn].append(dep["taskDefinition"])
-                        self.rollouts[service.arn].append(dep["id"])
                         self.rolling[dep["id"]] = now + ROLLOUT_SECONDS
                     elif self.rolling.get(dep["id"], now + 1) > now:
                         continue
@@ -626,7 +624,6 @@ class Sandbox:
         self.health_override.clear()
         self.ecs_agent.seen.clear()
         self.ecs_agent.started.clear()
-        self.ecs_agent.rollouts.clear()
         self.duplicates, self.hold, self.held = 0.0, False, []
         self.bus.delivered.clear()
         config = tomllib.loads(config_text)

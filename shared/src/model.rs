@@ -218,6 +218,11 @@ impl Deployment {
         }
     }
 
+    /// Whether `ev` is about this deployment's rollout.
+    pub fn is_rollout(&self, ev: &crate::event::EcsDeploymentEvent) -> bool {
+        self.ecs_deployment_id.as_deref() == Some(ev.deployment_id.as_str())
+    }
+
     /// Whether the deployment can still change (not in a final state).
     pub fn is_open(&self) -> bool {
         !self.state.next().is_empty()

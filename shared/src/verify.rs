@@ -171,9 +171,16 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         }
         info!(ecs_deployment = %ev.deployment_id, event = ?ev.kind, service = %ev.service, "ECS deployment event");
         match self.ledger.by_ecs_deployment(&ev.deployment_id).await? {
-            Some(d) if d.origin == Origin::Ferry => self.ferrys(d, &ev).await,
-            Some(d) => self.externals(d, &ev).await,
+            Some(d) => self.dispatch(d, &ev).await,
             None => self.unknown(&ev).await,
+        }
+    }
+
+    /// An event about a deployment on record: one of Ferry's, or one it did not start.
+    async fn dispatch(&self, d: Deployment, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
+        match d.origin {
+            Origin::Ferry => self.ferrys(d, ev).await,
+            _ => self.externals(d, ev).await,
         }
     }
 
@@ -296,15 +303,21 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     }
 
     /// Older deployments of `d`'s target still open were overtaken by it, whatever its
-    /// outcome: ECS sends no event for a rollout replaced before it completed. (A burst of
-    /// pushes leaves many SKIPPED records in between: look far enough back.)
+    /// outcome: ECS sends no event for a rollout replaced before it completed. Ferry's are
+    /// older by push, the others (a rollback's, one Ferry did not start) by when they were
+    /// recorded; a rollback overtaken so leaves the deployment it undid ROLLED_BACK all the
+    /// same. (A burst of pushes leaves many SKIPPED records in between: look far enough back.)
     async fn supersede_older(&self, d: &Deployment) -> Result<(), Retryable> {
         for older in self.ledger.history(&d.target, 100).await? {
-            if older.id < d.id
-                && older.origin == Origin::Ferry
-                && matches!(older.state, State::InProgress | State::Verifying)
+            let before = if older.origin == Origin::Ferry { older.id < d.id } else { older.created_at < d.created_at };
+            if older.id == d.id || !before || !matches!(older.state, State::InProgress | State::Verifying) {
+                continue;
+            }
+            let rollback = older.origin == Origin::Rollback;
+            if let VerifyOutcome::Superseded { .. } = self.supersede(older.clone(), &d.id).await?
+                && rollback
             {
-                self.supersede(older, &d.id).await?;
+                self.settle_rollback(&Deployment { state: State::Superseded, ..older }).await?;
             }
         }
         Ok(())
@@ -357,16 +370,19 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         // The GSI is eventually consistent: a record written a moment ago may not be in it
         // yet, but the target's history (a consistent read) has it.
         let history = self.ledger.history(&target, 20).await?;
-        if let Some(d) = history.iter().find(|d| d.ecs_deployment_id.as_deref() == Some(ev.deployment_id.as_str())) {
-            return match d.origin {
-                Origin::Ferry => self.ferrys(d.clone(), ev).await,
-                _ => self.externals(d.clone(), ev).await,
-            };
+        if let Some(d) = history.iter().find(|d| d.is_rollout(ev)) {
+            return self.dispatch(d.clone(), ev).await;
         }
-        if ev.circuit_breaker_rollback().is_none()
-            && let Some(outcome) = self.adopt(self.pending(&target, &history).await?, ev).await?
-        {
-            return Ok(outcome);
+        if ev.circuit_breaker_rollback().is_none() {
+            let pending = self.pending(&target, &history).await?;
+            if let Some(outcome) = self.adopt(&pending, ev).await? {
+                return Ok(outcome);
+            }
+            // Not adoptable: perhaps because its invocation recorded it meanwhile (and
+            // another push may hold the target already).
+            if let Some(d) = self.ledger.by_ecs_deployment(&ev.deployment_id).await? {
+                return self.dispatch(d, ev).await;
+            }
         }
         let origin = if ev.circuit_breaker_rollback().is_some() { Origin::EcsRollback } else { Origin::External };
         let mut record = external_record(&target, ev, origin, self.clock.now());
@@ -418,11 +434,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     /// the ECS deployment runs one's image, it is that one's rollout: it is recorded
     /// IN_PROGRESS (a lock taken for it released, so a redelivered deploy event finds it done)
     /// and handled as any record of its origin. `None` when it is none's.
-    async fn adopt(
-        &self,
-        pending: Vec<Deployment>,
-        ev: &EcsDeploymentEvent,
-    ) -> Result<Option<VerifyOutcome>, Retryable> {
+    async fn adopt(&self, pending: &[Deployment], ev: &EcsDeploymentEvent) -> Result<Option<VerifyOutcome>, Retryable> {
         let Some(target) = pending.first().map(|d| d.target.clone()) else { return Ok(None) };
         let transient = |e: EcsError| match e {
             EcsError::Transient(m) => Err(Retryable(m)),
@@ -437,31 +449,26 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             Ok(containers) => containers,
             Err(e) => return transient(e),
         };
-        let runs = |d: &Deployment| containers.iter().any(|(_, image)| image.as_deref() == Some(d.image.as_str()));
-        let Some(mut d) = pending.into_iter().find(runs) else { return Ok(None) };
+        let runs = |d: &&Deployment| containers.iter().any(|(_, image)| image.as_deref() == Some(d.image.as_str()));
+        let Some(mut d) = pending.iter().find(runs).cloned() else { return Ok(None) };
         d.state = State::InProgress;
         d.ecs_deployment_id = Some(ev.deployment_id.clone());
         d.task_definition = Some(rollout.task_definition);
         d.updated_at = self.clock.now();
         if !self.ledger.adopt(&d, self.clock.now()).await? {
-            // Moved on meanwhile: most likely its invocation recorded it just now.
-            let now = self.ledger.history(&d.target, 20).await?;
-            return match now.iter().find(|r| r.ecs_deployment_id.as_deref() == Some(ev.deployment_id.as_str())) {
-                Some(r) if r.origin == Origin::Ferry => self.ferrys(r.clone(), ev).await.map(Some),
-                Some(r) => self.externals(r.clone(), ev).await.map(Some),
+            return match self.ledger.deployment(&target, &d.id).await? {
+                // Its invocation recorded it just now.
+                Some(now) if now.is_rollout(ev) => self.dispatch(now, ev).await.map(Some),
                 // Still PENDING: another deployment holds the target; once it lets go, the
                 // redelivered event adopts the rollout.
-                None if now.iter().any(|r| r.id == d.id && r.state == State::Pending) => {
+                Some(now) if now.state == State::Pending => {
                     Err(Retryable(format!("the rollout of {} cannot be recorded while another holds the target", d.id)))
                 }
-                None => Ok(None),
+                _ => Ok(None),
             };
         }
         info!(deployment = %d.id, origin = d.origin.as_str(), ecs_deployment = %ev.deployment_id, "a rollout ECS reported before it was recorded: adopted");
-        match d.origin {
-            Origin::Ferry => self.ferrys(d, ev).await.map(Some),
-            _ => self.externals(d, ev).await.map(Some),
-        }
+        self.dispatch(d, ev).await.map(Some)
     }
 
     /// A later event about a deployment Ferry did not start.
@@ -493,21 +500,29 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     /// ROLLBACK_FAILED, which pages and stops: a rollback is never itself rolled back.
     async fn settle_rollback(&self, rollback: &Deployment) -> Result<(), Retryable> {
         let Some(undone) = &rollback.rolls_back else { return Ok(()) };
-        let Some(mut d) = self.ledger.history(&rollback.target, 50).await?.into_iter().find(|d| d.id == *undone) else {
-            warn!(rollback = %rollback.id, undone = %undone, "the rolled-back deployment is not in the recent history");
+        let Some(mut d) = self.ledger.deployment(&rollback.target, undone).await? else {
+            warn!(rollback = %rollback.id, undone = %undone, "the rolled-back deployment is not on record");
             return Ok(());
         };
-        let from: &[State] = if rollback.state == State::Succeeded {
-            d.state = State::RolledBack;
-            &[State::Failed, State::RollingBack]
-        } else {
-            d.state = State::RollbackFailed;
-            d.reason = Some(format!(
-                "{}; the rollback failed too: {}",
-                d.reason.as_deref().unwrap_or("failed"),
-                rollback.reason.as_deref().unwrap_or("ECS failed the rollback")
-            ));
-            &[State::RollingBack]
+        let reason = d.reason.clone().unwrap_or_else(|| "failed".into());
+        let mut live_now = rollback.task_definition.clone();
+        let from: &[State] = match rollback.state {
+            State::Succeeded => {
+                d.state = State::RolledBack;
+                &[State::Failed, State::RollingBack]
+            }
+            State::Superseded => {
+                d.state = State::RolledBack;
+                d.reason = Some(format!("{reason}; a newer deployment replaced it before its rollback completed"));
+                live_now = None;
+                &[State::RollingBack]
+            }
+            _ => {
+                d.state = State::RollbackFailed;
+                let why = rollback.reason.as_deref().unwrap_or("ECS failed the rollback");
+                d.reason = Some(format!("{reason}; the rollback failed too: {why}"));
+                &[State::RollingBack]
+            }
         };
         d.updated_at = self.clock.now();
         if self.ledger.transition(&d, from, HeadChange::None).await? {
@@ -515,7 +530,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
                 State::RolledBack => info!(deployment = %d.id, "rolled back"),
                 _ => error!(deployment = %d.id, "ROLLBACK FAILED: paging"),
             }
-            self.notify_with(&d, rollback.task_definition.clone()).await;
+            self.notify_with(&d, live_now).await;
         }
         Ok(())
     }

@@ -102,7 +102,7 @@ def test_a_thousand_shuffled_and_duplicated_events_cause_no_double_effect_no_bac
     on_record = Counter(r["ecs_deployment_id"] for r in records if r.get("ecs_deployment_id"))
     rollouts = 0
     for service, rs in by_service.items():
-        started_ids = world.ecs_agent.rollouts[world.service(world.target(service))["serviceArn"]]
+        started_ids = ferry_moto.ROLLOUTS.get(world.service(world.target(service))["serviceArn"], [])
         rollouts += len(started_ids)
         # Every rollout is on record, once (Ferry's, its rollbacks, ECS's own).
         doubled = [(r["id"], r["state"], r["origin"]) for r in rs if on_record.get(r.get("ecs_deployment_id"), 0) > 1]
@@ -111,7 +111,7 @@ def test_a_thousand_shuffled_and_duplicated_events_cause_no_double_effect_no_bac
         ours = {r["ecs_deployment_id"]: index[r["digest"]] for r in rs if r["origin"] == "ferry" and r.get("ecs_deployment_id")}
         order = [ours[i] for i in started_ids if i in ours]
         assert order == sorted(order), f"{service}: an older push replaced a newer one: {order}"
-    assert set(on_record) <= {i for ids in world.ecs_agent.rollouts.values() for i in ids}, "a record of a rollout that never was"
+    assert set(on_record) <= {i for ids in ferry_moto.ROLLOUTS.values() for i in ids}, "a record of a rollout that never was"
     # (A failure with no known-good revision to go back to gets a second message, from the
     # rollback function, saying so: the same headline, another message.)
     messages = Counter(json.dumps(m["body"], sort_keys=True) for m in world.slack)
@@ -127,7 +127,8 @@ def test_a_thousand_shuffled_and_duplicated_events_cause_no_double_effect_no_bac
             steps += 1
 
     # Settled: nothing left open; each service runs its newest verified push.
-    still_open = [(r["service"], r["tag"], r["state"], r["origin"], r.get("reason")) for r in records if r["state"] in OPEN]
+    still_open = [(r["service"], r["tag"], r["state"], r["origin"], r.get("ecs_deployment_id"), r.get("reason"))
+                  for r in records if r["state"] in OPEN]
     assert not still_open, still_open
     for service, rs in by_service.items():
         succeeded = [r for r in rs if r["origin"] == "ferry" and r["state"] == "SUCCEEDED"]

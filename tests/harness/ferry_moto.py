@@ -127,6 +127,10 @@ def primary_of(service: Service) -> dict:
     raise HarnessError(409, f"service {service.name} has no PRIMARY deployment")
 
 
+# Every deployment UpdateService (or the circuit breaker) started: service ARN -> ids, in order.
+ROLLOUTS: dict[str, list[str]] = {}
+
+
 def start_deployment(service: Service, task_definition_arn: str) -> dict:
     """Make a new PRIMARY deployment; the old PRIMARY stays on as ACTIVE."""
     now = utcnow()
@@ -134,6 +138,7 @@ def start_deployment(service: Service, task_definition_arn: str) -> dict:
         if dep["status"] == "PRIMARY":
             dep["status"], dep["updatedAt"] = "ACTIVE", now
     dep = new_deployment(service, task_definition_arn)
+    ROLLOUTS.setdefault(service.arn, []).append(dep["id"])
     service.deployments.insert(0, dep)
     service.task_definition = task_definition_arn
     return dep
@@ -485,6 +490,7 @@ def reset(params: dict) -> dict:
     INJECTED.clear()
     TRANSACTIONS.clear()
     STATE_LOG.clear()
+    ROLLOUTS.clear()
     PUBLISHED.clear()
     PUT_EVENTS.clear()
     return {"status": "ok"}

@@ -531,3 +531,27 @@ async fn a_rollback_whose_update_answer_is_lost_is_recorded_as_the_rollback_it_i
     assert_eq!(w.live(), to.clone(), "the service is back on the good revision");
     assert_eq!(w.record(&bad).state, State::RollingBack, "not ROLLBACK_FAILED: the rollback happened");
 }
+
+#[tokio::test]
+async fn a_rollback_overtaken_by_a_newer_push_still_ends_its_deployment_rolled_back() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let bad = w.deploy_and_verify(2, false).await;
+    let outcome = w.rollback(w.announced().pop().expect("announced")).await;
+    let [RollbackOutcome::RollingBack { ecs_deployment_id: rolling, .. }] = outcome.as_slice() else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(w.record(&bad).state, State::RollingBack);
+    // A fix is pushed and rolls out over the rollback before ECS completed it.
+    let fix = w.deploy_and_verify(3, true).await;
+    assert_eq!(w.record(&fix).state, State::Succeeded);
+    assert_eq!(w.record(rolling).state, State::Superseded, "the rollback's rollout was replaced");
+    let undone = w.record(&bad);
+    assert_eq!(undone.state, State::RolledBack, "the failed image is gone all the same");
+    assert!(
+        undone.reason.as_deref().is_some_and(|r| r.ends_with("replaced it before its rollback completed")),
+        "{undone:?}"
+    );
+    let in_flight = [State::Pending, State::InProgress, State::Verifying, State::RollingBack];
+    assert!(w.ledger.records().iter().all(|r| !in_flight.contains(&r.state)), "nothing left in flight");
+}
