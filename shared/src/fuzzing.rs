@@ -28,10 +28,40 @@ name = "shop-{env}-api"
 containers = ["api"]
 "#;
 
+/// Sample events (`tests/fixtures/events/`) and the fields of each that the parsers read.
+const SAMPLES: [(&str, &[&str]); 3] = [
+    (
+        include_str!("../../tests/fixtures/events/ecr-push-staging.json"),
+        &["/detail/image-digest", "/detail/image-tag", "/detail/repository-name", "/account", "/time", "/id"],
+    ),
+    (
+        include_str!("../../tests/fixtures/events/ecs-deployment-circuit-breaker-rollback.json"),
+        &["/resources/0", "/detail/deploymentId", "/detail/reason", "/detail/eventName", "/time"],
+    ),
+    (
+        include_str!("../../tests/fixtures/events/cloudwatch-alarm-state-change.json"),
+        &["/detail/alarmName", "/detail/state/value", "/source", "/account"],
+    ),
+];
+
 /// Any bytes as an EventBridge event to each function: parsed or refused, never a panic; a
-/// push is a well-formed one, and planning it is as total as parsing it.
+/// push is a well-formed one, and planning it is as total as parsing it. Bytes that are
+/// not JSON go into one field of a sample event instead (the first byte picks which), so the
+/// parsers' reading of each field is fuzzed too.
 pub fn events(data: &[u8]) {
-    let Ok(event) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    let event = match serde_json::from_slice::<serde_json::Value>(data) {
+        Ok(event) => event,
+        Err(_) => {
+            let Some((&pick, rest)) = data.split_first() else { return };
+            let (sample, fields) = SAMPLES[usize::from(pick) % SAMPLES.len()];
+            let mut event: serde_json::Value = serde_json::from_str(sample).expect("a sample event");
+            let field = fields[usize::from(pick / 3) % fields.len()];
+            if let Some(slot) = event.pointer_mut(field) {
+                *slot = String::from_utf8_lossy(rest).into_owned().into();
+            }
+            event
+        }
+    };
     if let Ok(Received::Act(DeployEvent::Push(push))) = parse_deploy_event(event.clone()) {
         assert!(!push.tag.is_empty() && !push.repository.is_empty() && !push.event_id.is_empty(), "{push:?}");
         let (algorithm, hex) = push.digest.split_once(':').expect("a digest has an algorithm");
@@ -172,6 +202,14 @@ mod tests {
             eprintln!("{name}");
             config(&data);
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_json_fill_a_field_of_a_sample_event() {
+        // The first byte picks the push sample's digest: a bad digest is refused, not a panic.
+        events(b"\x00not a digest");
+        events(b"\x01arn:aws:ecs:eu-west-1:1:service/c");
+        events(&[0x02, 0xff, 0xfe]);
     }
 
     #[test]
