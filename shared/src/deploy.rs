@@ -1,4 +1,5 @@
-//! The deploy function's handler: an ECR push becomes one deployment per target.
+//! The deploy function's handler: an ECR push becomes one deployment per target (and its
+//! schedule reconciles the pushes whose events never came: see [`crate::reconcile`]).
 //!
 //! Per target, in order: record PENDING and take the target's lock in one conditional
 //! write (which also refuses a stale push or a digest already live), read the service,
@@ -163,7 +164,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     }
 
     /// Deploys `push` to every target it plans to, concurrently.
-    pub(crate) async fn deploy_push(&self, push: &Push, invocation: &Invocation) -> Result<Outcome, Retryable> {
+    async fn deploy_push(&self, push: &Push, invocation: &Invocation) -> Result<Outcome, Retryable> {
         let targets = match plan(self.config, push) {
             Plan::Deploy { environment, targets } => {
                 info!(environment = %environment, targets = targets.len(), "push matched");

@@ -92,7 +92,19 @@ impl World {
         e["detail"]["repository-name"] = repository.into();
         e["detail"]["image-tag"] = tag.into();
         e["detail"]["image-digest"] = digest(n).into();
-        let deployer = Deployer {
+        let invocation = Invocation { attempt: format!("deploy-{n}"), deadline: None };
+        match self.deploy_event(e, &invocation).await {
+            Ok(Outcome::Deployed(t)) => match t.as_slice() {
+                [TargetOutcome::Started { ecs_deployment_id, .. }] => ecs_deployment_id.clone(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The deploy handler (its messages not kept) on a push event.
+    async fn deploy_event(&self, event: Value, invocation: &Invocation) -> Result<Outcome, Retryable> {
+        Deployer {
             config: &self.config,
             ecs: &self.ecs,
             ledger: &self.ledger,
@@ -100,15 +112,9 @@ impl World {
             clock: &self.clock,
             registry: &ferry::fakes::MemoryRegistry::default(),
             settings: DeploySettings::default(),
-        };
-        let invocation = Invocation { attempt: format!("deploy-{n}"), deadline: None };
-        match deployer.handle(e, &invocation).await {
-            Ok(Outcome::Deployed(t)) => match t.as_slice() {
-                [TargetOutcome::Started { ecs_deployment_id, .. }] => ecs_deployment_id.clone(),
-                other => panic!("{other:?}"),
-            },
-            other => panic!("{other:?}"),
         }
+        .handle(event, invocation)
+        .await
     }
 
     async fn verify(&self, event: Value) -> Result<VerifyOutcome, Retryable> {
@@ -632,17 +638,7 @@ async fn a_rollout_reported_before_the_deploy_function_recorded_it_is_adopted_an
     (e["id"], e["time"]) = (d.event_id.clone().into(), t0().to_rfc3339().into());
     (e["detail"]["image-tag"], e["detail"]["image-digest"]) = (d.tag.clone().into(), digest(1).into());
     let updates = w.ecs.count("UpdateService");
-    let again = Deployer {
-        config: &w.config,
-        ecs: &w.ecs,
-        ledger: &w.ledger,
-        notifier: &w.notifier,
-        clock: &w.clock,
-        registry: &ferry::fakes::MemoryRegistry::default(),
-        settings: DeploySettings::default(),
-    }
-    .handle(e, &Invocation { attempt: "redelivered".into(), deadline: None })
-    .await;
+    let again = w.deploy_event(e, &Invocation { attempt: "redelivered".into(), deadline: None }).await;
     assert!(
         matches!(&again, Ok(Outcome::Deployed(t)) if matches!(t.as_slice(), [TargetOutcome::Duplicate { state: State::Succeeded, .. }])),
         "{again:?}"

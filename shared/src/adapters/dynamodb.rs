@@ -394,11 +394,7 @@ impl Ledger for DynamoLedger {
     }
 
     async fn finish(&self, d: &Deployment, attempt: &str) -> Result<Finish, LedgerError> {
-        let mut record = Expression::new();
-        deployment_fields(d, &mut record);
-        let pending = record.value("pending", s(State::Pending.as_str()));
-        let state = record.name("state");
-        let record = record.update(Self::deployment_key(d), &self.table, &[], &format!("{state} = {pending}"))?;
+        let record = self.record_update(d, "#state = :s0", &[State::Pending])?;
 
         let mut head = Expression::new();
         if d.state == State::InProgress {
@@ -430,11 +426,7 @@ impl Ledger for DynamoLedger {
     }
 
     async fn adopt(&self, d: &Deployment, now: DateTime<Utc>) -> Result<bool, LedgerError> {
-        let mut record = Expression::new();
-        deployment_fields(d, &mut record);
-        let pending = record.value("pending", s(State::Pending.as_str()));
-        let state = record.name("state");
-        let record = record.update(Self::deployment_key(d), &self.table, &[], &format!("{state} = {pending}"))?;
+        let record = self.record_update(d, "#state = :s0", &[State::Pending])?;
 
         let mut head = Expression::new();
         head.set("active_deployment", s(&d.id));
