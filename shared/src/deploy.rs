@@ -19,7 +19,7 @@ use crate::model::{Deployment, Push, Refusal, State};
 use crate::notify::Notification;
 use crate::plan::{Plan, TargetPlan, plan};
 use crate::ports::{
-    Begin, Clock, Ecs, EcsError, Finish, Ledger, LedgerError, Notifier, Registry, Revision, ServiceInfo,
+    Begin, Claim, Clock, Ecs, EcsError, Finish, Ledger, LedgerError, Notifier, Registry, Revision, ServiceInfo,
 };
 use crate::reconcile::Reconciled;
 
@@ -95,12 +95,28 @@ impl From<LedgerError> for Retryable {
     }
 }
 
-/// The invocation handling an event: its id owns the target locks it takes, and its
-/// deadline bounds how long it may hold them.
+/// The invocation handling an event: its id owns the target locks and the claims it takes,
+/// and its deadline bounds how long it holds them.
 #[derive(Debug, Clone)]
 pub struct Invocation {
     pub attempt: String,
     pub deadline: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Invocation {
+    /// When a lock or claim this invocation takes at `now` lapses: after `hold`, or shortly
+    /// after the invocation's deadline if that is sooner. Lambda stops an invocation at its
+    /// deadline and redelivers its event a minute or more later, so the redelivered event
+    /// finds what the stopped invocation held lapsed, takes it over and finishes the work.
+    pub fn lapse(&self, now: chrono::DateTime<chrono::Utc>, hold: Duration) -> chrono::DateTime<chrono::Utc> {
+        let until = now + hold;
+        self.deadline.map_or(until, |deadline| until.min(deadline + LAPSE_MARGIN))
+    }
+
+    /// A claim on a deployment (see [`crate::ports::Ledger::claim`]) taken at `now`.
+    pub fn claim(&self, now: chrono::DateTime<chrono::Utc>, hold: Duration) -> Claim {
+        Claim { by: self.attempt.clone(), until: self.lapse(now, hold) }
+    }
 }
 
 /// The deploy handler and the ports it works through.
@@ -287,10 +303,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         let mut backoff = Duration::from_millis(500);
         loop {
             let now = self.clock.now();
-            let mut lease_until = now + self.settings.lease;
-            if let Some(deadline) = invocation.deadline {
-                lease_until = lease_until.min(deadline + LEASE_MARGIN);
-            }
+            let lease_until = invocation.lapse(now, self.settings.lease);
             let head = match self.ledger.begin(deployment, &invocation.attempt, lease_until, now).await? {
                 Begin::Started => return Ok(Acquired::Yes),
                 Begin::Done(state) => return Ok(Acquired::Duplicate(state)),
@@ -439,8 +452,9 @@ fn rejected(why: String) -> Outcome {
     Outcome::Rejected(why)
 }
 
-/// How long after its invocation's deadline a lock lapses.
-const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// How long after its invocation's deadline a lock or claim lapses: Lambda's own retries come
+/// a minute or more after the deadline.
+const LAPSE_MARGIN: Duration = Duration::from_secs(5);
 
 enum Acquired {
     Yes,

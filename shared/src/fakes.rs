@@ -28,6 +28,14 @@ pub fn repo_root() -> std::path::PathBuf {
     crate_dir.ancestors().find(|d| d.join("Cargo.lock").is_file()).unwrap_or(&crate_dir).to_path_buf()
 }
 
+/// An invocation of `function`, each one's own (as Lambda's request ids are), with no
+/// deadline: a test's calls are never stopped.
+pub fn invocation(function: &str) -> crate::deploy::Invocation {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::deploy::Invocation { attempt: format!("{function}-{n}"), deadline: None }
+}
+
 /// A sample EventBridge event from `tests/fixtures/events/` (real events in the exact
 /// shape AWS sends them).
 pub fn sample_event(name: &str) -> serde_json::Value {
@@ -263,7 +271,7 @@ impl Ecs for FakeEcs {
 struct LedgerWorld {
     heads: HashMap<String, Head>,
     records: BTreeMap<(String, String), Deployment>,
-    /// Verification claims: record key → the claim.
+    /// Claims (to verify, to roll back): record key → the claim.
     claims: HashMap<(String, String), Claim>,
     fail: Option<LedgerError>,
     /// Operations (the port's method names) made to fail on their own.
@@ -427,34 +435,44 @@ impl Ledger for MemoryLedger {
         }
     }
 
-    async fn release_claim(&self, d: &Deployment, claim: &Claim) -> Result<(), LedgerError> {
-        let mut w = self.world("release_claim")?;
-        let key = record_key(d);
-        if w.claims.get(&key).is_some_and(|held| held.by == claim.by)
-            && let Some(record) = w.records.get_mut(&key).filter(|r| r.state == State::Verifying)
-        {
-            record.state = State::InProgress;
-            w.claims.remove(&key);
-        }
-        Ok(())
-    }
-
-    async fn claim_verification(&self, d: &Deployment, now: DateTime<Utc>, claim: &Claim) -> Result<bool, LedgerError> {
-        let mut w = self.world("claim_verification")?;
+    async fn claim(
+        &self,
+        d: &Deployment,
+        from: State,
+        head: HeadChange,
+        now: DateTime<Utc>,
+        claim: &Claim,
+    ) -> Result<bool, LedgerError> {
+        let mut w = self.world("claim")?;
         let key = record_key(d);
         let claimable = match w.records.get(&key).map(|r| r.state) {
-            Some(State::InProgress) => true,
-            Some(State::Verifying) => w.claims.get(&key).is_none_or(|held| held.until < now || held.by == claim.by),
+            Some(state) if state == from => true,
+            Some(state) if state == d.state => {
+                w.claims.get(&key).is_none_or(|held| held.until < now || held.by == claim.by)
+            }
             _ => false,
         };
         if claimable {
             w.claims.insert(key.clone(), claim.clone());
             if let Some(record) = w.records.get_mut(&key) {
-                record.state = State::Verifying;
+                record.state = d.state;
                 record.updated_at = now;
             }
+            w.change_head(d, head);
         }
         Ok(claimable)
+    }
+
+    async fn release_claim(&self, d: &Deployment, held: State, claim: &Claim) -> Result<(), LedgerError> {
+        let mut w = self.world("release_claim")?;
+        let key = record_key(d);
+        if w.claims.get(&key).is_some_and(|c| c.by == claim.by)
+            && let Some(record) = w.records.get_mut(&key).filter(|r| r.state == held)
+        {
+            record.state = d.state;
+            w.claims.remove(&key);
+        }
+        Ok(())
     }
 
     async fn record_external(&self, d: &Deployment, head: HeadChange) -> Result<bool, LedgerError> {

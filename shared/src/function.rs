@@ -20,7 +20,7 @@ use crate::adapters::ecr::EcrRegistry;
 use crate::adapters::ecs::EcsAdapter;
 use crate::adapters::notifiers::Notifiers;
 use crate::config::Config;
-use crate::deploy::Retryable;
+use crate::deploy::{Invocation, Retryable};
 
 /// A function's settings, from its environment.
 #[derive(Debug)]
@@ -92,5 +92,13 @@ pub struct Retry(pub Retryable);
 impl From<Retry> for lambda_runtime::Diagnostic {
     fn from(e: Retry) -> lambda_runtime::Diagnostic {
         lambda_runtime::Diagnostic { error_type: "Ferry.Retryable".into(), error_message: e.0.to_string() }
+    }
+}
+
+/// The invocation Lambda is running: its request id and its deadline.
+pub fn invocation(context: &lambda_runtime::Context) -> Invocation {
+    Invocation {
+        attempt: context.request_id.clone(),
+        deadline: chrono::DateTime::from_timestamp_millis(i64::try_from(context.deadline).unwrap_or(i64::MAX)),
     }
 }

@@ -165,7 +165,8 @@ pub enum Begin {
     Refused(Head),
 }
 
-/// A verification claim: a token of the claiming invocation's own, and when it lapses.
+/// A claim on a deployment (to verify it, or to roll it back): a token of the claiming
+/// invocation's own, and when it lapses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     pub by: String,
@@ -231,23 +232,29 @@ pub trait Ledger: Send + Sync {
         head: HeadChange,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
-    /// Gives a verification claim back (VERIFYING → IN_PROGRESS) if `claim` still holds it:
-    /// the invocation that took it failed, and the redelivered event is to verify again at once.
-    fn release_claim(
+    /// Claims `deployment` for this invocation's work: moves it from `from` to its state
+    /// (IN_PROGRESS → VERIFYING to verify it, FAILED → ROLLING_BACK to roll it back) and
+    /// applies `head` to its target. A record already in that state can be claimed again once
+    /// its claim has lapsed or been given back (the invocation holding it died or failed), and
+    /// by the same holder (a retried request whose first answer was lost). `false` otherwise.
+    fn claim(
         &self,
         deployment: &Deployment,
-        claim: &Claim,
-    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
-
-    /// Claims an IN_PROGRESS deployment for verification (VERIFYING); a claim whose holder
-    /// died can be taken again once it has lapsed. The same claim taken again succeeds (a
-    /// retried request whose first answer was lost).
-    fn claim_verification(
-        &self,
-        deployment: &Deployment,
+        from: State,
+        head: HeadChange,
         now: DateTime<Utc>,
         claim: &Claim,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Gives `claim` back if it still holds the record in state `held`, moving the record to
+    /// `deployment`'s state (VERIFYING → IN_PROGRESS; ROLLING_BACK stays): the invocation
+    /// is done with it, or failed and the redelivered event is to take it again at once.
+    fn release_claim(
+        &self,
+        deployment: &Deployment,
+        held: State,
+        claim: &Claim,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// Records a deployment Ferry did not start; `false` if it is already recorded.
     fn record_external(

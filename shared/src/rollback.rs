@@ -3,22 +3,26 @@
 //!
 //! Triggers: Ferry's own "Deployment Failed" (from verify), ECS's SERVICE_DEPLOYMENT_FAILED,
 //! a configured CloudWatch alarm going to ALARM, and an operator's "Rollback Requested".
-//! The FAILED → ROLLING_BACK transition is a conditional write, so duplicate and concurrent
-//! triggers for one failure cause one rollback. If ECS's circuit breaker is already rolling
-//! the service back, Ferry does not roll back again: it waits for ECS's rollback, which the
-//! verify function settles as ROLLED_BACK. A rollback's own deployment is never rolled back:
+//! The FAILED → ROLLING_BACK transition is a conditional write that claims the rollback for
+//! one invocation, so duplicate and concurrent triggers for one failure cause one rollback;
+//! the claim lapses with that invocation's deadline, so if Lambda stops it part-way, its
+//! redelivered trigger takes the rollback over and finishes it. If ECS's circuit breaker is
+//! already rolling the service back, Ferry does not roll back again: it waits for ECS's
+//! rollback, which the verify function settles as ROLLED_BACK. A rollback's own deployment is never rolled back:
 //! if it fails, the deployment is ROLLBACK_FAILED, a critical page goes out, and Ferry stops.
+
+use std::time::Duration;
 
 use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::deploy::{Retryable, update_service};
+use crate::deploy::{Invocation, Retryable, update_service};
 use crate::event::{Received, RollbackTrigger, parse_rollback_trigger};
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::{Notification, send};
 use crate::plan::{find_target, targets_of};
-use crate::ports::{Clock, Ecs, HeadChange, Ledger, Notifier};
+use crate::ports::{Claim, Clock, Ecs, HeadChange, Ledger, Notifier, ServiceInfo};
 
 /// How far back in a target's history a known-good revision is looked for.
 const HISTORY: usize = 50;
@@ -53,6 +57,24 @@ pub struct RollbackHandler<'a, E, L, N, C> {
     pub ledger: &'a L,
     pub notifier: &'a N,
     pub clock: &'a C,
+    pub settings: RollbackSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct RollbackSettings {
+    /// How long a claim on a rollback lasts at most: longer than the function may run, so a
+    /// rollback is never done twice at once (the invocation's deadline ends it sooner, so one
+    /// that died part-way is taken over by its redelivered event).
+    pub claim: Duration,
+    /// How long to wait for another invocation rolling the same deployment back (one that
+    /// died holds its claim until shortly after its deadline) before asking for a redelivery.
+    pub wait: Duration,
+}
+
+impl Default for RollbackSettings {
+    fn default() -> Self {
+        RollbackSettings { claim: Duration::from_secs(5 * 60), wait: Duration::from_secs(20) }
+    }
 }
 
 /// The revision to roll `failing` back to: the newest deployment of the target that passed
@@ -73,10 +95,28 @@ pub fn last_known_good<'h>(
     })
 }
 
+/// Whether ECS's circuit breaker is rolling `failing` back (or has): `Some` with its rollback's
+/// record if the verify function has made one yet. Without one, a failure the breaker
+/// reported and a service that has moved off `failing` since say so.
+fn breaker_rollback<'h>(
+    failing: &Deployment,
+    history: &'h [Deployment],
+    service: &ServiceInfo,
+) -> Option<Option<&'h Deployment>> {
+    let recorded =
+        history.iter().find(|r| r.origin == Origin::EcsRollback && r.rolls_back.as_deref() == Some(&failing.id));
+    let moved_on = service.primary.as_ref().is_some_and(|p| {
+        failing.ecs_deployment_id.as_deref() != Some(p.id.as_str())
+            && failing.task_definition.as_deref() != Some(p.task_definition.as_str())
+    });
+    let by_breaker = failing.reason.as_deref().is_some_and(|r| r.contains("circuit breaker"));
+    (recorded.is_some() || (by_breaker && moved_on)).then_some(recorded)
+}
+
 impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
     /// Handles one EventBridge event; one outcome per target it concerns. `Err` only for
     /// what a retry can fix.
-    pub async fn handle(&self, event: Value) -> Result<Vec<RollbackOutcome>, Retryable> {
+    pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<Vec<RollbackOutcome>, Retryable> {
         let trigger = match parse_rollback_trigger(event) {
             Ok(Received::Act(trigger)) => trigger,
             Ok(Received::Ignored(why)) => {
@@ -96,7 +136,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         let mut outcomes = Vec::new();
         for (target, failing, reason, to) in self.resolve(trigger).await? {
             let outcome = match failing {
-                Some(d) => self.roll_back(&target, d, reason, to.as_deref()).await?,
+                Some(d) => self.roll_back(&target, d, reason, to.as_deref(), invocation).await?,
                 None => RollbackOutcome::Ignored(format!("no Ferry deployment is live on {target}")),
             };
             info!(target = %target, outcome = ?outcome, "rollback decision");
@@ -203,6 +243,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         mut d: Deployment,
         reason: String,
         to: Option<&str>,
+        invocation: &Invocation,
     ) -> Result<RollbackOutcome, Retryable> {
         if d.origin != Origin::Ferry {
             // Ferry's rollbacks, ECS's rollbacks and deployments Ferry did not start are never
@@ -225,84 +266,191 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 }
                 error!(deployment = %d.id, reason = %reason, "deployment FAILED");
             }
-            State::Failed => {}
+            // ROLLING_BACK: taken over below if the invocation rolling it back died or failed.
+            State::Failed | State::RollingBack => {}
             state => return Ok(RollbackOutcome::AlreadyHandled { deployment: d.id, state }),
         }
-        let history = self.ledger.history(target, HISTORY).await?;
-
-        // 2. ECS's circuit breaker may already be rolling the service back.
-        let ecs_rollback =
-            history.iter().find(|r| r.origin == Origin::EcsRollback && r.rolls_back.as_deref() == Some(&d.id));
-        let service = self.ecs.service(target).await.map_err(|e| Retryable(e.to_string()))?;
-        let moved_on = service.primary.as_ref().is_some_and(|p| {
-            d.ecs_deployment_id.as_deref() != Some(p.id.as_str())
-                && d.task_definition.as_deref() != Some(p.task_definition.as_str())
-        });
-        let by_breaker = d.reason.as_deref().is_some_and(|r| r.contains("circuit breaker"));
-        if ecs_rollback.is_some() || (by_breaker && moved_on) {
-            let done = ecs_rollback.filter(|r| r.state == State::Succeeded);
-            d.state = if done.is_some() { State::RolledBack } else { State::RollingBack };
-            d.updated_at = self.clock.now();
-            if !self.ledger.transition(&d, &[State::Failed], HeadChange::Quarantine).await? {
-                return self.already_handled(target, d).await;
+        if d.state == State::Failed {
+            let (history, service) = self.look(target).await?;
+            // 2. ECS's circuit breaker may already be rolling the service back.
+            if let Some(ecs_rollback) = breaker_rollback(&d, &history, &service) {
+                return self.leave_to_ecs(target, d, ecs_rollback.cloned()).await;
             }
-            return Ok(match done {
-                Some(r) => {
-                    self.notify(&d, r.task_definition.clone()).await;
-                    RollbackOutcome::RolledBack { deployment: d.id }
-                }
-                None => {
-                    info!(deployment = %d.id, "ECS's circuit breaker is rolling back; not rolling back again");
-                    RollbackOutcome::EcsRollingBack { deployment: d.id }
-                }
-            });
+            if last_known_good(&history, &d, to).is_none() {
+                return self.no_known_good(target, d, to).await;
+            }
         }
 
-        // 3. Ferry puts the last-known-good revision back.
-        let Some(good) = last_known_good(&history, &d, to).cloned() else {
-            warn!(deployment = %d.id, "no known-good revision to roll back to");
-            let why = format!(
-                "; no revision on record passed verification{}, so nothing was rolled back",
-                to.map(|t| format!(" as {t}")).unwrap_or_default()
-            );
-            let reason = d.reason.as_deref().unwrap_or("failed");
-            let mut told = d.clone();
-            told.reason = Some(format!("{reason}{why}"));
-            // Noted (and told) once: the same trigger delivered again finds it noted.
-            if reason.ends_with(&why) || !self.ledger.note_reason(&told, State::Failed).await? {
-                return self.already_handled(target, d).await;
-            }
-            self.notify(&told, None).await;
-            return Ok(RollbackOutcome::NoKnownGood { deployment: d.id });
-        };
-        let to_revision = good.task_definition.clone().unwrap_or_default();
+        // 3. Ferry puts the last-known-good revision back, under a claim: one invocation at a
+        // time, and the redelivered event of one that died or failed part-way takes it over.
         d.state = State::RollingBack;
+        let claim = match self.claim(target, &mut d, invocation).await? {
+            Ok(claim) => claim,
+            Err(handled) => return Ok(handled),
+        };
+        let outcome = self.put_back(target, &mut d, to).await;
+        // Failed: give the claim back, so the redelivered trigger takes the rollback over at once.
+        if outcome.is_err()
+            && let Err(e) = self.ledger.release_claim(&d, State::RollingBack, &claim).await
+        {
+            warn!(deployment = %d.id, error = %e, "could not give the rollback claim back; it lapses");
+        }
+        outcome
+    }
+
+    /// Claims the rollback of `d` (FAILED → ROLLING_BACK, quarantining its digest) or takes
+    /// it over from an invocation that died or failed part-way. While another invocation
+    /// holds it and shows no progress (a rollback record past PENDING), waits for it to
+    /// finish or its claim to lapse, then asks for a redelivery. `Err`: already handled.
+    async fn claim(
+        &self,
+        target: &Target,
+        d: &mut Deployment,
+        invocation: &Invocation,
+    ) -> Result<Result<Claim, RollbackOutcome>, Retryable> {
+        let started = self.clock.now();
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let now = self.clock.now();
+            let claim = invocation.claim(now, self.settings.claim);
+            d.updated_at = now;
+            if self.ledger.claim(d, State::Failed, HeadChange::Quarantine, now, &claim).await? {
+                return Ok(Ok(claim));
+            }
+            let history = self.ledger.history(target, HISTORY).await?;
+            let state = history.iter().find(|r| r.id == d.id).map_or(d.state, |r| r.state);
+            let handled = history.iter().any(|r| {
+                r.rolls_back.as_deref() == Some(&d.id) && (r.origin == Origin::EcsRollback || r.state != State::Pending)
+            });
+            if state != State::RollingBack || handled {
+                return Ok(Err(RollbackOutcome::AlreadyHandled { deployment: d.id.clone(), state }));
+            }
+            if (now - started).to_std().unwrap_or_default() >= self.settings.wait {
+                return Err(Retryable(format!("the rollback of {} is claimed by another invocation", d.id)));
+            }
+            info!(deployment = %d.id, "another invocation is rolling this deployment back; waiting");
+            self.clock.sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(4));
+        }
+    }
+
+    /// ECS's circuit breaker is rolling `d` back (or has: `ecs_rollback` SUCCEEDED): Ferry
+    /// does not roll back again; verify settles `d` when ECS's rollback completes.
+    async fn leave_to_ecs(
+        &self,
+        target: &Target,
+        mut d: Deployment,
+        ecs_rollback: Option<Deployment>,
+    ) -> Result<RollbackOutcome, Retryable> {
+        let done = ecs_rollback.filter(|r| r.state == State::Succeeded);
+        d.state = if done.is_some() { State::RolledBack } else { State::RollingBack };
         d.updated_at = self.clock.now();
         if !self.ledger.transition(&d, &[State::Failed], HeadChange::Quarantine).await? {
             return self.already_handled(target, d).await;
         }
-        // The rollback's own record, PENDING until ECS names its deployment: verify follows
-        // that deployment and settles `d`, and adopts the record if ECS reports the rollout
-        // before this function could record it (an UpdateService answer lost to a timeout).
-        let now = self.clock.now();
-        let mut rollback = Deployment {
-            id: format!("{}-rollback-{}", now.format("%Y%m%dT%H%M%SZ"), d.id),
-            state: State::Pending,
-            origin: Origin::Rollback,
-            rolls_back: Some(d.id.clone()),
-            reason: Some(format!("rolling back {} to {}", d.id, good.id)),
-            ecs_deployment_id: None,
-            previous_task_definition: d.task_definition.clone(),
-            task_definition: Some(to_revision.clone()),
-            pushed_at: now,
-            created_at: now,
-            updated_at: now,
-            notify_error: None,
-            ecs_event: None,
-            ..good.clone()
+        Ok(match done {
+            Some(r) => {
+                self.notify(&d, r.task_definition.clone()).await;
+                RollbackOutcome::RolledBack { deployment: d.id }
+            }
+            None => {
+                info!(deployment = %d.id, "ECS's circuit breaker is rolling back; not rolling back again");
+                RollbackOutcome::EcsRollingBack { deployment: d.id }
+            }
+        })
+    }
+
+    /// No revision on record passed verification: nothing is rolled back, and the team is
+    /// told once (the same trigger delivered again finds the reason noted).
+    async fn no_known_good(
+        &self,
+        target: &Target,
+        d: Deployment,
+        to: Option<&str>,
+    ) -> Result<RollbackOutcome, Retryable> {
+        warn!(deployment = %d.id, "no known-good revision to roll back to");
+        let why = format!(
+            "; no revision on record passed verification{}, so nothing was rolled back",
+            to.map(|t| format!(" as {t}")).unwrap_or_default()
+        );
+        let reason = d.reason.as_deref().unwrap_or("failed");
+        let mut told = d.clone();
+        told.reason = Some(format!("{reason}{why}"));
+        if reason.ends_with(&why) || !self.ledger.note_reason(&told, State::Failed).await? {
+            return self.already_handled(target, d).await;
+        }
+        self.notify(&told, None).await;
+        Ok(RollbackOutcome::NoKnownGood { deployment: d.id })
+    }
+
+    /// The target's recent history and its service.
+    async fn look(&self, target: &Target) -> Result<(Vec<Deployment>, ServiceInfo), Retryable> {
+        let history = self.ledger.history(target, HISTORY).await?;
+        let service = self.ecs.service(target).await.map_err(|e| Retryable(e.to_string()))?;
+        Ok((history, service))
+    }
+
+    /// Points the service back at the last-known-good revision, `d` ROLLING_BACK under this
+    /// invocation's claim. What an invocation that held the claim before and died did is read
+    /// afresh: a rollback record still PENDING is finished (by UpdateService, or by recording
+    /// the update it made), one past PENDING (or ECS's own rollback) leaves nothing to do.
+    async fn put_back(
+        &self,
+        target: &Target,
+        d: &mut Deployment,
+        to: Option<&str>,
+    ) -> Result<RollbackOutcome, Retryable> {
+        let (history, service) = self.look(target).await?;
+        if breaker_rollback(d, &history, &service).is_some() {
+            return Ok(RollbackOutcome::AlreadyHandled { deployment: d.id.clone(), state: d.state });
+        }
+        let begun = history.iter().find(|r| r.origin == Origin::Rollback && r.rolls_back.as_deref() == Some(&d.id));
+        let mut rollback = match begun {
+            Some(r) if r.state != State::Pending => {
+                return Ok(RollbackOutcome::AlreadyHandled { deployment: d.id.clone(), state: d.state });
+            }
+            Some(r) => {
+                info!(deployment = %d.id, rollback = %r.id, "taking over a rollback whose invocation stopped part-way");
+                r.clone()
+            }
+            None => {
+                let Some(good) = last_known_good(&history, d, to) else {
+                    warn!(deployment = %d.id, "ROLLING_BACK with no known-good revision on record");
+                    return Ok(RollbackOutcome::AlreadyHandled { deployment: d.id.clone(), state: d.state });
+                };
+                // The rollback's own record, PENDING until ECS names its deployment: verify
+                // follows that deployment and settles `d`, and adopts the record if ECS
+                // reports the rollout before this function could record it.
+                let now = self.clock.now();
+                let rollback = Deployment {
+                    id: format!("{}-rollback-{}", now.format("%Y%m%dT%H%M%SZ"), d.id),
+                    state: State::Pending,
+                    origin: Origin::Rollback,
+                    rolls_back: Some(d.id.clone()),
+                    reason: Some(format!("rolling back {} to {}", d.id, good.id)),
+                    ecs_deployment_id: None,
+                    previous_task_definition: d.task_definition.clone(),
+                    task_definition: good.task_definition.clone(),
+                    pushed_at: now,
+                    created_at: now,
+                    updated_at: now,
+                    notify_error: None,
+                    ecs_event: None,
+                    ..good.clone()
+                };
+                self.ledger.record_external(&rollback, HeadChange::None).await?;
+                rollback
+            }
         };
-        self.ledger.record_external(&rollback, HeadChange::None).await?;
-        let ecs_id = match update_service(self.ecs, self.clock, target, &service, &to_revision).await {
+        let to_revision = rollback.task_definition.clone().unwrap_or_default();
+        let updated = match &service.primary {
+            // An invocation that died had updated the service already.
+            Some(p) if p.task_definition == to_revision && d.ecs_deployment_id.as_ref() != Some(&p.id) => {
+                Ok(p.id.clone())
+            }
+            _ => update_service(self.ecs, self.clock, target, &service, &to_revision).await,
+        };
+        let ecs_id = match updated {
             Ok(id) => id,
             Err(e) => {
                 let why = format!("UpdateService to {to_revision} failed: {e}");
@@ -313,10 +461,10 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 d.state = State::RollbackFailed;
                 d.reason = Some(format!("{}; the rollback failed: {why}", d.reason.as_deref().unwrap_or("failed")));
                 d.updated_at = self.clock.now();
-                self.ledger.transition(&d, &[State::RollingBack], HeadChange::None).await?;
+                self.ledger.transition(d, &[State::RollingBack], HeadChange::None).await?;
                 error!(deployment = %d.id, error = %why, "ROLLBACK FAILED: paging");
-                self.notify(&d, service.primary.map(|p| p.task_definition)).await;
-                return Ok(RollbackOutcome::RollbackFailed { deployment: d.id, reason: why });
+                self.notify(d, service.primary.map(|p| p.task_definition)).await;
+                return Ok(RollbackOutcome::RollbackFailed { deployment: d.id.clone(), reason: why });
             }
         };
         rollback.state = State::InProgress;
@@ -326,8 +474,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
             info!(rollback = %rollback.id, "the verify function recorded the rollout first");
         }
         warn!(deployment = %d.id, to = %to_revision, ecs_deployment = %ecs_id, "rolling back");
-        self.notify(&d, Some(to_revision.clone())).await;
-        Ok(RollbackOutcome::RollingBack { deployment: d.id, to: to_revision, ecs_deployment_id: ecs_id })
+        self.notify(d, Some(to_revision.clone())).await;
+        Ok(RollbackOutcome::RollingBack { deployment: d.id.clone(), to: to_revision, ecs_deployment_id: ecs_id })
     }
 
     async fn already_handled(&self, target: &Target, d: Deployment) -> Result<RollbackOutcome, Retryable> {

@@ -13,18 +13,19 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Health};
-use crate::deploy::Retryable;
+use crate::deploy::{Invocation, Retryable};
 use crate::event::{EcsDeploymentEvent, EcsEventKind, Received, parse_ecs_event};
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::Notification;
 use crate::ports::{
-    Claim, Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, Notifier, ProbeResponse, ServiceInfo,
+    Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, Notifier, ProbeResponse, ServiceInfo,
 };
 
 #[derive(Debug, Clone)]
 pub struct VerifySettings {
-    /// How long a verification claim lasts: longer than the function may run, so a
-    /// verification is never done twice at once, and one that died can be taken over.
+    /// How long a verification claim lasts at most: longer than the function may run, so a
+    /// verification is never done twice at once (the invocation's deadline ends it sooner,
+    /// so one that died is taken over by its redelivered event).
     pub claim: Duration,
 }
 
@@ -150,7 +151,7 @@ fn excerpt(body: &str) -> String {
 
 impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Verifier<'_, E, L, N, B, H, C> {
     /// Handles one EventBridge event. `Err` only for what a retry can fix.
-    pub async fn handle(&self, event: Value) -> Result<VerifyOutcome, Retryable> {
+    pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<VerifyOutcome, Retryable> {
         let ev = match parse_ecs_event(event) {
             Ok(Received::Act(ev)) => ev,
             Ok(Received::Ignored(why)) => {
@@ -171,21 +172,31 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         }
         info!(ecs_deployment = %ev.deployment_id, event = ?ev.kind, service = %ev.service, "ECS deployment event");
         match self.ledger.by_ecs_deployment(&ev.deployment_id).await? {
-            Some(d) => self.dispatch(d, &ev).await,
-            None => self.unknown(&ev).await,
+            Some(d) => self.dispatch(d, &ev, invocation).await,
+            None => self.unknown(&ev, invocation).await,
         }
     }
 
     /// An event about a deployment on record: one of Ferry's, or one it did not start.
-    async fn dispatch(&self, d: Deployment, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
+    async fn dispatch(
+        &self,
+        d: Deployment,
+        ev: &EcsDeploymentEvent,
+        invocation: &Invocation,
+    ) -> Result<VerifyOutcome, Retryable> {
         match d.origin {
-            Origin::Ferry => self.ferrys(d, ev).await,
+            Origin::Ferry => self.ferrys(d, ev, invocation).await,
             _ => self.externals(d, ev).await,
         }
     }
 
     /// An event about a deployment Ferry started.
-    async fn ferrys(&self, d: Deployment, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
+    async fn ferrys(
+        &self,
+        d: Deployment,
+        ev: &EcsDeploymentEvent,
+        invocation: &Invocation,
+    ) -> Result<VerifyOutcome, Retryable> {
         if !matches!(d.state, State::InProgress | State::Verifying) {
             info!(deployment = %d.id, state = %d.state, "event for a settled deployment: nothing to do");
             return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: d.state });
@@ -200,15 +211,22 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
                 Ok(VerifyOutcome::Progress { deployment: d.id })
             }
             EcsEventKind::Failed => self.fail(d, format!("ECS: {}", ev.reason)).await,
-            EcsEventKind::Completed => self.verify(d, ev).await,
+            EcsEventKind::Completed => self.verify(d, ev, invocation).await,
         }
     }
 
-    async fn verify(&self, d: Deployment, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
+    async fn verify(
+        &self,
+        d: Deployment,
+        ev: &EcsDeploymentEvent,
+        invocation: &Invocation,
+    ) -> Result<VerifyOutcome, Retryable> {
         let now = self.clock.now();
-        let claim = Claim { by: claimant(), until: now + self.settings.claim };
-        let outcome = match self.ledger.claim_verification(&d, now, &claim).await {
-            Ok(true) => self.verify_claimed(d.clone(), ev).await,
+        let claim = invocation.claim(now, self.settings.claim);
+        let (mut verifying, mut unclaimed) = (d.clone(), d.clone());
+        (verifying.state, unclaimed.state) = (State::Verifying, State::InProgress);
+        let outcome = match self.ledger.claim(&verifying, State::InProgress, HeadChange::None, now, &claim).await {
+            Ok(true) => self.verify_claimed(d, ev).await,
             Ok(false) => {
                 info!(deployment = %d.id, "another invocation is verifying this deployment");
                 return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: State::Verifying });
@@ -217,10 +235,10 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             Err(e) => Err(e.into()),
         };
         if outcome.is_err() {
-            // Give the claim back, so the redelivered event verifies again at once (the
-            // claim outlives EventBridge's retries; if this fails too, it lapses).
-            if let Err(e) = self.ledger.release_claim(&d, &claim).await {
-                warn!(deployment = %d.id, error = %e, "could not give the verification claim back");
+            // Give the claim back, so the redelivered event verifies again at once (if this
+            // fails too, the claim lapses with the invocation's deadline).
+            if let Err(e) = self.ledger.release_claim(&unclaimed, State::Verifying, &claim).await {
+                warn!(deployment = %unclaimed.id, error = %e, "could not give the verification claim back");
             }
         }
         outcome
@@ -359,7 +377,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
 
     /// An event about a deployment Ferry has no record of: someone else's, or ECS's own
     /// circuit-breaker rollback of Ferry's deployment.
-    async fn unknown(&self, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
+    async fn unknown(&self, ev: &EcsDeploymentEvent, invocation: &Invocation) -> Result<VerifyOutcome, Retryable> {
         let Some(target) = target_of(self.config, ev) else {
             info!(service = %ev.service, cluster = %ev.cluster, region = %ev.region, "not a service Ferry deploys");
             return Ok(VerifyOutcome::Ignored(format!(
@@ -371,17 +389,17 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         // yet, but the target's history (a consistent read) has it.
         let history = self.ledger.history(&target, 20).await?;
         if let Some(d) = history.iter().find(|d| d.is_rollout(ev)) {
-            return self.dispatch(d.clone(), ev).await;
+            return self.dispatch(d.clone(), ev, invocation).await;
         }
         if ev.circuit_breaker_rollback().is_none() {
             let pending = self.pending(&target, &history).await?;
-            if let Some(outcome) = self.adopt(&pending, ev).await? {
+            if let Some(outcome) = self.adopt(&pending, ev, invocation).await? {
                 return Ok(outcome);
             }
             // Not adoptable: perhaps because its invocation recorded it meanwhile (and
             // another push may hold the target already).
             if let Some(d) = self.ledger.by_ecs_deployment(&ev.deployment_id).await? {
-                return self.dispatch(d, ev).await;
+                return self.dispatch(d, ev, invocation).await;
             }
         }
         let origin = if ev.circuit_breaker_rollback().is_some() { Origin::EcsRollback } else { Origin::External };
@@ -434,7 +452,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     /// the ECS deployment runs one's image, it is that one's rollout: it is recorded
     /// IN_PROGRESS (a lock taken for it released, so a redelivered deploy event finds it done)
     /// and handled as any record of its origin. `None` when it is none's.
-    async fn adopt(&self, pending: &[Deployment], ev: &EcsDeploymentEvent) -> Result<Option<VerifyOutcome>, Retryable> {
+    async fn adopt(
+        &self,
+        pending: &[Deployment],
+        ev: &EcsDeploymentEvent,
+        invocation: &Invocation,
+    ) -> Result<Option<VerifyOutcome>, Retryable> {
         let Some(target) = pending.first().map(|d| d.target.clone()) else { return Ok(None) };
         let transient = |e: EcsError| match e {
             EcsError::Transient(m) => Err(Retryable(m)),
@@ -458,7 +481,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         if !self.ledger.adopt(&d, self.clock.now()).await? {
             return match self.ledger.deployment(&target, &d.id).await? {
                 // Its invocation recorded it just now.
-                Some(now) if now.is_rollout(ev) => self.dispatch(now, ev).await.map(Some),
+                Some(now) if now.is_rollout(ev) => self.dispatch(now, ev, invocation).await.map(Some),
                 // Still PENDING: another deployment holds the target; once it lets go, the
                 // redelivered event adopts the rollout.
                 Some(now) if now.state == State::Pending => {
@@ -468,7 +491,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             };
         }
         info!(deployment = %d.id, origin = d.origin.as_str(), ecs_deployment = %ev.deployment_id, "a rollout ECS reported before it was recorded: adopted");
-        self.dispatch(d, ev).await.map(Some)
+        self.dispatch(d, ev, invocation).await.map(Some)
     }
 
     /// A later event about a deployment Ferry did not start.
@@ -542,14 +565,6 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     async fn notify_with(&self, d: &Deployment, live_now: Option<String>) {
         crate::notify::send(self.notifier, self.ledger, Notification::about(self.config, d, live_now)).await;
     }
-}
-
-/// A token no other verification has: the claim's owner.
-fn claimant() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    format!("{:016x}", h.finish())
 }
 
 fn rejected(why: String) -> VerifyOutcome {

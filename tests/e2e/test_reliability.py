@@ -43,6 +43,7 @@ FAULTS = [
     ("verify", "events:PutEvents", "throttle"),
     ("rollback", "dynamodb:Query", "throttle"),
     ("rollback", "ecs:DescribeServices", "error"),
+    ("rollback", "dynamodb:TransactWriteItems", "throttle"),  # the claim (FAILED -> ROLLING_BACK)
 ]
 
 
@@ -81,6 +82,9 @@ CONNECTION_FAULTS = [
     ("rollback", "dynamodb:Query", "timeout", False, 4),
     ("rollback", "ecs:DescribeServices", "drop", False, 4),
     ("rollback", "ecs:UpdateService", "timeout", True, 1),  # the service is rolled back; the answer is lost
+    # After the claim: the rollback's record cannot be written; the claim is given back and
+    # the redelivered trigger takes the rollback over at once.
+    ("rollback", "dynamodb:UpdateItem", "drop", False, 3),
 ]
 
 
@@ -124,6 +128,33 @@ def test_a_deploy_killed_by_its_timeout_is_completed_by_the_redelivered_event(wo
     assert (record["origin"], record["state"]) == ("ferry", "SUCCEEDED"), record
     assert len(world.ecs_agent.started[world.service(t)["serviceArn"]]) == 1, "one rollout"
     assert sum("deployed:" in x for x in slack_texts(world)) == 1, slack_texts(world)
+    every_update_is_on_record(world)
+
+
+@pytest.mark.parametrize("processed", [False, True], ids=["before-the-update", "after-the-update"])
+def test_a_rollback_killed_by_its_timeout_is_completed_by_the_redelivered_trigger(world: Sandbox, processed) -> None:
+    """The rollback function hangs on its UpdateService until its timeout, once: before the
+    service was pointed back at the good revision, or after. The stopped invocation's claim
+    lapses 5 s after its deadline; its redelivered trigger waits for that, takes the rollback
+    over, and finishes it (or finds the update made and recorded)."""
+    world.load(CONFIG, timeouts={"rollback": 12})
+    t = world.target("shop-staging-api")
+    world.inject("ecs:UpdateService", "timeout", times=1, function="rollback", processed=processed, seconds=60)
+    world.stop_functions()
+    world.start_functions(timeouts={"rollback": 12}, env={"FERRY_AWS_TIMEOUT_SECONDS": "30"})
+    good, bad = story(world)
+    world.settle(timeout=90)
+
+    assert world.functions["rollback"].timed_out == 1, "the first invocation was killed at its timeout"
+    assert world.live_images(t)["api"] == pinned(world, good), "the good image is back"
+    assert [r["state"] for r in world.deployments(digest=bad)] == ["ROLLED_BACK"]
+    (rollback,) = [r for r in world.deployments() if r["origin"] == "rollback"]
+    assert rollback["state"] == "SUCCEEDED", rollback
+    started = world.ecs_agent.started[world.service(t)["serviceArn"]]
+    assert len(started) == 3, f"the good push, the bad one, one rollback: {started}"
+    assert not [m for m in world.sns_messages() if m["attributes"].get("status") == "ROLLBACK_FAILED"], "no page"
+    assert sum("rolled back" in x for x in slack_texts(world)) == 1, slack_texts(world)
+    assert not world.functions["rollback"].dead_letters
     every_update_is_on_record(world)
 
 

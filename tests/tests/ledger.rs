@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use ferry::adapters::dynamodb::DynamoLedger;
 use ferry::model::{Deployment, Push, Refusal, State, Target};
-use ferry::ports::{Begin, Claim, Finish, Ledger};
+use ferry::ports::{Begin, Claim, Finish, HeadChange, Ledger};
 use ferry_tests::{Emulator, unique};
 
 fn at(secs: u64) -> DateTime<Utc> {
@@ -207,15 +207,51 @@ async fn a_verification_claim_is_taken_once_retaken_by_its_own_retry_and_given_b
 
     let now = at(200);
     let (mine, theirs) = (Claim { by: "mine".into(), until: at(560) }, Claim { by: "theirs".into(), until: at(560) });
-    assert_eq!(ledger.claim_verification(&d, now, &mine).await, Ok(true));
+    let verifying = Deployment { state: State::Verifying, ..d.clone() };
+    let claim = |c, now| ledger.claim(&verifying, State::InProgress, HeadChange::None, now, c);
+    assert_eq!(claim(&mine, now).await, Ok(true));
     // The same request again (the SDK's retry after its answer was lost): still ours.
-    assert_eq!(ledger.claim_verification(&d, now, &mine).await, Ok(true));
+    assert_eq!(claim(&mine, now).await, Ok(true));
     // Another invocation, while the claim holds (even one claiming at the same instant): refused.
-    assert_eq!(ledger.claim_verification(&d, now, &theirs).await, Ok(false));
+    assert_eq!(claim(&theirs, now).await, Ok(false));
     // Only the holder gives it back.
-    ledger.release_claim(&d, &theirs).await.expect("not the holder: a no-op");
+    ledger.release_claim(&d, State::Verifying, &theirs).await.expect("not the holder: a no-op");
     assert_eq!(ledger.history(&t, 10).await.expect("history")[0].state, State::Verifying);
-    ledger.release_claim(&d, &mine).await.expect("release");
+    ledger.release_claim(&d, State::Verifying, &mine).await.expect("release");
     assert_eq!(ledger.history(&t, 10).await.expect("history")[0].state, State::InProgress);
-    assert_eq!(ledger.claim_verification(&d, at(202), &theirs).await, Ok(true), "claimable again at once");
+    assert_eq!(claim(&theirs, at(202)).await, Ok(true), "claimable again at once");
+    // Once it lapses (its holder died), another invocation takes it over.
+    assert_eq!(claim(&mine, at(300)).await, Ok(false));
+    assert_eq!(claim(&mine, at(561)).await, Ok(true), "taken over after the claim lapsed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_claim_quarantines_once_and_is_taken_over_only_once_it_lapses_or_is_given_back() {
+    let emulator = Emulator::start();
+    let ledger = ledger(&emulator).await;
+    let t = target("api");
+    let mut d = deployment(&t, "e1", "sha256:bad", 100);
+    assert_eq!(begin(&ledger, &d, "a1", 100).await, Ok(()));
+    d.state = State::Failed;
+    assert_eq!(ledger.finish(&d, "a1").await, Ok(Finish::Recorded));
+
+    let rolling = Deployment { state: State::RollingBack, ..d.clone() };
+    let (first, second) = (Claim { by: "first".into(), until: at(265) }, Claim { by: "second".into(), until: at(400) });
+    let claim = |c, now| ledger.claim(&rolling, State::Failed, HeadChange::Quarantine, now, c);
+    assert_eq!(claim(&first, at(200)).await, Ok(true));
+    assert_eq!(ledger.head(&t).await.expect("head").quarantine, ["sha256:bad"], "quarantined with the claim");
+    assert_eq!(claim(&second, at(201)).await, Ok(false), "held");
+    // Given back (its invocation failed): taken over at once, and the record stays ROLLING_BACK.
+    ledger.release_claim(&rolling, State::RollingBack, &first).await.expect("release");
+    assert_eq!(ledger.history(&t, 10).await.expect("history")[0].state, State::RollingBack);
+    assert_eq!(claim(&second, at(202)).await, Ok(true));
+    // Not given back (its invocation died): taken over once it lapses, not before.
+    let third = Claim { by: "third".into(), until: at(600) };
+    assert_eq!(claim(&third, at(399)).await, Ok(false));
+    assert_eq!(claim(&third, at(401)).await, Ok(true));
+    assert_eq!(ledger.head(&t).await.expect("head").quarantine, ["sha256:bad"], "quarantined once");
+    // A settled record is claimed by no one.
+    let settled = Deployment { state: State::RolledBack, ..rolling.clone() };
+    assert!(ledger.transition(&settled, &[State::RollingBack], HeadChange::None).await.expect("settle"));
+    assert_eq!(claim(&Claim { by: "late".into(), until: at(2000) }, at(1000)).await, Ok(false));
 }

@@ -1,8 +1,8 @@
 //! `ferry-deploy`: the Lambda that turns an "ECR Image Action" push event into ECS
 //! deployments, and on its schedule reconciles the pushes whose events never came. Everything it decides lives in `ferry::deploy`; this only wires it up.
 
-use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome};
-use ferry::function::{FunctionEnv, Retry};
+use ferry::deploy::{DeploySettings, Deployer, Outcome};
+use ferry::function::{FunctionEnv, Retry, invocation};
 use ferry::ports::SystemClock;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
@@ -26,13 +26,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     let deployer = &deployer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let invocation = Invocation {
-            attempt: event.context.request_id.clone(),
-            deadline: chrono::DateTime::from_timestamp_millis(
-                i64::try_from(event.context.deadline).unwrap_or(i64::MAX),
-            ),
-        };
-        deployer.handle(event.payload, &invocation).await.map(|o| summary(&o)).map_err(Retry)
+        deployer.handle(event.payload, &invocation(&event.context)).await.map(|o| summary(&o)).map_err(Retry)
     }))
     .await
 }

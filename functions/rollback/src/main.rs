@@ -2,9 +2,9 @@
 //! deployment fails (Ferry's "Deployment Failed", ECS's failure, a configured alarm, an
 //! operator's request). The decisions live in `ferry::rollback`; this only wires them up.
 
-use ferry::function::{FunctionEnv, Retry};
+use ferry::function::{FunctionEnv, Retry, invocation};
 use ferry::ports::SystemClock;
-use ferry::rollback::RollbackHandler;
+use ferry::rollback::{RollbackHandler, RollbackSettings};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
@@ -12,11 +12,21 @@ use serde_json::{Value, json};
 async fn main() -> Result<(), lambda_runtime::Error> {
     let (env, aws) = FunctionEnv::start().await?;
     let (ecs, ledger, notifier) = (env.ecs(&aws), env.ledger(&aws), env.notifiers(&aws));
-    let handler =
-        RollbackHandler { config: &env.config, ecs: &ecs, ledger: &ledger, notifier: &notifier, clock: &SystemClock };
+    let handler = RollbackHandler {
+        config: &env.config,
+        ecs: &ecs,
+        ledger: &ledger,
+        notifier: &notifier,
+        clock: &SystemClock,
+        settings: RollbackSettings::default(),
+    };
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handler.handle(event.payload).await.map(|o| json!({ "outcomes": format!("{o:?}") })).map_err(Retry)
+        handler
+            .handle(event.payload, &invocation(&event.context))
+            .await
+            .map(|o| json!({ "outcomes": format!("{o:?}") }))
+            .map_err(Retry)
     }))
     .await
 }

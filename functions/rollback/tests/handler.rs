@@ -6,11 +6,13 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use ferry::adapters::http::failure_detail;
 use ferry::config::Config;
-use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, TargetOutcome};
-use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, sample_event};
+use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
+use ferry::fakes::{
+    FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, invocation, sample_event,
+};
 use ferry::model::{Deployment, Origin, State, Target};
-use ferry::ports::{Clock, EcsDeployment, EcsError, Ledger, ProbeResponse};
-use ferry::rollback::{RollbackHandler, RollbackOutcome, last_known_good};
+use ferry::ports::{Claim, Clock, Ecs, EcsDeployment, EcsError, HeadChange, Ledger, LedgerError, ProbeResponse};
+use ferry::rollback::{RollbackHandler, RollbackOutcome, RollbackSettings, last_known_good};
 use ferry::verify::{Verifier, VerifyOutcome, VerifySettings};
 use serde_json::{Value, json};
 
@@ -42,6 +44,13 @@ fn api() -> Target {
         service: "shop-staging-api".into(),
         role_arn: None,
     }
+}
+
+/// Ferry's "Deployment Failed" event about `d`.
+fn failed_event(d: &Deployment) -> Value {
+    json!({"version": "0", "id": format!("failed-{}", d.id), "detail-type": "Deployment Failed", "source": "ferry",
+           "account": "123456789012", "time": "2026-11-16T03:00:00Z", "region": "ap-southeast-1",
+           "resources": [], "detail": failure_detail(d)})
 }
 
 fn digest(n: u8) -> String {
@@ -119,7 +128,7 @@ impl World {
             clock: &self.clock,
             settings: VerifySettings::default(),
         }
-        .handle(event)
+        .handle(event, &invocation("verify"))
         .await
         .expect("verify")
     }
@@ -133,16 +142,21 @@ impl World {
     }
 
     async fn rollback(&self, event: Value) -> Vec<RollbackOutcome> {
+        self.try_rollback(event).await.expect("rollback")
+    }
+
+    /// The rollback handler on `event`, in an invocation of its own.
+    async fn try_rollback(&self, event: Value) -> Result<Vec<RollbackOutcome>, Retryable> {
         RollbackHandler {
             config: &self.config,
             ecs: &self.ecs,
             ledger: &self.ledger,
             notifier: &self.notifier,
             clock: &self.clock,
+            settings: RollbackSettings::default(),
         }
-        .handle(event)
+        .handle(event, &invocation("rollback"))
         .await
-        .expect("rollback")
     }
 
     fn record(&self, ecs_id: &str) -> Deployment {
@@ -151,15 +165,7 @@ impl World {
 
     /// The "Deployment Failed" events verify announced, as the rollback function gets them.
     fn announced(&self) -> Vec<Value> {
-        self.bus
-            .sent()
-            .iter()
-            .map(|d| {
-                json!({"version": "0", "id": format!("failed-{}", d.id), "detail-type": "Deployment Failed", "source": "ferry",
-                       "account": "123456789012", "time": "2026-11-16T03:00:00Z", "region": "ap-southeast-1",
-                       "resources": [], "detail": failure_detail(d)})
-            })
-            .collect()
+        self.bus.sent().iter().map(failed_event).collect()
     }
 
     fn live(&self) -> String {
@@ -554,4 +560,93 @@ async fn a_rollback_overtaken_by_a_newer_push_still_ends_its_deployment_rolled_b
     );
     let in_flight = [State::Pending, State::InProgress, State::Verifying, State::RollingBack];
     assert!(w.ledger.records().iter().all(|r| !in_flight.contains(&r.state)), "nothing left in flight");
+}
+
+/// What an invocation that Lambda stopped part-way through a rollback of `bad` leaves: the
+/// deployment ROLLING_BACK under its claim (lapsing at `until`), and, if it got that far,
+/// its rollback record PENDING and the service updated.
+async fn stopped_part_way(w: &World, bad: &str, until: DateTime<Utc>, recorded: bool, updated: bool) -> Deployment {
+    let d = w.record(bad);
+    let failed = Deployment { state: State::Failed, reason: Some("smoke test failed".into()), ..d.clone() };
+    assert!(w.ledger.transition(&failed, &[d.state], HeadChange::None).await.expect("failed"));
+    let rolling = Deployment { state: State::RollingBack, ..failed };
+    let dead = Claim { by: "stopped".into(), until };
+    assert!(
+        w.ledger.claim(&rolling, State::Failed, HeadChange::Quarantine, w.clock.now(), &dead).await.expect("claim")
+    );
+    let good = w.ledger.records().into_iter().find(|r| r.state == State::Succeeded).expect("good");
+    let record = Deployment {
+        id: format!("stopped-rollback-{}", rolling.id),
+        state: State::Pending,
+        origin: Origin::Rollback,
+        rolls_back: Some(rolling.id.clone()),
+        ecs_deployment_id: None,
+        ..good.clone()
+    };
+    if recorded {
+        assert!(w.ledger.record_external(&record, HeadChange::None).await.expect("record"));
+    }
+    if updated {
+        let service = w.ecs.service(&api()).await.expect("service");
+        w.ecs.update_service(&api(), &service, good.task_definition.as_deref().expect("td")).await.expect("update");
+    }
+    rolling
+}
+
+#[tokio::test]
+async fn a_rollback_stopped_part_way_is_taken_over_by_its_redelivered_trigger_once_its_claim_lapses() {
+    // Stopped after ROLLING_BACK; after recording its rollback too; after updating the service too.
+    for (recorded, updated) in [(false, false), (true, false), (true, true)] {
+        let w = World::new();
+        let first = w.deploy_and_verify(1, true).await;
+        let bad = w.deploy(2).await;
+        let updates = w.ecs.count("UpdateService");
+        let d = stopped_part_way(&w, &bad, w.clock.now() + Duration::from_secs(65), recorded, updated).await;
+        let trigger = failed_event(&d);
+
+        // While the claim holds and the holder shows no progress, another trigger waits a
+        // while for it, then asks for a redelivery.
+        let early = w.try_rollback(trigger.clone()).await;
+        assert!(early.is_err(), "{early:?}");
+        assert_eq!(w.ecs.count("UpdateService"), updates + usize::from(updated));
+
+        // Lambda redelivers the stopped invocation's trigger a minute or more later.
+        w.clock.advance(Duration::from_secs(50));
+        let outcome = w.rollback(trigger.clone()).await;
+        let [RollbackOutcome::RollingBack { to, ecs_deployment_id, .. }] = outcome.as_slice() else {
+            panic!("{recorded} {updated}: {outcome:?}")
+        };
+        assert_eq!(Some(to.clone()), w.record(&first).task_definition);
+        assert_eq!(w.live(), to.clone(), "the good revision is back");
+        assert_eq!(w.ecs.count("UpdateService"), updates + 1, "{recorded} {updated}: one update, never two");
+        let rollbacks: Vec<Deployment> =
+            w.ledger.records().into_iter().filter(|r| r.origin == Origin::Rollback).collect();
+        let [rollback] = rollbacks.as_slice() else { panic!("{recorded} {updated}: {rollbacks:?}") };
+        assert_eq!(rollback.state, State::InProgress);
+        assert_eq!(rollback.ecs_deployment_id.as_ref(), Some(ecs_deployment_id));
+        assert_eq!(w.ledger.head(&api()).await.expect("head").quarantine, [digest(2)]);
+
+        // And a later redelivery finds it done.
+        w.clock.advance(Duration::from_secs(400));
+        let again = w.rollback(trigger).await;
+        assert!(matches!(again.as_slice(), [RollbackOutcome::AlreadyHandled { .. }]), "{again:?}");
+        assert_eq!(w.ecs.count("UpdateService"), updates + 1);
+    }
+}
+
+#[tokio::test]
+async fn a_rollback_that_fails_part_way_gives_its_claim_back_and_its_redelivery_finishes_at_once() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let bad = w.deploy_and_verify(2, false).await;
+    let trigger = w.announced().pop().expect("announced");
+    w.ledger.fail_only("record_external", Some(LedgerError("InternalServerError".into())));
+    let failed = w.try_rollback(trigger.clone()).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(w.record(&bad).state, State::RollingBack);
+
+    w.ledger.fail_only("record_external", None);
+    let outcome = w.rollback(trigger).await;
+    assert!(matches!(outcome.as_slice(), [RollbackOutcome::RollingBack { .. }]), "{outcome:?}");
+    assert_eq!(w.ledger.records().iter().filter(|r| r.origin == Origin::Rollback).count(), 1);
 }

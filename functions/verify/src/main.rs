@@ -3,7 +3,7 @@
 //! `ferry::verify`; this only wires them up.
 
 use ferry::adapters::http::{EventBridgeBus, HttpProbe};
-use ferry::function::{FunctionEnv, Retry};
+use ferry::function::{FunctionEnv, Retry, invocation};
 use ferry::ports::SystemClock;
 use ferry::verify::{Verifier, VerifySettings};
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -26,7 +26,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     let verifier = &verifier;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        verifier.handle(event.payload).await.map(|o| json!({ "outcome": format!("{o:?}") })).map_err(Retry)
+        verifier
+            .handle(event.payload, &invocation(&event.context))
+            .await
+            .map(|o| json!({ "outcome": format!("{o:?}") }))
+            .map_err(Retry)
     }))
     .await
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
-use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, sample_event};
+use ferry::fakes::{
+    FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, invocation, sample_event,
+};
 use ferry::model::{Deployment, Origin, State, Target};
 use ferry::ports::{Clock, EcsDeployment, EcsError, HeadChange, Ledger, ProbeResponse};
 use ferry::verify::{RolloutProblem, Verifier, VerifyOutcome, VerifySettings, check_rollout, judge};
@@ -128,7 +130,7 @@ impl World {
             clock: &self.clock,
             settings: VerifySettings::default(),
         }
-        .handle(event)
+        .handle(event, &invocation("verify"))
         .await
     }
 
@@ -524,27 +526,28 @@ async fn a_failure_that_cannot_be_announced_is_retried_and_recorded_once() {
 }
 
 #[tokio::test]
-async fn a_verification_in_progress_elsewhere_is_not_repeated_until_its_claim_lapses() {
+async fn a_verification_in_progress_elsewhere_is_not_repeated_until_its_claim_lapses_after_its_deadline() {
     let w = World::new(vec![ok("ok")]);
     let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
     w.ecs.complete(&target("shop-staging-api"));
     let record = w.record(&id);
-    assert!(
-        w.ledger
-            .claim_verification(
-                &record,
-                w.clock.now(),
-                &ferry::ports::Claim { by: "another".into(), until: w.clock.now() + Duration::from_secs(360) }
-            )
-            .await
-            .expect("claim")
-    );
+    // Another invocation, with 300 s to run (the template's timeout), claims it and dies.
+    let now = w.clock.now();
+    let another = Invocation { attempt: "another".into(), deadline: Some(now + Duration::from_secs(300)) };
+    let claim = another.claim(now, VerifySettings::default().claim);
+    let verifying = Deployment { state: State::Verifying, ..record };
+    assert!(w.ledger.claim(&verifying, State::InProgress, HeadChange::None, now, &claim).await.expect("claim"));
 
+    let busy = w.verify(completed("shop-staging-api", &id)).await;
+    assert!(matches!(busy, Ok(VerifyOutcome::Unchanged { state: State::Verifying, .. })), "{busy:?}");
+    w.clock.advance(Duration::from_secs(300));
     let busy = w.verify(completed("shop-staging-api", &id)).await;
     assert!(matches!(busy, Ok(VerifyOutcome::Unchanged { state: State::Verifying, .. })), "{busy:?}");
     assert!(w.probe.requests().is_empty());
 
-    w.clock.advance(Duration::from_secs(361)); // the other invocation died
+    // Lambda redelivers its event a minute or more after its deadline: the claim has lapsed
+    // (5 s after the deadline, not after the claim's longest hold).
+    w.clock.advance(Duration::from_secs(6));
     assert!(matches!(w.verify(completed("shop-staging-api", &id)).await, Ok(VerifyOutcome::Succeeded { .. })));
 }
 

@@ -455,36 +455,44 @@ impl Ledger for DynamoLedger {
         self.apply("recording a state change", record, self.head_update(d, head)?).await
     }
 
-    async fn claim_verification(&self, d: &Deployment, now: DateTime<Utc>, claim: &Claim) -> Result<bool, LedgerError> {
+    async fn claim(
+        &self,
+        d: &Deployment,
+        from: State,
+        head: HeadChange,
+        now: DateTime<Utc>,
+        claim: &Claim,
+    ) -> Result<bool, LedgerError> {
         let mut e = Expression::new();
-        e.set("state", s(State::Verifying.as_str()));
-        e.set("verify_until", millis(claim.until));
-        e.set("verify_by", s(&claim.by));
+        e.set("state", s(d.state.as_str()));
+        e.set("claim_until", millis(claim.until));
+        e.set("claim_by", s(&claim.by));
         e.set("updated_at", s(now.to_rfc3339()));
-        e.value("in_progress", s(State::InProgress.as_str()));
+        e.value("from", s(from.as_str()));
         e.value("now", millis(now));
-        let update = e.update(
+        let record = e.update(
             Self::deployment_key(d),
             &self.table,
             &[],
-            "#state = :in_progress OR (#state = :state AND (#verify_until < :now OR #verify_by = :verify_by))",
+            "#state = :from OR (#state = :state AND \
+             (attribute_not_exists(#claim_until) OR #claim_until < :now OR #claim_by = :claim_by))",
         )?;
-        self.apply("claiming a verification", update, None).await
+        self.apply("claiming a deployment", record, self.head_update(d, head)?).await
     }
 
-    async fn release_claim(&self, d: &Deployment, claim: &Claim) -> Result<(), LedgerError> {
+    async fn release_claim(&self, d: &Deployment, held: State, claim: &Claim) -> Result<(), LedgerError> {
         let mut e = Expression::new();
-        e.set("state", s(State::InProgress.as_str()));
-        e.value("verifying", s(State::Verifying.as_str()));
+        e.set("state", s(d.state.as_str()));
+        e.value("held", s(held.as_str()));
         e.value("by", s(&claim.by));
-        e.name("verify_by");
+        e.name("claim_by");
         let update = e.update(
             Self::deployment_key(d),
             &self.table,
-            &["verify_until", "verify_by"],
-            "#state = :verifying AND #verify_by = :by",
+            &["claim_until", "claim_by"],
+            "#state = :held AND #claim_by = :by",
         )?;
-        self.apply("giving a verification claim back", update, None).await.map(|_| ())
+        self.apply("giving a claim back", update, None).await.map(|_| ())
     }
 
     async fn record_external(&self, d: &Deployment, head: HeadChange) -> Result<bool, LedgerError> {

@@ -21,7 +21,7 @@ use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, TargetOutcome};
 use ferry::model::Target;
 use ferry::ports::SystemClock;
-use ferry::rollback::{RollbackHandler, RollbackOutcome};
+use ferry::rollback::{RollbackHandler, RollbackOutcome, RollbackSettings};
 use ferry::verify::{Verifier, VerifyOutcome, VerifySettings};
 use ferry_tests::{Emulator, HttpSink, clients, unique};
 use serde_json::{Value, json};
@@ -379,7 +379,7 @@ containers = ["api"]
             clock: &SystemClock,
             settings: VerifySettings::default(),
         };
-        verifier.handle(event).await.expect("handled")
+        verifier.handle(event, &ferry::fakes::invocation("verify")).await.expect("handled")
     }
 
     /// Runs the rollback handler on `event` with the function's (recording) clients.
@@ -387,10 +387,17 @@ containers = ["api"]
         ferry_tests::acting_as("rollback");
         let ecs = clients::ecs_adapter(self.home.clone());
         let ledger = DynamoLedger::new(clients::dynamodb(&self.home), &self.table);
-        RollbackHandler { config, ecs: &ecs, ledger: &ledger, notifier: &self.notifiers(), clock: &SystemClock }
-            .handle(event)
-            .await
-            .expect("handled")
+        RollbackHandler {
+            config,
+            ecs: &ecs,
+            ledger: &ledger,
+            notifier: &self.notifiers(),
+            clock: &SystemClock,
+            settings: RollbackSettings::default(),
+        }
+        .handle(event, &ferry::fakes::invocation("rollback"))
+        .await
+        .expect("handled")
     }
 
     /// Completes the service's rollout in the emulator; returns ECS's COMPLETED event.
