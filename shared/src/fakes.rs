@@ -276,6 +276,8 @@ struct LedgerWorld {
     fail: Option<LedgerError>,
     /// Operations (the port's method names) made to fail on their own.
     failing: HashMap<&'static str, LedgerError>,
+    /// Writes another writer makes just before the next call of an operation.
+    races: Vec<(&'static str, Deployment)>,
 }
 
 impl LedgerWorld {
@@ -334,8 +336,18 @@ impl MemoryLedger {
         };
     }
 
+    /// Another writer records `d` (as it is) just before the next call of `operation`: a race
+    /// lost at exactly that point.
+    pub fn race_next(&self, operation: &'static str, d: Deployment) {
+        lock(&self.0).races.push((operation, d));
+    }
+
     fn world(&self, operation: &'static str) -> Result<std::sync::MutexGuard<'_, LedgerWorld>, LedgerError> {
-        let w = lock(&self.0);
+        let mut w = lock(&self.0);
+        if let Some(i) = w.races.iter().position(|(op, _)| *op == operation) {
+            let (_, d) = w.races.remove(i);
+            w.put(&d);
+        }
         match w.fail.as_ref().or(w.failing.get(operation)) {
             Some(e) => Err(e.clone()),
             None => Ok(w),

@@ -261,10 +261,17 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 d.state = State::Failed;
                 d.reason = Some(reason.clone());
                 d.updated_at = self.clock.now();
-                if !self.ledger.transition(&d, &[from], HeadChange::None).await? {
-                    return self.already_handled(target, d).await;
+                if self.ledger.transition(&d, &[from], HeadChange::None).await? {
+                    error!(deployment = %d.id, reason = %reason, "deployment FAILED");
+                } else {
+                    // Verify announces a failure before it records it: this trigger can find
+                    // the deployment still VERIFYING and lose the race to verify's FAILED.
+                    // Failed all the same, it is rolled back (or taken over) below.
+                    match self.find(target, |r| r.id == d.id).await? {
+                        Some(now) if matches!(now.state, State::Failed | State::RollingBack) => d = now,
+                        _ => return self.already_handled(target, d).await,
+                    }
                 }
-                error!(deployment = %d.id, reason = %reason, "deployment FAILED");
             }
             // ROLLING_BACK: taken over below if the invocation rolling it back died or failed.
             State::Failed | State::RollingBack => {}

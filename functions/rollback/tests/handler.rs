@@ -650,3 +650,29 @@ async fn a_rollback_that_fails_part_way_gives_its_claim_back_and_its_redelivery_
     assert!(matches!(outcome.as_slice(), [RollbackOutcome::RollingBack { .. }]), "{outcome:?}");
     assert_eq!(w.ledger.records().iter().filter(|r| r.origin == Origin::Rollback).count(), 1);
 }
+
+#[tokio::test]
+async fn a_failure_announced_before_verify_recorded_it_is_rolled_back_whoever_records_it() {
+    let w = World::new();
+    let first = w.deploy_and_verify(1, true).await;
+    let bad = w.deploy(2).await;
+    w.ecs.complete(&api());
+    // Verify claimed the deployment and announced its failure; it has not recorded it yet.
+    let d = w.record(&bad);
+    let verifying = Deployment { state: State::Verifying, ..d.clone() };
+    let claim = Claim { by: "verify".into(), until: w.clock.now() + Duration::from_secs(300) };
+    assert!(
+        w.ledger.claim(&verifying, State::InProgress, HeadChange::None, w.clock.now(), &claim).await.expect("claim")
+    );
+    let failed = Deployment { state: State::Failed, reason: Some("smoke test failed: HTTP 503".into()), ..d };
+    // Verify records FAILED just before the rollback's own VERIFYING -> FAILED write.
+    w.ledger.race_next("transition", failed.clone());
+
+    let outcome = w.rollback(failed_event(&failed)).await;
+    let [RollbackOutcome::RollingBack { to, .. }] = outcome.as_slice() else { panic!("{outcome:?}") };
+    assert_eq!(Some(to.clone()), w.record(&first).task_definition);
+    assert_eq!(w.live(), to.clone(), "the broken deploy does not stay live");
+    let rolling = w.record(&bad);
+    assert_eq!(rolling.state, State::RollingBack);
+    assert_eq!(rolling.reason.as_deref(), Some("smoke test failed: HTTP 503"), "verify's reason kept");
+}
