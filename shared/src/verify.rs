@@ -140,6 +140,10 @@ pub fn judge(health: &Health, answer: &Result<ProbeResponse, String>) -> Result<
 /// At most this much of a body goes into the evidence.
 const EXCERPT: usize = 120;
 
+/// How far back a target's history is searched for the record of an ECS deployment the
+/// GSI does not know (yet).
+const UNKNOWN_HISTORY: usize = 100;
+
 fn excerpt(body: &str) -> String {
     let flat: String = body.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let mut cut: String = flat.chars().take(EXCERPT).collect();
@@ -386,8 +390,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             )));
         };
         // The GSI is eventually consistent: a record written a moment ago may not be in it
-        // yet, but the target's history (a consistent read) has it.
-        let history = self.ledger.history(&target, 20).await?;
+        // yet, but the target's history (a consistent read) has it. A push left PENDING by an
+        // attempt that gave its lock up can be older than a burst of newer pushes' records.
+        let history = self.ledger.history(&target, UNKNOWN_HISTORY).await?;
         if let Some(d) = history.iter().find(|d| d.is_rollout(ev)) {
             return self.dispatch(d.clone(), ev, invocation).await;
         }
