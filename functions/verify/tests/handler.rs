@@ -683,3 +683,40 @@ async fn a_pending_push_is_adopted_even_when_many_newer_records_hide_it_from_the
     assert_eq!(progress, Ok(VerifyOutcome::Progress { deployment: d.id.clone() }));
     assert_eq!(w.ledger.records().iter().filter(|r| r.origin == Origin::External).count(), 0);
 }
+
+#[tokio::test]
+async fn a_pending_push_behind_a_burst_of_newer_records_is_still_adopted_not_recorded_twice() {
+    use ferry::model::Push;
+    let w = World::new(vec![ok("ok")]);
+    let t = target("shop-staging-api");
+    let (d, ecs_id) = updated_but_not_recorded(&w, 1).await;
+    // Its attempt failed and gave the lock up; 30 newer pushes were recorded since, and the
+    // newest holds the target now.
+    w.ledger.unlock(&t, "dying-attempt").await.expect("unlock");
+    for n in 2..32u8 {
+        w.clock.advance(Duration::from_secs(1));
+        let push = Push {
+            event_id: format!("push-{n}"),
+            registry_account: "123456789012".into(),
+            registry_region: "ap-southeast-1".into(),
+            repository: "shop/api".into(),
+            tag: format!("staging-{n:08}"),
+            digest: digest(n),
+            pushed_at: w.clock.now(),
+        };
+        let newer = Deployment::new(&push, t.clone(), w.clock.now());
+        let until = w.clock.now() + Duration::from_secs(900);
+        w.ledger.begin(&newer, &format!("attempt-{n}"), until, w.clock.now()).await.expect("begin");
+        if n < 31 {
+            let skipped = Deployment { state: State::Skipped, ..newer };
+            w.ledger.finish(&skipped, &format!("attempt-{n}")).await.expect("finish");
+        }
+    }
+
+    let progress = w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &ecs_id)).await;
+    assert_eq!(progress, Ok(VerifyOutcome::Progress { deployment: d.id.clone() }));
+    let on_record: Vec<Deployment> =
+        w.ledger.records().into_iter().filter(|r| r.ecs_deployment_id.as_deref() == Some(ecs_id.as_str())).collect();
+    assert_eq!(on_record.len(), 1, "one record of the rollout: {on_record:?}");
+    assert_eq!((on_record[0].id.as_str(), on_record[0].state), (d.id.as_str(), State::InProgress));
+}
