@@ -713,7 +713,16 @@ async fn a_pending_push_behind_a_burst_of_newer_records_is_still_adopted_not_rec
         }
     }
 
-    let progress = w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &ecs_id)).await;
+    // Found (not recorded as someone else's rollout), but not adoptable while the newest
+    // push holds the target: EventBridge is asked to deliver the event again.
+    let event = ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &ecs_id);
+    let held = w.verify(event.clone()).await;
+    assert!(held.is_err(), "{held:?}");
+    assert!(w.ledger.records().iter().all(|r| r.origin == Origin::Ferry), "no external record");
+    let newest = w.ledger.records().into_iter().find(|r| r.event_id == "push-31").expect("newest");
+    w.ledger.finish(&Deployment { state: State::Skipped, ..newest }, "attempt-31").await.expect("finish");
+
+    let progress = w.verify(event).await;
     assert_eq!(progress, Ok(VerifyOutcome::Progress { deployment: d.id.clone() }));
     let on_record: Vec<Deployment> =
         w.ledger.records().into_iter().filter(|r| r.ecs_deployment_id.as_deref() == Some(ecs_id.as_str())).collect();
