@@ -584,22 +584,26 @@ async fn an_ecs_event_from_an_account_neither_ferrys_nor_a_targets_is_rejected()
     );
 }
 
-/// The deploy function updated the service and died (or is slow) before recording it: ECS's
-/// events find the deployment PENDING.
-async fn updated_but_not_recorded(w: &World, n: u8) -> (Deployment, String) {
-    use ferry::model::Push;
-    use ferry::ports::{Begin, Ecs};
-    use ferry::render::ImageChange;
-    let t = target("shop-staging-api");
-    let push = Push {
+/// Push `n` of shop/api (tag `staging-<n>`, digest `n`), pushed at `at`.
+fn push(n: u8, at: DateTime<Utc>) -> ferry::model::Push {
+    ferry::model::Push {
         event_id: format!("push-{n}"),
         registry_account: "123456789012".into(),
         registry_region: "ap-southeast-1".into(),
         repository: "shop/api".into(),
         tag: format!("staging-{n:08}"),
         digest: digest(n),
-        pushed_at: t0(),
-    };
+        pushed_at: at,
+    }
+}
+
+/// The deploy function updated the service and died (or is slow) before recording it: ECS's
+/// events find the deployment PENDING.
+async fn updated_but_not_recorded(w: &World, n: u8) -> (Deployment, String) {
+    use ferry::ports::{Begin, Ecs};
+    use ferry::render::ImageChange;
+    let t = target("shop-staging-api");
+    let push = push(n, t0());
     let d = Deployment::new(&push, t.clone(), w.clock.now());
     let until = w.clock.now() + Duration::from_secs(900);
     assert_eq!(w.ledger.begin(&d, "dying-attempt", until, w.clock.now()).await, Ok(Begin::Started));
@@ -686,7 +690,6 @@ async fn a_pending_push_is_adopted_even_when_many_newer_records_hide_it_from_the
 
 #[tokio::test]
 async fn a_pending_push_behind_a_burst_of_newer_records_is_still_adopted_not_recorded_twice() {
-    use ferry::model::Push;
     let w = World::new(vec![ok("ok")]);
     let t = target("shop-staging-api");
     let (d, ecs_id) = updated_but_not_recorded(&w, 1).await;
@@ -695,16 +698,7 @@ async fn a_pending_push_behind_a_burst_of_newer_records_is_still_adopted_not_rec
     w.ledger.unlock(&t, "dying-attempt").await.expect("unlock");
     for n in 2..32u8 {
         w.clock.advance(Duration::from_secs(1));
-        let push = Push {
-            event_id: format!("push-{n}"),
-            registry_account: "123456789012".into(),
-            registry_region: "ap-southeast-1".into(),
-            repository: "shop/api".into(),
-            tag: format!("staging-{n:08}"),
-            digest: digest(n),
-            pushed_at: w.clock.now(),
-        };
-        let newer = Deployment::new(&push, t.clone(), w.clock.now());
+        let newer = Deployment::new(&push(n, w.clock.now()), t.clone(), w.clock.now());
         let until = w.clock.now() + Duration::from_secs(900);
         w.ledger.begin(&newer, &format!("attempt-{n}"), until, w.clock.now()).await.expect("begin");
         if n < 31 {
