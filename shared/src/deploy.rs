@@ -23,10 +23,14 @@ use crate::ports::{
 };
 use crate::reconcile::Reconciled;
 
+/// How long a target's lock is held at most: longer than any Ferry function runs (the deploy
+/// function's timeout is 15 minutes), so an invocation never loses its lock while it works.
+pub const LEASE: Duration = Duration::from_secs(16 * 60);
+
 /// Timings of the deploy handler.
 #[derive(Debug, Clone)]
 pub struct DeploySettings {
-    /// How long a target's lock is held at most: longer than the function can run.
+    /// How long a target's lock is held at most ([`LEASE`]).
     pub lease: Duration,
     /// How long to wait for another deployment to release a target before asking
     /// EventBridge to deliver the event again.
@@ -37,11 +41,7 @@ pub struct DeploySettings {
 
 impl Default for DeploySettings {
     fn default() -> Self {
-        DeploySettings {
-            lease: Duration::from_secs(16 * 60),
-            lock_wait: Duration::from_secs(60),
-            poll: Duration::from_secs(5),
-        }
+        DeploySettings { lease: LEASE, lock_wait: Duration::from_secs(60), poll: Duration::from_secs(5) }
     }
 }
 

@@ -456,7 +456,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     /// ECS was quicker or because the invocation died (a Lambda timeout, a lost answer). If
     /// the ECS deployment runs one's image, it is that one's rollout: it is recorded
     /// IN_PROGRESS (a lock taken for it released, so a redelivered deploy event finds it done)
-    /// and handled as any record of its origin. `None` when it is none's.
+    /// and handled as any record of its origin. `None` when it is none's; `Err` when ECS no
+    /// longer shows which image it ran while one of them is still in flight.
     async fn adopt(
         &self,
         pending: &[Deployment],
@@ -472,7 +473,20 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             Ok(service) => service,
             Err(e) => return transient(e),
         };
-        let Some(rollout) = service.primary.filter(|p| p.id == ev.deployment_id) else { return Ok(None) };
+        let Some(rollout) = service.primary.filter(|p| p.id == ev.deployment_id) else {
+            // Overtaken already (by a rollback, an UpdateService by hand): which image it ran
+            // is no longer to be seen. A deployment still in flight may have started it, and
+            // its invocation records it any moment: look again then, rather than record the
+            // rollout a second time as someone else's.
+            let now = self.clock.now();
+            return match pending.iter().find(|d| in_flight(d, now)) {
+                Some(d) => Err(Retryable(format!(
+                    "ECS deployment {} may be the rollout of {}, whose invocation has not recorded it yet",
+                    ev.deployment_id, d.id
+                ))),
+                None => Ok(None),
+            };
+        };
         let containers = match self.ecs.containers(&target, &rollout.task_definition).await {
             Ok(containers) => containers,
             Err(e) => return transient(e),
@@ -589,6 +603,12 @@ fn describe(ev: &EcsDeploymentEvent) -> String {
 /// The configured target an ECS event is about, if Ferry deploys that service.
 pub fn target_of(config: &Config, ev: &EcsDeploymentEvent) -> Option<Target> {
     crate::plan::find_target(config, &ev.account, &ev.region, &ev.cluster, &ev.service)
+}
+
+/// Whether the invocation that wrote PENDING record `d` may still be at work on it: it was
+/// written less than a lock's lease ago, and no Ferry function runs that long.
+fn in_flight(d: &Deployment, now: chrono::DateTime<chrono::Utc>) -> bool {
+    chrono::Duration::from_std(crate::deploy::LEASE).is_ok_and(|lease| now - d.updated_at < lease)
 }
 
 /// The record of a deployment Ferry did not start, from its first event.

@@ -723,3 +723,51 @@ async fn a_pending_push_behind_a_burst_of_newer_records_is_still_adopted_not_rec
     assert_eq!(on_record.len(), 1, "one record of the rollout: {on_record:?}");
     assert_eq!((on_record[0].id.as_str(), on_record[0].state), (d.id.as_str(), State::InProgress));
 }
+
+/// The push's invocation updated the service; a rollback (or anyone) updated it again before
+/// that invocation recorded its rollout, so ECS no longer shows which image the first ran.
+async fn updated_then_overtaken(w: &World) -> (Deployment, String) {
+    use ferry::ports::Ecs;
+    let (d, ecs_id) = updated_but_not_recorded(w, 1).await;
+    let t = target("shop-staging-api");
+    let service = w.ecs.service(&t).await.expect("service");
+    let over = "arn:aws:ecs:ap-southeast-1:123456789012:task-definition/api:1";
+    w.ecs.update_service(&t, &service, over).await.expect("update");
+    (d, ecs_id)
+}
+
+#[tokio::test]
+async fn a_rollout_overtaken_before_its_invocation_recorded_it_is_not_recorded_twice() {
+    let w = World::new(vec![ok("ok")]);
+    let t = target("shop-staging-api");
+    let (d, ecs_id) = updated_then_overtaken(&w).await;
+
+    // Its invocation is still at work: looked at again later, not recorded as someone else's.
+    let event = ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &ecs_id);
+    let early = w.verify(event.clone()).await;
+    assert!(early.is_err(), "{early:?}");
+    assert_eq!(w.ledger.records().len(), 1, "nothing recorded: {:?}", w.ledger.records());
+
+    // The invocation records its rollout; the redelivered event finds that record.
+    let started = Deployment { state: State::InProgress, ecs_deployment_id: Some(ecs_id.clone()), ..d.clone() };
+    assert_eq!(w.ledger.finish(&started, "dying-attempt").await, Ok(ferry::ports::Finish::Recorded));
+    assert_eq!(w.verify(event).await, Ok(VerifyOutcome::Progress { deployment: d.id.clone() }));
+    let on_record = w.ledger.records().into_iter().filter(|r| r.ecs_deployment_id.as_deref() == Some(&ecs_id)).count();
+    assert_eq!(on_record, 1, "one record of the rollout");
+    assert_eq!(w.ledger.head(&t).await.expect("head").lock, None);
+}
+
+#[tokio::test]
+async fn a_pending_record_older_than_any_invocation_runs_holds_no_event_back() {
+    let w = World::new(vec![ok("ok")]);
+    let (d, ecs_id) = updated_then_overtaken(&w).await;
+    // Its invocation died long ago: nothing will record the rollout but this event.
+    w.clock.advance(ferry::deploy::LEASE);
+    let outcome = w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &ecs_id)).await;
+    assert!(
+        matches!(&outcome, Ok(VerifyOutcome::External { origin: Origin::External, state: State::InProgress, .. })),
+        "{outcome:?}"
+    );
+    let pending = w.ledger.records().into_iter().find(|r| r.id == d.id).expect("record");
+    assert_eq!(pending.state, State::Pending, "the push's record is left to its redelivered event");
+}
