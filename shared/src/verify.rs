@@ -203,6 +203,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     ) -> Result<VerifyOutcome, Retryable> {
         if !matches!(d.state, State::InProgress | State::Verifying) {
             info!(deployment = %d.id, state = %d.state, "event for a settled deployment: nothing to do");
+            if d.state != State::Superseded {
+                // Succeeded or failed, perhaps by an earlier attempt at this event whose answer
+                // was lost before it closed what this rollout overtook: closing is done once.
+                self.supersede_older(&d).await?;
+            }
             return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: d.state });
         }
         let head = self.ledger.head(&d.target).await?;
@@ -524,6 +529,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             EcsEventKind::Failed => (State::Failed, HeadChange::None),
         };
         if d.state != State::InProgress {
+            if d.state == state {
+                // This event's end is on record, perhaps by an earlier attempt at it whose
+                // answer was lost before it settled the rollback: settling is done once.
+                self.settle_rollback(&d).await?;
+            }
             return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: d.state });
         }
         d.state = state;

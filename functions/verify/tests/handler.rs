@@ -771,3 +771,55 @@ async fn a_pending_record_older_than_any_invocation_runs_holds_no_event_back() {
     let pending = w.ledger.records().into_iter().find(|r| r.id == d.id).expect("record");
     assert_eq!(pending.state, State::Pending, "the push's record is left to its redelivered event");
 }
+
+/// The next ledger transition is written, but its answer is lost (a timeout after DynamoDB
+/// applied it): the invocation fails and EventBridge delivers the event again.
+fn lose_next_transition_answer(w: &World, written: Deployment) {
+    w.ledger.race_next("transition", written);
+    w.ledger.fail_only("transition", Some(ferry::ports::LedgerError("request has timed out".into())));
+}
+
+#[tokio::test]
+async fn a_rollback_whose_completion_was_recorded_with_its_answer_lost_is_settled_on_redelivery() {
+    let w = World::new(vec![ok("ok")]);
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    let mut d = w.record(&id);
+    d.state = State::RollingBack;
+    assert!(w.ledger.transition(&d, &[State::InProgress], HeadChange::Quarantine).await.expect("transition"));
+    let ecs_rollback = "ecs-svc/9876543210987654321";
+    let outcome =
+        w.verify(ecs_event("ecs-deployment-circuit-breaker-rollback.json", "shop-staging-api", ecs_rollback)).await;
+    assert!(matches!(outcome, Ok(VerifyOutcome::External { state: State::InProgress, .. })), "{outcome:?}");
+
+    let rollback = w.record(ecs_rollback);
+    lose_next_transition_answer(&w, Deployment { state: State::Succeeded, ..rollback.clone() });
+    assert!(w.verify(completed("shop-staging-api", ecs_rollback)).await.is_err());
+    w.ledger.fail_only("transition", None);
+    assert_eq!(w.record(&id).state, State::RollingBack);
+
+    let again = w.verify(completed("shop-staging-api", ecs_rollback)).await;
+    assert_eq!(again, Ok(VerifyOutcome::Unchanged { deployment: rollback.id.clone(), state: State::Succeeded }));
+    assert_eq!(w.record(&id).state, State::RolledBack, "not left ROLLING_BACK for good");
+    let told: Vec<State> = w.notifier.sent().iter().map(|n| n.deployment.state).collect();
+    assert_eq!(told, [State::RolledBack], "told once");
+    // A third delivery changes nothing and says nothing.
+    assert!(matches!(w.verify(completed("shop-staging-api", ecs_rollback)).await, Ok(VerifyOutcome::Unchanged { .. })));
+    assert_eq!(w.notifier.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn a_success_recorded_with_its_answer_lost_closes_what_it_overtook_on_redelivery() {
+    let w = World::new(vec![ok("ok"), ok("ok")]);
+    let old = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    let new = w.deploy("shop/api", "staging-bbbbbbbb", 2).await;
+    w.ecs.complete(&target("shop-staging-api"));
+    let verified = Deployment { state: State::Succeeded, ..w.record(&new) };
+    lose_next_transition_answer(&w, verified);
+    assert!(w.verify(completed("shop-staging-api", &new)).await.is_err());
+    w.ledger.fail_only("transition", None);
+    assert_eq!(w.record(&old).state, State::InProgress);
+
+    let again = w.verify(completed("shop-staging-api", &new)).await;
+    assert!(matches!(again, Ok(VerifyOutcome::Unchanged { state: State::Succeeded, .. })), "{again:?}");
+    assert_eq!(w.record(&old).state, State::Superseded, "not left IN_PROGRESS for good");
+}
