@@ -706,14 +706,15 @@ class Sandbox:
                                             (timeouts or {}).get(name, INVOCATION_SECONDS))
 
     def inject(self, action: str, kind: str, times: int, function: str | None = None, *,
-               processed: bool = False, seconds: float = 60) -> None:
+               processed: bool = False, seconds: float = 60, match: str = "") -> None:
         """The next `times` requests for `action` (`ecs:UpdateService`) from `function` (or
-        anyone) fail: kind "throttle" (ThrottlingException), "error" (HTTP 500), "timeout"
-        (no answer for `seconds`, or until the caller gives up) or "drop" (the connection
-        closed unanswered). With `processed`, the request takes effect and only its answer
-        is lost."""
+        anyone), whose body holds `match`, fail: kind "throttle" (ThrottlingException), "error"
+        (HTTP 500), "timeout" (no answer for `seconds`, or until the caller gives up) or "drop"
+        (the connection closed unanswered). With `processed`, the request takes effect and
+        only its answer is lost."""
         ferry_moto.FAULTS.append({"action": action, "kind": kind, "times": times, "processed": processed,
-                                  "seconds": seconds, "caller": caller(function) if function else None})
+                                  "seconds": seconds, "match": match,
+                                  "caller": caller(function) if function else None})
 
     def injected(self) -> list[dict]:
         return list(ferry_moto.INJECTED)

@@ -108,6 +108,25 @@ def test_a_timeout_or_dropped_connection_on_any_call_ends_as_if_it_never_happene
     every_update_is_on_record(world)
 
 
+def test_a_write_repeated_after_its_answer_was_lost_counts_as_done(world: Sandbox) -> None:
+    """The write that records the bad push ROLLED_BACK (verify's, when the rollback's rollout
+    completes) takes effect and its answer is lost (the connection dropped); the SDK repeats
+    it, and the repeat fails its condition against the write itself. It is done all the same:
+    the team is told once."""
+    world.load(CONFIG)
+    t = world.target("shop-staging-api")
+    world.inject("dynamodb:UpdateItem", "drop", times=1, function="verify", processed=True, match='"S":"ROLLED_BACK"')
+    good, bad = story(world)
+
+    assert [f["action"] for f in world.injected()] == ["dynamodb:UpdateItem"], "the fault was injected"
+    assert world.live_images(t)["api"] == pinned(world, good)
+    assert [r["state"] for r in world.deployments(digest=bad)] == ["ROLLED_BACK"]
+    texts = slack_texts(world)
+    for said in ("deployed:", "deployment failed:", "rolled back:"):
+        assert sum(said in x for x in texts) == 1, (said, texts)
+    every_update_is_on_record(world)
+
+
 @pytest.mark.parametrize("killed_at", ["ecs:RegisterTaskDefinition", "ecs:UpdateService"])
 def test_a_deploy_killed_by_its_timeout_is_completed_by_the_redelivered_event(world: Sandbox, killed_at: str) -> None:
     """Lambda stops an invocation at its timeout, wherever it is. Here the deploy function

@@ -544,8 +544,8 @@ LATENCY = {"seconds": 0.0}
 #   "error"     InternalFailure (HTTP 500)
 #   "timeout"   no answer: the connection is held `seconds` (default 60), then closed
 #   "drop"      the connection is closed at once, unanswered
-# and "processed": true to let the request take effect before the timeout or drop (the
-# answer is what is lost)}.
+# "processed": true to let the request take effect before the timeout or drop (the
+# answer is what is lost), and "match": a text the request's body must hold (else any)}.
 FAULTS: list[dict] = []
 INJECTED: list[dict] = []  # every fault injected: {"action", "kind", "caller"}
 
@@ -570,11 +570,12 @@ def fault_response(environ, start_response, kind: str):
     return [body]
 
 
-def injected_fault(action: str, caller: str) -> dict | None:
+def injected_fault(action: str, caller: str, body: str) -> dict | None:
     """The fault to answer `action` from `caller` with, if one is due."""
     with _FAULT_LOCK:
         for fault in FAULTS:
-            if fault["action"] == action and fault.get("caller") in (None, caller) and fault["times"] > 0:
+            if (fault["action"] == action and fault.get("caller") in (None, caller) and fault["times"] > 0
+                    and fault.get("match", "") in body):
                 fault["times"] -= 1
                 INJECTED.append({"action": action, "kind": fault["kind"], "caller": caller})
                 return fault
@@ -689,14 +690,13 @@ def make_app():
         start = time.perf_counter()
         if LATENCY["seconds"]:
             time.sleep(LATENCY["seconds"])
-        if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            body = environ["wsgi.input"].read(length)
-            environ["ferry.body"] = body.decode(errors="replace")
-            environ["wsgi.input"] = io.BytesIO(body)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length)
+        environ["ferry.body"] = body.decode(errors="replace")
+        environ["wsgi.input"] = io.BytesIO(body)
         caller, region, service = signer(environ)
         action = action_of(environ, service)
-        fault = injected_fault(action, caller) if FAULTS else None
+        fault = injected_fault(action, caller, environ["ferry.body"]) if FAULTS else None
         if fault and fault["kind"] in ("throttle", "error"):
             return fault_response(environ, start_response, fault["kind"])
         if fault and not fault.get("processed"):

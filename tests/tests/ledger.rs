@@ -255,3 +255,27 @@ async fn a_rollback_claim_quarantines_once_and_is_taken_over_only_once_it_lapses
     assert!(ledger.transition(&settled, &[State::RollingBack], HeadChange::None).await.expect("settle"));
     assert_eq!(claim(&Claim { by: "late".into(), until: at(2000) }, at(1000)).await, Ok(false));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_repeated_after_it_took_effect_is_done_and_no_other_write_passes_for_it() {
+    let emulator = Emulator::start();
+    let ledger = ledger(&emulator).await;
+    let t = target("api");
+    let mut d = deployment(&t, "e1", "sha256:aaaa", 100);
+    assert_eq!(begin(&ledger, &d, "a1", 100).await, Ok(()));
+    d.state = State::InProgress;
+    d.ecs_deployment_id = Some("ecs-svc/1".into());
+    assert_eq!(ledger.finish(&d, "a1").await, Ok(Finish::Recorded));
+
+    let failed = Deployment { state: State::Failed, updated_at: at(200), ..d.clone() };
+    let from = [State::InProgress, State::Verifying];
+    assert_eq!(ledger.transition(&failed, &from, HeadChange::None).await, Ok(true));
+    // The SDK sends the same request again (its first answer was lost): done, not refused.
+    assert_eq!(ledger.transition(&failed, &from, HeadChange::None).await, Ok(true));
+    // Another writer's FAILED (stamped at another moment), or a write of another state: refused.
+    let theirs = Deployment { updated_at: at(201), ..failed.clone() };
+    assert_eq!(ledger.transition(&theirs, &from, HeadChange::None).await, Ok(false));
+    let superseded = Deployment { state: State::Superseded, ..failed.clone() };
+    assert_eq!(ledger.transition(&superseded, &from, HeadChange::None).await, Ok(false));
+    assert_eq!(ledger.history(&t, 10).await.expect("history")[0], failed);
+}

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
@@ -218,6 +219,16 @@ fn head_from(item: &Item) -> Head {
     }
 }
 
+/// Whether `item` already holds what `update` writes: the state it sets, stamped with the
+/// same `updated_at` (each write's own moment, to the nanosecond), by the same claimant if
+/// it takes a claim.
+fn holds_write(item: &Item, update: &Update) -> bool {
+    let values = update.expression_attribute_values();
+    let wrote = |field: &str| values.and_then(|v| v.get(&format!(":{field}")));
+    let holds = |field: &str| wrote(field).is_some_and(|v| item.get(field) == Some(v));
+    holds("state") && holds("updated_at") && (wrote("claim_by").is_none() || holds("claim_by"))
+}
+
 /// The item a cancelled transaction's condition check returned, if that check failed.
 fn failed_check(reason: Option<&CancellationReason>) -> Option<Item> {
     let reason = reason?;
@@ -319,12 +330,20 @@ impl DynamoLedger {
             .set_condition_expression(record.condition_expression().map(str::to_string))
             .set_expression_attribute_names(record.expression_attribute_names().cloned())
             .set_expression_attribute_values(record.expression_attribute_values().cloned())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(err) => Err(ledger_error(context, err)),
+            Err(err) => match err.as_service_error() {
+                // The SDK repeats a request whose answer was lost (a timeout, a dropped
+                // connection); if the first attempt took effect, the repeat fails its
+                // condition against this very write, which is done all the same.
+                Some(UpdateItemError::ConditionalCheckFailedException(e)) => {
+                    Ok(e.item().is_some_and(|old| holds_write(old, &record)))
+                }
+                _ => Err(ledger_error(context, err)),
+            },
         }
     }
 
