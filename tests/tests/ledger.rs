@@ -62,6 +62,19 @@ async fn begin(ledger: &DynamoLedger, d: &Deployment, attempt: &str, now: u64) -
     }
 }
 
+/// A push to `t` that its deploy attempt recorded in `state` (IN_PROGRESS: as rolling out
+/// ECS deployment `ecs-svc/1`).
+async fn recorded(ledger: &DynamoLedger, t: &Target, digest: &str, state: State) -> Deployment {
+    let mut d = deployment(t, "e1", digest, 100);
+    assert_eq!(begin(ledger, &d, "a1", 100).await, Ok(()));
+    d.state = state;
+    if state == State::InProgress {
+        d.ecs_deployment_id = Some("ecs-svc/1".into());
+    }
+    assert_eq!(ledger.finish(&d, "a1").await, Ok(Finish::Recorded));
+    d
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn conditional_writes_refuse_what_admit_refuses_and_never_move_backwards() {
     let emulator = Emulator::start();
@@ -199,11 +212,7 @@ async fn a_verification_claim_is_taken_once_retaken_by_its_own_retry_and_given_b
     let emulator = Emulator::start();
     let ledger = ledger(&emulator).await;
     let t = target("api");
-    let mut d = deployment(&t, "e1", "sha256:aaaa", 100);
-    assert_eq!(begin(&ledger, &d, "a1", 100).await, Ok(()));
-    d.state = State::InProgress;
-    d.ecs_deployment_id = Some("ecs-svc/1".into());
-    assert_eq!(ledger.finish(&d, "a1").await, Ok(Finish::Recorded));
+    let d = recorded(&ledger, &t, "sha256:aaaa", State::InProgress).await;
 
     let now = at(200);
     let (mine, theirs) = (Claim { by: "mine".into(), until: at(560) }, Claim { by: "theirs".into(), until: at(560) });
@@ -230,10 +239,7 @@ async fn a_rollback_claim_quarantines_once_and_is_taken_over_only_once_it_lapses
     let emulator = Emulator::start();
     let ledger = ledger(&emulator).await;
     let t = target("api");
-    let mut d = deployment(&t, "e1", "sha256:bad", 100);
-    assert_eq!(begin(&ledger, &d, "a1", 100).await, Ok(()));
-    d.state = State::Failed;
-    assert_eq!(ledger.finish(&d, "a1").await, Ok(Finish::Recorded));
+    let d = recorded(&ledger, &t, "sha256:bad", State::Failed).await;
 
     let rolling = Deployment { state: State::RollingBack, ..d.clone() };
     let (first, second) = (Claim { by: "first".into(), until: at(265) }, Claim { by: "second".into(), until: at(400) });
@@ -261,11 +267,7 @@ async fn a_write_repeated_after_it_took_effect_is_done_and_no_other_write_passes
     let emulator = Emulator::start();
     let ledger = ledger(&emulator).await;
     let t = target("api");
-    let mut d = deployment(&t, "e1", "sha256:aaaa", 100);
-    assert_eq!(begin(&ledger, &d, "a1", 100).await, Ok(()));
-    d.state = State::InProgress;
-    d.ecs_deployment_id = Some("ecs-svc/1".into());
-    assert_eq!(ledger.finish(&d, "a1").await, Ok(Finish::Recorded));
+    let d = recorded(&ledger, &t, "sha256:aaaa", State::InProgress).await;
 
     let failed = Deployment { state: State::Failed, updated_at: at(200), ..d.clone() };
     let from = [State::InProgress, State::Verifying];

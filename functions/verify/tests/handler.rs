@@ -369,11 +369,11 @@ async fn a_circuit_breaker_rollback_fails_ferrys_deployment_and_is_recorded() {
     assert_eq!(head.active.map(|(id, _)| id), Some(w.record("ecs-svc/9876543210987654321").id));
 }
 
-#[tokio::test]
-async fn a_circuit_breaker_rollback_the_rollback_function_saw_first_ends_rolled_back() {
-    let w = World::new(vec![ok("ok")]);
+/// A deployment of shop/api that ECS's circuit breaker is rolling back, as the rollback
+/// function saw first (it recorded ROLLING_BACK) and verify then recorded (ECS's rollback,
+/// IN_PROGRESS). Returns the deployment's ECS deployment id and ECS's rollback's.
+async fn ecs_rolling_back(w: &World) -> (String, &'static str) {
     let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
-    // ECS's FAILED event reached the rollback function first: it recorded ECS rolling back.
     let mut d = w.record(&id);
     d.state = State::RollingBack;
     assert!(w.ledger.transition(&d, &[State::InProgress], HeadChange::Quarantine).await.expect("transition"));
@@ -384,7 +384,14 @@ async fn a_circuit_breaker_rollback_the_rollback_function_saw_first_ends_rolled_
         matches!(outcome, Ok(VerifyOutcome::External { origin: Origin::EcsRollback, state: State::InProgress, .. })),
         "{outcome:?}"
     );
-    assert_eq!(w.record(ecs_rollback).rolls_back, Some(d.id.clone()));
+    (id, ecs_rollback)
+}
+
+#[tokio::test]
+async fn a_circuit_breaker_rollback_the_rollback_function_saw_first_ends_rolled_back() {
+    let w = World::new(vec![ok("ok")]);
+    let (id, ecs_rollback) = ecs_rolling_back(&w).await;
+    assert_eq!(w.record(ecs_rollback).rolls_back, Some(w.record(&id).id));
     assert_eq!(w.record(&id).state, State::RollingBack, "not failed a second time");
     assert!(w.bus.sent().is_empty(), "the failure was announced already");
 
@@ -782,15 +789,7 @@ fn lose_next_transition_answer(w: &World, written: Deployment) {
 #[tokio::test]
 async fn a_rollback_whose_completion_was_recorded_with_its_answer_lost_is_settled_on_redelivery() {
     let w = World::new(vec![ok("ok")]);
-    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
-    let mut d = w.record(&id);
-    d.state = State::RollingBack;
-    assert!(w.ledger.transition(&d, &[State::InProgress], HeadChange::Quarantine).await.expect("transition"));
-    let ecs_rollback = "ecs-svc/9876543210987654321";
-    let outcome =
-        w.verify(ecs_event("ecs-deployment-circuit-breaker-rollback.json", "shop-staging-api", ecs_rollback)).await;
-    assert!(matches!(outcome, Ok(VerifyOutcome::External { state: State::InProgress, .. })), "{outcome:?}");
-
+    let (id, ecs_rollback) = ecs_rolling_back(&w).await;
     let rollback = w.record(ecs_rollback);
     lose_next_transition_answer(&w, Deployment { state: State::Succeeded, ..rollback.clone() });
     assert!(w.verify(completed("shop-staging-api", ecs_rollback)).await.is_err());
