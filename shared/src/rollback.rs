@@ -46,6 +46,9 @@ pub enum RollbackOutcome {
     RolledBack { deployment: String },
     /// No revision on record passed verification: nothing done, the team told.
     NoKnownGood { deployment: String },
+    /// A newer deployment (`by`) replaced the failed one before it was rolled back: nothing
+    /// put back, the deployment ROLLED_BACK, the team told.
+    Overtaken { deployment: String, by: String },
     /// The rollback itself failed: paged, and stopped.
     RollbackFailed { deployment: String, reason: String },
 }
@@ -421,6 +424,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 r.clone()
             }
             None => {
+                // A newer deployment replaced `d` since it failed: nothing of `d` is live to
+                // undo, and putting the last-known-good back would undo the newer one.
+                if let Some((active, _)) = self.ledger.head(target).await?.active.filter(|(a, _)| *a != d.id) {
+                    return self.overtaken(target, d, active).await;
+                }
                 let Some(good) = last_known_good(&history, d, to) else {
                     warn!(deployment = %d.id, "ROLLING_BACK with no known-good revision on record");
                     return Ok(RollbackOutcome::AlreadyHandled { deployment: d.id.clone(), state: d.state });
@@ -483,6 +491,23 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         warn!(deployment = %d.id, to = %to_revision, ecs_deployment = %ecs_id, "rolling back");
         self.notify(d, Some(to_revision.clone())).await;
         Ok(RollbackOutcome::RollingBack { deployment: d.id.clone(), to: to_revision, ecs_deployment_id: ecs_id })
+    }
+
+    /// `d`, ROLLING_BACK under this invocation's claim, was replaced by deployment `by`
+    /// before anything was put back: it is ROLLED_BACK (its image is gone) and the service
+    /// is left as it is.
+    async fn overtaken(&self, target: &Target, d: &mut Deployment, by: String) -> Result<RollbackOutcome, Retryable> {
+        d.state = State::RolledBack;
+        let reason = d.reason.as_deref().unwrap_or("failed");
+        d.reason =
+            Some(format!("{reason}; deployment {by} replaced it before it was rolled back, so nothing was put back"));
+        d.updated_at = self.clock.now();
+        if !self.ledger.transition(d, &[State::RollingBack], HeadChange::None).await? {
+            return self.already_handled(target, d.clone()).await;
+        }
+        info!(deployment = %d.id, by = %by, "replaced by a newer deployment before it was rolled back");
+        self.notify(d, None).await;
+        Ok(RollbackOutcome::Overtaken { deployment: d.id.clone(), by })
     }
 
     async fn already_handled(&self, target: &Target, d: Deployment) -> Result<RollbackOutcome, Retryable> {

@@ -562,6 +562,36 @@ async fn a_rollback_overtaken_by_a_newer_push_still_ends_its_deployment_rolled_b
     assert!(w.ledger.records().iter().all(|r| !in_flight.contains(&r.state)), "nothing left in flight");
 }
 
+#[tokio::test]
+async fn a_failure_a_newer_push_replaced_before_its_rollback_began_is_not_rolled_back_over_it() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let bad = w.deploy_and_verify(2, false).await;
+    // A fix is pushed and rolls out before the rollback function gets the failure.
+    let fix = w.deploy(3).await;
+    let fix_td = w.record(&fix).task_definition.expect("td");
+    let updates = w.ecs.count("UpdateService");
+
+    let outcome = w.rollback(w.announced().pop().expect("announced")).await;
+    let fix_id = w.record(&fix).id;
+    assert_eq!(
+        outcome,
+        [RollbackOutcome::Overtaken { deployment: w.record(&bad).id, by: fix_id.clone() }],
+        "{outcome:?}"
+    );
+    assert_eq!(w.live(), fix_td, "the newer push is left rolling out");
+    assert_eq!(w.ecs.count("UpdateService"), updates, "nothing put back");
+    let undone = w.record(&bad);
+    assert_eq!(undone.state, State::RolledBack, "its image is gone all the same");
+    assert!(undone.reason.as_deref().is_some_and(|r| r.contains(&fix_id)), "{undone:?}");
+    assert_eq!(w.ledger.head(&api()).await.expect("head").quarantine, [digest(2)]);
+    let last = w.notifier.sent().pop().expect("message");
+    assert_eq!((last.deployment.state, last.live_now), (State::RolledBack, None));
+    // The same trigger again changes nothing.
+    let again = w.rollback(w.announced().pop().expect("announced")).await;
+    assert!(matches!(again.as_slice(), [RollbackOutcome::AlreadyHandled { state: State::RolledBack, .. }]));
+}
+
 /// What an invocation that Lambda stopped part-way through a rollback of `bad` leaves: the
 /// deployment ROLLING_BACK under its claim (lapsing at `until`), and, if it got that far,
 /// its rollback record PENDING and the service updated.
