@@ -202,7 +202,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         invocation: &Invocation,
     ) -> Result<VerifyOutcome, Retryable> {
         if !matches!(d.state, State::InProgress | State::Verifying) {
-            info!(deployment = %d.id, state = %d.state, "event for a settled deployment: nothing to do");
+            info!(deployment = %d.id, state = %d.state, "event for a settled deployment");
             if d.state != State::Superseded {
                 // Succeeded or failed, perhaps by an earlier attempt at this event whose answer
                 // was lost before it closed what this rollout overtook: closing is done once.
