@@ -281,3 +281,25 @@ async fn a_write_repeated_after_it_took_effect_is_done_and_no_other_write_passes
     assert_eq!(ledger.transition(&superseded, &from, HeadChange::None).await, Ok(false));
     assert_eq!(ledger.history(&t, 10).await.expect("history")[0], failed);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_write_repeated_after_the_rollback_moved_the_record_on_is_done() {
+    let emulator = Emulator::start();
+    let ledger = ledger(&emulator).await;
+    let t = target("api");
+    let d = recorded(&ledger, &t, "sha256:aaaa", State::InProgress).await;
+
+    let failed = Deployment { state: State::Failed, updated_at: at(200), ..d.clone() };
+    let from = [State::InProgress, State::Verifying];
+    assert_eq!(ledger.transition(&failed, &from, HeadChange::None).await, Ok(true));
+    // The rollback function claims it before the SDK repeats the FAILED write.
+    let rolling_back = Deployment { state: State::RollingBack, ..failed.clone() };
+    let claim = Claim { by: "rollback-1".into(), until: at(500) };
+    assert_eq!(ledger.claim(&rolling_back, State::Failed, HeadChange::Quarantine, at(201), &claim).await, Ok(true));
+    // The repeat is the write that took effect: done (so verify still says "failed").
+    assert_eq!(ledger.transition(&failed, &from, HeadChange::None).await, Ok(true));
+    // Another writer's FAILED of the same record is not.
+    let theirs = Deployment { updated_at: at(202), ..failed.clone() };
+    assert_eq!(ledger.transition(&theirs, &from, HeadChange::None).await, Ok(false));
+    assert_eq!(ledger.history(&t, 10).await.expect("history")[0].state, State::RollingBack);
+}

@@ -71,35 +71,111 @@ pub(crate) type SdkError<E> = aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynam
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
     NotFound,
+    /// The request is wrong, or forbidden: the same request will fail again.
     Rejected,
+    /// Throttling, a 5xx, a timeout, a lost answer: the same request may succeed later.
     Transient,
+    /// DynamoDB cancelled the write because a concurrent transaction holds one of its items;
+    /// nothing was written, and the write may be tried again at once.
+    Conflict,
 }
 
-/// Classifies an SDK error by its HTTP status and service error code; anything that is not
-/// a client error (a timeout, a dropped connection, any 5xx, throttling) is transient.
+/// Error codes that say "slow down and try again" (the SDK's own list, `aws-runtime`'s
+/// `THROTTLING_ERRORS`, which its standard retry retries).
+const THROTTLING: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+];
+/// Error codes of failures on AWS's side that AWS documents as worth a retry.
+const TRANSIENT: &[&str] = &[
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalFailure",
+    "InternalServerError",
+    "InternalServerException",
+    "InternalError",
+    "ServerException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+];
+/// DynamoDB's answers to a write that met a concurrent transaction on one of its items
+/// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-conflict-handling>).
+const CONFLICT: &[&str] = &["TransactionConflictException", "TransactionConflict"];
+
+/// Classifies an SDK error by what it is (a timeout, a lost answer, AWS's error code and
+/// HTTP status), never by its message. A service error with no code is transient only if
+/// AWS answered with a 5xx.
 pub(crate) fn classify<E>(err: &SdkError<E>) -> (ErrorKind, String)
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let message = DisplayErrorContext(err).to_string();
-    if err.raw_response().is_some_and(|r| r.status().is_server_error()) {
-        // InternalFailure, ServiceUnavailable, ...: whatever the code, AWS says "try again".
-        return (ErrorKind::Transient, message);
-    }
-    let kind = match err.as_service_error().and_then(|e| e.code()) {
-        Some(code) if code.ends_with("NotFoundException") || code == "ResourceNotFoundException" => ErrorKind::NotFound,
-        Some(code)
-            if code.contains("Throttl")
-                || code.contains("LimitExceeded")
-                || code == "ServerException"
-                || code.contains("InternalServer")
-                || code.contains("ServiceUnavailable")
-                || code == "RequestLimitExceeded" =>
-        {
-            ErrorKind::Transient
-        }
-        Some(_) => ErrorKind::Rejected,
-        None => ErrorKind::Transient,
+    use aws_sdk_dynamodb::error::SdkError as S;
+    let kind = match err {
+        S::TimeoutError(_) | S::ResponseError(_) => ErrorKind::Transient,
+        S::DispatchFailure(failure) if failure.is_user() => ErrorKind::Rejected,
+        S::DispatchFailure(_) => ErrorKind::Transient,
+        S::ServiceError(service) => code_kind(service.err().code(), service.raw().status().is_server_error()),
+        _ => ErrorKind::Rejected,
     };
-    (kind, message)
+    (kind, DisplayErrorContext(err).to_string())
+}
+
+fn code_kind(code: Option<&str>, server_error: bool) -> ErrorKind {
+    match code {
+        Some(code) if CONFLICT.contains(&code) => ErrorKind::Conflict,
+        Some(code) if THROTTLING.contains(&code) || TRANSIENT.contains(&code) => ErrorKind::Transient,
+        _ if server_error => ErrorKind::Transient,
+        Some(code) if code.ends_with("NotFoundException") || code == "ResourceNotFound" => ErrorKind::NotFound,
+        _ => ErrorKind::Rejected,
+    }
+}
+
+/// A random number, for jitter and request tokens, from the standard library's per-process
+/// random hasher keys (no dependency of its own).
+pub(crate) fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher
+        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_classified_by_code_and_status_never_by_message() {
+        let cases = [
+            (Some("TransactionConflictException"), false, ErrorKind::Conflict),
+            (Some("ThrottlingException"), false, ErrorKind::Transient),
+            (Some("ProvisionedThroughputExceededException"), false, ErrorKind::Transient),
+            (Some("TransactionInProgressException"), false, ErrorKind::Transient),
+            (Some("ServerException"), true, ErrorKind::Transient),
+            (Some("InternalFailure"), true, ErrorKind::Transient),
+            (Some("ClientException"), false, ErrorKind::Rejected),
+            (Some("ServiceNotFoundException"), false, ErrorKind::NotFound),
+            (Some("ResourceNotFoundException"), false, ErrorKind::NotFound),
+            (Some("AccessDeniedException"), false, ErrorKind::Rejected),
+            (Some("ValidationException"), false, ErrorKind::Rejected),
+            // No code: a 5xx is AWS's side, a 4xx is the request's.
+            (None, true, ErrorKind::Transient),
+            (None, false, ErrorKind::Rejected),
+        ];
+        for (code, server, kind) in cases {
+            assert_eq!(code_kind(code, server), kind, "{code:?} (5xx: {server})");
+        }
+    }
 }

@@ -12,14 +12,18 @@
 //! change is a conditional write.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use chrono::{DateTime, Utc};
 
+use super::aws::{ErrorKind, SdkError, classify, random};
 use crate::model::{Deployment, Head, Lock, Origin, State, Target};
 use crate::ports::{Begin, Claim, Finish, HeadChange, Ledger, LedgerError};
 
@@ -52,11 +56,55 @@ fn millis(t: DateTime<Utc>) -> AttributeValue {
     n(t.timestamp_millis())
 }
 
-fn ledger_error<E>(context: &str, err: super::aws::SdkError<E>) -> LedgerError
+fn ledger_error<E>(context: &str, err: SdkError<E>) -> LedgerError
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
 {
-    LedgerError(format!("{context}: {}", super::aws::classify(&err).1))
+    LedgerError(format!("{context}: {}", classify(&err).1))
+}
+
+/// How many times in all a write that met a concurrent transaction on one of its items is
+/// sent before the invocation gives up with a retryable error. DynamoDB cancels such a write
+/// rather than queueing it, and nothing of it is applied
+/// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-conflict-handling>).
+pub const CONFLICT_TRIES: u32 = 8;
+
+/// The wait before retry `n` (1-based): a random point in the upper half of 20 ms × 2ⁿ,
+/// at most 1 s, so writers that met once spread apart (about 3 s for all seven at most).
+fn conflict_backoff(retry: u32) -> Duration {
+    let ceiling = (20u64 << retry.min(6)).min(1_000);
+    Duration::from_millis(ceiling / 2 + random() % (ceiling / 2 + 1))
+}
+
+/// Logged once per conflict absorbed (the storm test counts these lines).
+fn conflict_met(context: &str, tries: u32) {
+    tracing::info!(write = context, tries, "a concurrent transaction held an item; trying again");
+}
+
+/// A ClientRequestToken: one per transaction, repeated only to ask for the same one's answer.
+fn request_token() -> String {
+    format!("ferry-{:016x}{:016x}", random(), random())
+}
+
+/// Sends a single-item write, again while DynamoDB refuses it for a transaction in progress
+/// on its item (`TransactionConflictException`), up to [`CONFLICT_TRIES`] times.
+async fn contended<T, E, F, Fut>(context: &str, mut send: F) -> Result<T, SdkError<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E>>>,
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let mut tries = 1;
+    loop {
+        match send().await {
+            Err(err) if tries < CONFLICT_TRIES && classify(&err).0 == ErrorKind::Conflict => {
+                conflict_met(context, tries);
+                tokio::time::sleep(conflict_backoff(tries)).await;
+                tries += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// A SET expression over `fields`, with placeholders for every name (many are reserved words).
@@ -139,6 +187,10 @@ fn deployment_fields(d: &Deployment, e: &mut Expression) {
     e.set("updated_at", s(d.updated_at.to_rfc3339()));
     e.set("expires_at", n(d.created_at.timestamp() + HISTORY_DAYS * 86_400));
     e.set_if_absent("created_at", s(d.created_at.to_rfc3339()));
+    if d.state == State::Failed {
+        // Kept by every later write: a repeated FAILED write is known as done after the record moved on.
+        e.set("failed_at", s(d.updated_at.to_rfc3339()));
+    }
     let optional = [
         ("account", &t.account),
         ("role_arn", &t.role_arn),
@@ -199,7 +251,10 @@ fn deployment_from(item: &Item) -> Result<Deployment, LedgerError> {
         created_at: need_time("created_at")?,
         updated_at: need_time("updated_at")?,
         notify_error: text(item, "notify_error"),
-        origin: text(item, "origin").and_then(|o| Origin::parse(&o)).unwrap_or_default(),
+        origin: match text(item, "origin") {
+            None => Origin::default(),
+            Some(o) => Origin::parse(&o).ok_or_else(|| LedgerError(format!("unknown origin {o:?}")))?,
+        },
         ecs_event: text(item, "ecs_event"),
         rolls_back: text(item, "rolls_back"),
     })
@@ -221,11 +276,14 @@ fn head_from(item: &Item) -> Head {
 
 /// Whether `item` already holds what `update` writes: the state it sets, stamped with the
 /// same `updated_at` (each write's own moment, to the nanosecond), by the same claimant if
-/// it takes a claim.
+/// it takes a claim; a FAILED write by its `failed_at` stamp, which outlives the state.
 fn holds_write(item: &Item, update: &Update) -> bool {
     let values = update.expression_attribute_values();
     let wrote = |field: &str| values.and_then(|v| v.get(&format!(":{field}")));
     let holds = |field: &str| wrote(field).is_some_and(|v| item.get(field) == Some(v));
+    if wrote("failed_at").is_some() {
+        return holds("failed_at");
+    }
     holds("state") && holds("updated_at") && (wrote("claim_by").is_none() || holds("claim_by"))
 }
 
@@ -252,22 +310,49 @@ impl DynamoLedger {
         Self::key(pk(target), "HEAD".into())
     }
 
-    /// Runs a two-item transaction; `Err(reasons)` when a condition failed.
+    /// Runs a two-item transaction; `Err(reasons)` when a condition failed. A transaction
+    /// cancelled by a conflict is sent again as a new one (nothing of it was applied); one
+    /// still in progress from an earlier attempt is asked again with its token for its answer.
     async fn transact(
         &self,
         context: &str,
         items: Vec<TransactWriteItem>,
     ) -> Result<Result<(), Vec<CancellationReason>>, LedgerError> {
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(Ok(())),
-            Err(err) => match err.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c))
-                    if c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed")) =>
-                {
-                    Ok(Err(c.cancellation_reasons().to_vec()))
+        let mut token = request_token();
+        let mut tries = 1;
+        loop {
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .client_request_token(&token)
+                .send()
+                .await;
+            let err = match sent {
+                Ok(_) => return Ok(Ok(())),
+                Err(err) => err,
+            };
+            let again = match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+                    let reasons = c.cancellation_reasons();
+                    if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+                        token = request_token();
+                        true
+                    } else if reasons.iter().any(|r| r.code() == Some("ConditionalCheckFailed")) {
+                        return Ok(Err(reasons.to_vec()));
+                    } else {
+                        false
+                    }
                 }
-                _ => Err(ledger_error(context, err)),
-            },
+                Some(TransactWriteItemsError::TransactionInProgressException(_)) => true,
+                _ => false,
+            };
+            if !again || tries >= CONFLICT_TRIES {
+                return Err(ledger_error(context, err));
+            }
+            conflict_met(context, tries);
+            tokio::time::sleep(conflict_backoff(tries)).await;
+            tries += 1;
         }
     }
 
@@ -321,18 +406,19 @@ impl DynamoLedger {
             ];
             return Ok(self.transact(context, items).await?.is_ok());
         }
-        let result = self
-            .client
-            .update_item()
-            .table_name(record.table_name())
-            .set_key(Some(record.key().clone()))
-            .update_expression(record.update_expression())
-            .set_condition_expression(record.condition_expression().map(str::to_string))
-            .set_expression_attribute_names(record.expression_attribute_names().cloned())
-            .set_expression_attribute_values(record.expression_attribute_values().cloned())
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
+        let result = contended(context, || {
+            self.client
+                .update_item()
+                .table_name(record.table_name())
+                .set_key(Some(record.key().clone()))
+                .update_expression(record.update_expression())
+                .set_condition_expression(record.condition_expression().map(str::to_string))
+                .set_expression_attribute_names(record.expression_attribute_names().cloned())
+                .set_expression_attribute_values(record.expression_attribute_values().cloned())
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+        })
+        .await;
         match result {
             Ok(_) => Ok(true),
             Err(err) => match err.as_service_error() {
@@ -520,35 +606,38 @@ impl Ledger for DynamoLedger {
     }
 
     async fn note_reason(&self, d: &Deployment, state: State) -> Result<bool, LedgerError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::deployment_key(d)))
-            .update_expression("SET reason = :r")
-            .condition_expression("#state = :s AND (attribute_not_exists(reason) OR reason <> :r)")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":r", s(d.reason.clone().unwrap_or_default()))
-            .expression_attribute_values(":s", s(state.as_str()))
-            .send()
-            .await
-            .map(|_| true)
-            .or_else(|e| match e.as_service_error() {
-                Some(e) if e.is_conditional_check_failed_exception() => Ok(false),
-                _ => Err(ledger_error("noting a reason", e)),
-            })
+        contended("noting a reason", || {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::deployment_key(d)))
+                .update_expression("SET reason = :r")
+                .condition_expression("#state = :s AND (attribute_not_exists(reason) OR reason <> :r)")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":r", s(d.reason.clone().unwrap_or_default()))
+                .expression_attribute_values(":s", s(state.as_str()))
+                .send()
+        })
+        .await
+        .map(|_| true)
+        .or_else(|e| match e.as_service_error() {
+            Some(e) if e.is_conditional_check_failed_exception() => Ok(false),
+            _ => Err(ledger_error("noting a reason", e)),
+        })
     }
 
     async fn unlock(&self, target: &Target, attempt: &str) -> Result<(), LedgerError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::head_key(target)))
-            .update_expression("REMOVE lock_deployment, lock_attempt, lock_until")
-            .condition_expression("lock_attempt = :attempt")
-            .expression_attribute_values(":attempt", s(attempt))
-            .send()
-            .await;
+        let result = contended("releasing a target's lock", || {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::head_key(target)))
+                .update_expression("REMOVE lock_deployment, lock_attempt, lock_until")
+                .condition_expression("lock_attempt = :attempt")
+                .expression_attribute_values(":attempt", s(attempt))
+                .send()
+        })
+        .await;
         match result {
             Ok(_) => Ok(()),
             // Not (or no longer) ours: nothing to give up.
@@ -558,30 +647,34 @@ impl Ledger for DynamoLedger {
     }
 
     async fn release(&self, target: &Target, digest: &str) -> Result<(), LedgerError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::head_key(target)))
-            .update_expression("DELETE quarantine :d")
-            .expression_attribute_values(":d", AttributeValue::Ss(vec![digest.to_string()]))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| ledger_error("releasing a quarantined digest", e))
+        contended("releasing a quarantined digest", || {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::head_key(target)))
+                .update_expression("DELETE quarantine :d")
+                .expression_attribute_values(":d", AttributeValue::Ss(vec![digest.to_string()]))
+                .send()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| ledger_error("releasing a quarantined digest", e))
     }
 
     async fn note_ecs_event(&self, d: &Deployment, event: &str) -> Result<(), LedgerError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::deployment_key(d)))
-            .update_expression("SET ecs_event = :e")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":e", s(event))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| ledger_error("noting an ECS event", e))
+        contended("noting an ECS event", || {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::deployment_key(d)))
+                .update_expression("SET ecs_event = :e")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":e", s(event))
+                .send()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| ledger_error("noting an ECS event", e))
     }
 
     async fn by_ecs_deployment(&self, ecs_deployment_id: &str) -> Result<Option<Deployment>, LedgerError> {
@@ -599,17 +692,19 @@ impl Ledger for DynamoLedger {
     }
 
     async fn note_notify_error(&self, d: &Deployment, error: &str) -> Result<(), LedgerError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::deployment_key(d)))
-            .update_expression("SET notify_error = :e")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":e", s(error))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| ledger_error("noting a notification failure", e))
+        contended("noting a notification failure", || {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::deployment_key(d)))
+                .update_expression("SET notify_error = :e")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":e", s(error))
+                .send()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| ledger_error("noting a notification failure", e))
     }
 
     async fn head(&self, target: &Target) -> Result<Head, LedgerError> {

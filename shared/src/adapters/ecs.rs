@@ -52,7 +52,7 @@ where
     match classify(&err) {
         (ErrorKind::NotFound, m) => EcsError::NotFound(m),
         (ErrorKind::Rejected, m) => EcsError::Rejected(m),
-        (ErrorKind::Transient, m) => EcsError::Transient(m),
+        (ErrorKind::Transient | ErrorKind::Conflict, m) => EcsError::Transient(m),
     }
 }
 
