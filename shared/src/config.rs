@@ -455,6 +455,23 @@ impl RawConfig {
                     format!("service {:?} for repository {:?} is defined twice", service.name, service.repository),
                 ));
             }
+            // A target orders its pushes by one clock, so one repository feeds each ECS service.
+            for env in environments.iter().filter(|e| service.deploys_to(&e.name)) {
+                let name = service.service_name(&env.name);
+                if let Some(other) = services.iter().find(|o: &&Service| {
+                    o.repository != service.repository && o.deploys_to(&env.name) && o.service_name(&env.name) == name
+                }) {
+                    return Err((
+                        span,
+                        format!(
+                            "ECS service {name:?} in {:?} is already deployed from repository {:?}; \
+                             one repository feeds each service (a push of either would be judged stale \
+                             against the other's)",
+                            env.name, other.repository
+                        ),
+                    ));
+                }
+            }
             services.push(service);
         }
         Ok(Config { environments, services, home_account: None })
@@ -850,6 +867,13 @@ environments = ["production"]
                 ),
                 10,
                 "defined twice",
+            ),
+            (
+                &format!(
+                    "{env}\n[[services]]\nrepository = \"shop\"\nname = \"x-{{env}}\"\ncontainers = [\"a\"]\n[[services]]\nrepository = \"sidecar\"\nname = \"x-staging\"\ncontainers = [\"b\"]\n"
+                ),
+                10,
+                "already deployed from repository \"shop\"",
             ),
             ("[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }\n", 3, ""),
             (&format!("{env}registry_accounts = [\"12345\"]\n"), 5, "not a 12-digit AWS account id"),
