@@ -508,6 +508,23 @@ impl Ledger for MemoryLedger {
         }
     }
 
+    async fn lock(
+        &self,
+        target: &Target,
+        holder: &str,
+        attempt: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let mut w = self.world("lock")?;
+        let head = w.heads.entry(target.key()).or_default();
+        if head.lock.as_ref().is_some_and(|l| l.until > now && l.attempt != attempt) {
+            return Ok(false);
+        }
+        head.lock = Some(Lock { deployment: holder.into(), attempt: attempt.into(), until });
+        Ok(true)
+    }
+
     async fn unlock(&self, target: &Target, attempt: &str) -> Result<(), LedgerError> {
         let mut w = self.world("unlock")?;
         if let Some(head) = w.heads.get_mut(&target.key())

@@ -207,6 +207,18 @@ pub trait Ledger: Send + Sync {
         attempt: &str,
     ) -> impl Future<Output = Result<Finish, LedgerError>> + Send;
 
+    /// Takes the target's lock for `holder` (a rollback's record) and `attempt` until `until`,
+    /// unless another attempt holds it at `now`: a rollback and a push never update one
+    /// service at once. `false` while another holds it.
+    fn lock(
+        &self,
+        target: &Target,
+        holder: &str,
+        attempt: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
     /// Gives up the target's lock if `attempt` still holds it, leaving the deployment
     /// PENDING: an invocation that fails with a retryable error calls this before it
     /// returns, so the redelivered event can resume at once instead of waiting for the lease.

@@ -6,7 +6,9 @@
 //! The FAILED → ROLLING_BACK transition is a conditional write that claims the rollback for
 //! one invocation, so duplicate and concurrent triggers for one failure cause one rollback;
 //! the claim lapses with that invocation's deadline, so if Lambda stops it part-way, its
-//! redelivered trigger takes the rollback over and finishes it. If ECS's circuit breaker is
+//! redelivered trigger takes the rollback over and finishes it. While it puts a revision back
+//! it holds the target's lock, as a push does, so it never undoes a push that has updated
+//! the service but not yet recorded it. If ECS's circuit breaker is
 //! already rolling the service back, Ferry does not roll back again: it waits for ECS's
 //! rollback, which the verify function settles as ROLLED_BACK. A rollback's own deployment is never rolled back:
 //! if it fails, the deployment is ROLLBACK_FAILED, a critical page goes out, and Ferry stops.
@@ -298,7 +300,16 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
             Ok(claim) => claim,
             Err(handled) => return Ok(handled),
         };
-        let outcome = self.put_back(target, &mut d, to).await;
+        let outcome = match self.lock(target, &d, invocation).await {
+            Ok(()) => {
+                let outcome = self.put_back(target, &mut d, to).await;
+                if let Err(e) = self.ledger.unlock(target, &invocation.attempt).await {
+                    warn!(target = %target, error = %e, "could not give the target's lock up; it lapses");
+                }
+                outcome
+            }
+            Err(e) => Err(e),
+        };
         // Failed: give the claim back, so the redelivered trigger takes the rollback over at once.
         if outcome.is_err()
             && let Err(e) = self.ledger.release_claim(&d, State::RollingBack, &claim).await
@@ -339,6 +350,27 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 return Err(Retryable(format!("the rollback of {} is claimed by another invocation", d.id)));
             }
             info!(deployment = %d.id, "another invocation is rolling this deployment back; waiting");
+            self.clock.sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(4));
+        }
+    }
+
+    /// Takes the target's lock, as a push does, so that no push is between its UpdateService
+    /// and its record while the rollback decides what to put back (one that is finishes
+    /// first, and replaces `d`). Waits for a push holding it, then asks for a redelivery.
+    async fn lock(&self, target: &Target, d: &Deployment, invocation: &Invocation) -> Result<(), Retryable> {
+        let started = self.clock.now();
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let now = self.clock.now();
+            let until = invocation.lapse(now, self.settings.claim);
+            if self.ledger.lock(target, &d.id, &invocation.attempt, until, now).await? {
+                return Ok(());
+            }
+            if (now - started).to_std().unwrap_or_default() >= self.settings.wait {
+                return Err(Retryable(format!("{target} is locked by a deployment in flight")));
+            }
+            info!(target = %target, deployment = %d.id, "a deployment holds the target; waiting to roll back");
             self.clock.sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(4));
         }

@@ -706,3 +706,31 @@ async fn a_failure_announced_before_verify_recorded_it_is_rolled_back_whoever_re
     assert_eq!(rolling.state, State::RollingBack);
     assert_eq!(rolling.reason.as_deref(), Some("smoke test failed: HTTP 503"), "verify's reason kept");
 }
+
+#[tokio::test]
+async fn a_rollback_never_puts_the_known_good_back_over_a_push_not_yet_recorded() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let bad = w.deploy_and_verify(2, false).await;
+    let bad_id = w.record(&bad).id;
+    // A fix's invocation holds the target: it has updated the service, not yet recorded it.
+    let mut head = w.ledger.head(&api()).await.expect("head");
+    let until = w.clock.now() + Duration::from_secs(600);
+    head.lock = Some(ferry::model::Lock { deployment: "push-3".into(), attempt: "deploy-3".into(), until });
+    w.ledger.set_head(&api(), head.clone());
+    let updates = w.ecs.count("UpdateService");
+
+    let failed = w.announced().pop().expect("announced");
+    let waited = w.try_rollback(failed.clone()).await;
+    assert!(matches!(&waited, Err(Retryable(why)) if why.contains("locked")), "{waited:?}");
+    assert_eq!(w.ecs.count("UpdateService"), updates, "nothing put back over the fix");
+
+    // The fix's invocation records its rollout: the redelivered trigger finds the failure replaced.
+    head.lock = None;
+    head.active = Some(("push-3".into(), digest(3)));
+    w.ledger.set_head(&api(), head);
+    let outcome = w.rollback(failed).await;
+    assert_eq!(outcome, [RollbackOutcome::Overtaken { deployment: bad_id, by: "push-3".into() }], "{outcome:?}");
+    assert_eq!(w.ecs.count("UpdateService"), updates, "still nothing put back");
+    assert_eq!(w.ledger.head(&api()).await.expect("head").lock, None, "the rollback gave the lock up");
+}

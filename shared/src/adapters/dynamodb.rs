@@ -626,6 +626,37 @@ impl Ledger for DynamoLedger {
         })
     }
 
+    async fn lock(
+        &self,
+        target: &Target,
+        holder: &str,
+        attempt: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let result = contended("taking a target's lock", || {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::head_key(target)))
+                .update_expression("SET lock_deployment = :holder, lock_attempt = :attempt, lock_until = :until")
+                .condition_expression(
+                    "attribute_not_exists(lock_until) OR lock_until <= :now OR lock_attempt = :attempt",
+                )
+                .expression_attribute_values(":holder", s(holder))
+                .expression_attribute_values(":attempt", s(attempt))
+                .expression_attribute_values(":until", millis(until))
+                .expression_attribute_values(":now", millis(now))
+                .send()
+        })
+        .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(ledger_error("taking a target's lock", e)),
+        }
+    }
+
     async fn unlock(&self, target: &Target, attempt: &str) -> Result<(), LedgerError> {
         let result = contended("releasing a target's lock", || {
             self.client
