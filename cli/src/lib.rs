@@ -459,16 +459,24 @@ impl Ctx<'_> {
         for t in self.targets(env, service)? {
             let head = ledger.head(&t).await.map_err(|e| fail(e.to_string()))?;
             let live = ecs.service(&t).await.map(|s| s.task_definition).unwrap_or_else(|e| format!("unknown ({e})"));
-            let history = ledger.history(&t, 50).await.map_err(|e| fail(e.to_string()))?;
-            let in_flight = head
-                .active
-                .as_ref()
-                .and_then(|(id, _)| history.iter().find(|d| &d.id == id))
-                .filter(|d| d.is_open() && !matches!(d.state, State::Succeeded | State::Failed));
+            let active = match &head.active {
+                Some((id, _)) => ledger.deployment(&t, id).await.map_err(|e| fail(e.to_string()))?,
+                None => None,
+            };
+            let in_flight = active.filter(|d| d.is_open() && !matches!(d.state, State::Succeeded | State::Failed));
+            // The newest verified revision whose digest has not failed here since.
+            let good = |d: &Deployment| {
+                d.origin == Origin::Ferry
+                    && d.state == State::Succeeded
+                    && d.task_definition.is_some()
+                    && !head.quarantine.contains(&d.digest)
+            };
+            let last_known_good =
+                ferry::lookup::newest(&ledger, &t, None, good).await.map_err(|e| fail(e.to_string()))?;
             rows.push(json!({
                 "environment": t.environment, "service": t.service, "region": t.region, "cluster": t.cluster,
                 "account": t.account, "live_task_definition": live,
-                "last_known_good": head.last_known_good.as_ref().map(|(td, digest)| json!({"task_definition": td, "digest": digest})),
+                "last_known_good": last_known_good.map(|d| json!({"task_definition": d.task_definition, "digest": d.digest})),
                 "in_flight": in_flight.map(|d| json!({"deployment": d.id, "tag": d.tag, "digest": d.digest, "state": d.state.as_str()})),
                 "quarantined": head.quarantine,
                 "locked_by": head.lock.as_ref().filter(|l| l.until > Utc::now()).map(|l| l.deployment.clone()),
@@ -592,9 +600,8 @@ impl Ctx<'_> {
         if let Some(to) = to {
             let mut verified = false;
             for t in &targets {
-                let history = ledger.history(t, 200).await.map_err(|e| fail(e.to_string()))?;
-                verified |=
-                    history.iter().any(|d| d.id == to && d.task_definition.is_some() && d.state == State::Succeeded);
+                let d = ledger.deployment(t, to).await.map_err(|e| fail(e.to_string()))?;
+                verified |= d.is_some_and(|d| d.task_definition.is_some() && d.state == State::Succeeded);
             }
             if !verified {
                 return Err(fail(format!("{to} is not a verified deployment of {service} in {env}")));
@@ -649,8 +656,8 @@ impl Ctx<'_> {
         let ledger = self.ledger()?;
         let mut verified: Option<Deployment> = None;
         for t in self.targets(Some(from), Some(repository))? {
-            let history = ledger.history(&t, 200).await.map_err(|e| fail(e.to_string()))?;
-            let newest = history.into_iter().find(|d| d.origin == Origin::Ferry && d.state == State::Succeeded);
+            let proven = |d: &Deployment| d.origin == Origin::Ferry && d.state == State::Succeeded;
+            let newest = ferry::lookup::newest(&ledger, &t, None, proven).await.map_err(|e| fail(e.to_string()))?;
             if let Some(d) = newest.filter(|d| verified.as_ref().is_none_or(|v| d.pushed_at > v.pushed_at)) {
                 verified = Some(d);
             }

@@ -572,6 +572,23 @@ impl Ledger for MemoryLedger {
         Ok(self.world("deployment")?.records.get(&(target.key(), id.to_string())).cloned())
     }
 
+    async fn history_before(
+        &self,
+        target: &Target,
+        before: &str,
+        limit: usize,
+    ) -> Result<Vec<Deployment>, LedgerError> {
+        let w = self.world("history")?;
+        let key = target.key();
+        Ok(w.records
+            .iter()
+            .rev()
+            .filter(|((k, id), _)| *k == key && id.as_str() < before)
+            .take(limit)
+            .map(|(_, d)| d.clone())
+            .collect())
+    }
+
     async fn history(&self, target: &Target, limit: usize) -> Result<Vec<Deployment>, LedgerError> {
         let w = self.world("history")?;
         let key = target.key();

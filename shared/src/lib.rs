@@ -10,6 +10,7 @@ pub mod config;
 pub mod deploy;
 pub mod event;
 pub mod function;
+pub mod lookup;
 pub mod model;
 pub mod notify;
 pub mod plan;

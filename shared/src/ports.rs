@@ -320,6 +320,15 @@ pub trait Ledger: Send + Sync {
         target: &Target,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Deployment>, LedgerError>> + Send;
+
+    /// Up to `limit` of the target's deployments older (by id) than `before`, newest first:
+    /// the next page after a [`Ledger::history`] page that ended with `before`.
+    fn history_before(
+        &self,
+        target: &Target,
+        before: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Deployment>, LedgerError>> + Send;
 }
 
 /// What a ledger transition also changes on the target's head.

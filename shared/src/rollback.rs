@@ -21,13 +21,11 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::deploy::{Invocation, Retryable, update_service};
 use crate::event::{Received, RollbackTrigger, parse_rollback_trigger};
+use crate::lookup;
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::{Notification, send};
 use crate::plan::{find_target, targets_of};
 use crate::ports::{Claim, Clock, Ecs, HeadChange, Ledger, Notifier, ServiceInfo};
-
-/// How far back in a target's history a known-good revision is looked for.
-const HISTORY: usize = 50;
 
 /// What the handler did about one failing deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,13 +101,11 @@ pub fn last_known_good<'h>(
 /// Whether ECS's circuit breaker is rolling `failing` back (or has): `Some` with its rollback's
 /// record if the verify function has made one yet. Without one, a failure the breaker
 /// reported and a service that has moved off `failing` since say so.
-fn breaker_rollback<'h>(
+fn breaker_rollback<'r>(
     failing: &Deployment,
-    history: &'h [Deployment],
+    recorded: Option<&'r Deployment>,
     service: &ServiceInfo,
-) -> Option<Option<&'h Deployment>> {
-    let recorded =
-        history.iter().find(|r| r.origin == Origin::EcsRollback && r.rolls_back.as_deref() == Some(&failing.id));
+) -> Option<Option<&'r Deployment>> {
     let moved_on = service.primary.as_ref().is_some_and(|p| {
         failing.ecs_deployment_id.as_deref() != Some(p.id.as_str())
             && failing.task_definition.as_deref() != Some(p.task_definition.as_str())
@@ -182,7 +178,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 let Some(target) = find_target(self.config, &account, &region, &cluster, &service) else {
                     return Ok(Vec::new());
                 };
-                let failing = self.find(&target, |d| d.id == deployment).await?;
+                let failing = self.ledger.deployment(&target, &deployment).await?;
                 let reason =
                     failing.as_ref().and_then(|d| d.reason.clone()).unwrap_or_else(|| "deployment failed".into());
                 vec![(target, failing, reason, None)]
@@ -192,7 +188,15 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                     return Ok(Vec::new());
                 };
                 let id = ev.deployment_id.clone();
-                let failing = self.find(&target, |d| d.ecs_deployment_id.as_deref() == Some(id.as_str())).await?;
+                let failing = match self.ledger.by_ecs_deployment(&id).await? {
+                    Some(d) => Some(d),
+                    // The GSI is eventually consistent: a record written a moment ago is in the
+                    // table's recent history.
+                    None => {
+                        let recent = self.ledger.history(&target, lookup::PAGE).await?;
+                        recent.into_iter().find(|d| d.ecs_deployment_id.as_deref() == Some(id.as_str()))
+                    }
+                };
                 vec![(target, failing, format!("ECS: {}", ev.reason), None)]
             }
             RollbackTrigger::Alarm { name, account, region, reason } => {
@@ -228,18 +232,30 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         })
     }
 
-    async fn find(
-        &self,
-        target: &Target,
-        which: impl Fn(&Deployment) -> bool,
-    ) -> Result<Option<Deployment>, Retryable> {
-        Ok(self.ledger.history(target, HISTORY).await?.into_iter().find(|d| which(d)))
-    }
-
     /// The Ferry deployment live or in flight on the target.
     async fn active(&self, target: &Target) -> Result<Option<Deployment>, Retryable> {
         let Some((active, _)) = self.ledger.head(target).await?.active else { return Ok(None) };
-        Ok(self.find(target, |d| d.id == active).await?.filter(|d| d.origin == Origin::Ferry))
+        Ok(self.ledger.deployment(target, &active).await?.filter(|d| d.origin == Origin::Ferry))
+    }
+
+    /// The record of `d`'s rollback by `origin` (Ferry's or ECS's), if one was made; it is
+    /// newer than `d`.
+    async fn rollback_of(&self, d: &Deployment, origin: Origin) -> Result<Option<Deployment>, Retryable> {
+        let of_d = |r: &Deployment| r.origin == origin && r.rolls_back.as_deref() == Some(&d.id);
+        Ok(lookup::newest(self.ledger, &d.target, Some(&d.id), of_d).await?)
+    }
+
+    /// The revision to go back to from `d`: `to` if named, else the newest verified one
+    /// (see [`last_known_good`]) whose digest has not failed here since, however far back.
+    async fn known_good(&self, d: &Deployment, to: Option<&str>) -> Result<Option<Deployment>, Retryable> {
+        let quarantine = self.ledger.head(&d.target).await?.quarantine;
+        let one = |r: &Deployment| {
+            last_known_good(std::slice::from_ref(r), d, to).is_some() && !quarantine.contains(&r.digest)
+        };
+        Ok(match to {
+            Some(to) => self.ledger.deployment(&d.target, to).await?.filter(one),
+            None => lookup::newest(self.ledger, &d.target, None, one).await?,
+        })
     }
 
     async fn roll_back(
@@ -272,7 +288,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                     // Verify announces a failure before it records it: this trigger can find
                     // the deployment still VERIFYING and lose the race to verify's FAILED.
                     // Failed all the same, it is rolled back (or taken over) below.
-                    match self.find(target, |r| r.id == d.id).await? {
+                    match self.ledger.deployment(target, &d.id).await? {
                         Some(now) if matches!(now.state, State::Failed | State::RollingBack) => d = now,
                         _ => return self.already_handled(target, d).await,
                     }
@@ -283,12 +299,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
             state => return Ok(RollbackOutcome::AlreadyHandled { deployment: d.id, state }),
         }
         if d.state == State::Failed {
-            let (history, service) = self.look(target).await?;
             // 2. ECS's circuit breaker may already be rolling the service back.
-            if let Some(ecs_rollback) = breaker_rollback(&d, &history, &service) {
-                return self.leave_to_ecs(target, d, ecs_rollback.cloned()).await;
+            if let Some(ecs_rollback) = self.breaker_rollback(&d).await? {
+                return self.leave_to_ecs(target, d, ecs_rollback).await;
             }
-            if last_known_good(&history, &d, to).is_none() {
+            if self.known_good(&d, to).await?.is_none() {
                 return self.no_known_good(target, d, to).await;
             }
         }
@@ -338,11 +353,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
             if self.ledger.claim(d, State::Failed, HeadChange::Quarantine, now, &claim).await? {
                 return Ok(Ok(claim));
             }
-            let history = self.ledger.history(target, HISTORY).await?;
-            let state = history.iter().find(|r| r.id == d.id).map_or(d.state, |r| r.state);
-            let handled = history.iter().any(|r| {
-                r.rolls_back.as_deref() == Some(&d.id) && (r.origin == Origin::EcsRollback || r.state != State::Pending)
-            });
+            let state = self.ledger.deployment(target, &d.id).await?.map_or(d.state, |r| r.state);
+            let handled = self.rollback_of(d, Origin::EcsRollback).await?.is_some()
+                || self.rollback_of(d, Origin::Rollback).await?.is_some_and(|r| r.state != State::Pending);
             if state != State::RollingBack || handled {
                 return Ok(Err(RollbackOutcome::AlreadyHandled { deployment: d.id.clone(), state }));
             }
@@ -425,11 +438,16 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         Ok(RollbackOutcome::NoKnownGood { deployment: d.id })
     }
 
-    /// The target's recent history and its service.
-    async fn look(&self, target: &Target) -> Result<(Vec<Deployment>, ServiceInfo), Retryable> {
-        let history = self.ledger.history(target, HISTORY).await?;
-        let service = self.ecs.service(target).await.map_err(|e| Retryable(e.to_string()))?;
-        Ok((history, service))
+    /// Whether ECS's circuit breaker is rolling `d` back (or has): `Some` with its rollback's
+    /// record if the verify function has made one yet (see [`breaker_rollback`]).
+    async fn breaker_rollback(&self, d: &Deployment) -> Result<Option<Option<Deployment>>, Retryable> {
+        let recorded = self.rollback_of(d, Origin::EcsRollback).await?;
+        let service = self.service(&d.target).await?;
+        Ok(breaker_rollback(d, recorded.as_ref(), &service).map(|r| r.cloned()))
+    }
+
+    async fn service(&self, target: &Target) -> Result<ServiceInfo, Retryable> {
+        self.ecs.service(target).await.map_err(|e| Retryable(e.to_string()))
     }
 
     /// Points the service back at the last-known-good revision, `d` ROLLING_BACK under this
@@ -442,12 +460,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         d: &mut Deployment,
         to: Option<&str>,
     ) -> Result<RollbackOutcome, Retryable> {
-        let (history, service) = self.look(target).await?;
-        if breaker_rollback(d, &history, &service).is_some() {
+        if self.breaker_rollback(d).await?.is_some() {
             return Ok(RollbackOutcome::AlreadyHandled { deployment: d.id.clone(), state: d.state });
         }
-        let begun = history.iter().find(|r| r.origin == Origin::Rollback && r.rolls_back.as_deref() == Some(&d.id));
-        let mut rollback = match begun {
+        let service = self.service(target).await?;
+        let mut rollback = match self.rollback_of(d, Origin::Rollback).await? {
             Some(r) if r.state != State::Pending => {
                 return Ok(RollbackOutcome::AlreadyHandled { deployment: d.id.clone(), state: d.state });
             }
@@ -461,7 +478,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 if let Some((active, _)) = self.ledger.head(target).await?.active.filter(|(a, _)| *a != d.id) {
                     return self.overtaken(target, d, active).await;
                 }
-                let Some(good) = last_known_good(&history, d, to) else {
+                let Some(good) = self.known_good(d, to).await? else {
                     warn!(deployment = %d.id, "ROLLING_BACK with no known-good revision on record");
                     return Ok(RollbackOutcome::AlreadyHandled { deployment: d.id.clone(), state: d.state });
                 };
@@ -543,7 +560,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
     }
 
     async fn already_handled(&self, target: &Target, d: Deployment) -> Result<RollbackOutcome, Retryable> {
-        let state = self.find(target, |r| r.id == d.id).await?.map_or(d.state, |r| r.state);
+        let state = self.ledger.deployment(target, &d.id).await?.map_or(d.state, |r| r.state);
         Ok(RollbackOutcome::AlreadyHandled { deployment: d.id, state })
     }
 

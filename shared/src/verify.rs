@@ -379,7 +379,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
 
     /// The record moved on while this event was handled: report where it is now.
     async fn unchanged(&self, d: Deployment) -> Result<VerifyOutcome, Retryable> {
-        let now = self.ledger.history(&d.target, 50).await?.into_iter().find(|r| r.id == d.id);
+        let now = self.ledger.deployment(&d.target, &d.id).await?;
         let state = now.map_or(d.state, |r| r.state);
         Ok(VerifyOutcome::Unchanged { deployment: d.id, state })
     }
@@ -421,7 +421,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             // ECS is rolling back: the deployment it rolls back is Ferry's active one.
             let head = self.ledger.head(&target).await?;
             if let Some((active, _)) = head.active {
-                let failed = history.into_iter().find(|d| d.id == active);
+                let failed = self.ledger.deployment(&target, &active).await?;
                 // ECS's FAILED event may have come first: the deployment can be FAILED
                 // already, or ROLLING_BACK if the rollback function saw ECS rolling back.
                 let rolled_back = |d: &Deployment| {

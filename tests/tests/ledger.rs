@@ -303,3 +303,26 @@ async fn a_failed_write_repeated_after_the_rollback_moved_the_record_on_is_done(
     assert_eq!(ledger.transition(&theirs, &from, HeadChange::None).await, Ok(false));
     assert_eq!(ledger.history(&t, 10).await.expect("history")[0].state, State::RollingBack);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_pages_follow_each_other_newest_first_without_gaps() {
+    let emulator = Emulator::start();
+    let ledger = ledger(&emulator).await;
+    let t = target("api");
+    let mut ids = Vec::new();
+    for i in 0..5u64 {
+        let d = Deployment { state: State::Skipped, ..deployment(&t, &format!("e{i}"), "sha256:aaaa", 100 + i) };
+        ledger.record_skipped(&d).await.expect("skipped");
+        ids.push(d.id);
+    }
+    ids.reverse();
+    let first: Vec<String> = ledger.history(&t, 2).await.expect("history").into_iter().map(|d| d.id).collect();
+    assert_eq!(first, ids[..2]);
+    let next: Vec<String> =
+        ledger.history_before(&t, &first[1], 2).await.expect("page").into_iter().map(|d| d.id).collect();
+    assert_eq!(next, ids[2..4]);
+    let last: Vec<String> =
+        ledger.history_before(&t, &next[1], 2).await.expect("page").into_iter().map(|d| d.id).collect();
+    assert_eq!(last, ids[4..]);
+    assert!(ledger.history_before(&t, &ids[4], 2).await.expect("page").is_empty(), "nothing older than the oldest");
+}

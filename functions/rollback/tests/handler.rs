@@ -734,3 +734,27 @@ async fn a_rollback_never_puts_the_known_good_back_over_a_push_not_yet_recorded(
     assert_eq!(w.ecs.count("UpdateService"), updates, "still nothing put back");
     assert_eq!(w.ledger.head(&api()).await.expect("head").lock, None, "the rollback gave the lock up");
 }
+
+#[tokio::test]
+async fn the_known_good_revision_is_found_however_deep_in_the_history() {
+    let w = World::new();
+    let good = w.deploy_and_verify(1, true).await;
+    let good_td = w.record(&good).task_definition.expect("td");
+    // Five pages of skipped pushes (stale, or the digest already live) since.
+    let template = w.record(&good);
+    for i in 0..500 {
+        let skipped = Deployment {
+            id: format!("{}-skipped-{i:03}", (t0() + Duration::from_secs(90)).format("%Y%m%dT%H%M%SZ")),
+            state: State::Skipped,
+            ..template.clone()
+        };
+        w.ledger.record_skipped(&skipped).await.expect("skipped");
+    }
+    w.clock.advance(Duration::from_secs(60));
+    let bad = w.deploy_and_verify(2, false).await;
+
+    let outcome = w.rollback(w.announced().pop().expect("announced")).await;
+    assert!(matches!(outcome.as_slice(), [RollbackOutcome::RollingBack { to, .. }] if *to == good_td), "{outcome:?}");
+    assert_eq!(w.live(), good_td);
+    assert_eq!(w.record(&bad).state, State::RollingBack);
+}

@@ -764,6 +764,31 @@ impl Ledger for DynamoLedger {
         out.item.as_ref().map(deployment_from).transpose()
     }
 
+    async fn history_before(
+        &self,
+        target: &Target,
+        before: &str,
+        limit: usize,
+    ) -> Result<Vec<Deployment>, LedgerError> {
+        // "D#" < every deployment key < "HEAD": below `D#<before>` are older deployments only.
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :d AND :before")
+            .expression_attribute_values(":pk", s(pk(target)))
+            .expression_attribute_values(":d", s("D#"))
+            .expression_attribute_values(":before", s(format!("D#{before}")))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit.saturating_add(1)).unwrap_or(i32::MAX))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| ledger_error("reading a target's history", e))?;
+        let older = out.items().iter().map(deployment_from).filter(|d| !matches!(d, Ok(d) if d.id.as_str() >= before));
+        older.take(limit).collect()
+    }
+
     async fn history(&self, target: &Target, limit: usize) -> Result<Vec<Deployment>, LedgerError> {
         let out = self
             .client

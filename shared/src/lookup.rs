@@ -1,0 +1,36 @@
+//! Finding a target's records at any depth: by key where the id is known, otherwise by
+//! reading its history a page at a time, newest first, never a fixed window of it.
+
+use crate::model::{Deployment, Target};
+use crate::ports::{Ledger, LedgerError};
+
+/// Records read per page.
+pub const PAGE: usize = 100;
+
+/// The newest record of `target` that `wanted` accepts, reading pages until one does or
+/// the history reaches records from before the second of `floor` (records made after a
+/// deployment, its rollback's or ECS's, have ids stamped no earlier than its own).
+pub async fn newest<L: Ledger>(
+    ledger: &L,
+    target: &Target,
+    floor: Option<&str>,
+    wanted: impl Fn(&Deployment) -> bool,
+) -> Result<Option<Deployment>, LedgerError> {
+    let mut page = ledger.history(target, PAGE).await?;
+    loop {
+        let below_floor = |d: &Deployment| floor.is_some_and(|f| stamp(&d.id) < stamp(f));
+        if let Some(found) = page.iter().take_while(|d| !below_floor(d)).find(|d| wanted(d)) {
+            return Ok(Some(found.clone()));
+        }
+        let Some(last) = page.last() else { return Ok(None) };
+        if page.len() < PAGE || below_floor(last) {
+            return Ok(None);
+        }
+        page = ledger.history_before(target, &last.id.clone(), PAGE).await?;
+    }
+}
+
+/// The time an id starts with (`%Y%m%dT%H%M%SZ`, 16 characters).
+fn stamp(id: &str) -> &str {
+    id.get(..16).unwrap_or(id)
+}
