@@ -783,10 +783,11 @@ fn reconciled_json(r: &Reconciled, dry_run: bool) -> Value {
         Finding::NeverDeployed => ("not yet deployed by Ferry", "its first push will deploy it".to_string()),
         Finding::Busy(why) => ("busy", why.clone()),
         Finding::Missed(None) => ("missed", if dry_run { "would deploy it" } else { "" }.to_string()),
-        Finding::Missed(Some(outcome)) => {
+        Finding::Stranded(None) => ("stranded", if dry_run { "would deploy it again" } else { "" }.to_string()),
+        Finding::Missed(Some(outcome)) | Finding::Stranded(Some(outcome)) => {
             let o = target_outcome_json(outcome);
             (
-                "missed",
+                if matches!(r.finding, Finding::Missed(_)) { "missed" } else { "stranded" },
                 format!("{}: {}", o["outcome"].as_str().unwrap_or_default(), o["detail"].as_str().unwrap_or_default()),
             )
         }

@@ -14,7 +14,8 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::deploy::{Deployer, Invocation, Retryable, TargetOutcome};
-use crate::model::{Deployment, Push, Refusal};
+use crate::lookup;
+use crate::model::{Deployment, Origin, Push, Refusal, State, Target};
 use crate::plan::{Plan, plan};
 use crate::ports::{Clock, Ecs, Image, Ledger, Notifier, Registry, RegistryError};
 
@@ -79,6 +80,10 @@ pub enum Finding {
     /// A push newer than any Ferry took for the target: its event never came. Deployed
     /// through the normal path (`None` in a dry run).
     Missed(Option<TargetOutcome>),
+    /// The newest push Ferry took for the target is still PENDING past the lease: every
+    /// attempt at its event failed. Deployed again from its record (`None` in a dry run);
+    /// the finding names that push, not ECR's newest image.
+    Stranded(Option<TargetOutcome>),
 }
 
 impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N, C, R> {
@@ -101,7 +106,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             for push in candidates(self.config, repository, &images) {
                 let Plan::Deploy { targets, .. } = plan(self.config, &push) else { continue };
                 for tp in &targets {
-                    let finding = self.reconcile_target(&push, tp, invocation, dry_run).await?;
+                    let (finding, push) = self.reconcile_target(&push, tp, invocation, dry_run).await?;
                     if let Finding::Missed(outcome) = &finding {
                         info!(target = %tp.target, repository = %push.repository, tag = %push.tag, digest = %push.digest,
                               pushed_at = %push.pushed_at, outcome = ?outcome, dry_run, "a push whose event never came");
@@ -132,22 +137,74 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         tp: &crate::plan::TargetPlan,
         invocation: &Invocation,
         dry_run: bool,
-    ) -> Result<Finding, Retryable> {
+    ) -> Result<(Finding, Push), Retryable> {
         let head = self.ledger.head(&tp.target).await?;
-        let Some(newest) = head.newest_pushed_at else { return Ok(Finding::NeverDeployed) };
+        let Some(newest) = head.newest_pushed_at else { return Ok((Finding::NeverDeployed, push.clone())) };
+        if push.pushed_at <= newest
+            && let Some(stranded) = self.stranded(&tp.target, newest).await?
+        {
+            let push = stranded_push(&stranded);
+            let Plan::Deploy { targets, .. } = plan(self.config, &push) else {
+                return Ok((Finding::UpToDate(format!("push {} no longer deploys here", stranded.id)), push));
+            };
+            let Some(plan) = targets.iter().find(|t| t.target == tp.target) else {
+                return Ok((Finding::UpToDate(format!("push {} no longer deploys here", stranded.id)), push));
+            };
+            warn!(target = %tp.target, deployment = %stranded.id, dry_run, "a push left PENDING by every attempt");
+            if dry_run {
+                return Ok((Finding::Stranded(None), push));
+            }
+            let outcome = self.deploy_target(&push, plan, invocation).await?;
+            return Ok((Finding::Stranded(Some(outcome)), push));
+        }
         if push.pushed_at <= newest {
-            return Ok(Finding::UpToDate(format!(
-                "no newer than the newest push taken for the target (from {})",
-                newest.to_rfc3339()
-            )));
+            return Ok((
+                Finding::UpToDate(format!(
+                    "no newer than the newest push taken for the target (from {})",
+                    newest.to_rfc3339()
+                )),
+                push.clone(),
+            ));
         }
         let now = self.clock.now();
-        match head.admit(&Deployment::new(push, tp.target.clone(), now), now) {
-            Ok(()) if dry_run => Ok(Finding::Missed(None)),
-            Ok(()) => Ok(Finding::Missed(Some(self.deploy_target(push, tp, invocation).await?))),
-            Err(Refusal::Locked { by, .. }) => Ok(Finding::Busy(format!("deployment {by} holds the target"))),
-            Err(refusal) => Ok(Finding::UpToDate(refusal.skip_reason().unwrap_or_default())),
-        }
+        let finding = match head.admit(&Deployment::new(push, tp.target.clone(), now), now) {
+            Ok(()) if dry_run => Finding::Missed(None),
+            Ok(()) => Finding::Missed(Some(self.deploy_target(push, tp, invocation).await?)),
+            Err(Refusal::Locked { by, .. }) => Finding::Busy(format!("deployment {by} holds the target")),
+            Err(refusal) => Finding::UpToDate(refusal.skip_reason().unwrap_or_default()),
+        };
+        Ok((finding, push.clone()))
+    }
+}
+
+impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N, C, R> {
+    /// The target's newest push, if it is still PENDING though no invocation can hold it
+    /// any more (older than the lease): its event's attempts all failed. Reads only the
+    /// records since that push.
+    async fn stranded(&self, target: &Target, newest: DateTime<Utc>) -> Result<Option<Deployment>, Retryable> {
+        let since = newest.format("%Y%m%dT%H%M%SZ").to_string();
+        let lapsed = self.clock.now() - self.settings.lease;
+        let stranded = |d: &Deployment| {
+            d.origin == Origin::Ferry && d.state == State::Pending && d.pushed_at == newest && d.created_at < lapsed
+        };
+        Ok(lookup::newest(self.ledger, target, Some(&since), stranded).await?)
+    }
+}
+
+/// The push a deployment record was made from.
+fn stranded_push(d: &Deployment) -> Push {
+    // The image is `<account>.dkr.ecr.<region>.amazonaws.com/<repository>@<digest>`.
+    let mut host = d.image.split('/').next().unwrap_or_default().split('.');
+    let account = host.next().unwrap_or_default().to_string();
+    let region = host.nth(2).unwrap_or_default().to_string();
+    Push {
+        event_id: d.event_id.clone(),
+        registry_account: account,
+        registry_region: region,
+        repository: d.repository.clone(),
+        tag: d.tag.clone(),
+        digest: d.digest.clone(),
+        pushed_at: d.pushed_at,
     }
 }
 

@@ -721,3 +721,33 @@ async fn an_update_that_failed_without_taking_effect_is_tried_again() {
     assert_eq!(w.ecs.count("UpdateService"), 3, "three tries, each after seeing the service unchanged");
     assert_eq!(w.ecs.count("DescribeServices"), 1 + 3);
 }
+
+#[tokio::test]
+async fn reconciliation_deploys_again_a_push_every_attempt_at_which_failed() {
+    let w = World::new();
+    w.registry.add("shop/api", image(1, "staging-00000001", t0()));
+    // ECS is unreachable for the event's three deliveries: the push stays PENDING.
+    w.ecs.fail("DescribeServices", EcsError::Transient("ServiceUnavailable".into()));
+    for attempt in ["attempt-1", "attempt-2", "attempt-3"] {
+        let result = w.handle_as(push("e1", "shop/api", "staging-00000001", &digest(1), t0()), attempt).await;
+        assert!(result.is_err(), "{result:?}");
+    }
+    assert_eq!(w.states(), [("shop-staging-api".to_string(), State::Pending)]);
+    w.ecs.heal("DescribeServices");
+
+    // Within the lease an invocation may still hold it: left alone.
+    let found = findings(w.handle(scheduled("123456789012")).await);
+    assert!(matches!(found.as_slice(), [(_, Finding::UpToDate(_))]), "{found:?}");
+    assert_eq!(w.ecs.count("UpdateService"), 0);
+
+    // Past the lease, the schedule deploys it from its record, once.
+    w.clock.advance(Duration::from_secs(901));
+    let found = findings(w.handle(scheduled("123456789012")).await);
+    let [(tag, Finding::Stranded(Some(TargetOutcome::Started { .. })))] = found.as_slice() else { panic!("{found:?}") };
+    assert_eq!(tag, "staging-00000001");
+    let [record] = w.ledger.records().try_into().expect("one record");
+    assert_eq!((record.state, record.event_id.as_str()), (State::InProgress, "e1"), "the push's own record");
+    let again = findings(w.handle(scheduled("123456789012")).await);
+    assert!(matches!(again.as_slice(), [(_, Finding::UpToDate(_))]), "{again:?}");
+    assert_eq!(w.ecs.count("UpdateService"), 1);
+}
