@@ -76,7 +76,7 @@ pub struct RollbackSettings {
 
 impl Default for RollbackSettings {
     fn default() -> Self {
-        RollbackSettings { claim: Duration::from_secs(5 * 60), wait: Duration::from_secs(20) }
+        RollbackSettings { claim: Duration::from_secs(10 * 60), wait: Duration::from_secs(20) }
     }
 }
 

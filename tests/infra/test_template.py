@@ -350,7 +350,7 @@ def stack_resources(prefix: str) -> dict[str, str]:
 @pytest.mark.parametrize("name,expected", [
     ("deploy", stack_resources("Deploy")),
     ("verify", {**stack_resources("Verify"), "dynamodb:GetItem": "<LedgerTable.Arn>"}),
-    ("rollback", {**stack_resources("Rollback"), "dynamodb:GetItem": "<LedgerTable.Arn>", "dynamodb:Query": "<LedgerTable.Arn>"}),
+    ("rollback", {**stack_resources("Rollback"), "dynamodb:GetItem": "<LedgerTable.Arn>"}),
 ], ids=["deploy", "verify", "rollback"])
 def test_the_stack_resources_are_granted_one_by_one(name: str, expected: dict[str, str]) -> None:
     for action, resource in expected.items():
@@ -359,15 +359,16 @@ def test_the_stack_resources_are_granted_one_by_one(name: str, expected: dict[st
         assert "Condition" not in s, action
 
 
-def test_verify_queries_the_table_and_only_the_index_it_uses() -> None:
+@pytest.mark.parametrize("function", ["verify", "rollback"])
+def test_verify_and_rollback_query_the_table_and_only_the_index_they_use(function: str) -> None:
     index = code_constant("shared/src/adapters/dynamodb.rs", "ECS_DEPLOYMENT_INDEX")
-    s = only_statement("dynamodb:Query", role=ROLES["verify"])
-    # history: the table; by_ecs_deployment: the GSI, which IAM authorises on its own ARN.
+    s = only_statement("dynamodb:Query", role=ROLES[function])
+    # history: the table; by_ecs_deployment (an ECS event's deployment): the GSI, which IAM
+    # authorises on its own ARN.
     assert as_list(s["Resource"]) == ["<LedgerTable.Arn>", f"<LedgerTable.Arn>/index/{index}"]
     assert "Condition" not in s
+    assert "by_ecs_deployment" in (REPO / "shared" / "src" / f"{function}.rs").read_text()
     assert granting("dynamodb:Query", PARAMETERS, ROLES["deploy"]) == []
-    # Rollback reads histories only (tested with the other resources of the stack above).
-    assert "by_ecs_deployment" not in (REPO / "shared" / "src" / "rollback.rs").read_text()
 
 
 def test_only_verify_announces_failures() -> None:
@@ -473,13 +474,18 @@ def test_verify_has_time_for_the_longest_smoke_test_and_ends_before_its_claim_la
     assert timeout == 300 and smoke + 60 <= timeout < claim, (smoke, timeout, claim)
 
 
-def test_rollback_never_waits_for_ecs() -> None:
-    # It puts the revision back and returns: verify records ROLLED_BACK from ECS's events.
-    # Slack's timeout (3 s, one retry) per notification fits many times over.
-    assert function("rollback")["Properties"]["Timeout"] == 60
+def test_rollback_has_time_for_its_worst_case_of_retried_calls_and_ends_before_its_claim_lapses() -> None:
+    # It puts the revision back and returns (verify records ROLLED_BACK from ECS's events),
+    # but each of its ~12 sequential AWS calls may take the SDK's 3 attempts of 10 s.
+    timeout = function("rollback")["Properties"]["Timeout"]
+    aws = (REPO / "shared" / "src" / "adapters" / "aws.rs").read_text()
+    attempt = int(re.search(r"REQUEST_TIMEOUT: Duration = Duration::from_secs\((\d+)\);", aws).group(1))
+    rollback = (REPO / "shared" / "src" / "rollback.rs").read_text()
+    claim = 60 * int(re.search(r"claim: Duration::from_secs\((\d+) \* 60\)", rollback).group(1))
+    assert 12 * 3 * attempt <= timeout < claim, (timeout, claim)
     slack = (REPO / "shared" / "src" / "adapters" / "notifiers.rs").read_text()
     seconds = int(re.search(r"SLACK_TIMEOUT: Duration = Duration::from_secs\((\d+)\);", slack).group(1))
-    assert 2 * seconds * 4 <= 60, "a failure's notifications (a try and a retry each) take a fraction of the timeout"
+    assert 2 * seconds * 4 <= 60, "a failure's notifications (a try and a retry each) take a fraction of a minute"
 
 
 @pytest.mark.parametrize("logical,name", deployed_functions())
