@@ -719,6 +719,16 @@ class Sandbox:
     def injected(self) -> list[dict]:
         return list(ferry_moto.INJECTED)
 
+    def set_conflicts(self, *, window: float | None = None, rate: float | None = None) -> None:
+        """DynamoDB's conflicts between concurrent writes: how long a transaction holds its items
+        before it applies (`window`, seconds), and the chance (`rate`, 0..1) that any transaction
+        or single-item write meets a conflict anyway. load() restores the defaults."""
+        ferry_moto.set_conflicts({k: v for k, v in (("window", window), ("rate", rate)) if v is not None})
+
+    def conflicts_met(self) -> dict[str, int]:
+        """{"transactions": cancelled by a conflict, "writes": single-item writes refused} since load()."""
+        return ferry_moto.conflicts({})["met"]
+
     def stop_functions(self) -> None:
         for f in self.functions.values():
             f.stop()

@@ -6,10 +6,12 @@ does not start a deployment, deploymentConfiguration is dropped on
 CreateService, deployments never finish, and every container exits 0. This
 script serves moto unchanged for all services, patches moto's ECS model classes
 in place to fill those gaps, and adds control endpoints under /_ferry/ so tests
-can drive what AWS would do on its own. DynamoDB's item operations are serialised, as
-DynamoDB's transactions are (moto's are not thread-safe), and a transaction repeated with its
-idempotency token is not applied twice, as on DynamoDB. Faults (throttling, 5xx, timeouts,
-dropped connections, lost answers) can be injected per action and caller. Control endpoints:
+can drive what AWS would do on its own. Concurrent DynamoDB writes conflict as on DynamoDB,
+which cancels rather than queues them: a transaction meeting an item another request holds is
+cancelled (TransactionCanceledException, reason TransactionConflict), a single-item write on an
+item a transaction holds is refused (TransactionConflictException); a transaction repeated with
+its idempotency token is not applied twice. Faults (throttling, 5xx, timeouts, dropped
+connections, lost answers) can be injected per action and caller. Control endpoints:
 
   POST /_ferry/ecs/exit-codes   {"exitCode": 1}  exit code of tasks started from now on
   POST /_ferry/ecs/complete     {"cluster", "service"}  -> the EventBridge event
@@ -17,10 +19,17 @@ dropped connections, lost answers) can be injected per action and caller. Contro
   GET  /_ferry/ec2/default-network               -> {"subnets", "securityGroups"}
   GET  /_ferry/sns/published?topic=ARN           -> {"messages": [{"subject", "message", "attributes"}]}
   GET  /_ferry/events/published?source=S         -> {"events": [PutEvents entries with that Source]}
-  POST /_ferry/reset                             reset moto and harness state
+  POST /_ferry/dynamodb/conflicts {"window": s, "rate": p}  either or both: how long a transaction
+                                                 holds its items before it applies (default 0.01 s),
+                                                 and the chance (0..1, default 0) that any transaction
+                                                 or single-item write meets a conflict anyway
+  GET  /_ferry/dynamodb/conflicts                -> {"window", "rate", "met": {"transactions": cancelled,
+                                                 "writes": single-item writes refused}}
+  POST /_ferry/reset                             reset moto and harness state (conflicts: defaults, met 0)
 
 Every control endpoint takes optional "account" (default 123456789012) and
-"region" (default us-east-1), in the JSON body or the query string.
+"region" (default us-east-1), in the JSON body or the query string; the DynamoDB
+conflict settings and counts are the same for every account and region.
 
 Usage: python3 tests/harness/ferry_moto.py --port PORT   (0 = any free port)
 Prints "READY http://127.0.0.1:PORT" once it accepts requests, and exits on
@@ -29,9 +38,11 @@ leaves a server behind).
 """
 
 import argparse
+import functools
 import io
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -48,7 +59,14 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from moto.core.utils import utcnow
+from moto.dynamodb.exceptions import (
+    ERROR_TYPE_PREFIX,
+    DynamodbException,
+    ResourceNotFoundException,
+    TransactionCanceledException,
+)
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.responses import DynamoHandler
 from moto.ec2 import ec2_backends
 from moto.ecs.exceptions import ClusterNotFoundException, ServiceNotFoundException
 from moto.ecs.models import Container, EC2ContainerServiceBackend, Service, Task, ecs_backends
@@ -273,61 +291,158 @@ def _task_requirements(task_definition):
     return _orig_task_requirements(SimpleNamespace(container_definitions=defs))
 
 
-# DynamoDB: moto applies a transaction by snapshotting the tables it touches and restoring
-# the snapshot when a condition fails, with no lock, so a failed transaction in one request
-# thread wipes out writes other threads committed meanwhile (lost ledger records under
-# concurrent invocations). DynamoDB serialises transactions with other writes and never
-# shows a reader half a transaction: one lock around every item operation gives that.
-_DYNAMODB_LOCK = threading.RLock()
+# --- DynamoDB: concurrent writes conflict as on DynamoDB ---------------------------
+#
+# DynamoDB queues no write behind a transaction: it cancels the request that meets an item
+# another one holds ("Transaction conflict handling in DynamoDB",
+# https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-conflict-handling).
+# - A PutItem, UpdateItem or DeleteItem on an item an ongoing TransactWriteItems holds fails with
+#   TransactionConflictException (HTTP 400; "Operation was rejected because there is an ongoing
+#   transaction for the item",
+#   https://docs.aws.amazon.com/sdk-for-python/v1/reference/clients/dynamodb/errors/TransactionConflictException/).
+# - A TransactWriteItems with an item another ongoing request holds fails with
+#   TransactionCanceledException (https://docs.aws.amazon.com/botocore/latest/reference/services/dynamodb/client/exceptions/TransactionCanceledException.html),
+#   whose CancellationReasons hold one entry per item in request order, "None" for an item that
+#   caused nothing (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_CancellationReason.html).
+# Nothing of a cancelled transaction is applied. The harness models a transaction as holding its
+# items for CONFLICTS["window"] seconds (its prepare phase) and then applying them; a single-item
+# write holds its item while it is applied.
+
+# moto's need, not a DynamoDB behaviour: moto applies a transaction by deep-copying the tables it
+# touches and putting the copies back when it fails, so an item operation running meanwhile in
+# another thread would break the copy or be undone by it. Every item operation holds this lock
+# only while moto works on the tables, never across a transaction's window: it never turns a
+# conflict into a wait. Under it a conditional write is atomic for its item.
+_MOTO_LOCK = threading.RLock()
+
+DEFAULT_CONFLICT_WINDOW = 0.01  # seconds: a transaction's prepare phase, short but never zero
+# "window": how long a transaction holds its items before it applies; "rate" (0..1): the chance
+# any write meets a conflict anyway, standing for a concurrent request no test can time.
+CONFLICTS = {"window": DEFAULT_CONFLICT_WINDOW, "rate": 0.0}
+MET = {"transactions": 0, "writes": 0}  # transactions cancelled, single-item writes refused
+# Items in flight, by (account, region, table, key): those transactions hold, and those single
+# writes are applying (how many of them). _IN_FLIGHT_LOCK guards these and MET, and is held only
+# to read or change them.
+HELD: set[tuple] = set()
+WRITING: dict[tuple, int] = {}
+_IN_FLIGHT_LOCK = threading.Lock()
+# DynamoDB's message for a held item: a refused write's, and a cancelled transaction's reason's.
+CONFLICT_MESSAGE = "Transaction is ongoing for the item"
 
 
-def _serialised(method):
+class TransactionConflictException(DynamodbException):
+    """moto has no such error; DynamoDB's shape: {"__type": "...#TransactionConflictException", "message"}."""
+
+    error_type = ERROR_TYPE_PREFIX + "TransactionConflictException"
+
+    def __init__(self) -> None:
+        super().__init__(self.error_type, CONFLICT_MESSAGE)
+
+
+def _locked(method):
     def locked(*args, **kwargs):
-        with _DYNAMODB_LOCK:
+        with _MOTO_LOCK:
             return method(*args, **kwargs)
 
     return locked
 
 
-for _name in ("put_item", "get_item", "query", "scan", "delete_item"):
-    setattr(DynamoDBBackend, _name, _serialised(getattr(DynamoDBBackend, _name)))
+for _name in ("put_item", "get_item", "query", "scan", "delete_item", "update_item"):
+    setattr(DynamoDBBackend, _name, _locked(getattr(DynamoDBBackend, _name)))
+
+
+def item_key(backend: DynamoDBBackend, table_name: str, request: dict) -> tuple[str, dict]:
+    """The table and key of the item a write names: its Key, or its Item's key attributes."""
+    try:
+        table = backend.get_table(table_name)
+    except ResourceNotFoundException:
+        return table_name, request.get("Key") or {}  # moto answers for the missing table
+    attrs = request.get("Key") or request.get("Item") or {}
+    return table.name, {a: attrs.get(a) for a in (table.hash_key_attr, table.range_key_attr) if a}
+
+
+def in_flight_id(backend: DynamoDBBackend, table: str, key: dict) -> tuple:
+    return backend.account_id, backend.region_name, table, json.dumps(key, sort_keys=True)
+
+
+def meets_conflict_anyway() -> bool:
+    return _rng.random() < CONFLICTS["rate"]
+
 
 # Every value the "state" attribute of an item took, in order, while LOG_STATES is set:
 # (table, pk, sk) -> [state, ...]; tests check each history against the state machine.
-STATE_LOG: dict[tuple[str, str, str], list[str]] = {}
+STATE_LOG: dict[tuple[str, ...], list[str]] = {}
 LOG_STATES = threading.Event()
 
 
 def _log_states(backend, writes: list[tuple[str, dict]]) -> None:
+    """Called under _MOTO_LOCK right after `writes` were applied."""
     for table, key in writes:
         item = backend.get_item(table, key)
         state = item.attrs.get("state") if item else None
         if state is None:
             continue
-        history = STATE_LOG.setdefault((table, key["pk"]["S"], key.get("sk", {}).get("S", "")), [])
+        history = STATE_LOG.setdefault((table, *(str(next(iter(v.values()))) for v in key.values())), [])
         if not history or history[-1] != state.value:
             history.append(state.value)
 
 
-def _update_item(self, table_name, key, *args, **kwargs):
-    with _DYNAMODB_LOCK:
-        result = _orig_update_item(self, table_name, key, *args, **kwargs)
-        if LOG_STATES.is_set():
-            _log_states(self, [(table_name, key)])
-        return result
-
-
 def _transact_write_items(self, transact_items):
-    with _DYNAMODB_LOCK:
-        result = _orig_transact_write_items(self, transact_items)
-        if LOG_STATES.is_set():
-            _log_states(self, [(op["TableName"], op["Key"]) for item in transact_items
-                               for op in item.values() if "Key" in op])
-        return result
+    writes = [item_key(self, op.get("TableName", ""), op) for item in transact_items for op in item.values()]
+    ids = [in_flight_id(self, table, key) for table, key in writes]
+    with _IN_FLIGHT_LOCK:
+        held = [i in HELD or i in WRITING for i in ids]
+        if ids and not any(held) and meets_conflict_anyway():
+            held[_rng.randrange(len(ids))] = True
+        if any(held):
+            MET["transactions"] += 1
+            raise TransactionCanceledException(
+                [("TransactionConflict", CONFLICT_MESSAGE, None) if h else (None, None, None) for h in held])
+        HELD.update(ids)
+    try:
+        time.sleep(CONFLICTS["window"])  # outside every lock: others meet these items meanwhile
+        with _MOTO_LOCK:
+            _orig_transact_write_items(self, transact_items)
+            if LOG_STATES.is_set():
+                _log_states(self, writes)
+    finally:
+        with _IN_FLIGHT_LOCK:
+            HELD.difference_update(ids)
 
 
-_orig_update_item, _orig_transact_write_items = DynamoDBBackend.update_item, DynamoDBBackend.transact_write_items
-DynamoDBBackend.update_item, DynamoDBBackend.transact_write_items = _update_item, _transact_write_items
+def _single_write(write):
+    """A PutItem, UpdateItem or DeleteItem request: refused while a transaction holds its item;
+    holds the item itself while it is applied."""
+
+    @functools.wraps(write)
+    def guarded(self):
+        backend = self.dynamodb_backend
+        table, key = item_key(backend, self.body.get("TableName", ""), self.body)
+        held = in_flight_id(backend, table, key)
+        with _IN_FLIGHT_LOCK:
+            if held in HELD or meets_conflict_anyway():
+                MET["writes"] += 1
+                raise TransactionConflictException()
+            WRITING[held] = WRITING.get(held, 0) + 1
+        try:
+            with _MOTO_LOCK:
+                result = write(self)
+                if LOG_STATES.is_set():
+                    _log_states(backend, [(table, key)])
+                return result
+        finally:
+            with _IN_FLIGHT_LOCK:
+                left = WRITING.pop(held, 1) - 1
+                if left:
+                    WRITING[held] = left
+
+    return guarded
+
+
+_orig_transact_write_items = DynamoDBBackend.transact_write_items
+DynamoDBBackend.transact_write_items = _transact_write_items
+for _name in ("put_item", "update_item", "delete_item"):
+    setattr(DynamoHandler, _name, _single_write(getattr(DynamoHandler, _name)))
 
 Service.__init__ = _service_init
 EC2ContainerServiceResponse.create_service = _create_service_response
@@ -482,13 +597,34 @@ def default_network(params: dict) -> dict:
     }
 
 
+def conflicts(params: dict) -> dict:
+    with _IN_FLIGHT_LOCK:
+        return {"window": CONFLICTS["window"], "rate": CONFLICTS["rate"], "met": dict(MET)}
+
+
+def set_conflicts(params: dict) -> dict:
+    limits = {"window": "a number of seconds, 0 or more", "rate": "a number from 0 to 1"}
+    changes = {name: params[name] for name in limits if name in params}
+    for name, value in changes.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or value < 0 or (name == "rate" and value > 1):
+            raise HarnessError(400, f"'{name}' must be {limits[name]}")
+    with _IN_FLIGHT_LOCK:
+        CONFLICTS.update({name: float(value) for name, value in changes.items()})
+    return conflicts(params)
+
+
 def reset(params: dict) -> dict:
     moto_api_backend.reset()
     EXIT_CODES.clear()
     EXIT_CODES_BY_DIGEST.clear()
     FAULTS.clear()
     INJECTED.clear()
-    TRANSACTIONS.clear()
+    with _TRANSACTION_LOCK:
+        TRANSACTIONS.clear()
+    with _IN_FLIGHT_LOCK:
+        CONFLICTS.update(window=DEFAULT_CONFLICT_WINDOW, rate=0.0)
+        MET.update(transactions=0, writes=0)
     STATE_LOG.clear()
     ROLLOUTS.clear()
     PUBLISHED.clear()
@@ -503,6 +639,8 @@ ROUTES = {
     ("GET", "/_ferry/ec2/default-network"): default_network,
     ("GET", "/_ferry/sns/published"): published,
     ("GET", "/_ferry/events/published"): put_events_published,
+    ("POST", "/_ferry/dynamodb/conflicts"): set_conflicts,
+    ("GET", "/_ferry/dynamodb/conflicts"): conflicts,
     ("POST", "/_ferry/reset"): reset,
 }
 
@@ -611,12 +749,29 @@ def lose_connection(environ, start_response, fault: dict, answer=None):
     return []
 
 
-# DynamoDB's idempotent transactions: a TransactWriteItems repeated with the same
-# ClientRequestToken (the SDK sends one, the same on each of its attempts) within 10 minutes
-# is not applied again; its first answer is given. moto ignores the token.
-TRANSACTIONS: dict[str, tuple[float, bytes, int, list, bytes]] = {}
-_TRANSACTION_LOCK = threading.Lock()
+# DynamoDB's idempotent transactions: a TransactWriteItems repeated with the ClientRequestToken
+# (the SDK sends one, the same on each of its attempts) of one that succeeded, within 10 minutes
+# of its completion, is not applied again: its first answer is given
+# (https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/dynamodb/aws.sdk.kotlin.services.dynamodb.model/-transact-write-items-request/client-request-token.html).
+# Repeated while the first is still running, it gets TransactionInProgressException, "The
+# transaction with the given request token is already in progress"
+# (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html,
+# https://docs.aws.amazon.com/botocore/latest/reference/services/dynamodb/client/exceptions/TransactionInProgressException.html).
+# A cancelled one is not remembered. moto ignores the token.
+# token -> {"body": the request, "answer": (status, headers, body) once it succeeded, else None,
+# "at": when it completed}; an entry is replaced whole, never changed in place.
+TRANSACTIONS: dict[str, dict] = {}
+_TRANSACTION_LOCK = threading.Lock()  # guards TRANSACTIONS only: never held while moto runs
 IDEMPOTENCY_SECONDS = 600
+
+
+def dynamodb_error(start_response, code: str, message: str):
+    """An HTTP 400 error in DynamoDB's JSON protocol, which the SDKs parse by its __type."""
+    body = json.dumps({"__type": ERROR_TYPE_PREFIX + code, "message": message}).encode()
+    start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.0"),
+                                       ("Content-Length", str(len(body))), ("x-amzn-ErrorType", code),
+                                       ("x-amzn-RequestId", str(uuid.uuid4()))])
+    return [body]
 
 
 def idempotent_transaction(environ, start_response, moto_app):
@@ -630,29 +785,40 @@ def idempotent_transaction(environ, start_response, moto_app):
         return moto_app(environ, start_response)
     with _TRANSACTION_LOCK:
         now = time.monotonic()
-        for old in [t for t, (at, *_) in TRANSACTIONS.items() if now - at > IDEMPOTENCY_SECONDS]:
-            del TRANSACTIONS[old]
+        for old, entry in list(TRANSACTIONS.items()):
+            if entry["answer"] and now - entry["at"] > IDEMPOTENCY_SECONDS:
+                del TRANSACTIONS[old]
         seen = TRANSACTIONS.get(token)
         if seen is None:
-            captured = {}
+            TRANSACTIONS[token] = {"body": body, "answer": None, "at": None}
+    if seen is not None:
+        if seen["body"] != body:
+            return dynamodb_error(start_response, "IdempotentParameterMismatchException",
+                                  "the request's parameters differ from an earlier one with its token")
+        if seen["answer"] is None:
+            return dynamodb_error(start_response, "TransactionInProgressException",
+                                  "The transaction with the given request token is already in progress.")
+        status, headers, answer = seen["answer"]
+        start_response(status, headers)
+        return [answer]
 
-            def capture(status, headers, exc_info=None):
-                captured.update(status=status, headers=headers)
-                return lambda data: None
+    captured = {}
 
-            answer = b"".join(moto_app(environ, capture))
-            if captured["status"].startswith("200"):
-                TRANSACTIONS[token] = (now, body, captured["status"], captured["headers"], answer)
-            start_response(captured["status"], captured["headers"])
-            return [answer]
-    _, first_body, status, headers, answer = seen
-    if first_body != body:
-        error = json.dumps({"__type": "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException",
-                            "message": "the request's parameters differ from an earlier one with its token"}).encode()
-        start_response("400 Bad Request", [("Content-Type", "application/x-amz-json-1.0"),
-                                           ("Content-Length", str(len(error)))])
-        return [error]
-    start_response(status, headers)
+    def capture(status, headers, exc_info=None):
+        captured.update(status=status, headers=headers)
+        return lambda data: None
+
+    answer = None
+    try:
+        answer = b"".join(moto_app(environ, capture))
+    finally:
+        with _TRANSACTION_LOCK:
+            if answer is not None and captured["status"].startswith("200"):
+                TRANSACTIONS[token] = {"body": body, "answer": (captured["status"], captured["headers"], answer),
+                                       "at": time.monotonic()}
+            else:
+                TRANSACTIONS.pop(token, None)
+    start_response(captured["status"], captured["headers"])
     return [answer]
 
 
