@@ -188,6 +188,34 @@ pub fn parse_ecs_event(event: Value) -> Result<Received<EcsDeploymentEvent>, Mal
     }))
 }
 
+/// What the verify function is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyEvent {
+    Ecs(EcsDeploymentEvent),
+    /// The sweep schedule fired (an EventBridge "Scheduled Event" in `account`): settle
+    /// rollouts still open long after their last change (their ECS events were lost).
+    Sweep {
+        account: String,
+    },
+}
+
+/// Parses an event addressed to the verify function: an ECS deployment state change, or
+/// its sweep schedule.
+pub fn parse_verify_event(event: Value) -> Result<Received<VerifyEvent>, MalformedEvent> {
+    let scheduled = event.get("source").and_then(Value::as_str) == Some(SCHEDULED_SOURCE)
+        && event.get("detail-type").and_then(Value::as_str) == Some(SCHEDULED_EVENT);
+    if scheduled {
+        let account = envelope(event)?.account.filter(|a| !a.is_empty());
+        let account = account.ok_or_else(|| MalformedEvent("missing account".into()))?;
+        return Ok(Received::Act(VerifyEvent::Sweep { account }));
+    }
+    Ok(match parse_ecs_event(event)? {
+        Received::Act(ev) => Received::Act(VerifyEvent::Ecs(ev)),
+        Received::Ignored(why) => Received::Ignored(why),
+        Received::Rejected(why) => Received::Rejected(why),
+    })
+}
+
 /// Why the rollback function was invoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RollbackTrigger {

@@ -378,6 +378,7 @@ impl Ledger for MemoryLedger {
         }
         head.lock = Some(Lock { deployment: d.id.clone(), attempt: attempt.into(), until: lease_until });
         head.newest_pushed_at = Some(d.pushed_at);
+        head.newest = Some(d.id.clone());
         head.quarantine.clear(); // a new digest lifts the quarantine of the ones before it
         let mut record = d.clone();
         if let Some(existing) = existing {

@@ -241,6 +241,8 @@ pub struct Head {
     pub lock: Option<Lock>,
     /// The newest push time accepted for the target: an older push is stale.
     pub newest_pushed_at: Option<DateTime<Utc>>,
+    /// The deployment of that newest push.
+    pub newest: Option<String>,
     /// The deployment in flight or live, and its digest.
     pub active: Option<(String, String)>,
     /// The last deployment that passed verification: its task definition and digest.

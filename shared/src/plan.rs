@@ -88,6 +88,22 @@ pub fn targets_of(config: &Config, environment: &str, service: &str) -> Vec<Targ
     env.targets.iter().map(|spec| target(env, spec, service)).collect()
 }
 
+/// Every target Ferry deploys to: each service at each of its environments' targets.
+pub fn all_targets(config: &Config) -> Vec<Target> {
+    let mut all = Vec::new();
+    for env in &config.environments {
+        for service in config.services.iter().filter(|s| s.deploys_to(&env.name)) {
+            for spec in &env.targets {
+                let t = target(env, spec, &service.service_name(&env.name));
+                if !all.contains(&t) {
+                    all.push(t);
+                }
+            }
+        }
+    }
+    all
+}
+
 /// The ECS service `service` at one of `environment`'s targets.
 fn target(environment: &Environment, spec: &TargetSpec, service: &str) -> Target {
     Target {

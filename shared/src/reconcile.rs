@@ -14,8 +14,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::deploy::{Deployer, Invocation, Retryable, TargetOutcome};
-use crate::lookup;
-use crate::model::{Deployment, Origin, Push, Refusal, State, Target};
+use crate::model::{Deployment, Head, Origin, Push, Refusal, State, Target};
 use crate::plan::{Plan, plan};
 use crate::ports::{Clock, Ecs, Image, Ledger, Notifier, Registry, RegistryError};
 
@@ -141,7 +140,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         let head = self.ledger.head(&tp.target).await?;
         let Some(newest) = head.newest_pushed_at else { return Ok((Finding::NeverDeployed, push.clone())) };
         if push.pushed_at <= newest
-            && let Some(stranded) = self.stranded(&tp.target, newest).await?
+            && let Some(stranded) = self.stranded(&tp.target, &head).await?
         {
             let push = stranded_push(&stranded);
             let Plan::Deploy { targets, .. } = plan(self.config, &push) else {
@@ -179,15 +178,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
 
 impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N, C, R> {
     /// The target's newest push, if it is still PENDING though no invocation can hold it
-    /// any more (older than the lease): its event's attempts all failed. Reads only the
-    /// records since that push.
-    async fn stranded(&self, target: &Target, newest: DateTime<Utc>) -> Result<Option<Deployment>, Retryable> {
-        let since = newest.format("%Y%m%dT%H%M%SZ").to_string();
+    /// any more (its last attempt began longer ago than the lease): every attempt failed.
+    async fn stranded(&self, target: &Target, head: &Head) -> Result<Option<Deployment>, Retryable> {
+        let Some(id) = &head.newest else { return Ok(None) };
         let lapsed = self.clock.now() - self.settings.lease;
-        let stranded = |d: &Deployment| {
-            d.origin == Origin::Ferry && d.state == State::Pending && d.pushed_at == newest && d.created_at < lapsed
-        };
-        Ok(lookup::newest(self.ledger, target, Some(&since), stranded).await?)
+        let stranded = |d: &Deployment| d.origin == Origin::Ferry && d.state == State::Pending && d.updated_at < lapsed;
+        Ok(self.ledger.deployment(target, id).await?.filter(stranded))
     }
 }
 

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, Health};
 use crate::deploy::{Invocation, Retryable};
-use crate::event::{EcsDeploymentEvent, EcsEventKind, Received, parse_ecs_event};
+use crate::event::{EcsDeploymentEvent, EcsEventKind, Received, VerifyEvent, parse_verify_event};
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::Notification;
 use crate::ports::{
@@ -27,11 +27,14 @@ pub struct VerifySettings {
     /// verification is never done twice at once (the invocation's deadline ends it sooner,
     /// so one that died is taken over by its redelivered event).
     pub claim: Duration,
+    /// How long a rollout may stay IN_PROGRESS or VERIFYING without a change before the
+    /// sweep reads its service to settle it (its ECS events were lost).
+    pub stale: Duration,
 }
 
 impl Default for VerifySettings {
     fn default() -> Self {
-        VerifySettings { claim: Duration::from_secs(6 * 60) }
+        VerifySettings { claim: Duration::from_secs(6 * 60), stale: Duration::from_secs(15 * 60) }
     }
 }
 
@@ -71,6 +74,8 @@ pub enum VerifyOutcome {
         origin: Origin,
         state: State,
     },
+    /// The sweep schedule fired: what became of each stale rollout it found.
+    Swept(Vec<VerifyOutcome>),
 }
 
 #[derive(Debug)]
@@ -156,8 +161,14 @@ fn excerpt(body: &str) -> String {
 impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Verifier<'_, E, L, N, B, H, C> {
     /// Handles one EventBridge event. `Err` only for what a retry can fix.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<VerifyOutcome, Retryable> {
-        let ev = match parse_ecs_event(event) {
-            Ok(Received::Act(ev)) => ev,
+        let ev = match parse_verify_event(event) {
+            Ok(Received::Act(VerifyEvent::Ecs(ev))) => ev,
+            Ok(Received::Act(VerifyEvent::Sweep { account })) if self.config.is_home(&account) => {
+                return self.sweep(invocation).await.map(VerifyOutcome::Swept);
+            }
+            Ok(Received::Act(VerifyEvent::Sweep { account })) => {
+                return Ok(rejected(format!("a sweep schedule of account {account}, not Ferry's")));
+            }
             Ok(Received::Ignored(why)) => {
                 info!(reason = %why, "event ignored");
                 return Ok(VerifyOutcome::Ignored(why));
@@ -179,6 +190,55 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             Some(d) => self.dispatch(d, &ev, invocation).await,
             None => self.unknown(&ev, invocation).await,
         }
+    }
+
+    /// Settles every target's active rollout still IN_PROGRESS or VERIFYING long after its
+    /// last change, as the ECS event it is missing would have: COMPLETED (verify it), FAILED
+    /// (fail it), or replaced by another deployment (supersede it). A rollout ECS is still
+    /// running is left alone.
+    pub async fn sweep(&self, invocation: &Invocation) -> Result<Vec<VerifyOutcome>, Retryable> {
+        let mut outcomes = Vec::new();
+        for target in crate::plan::all_targets(self.config) {
+            let Some((active, _)) = self.ledger.head(&target).await?.active else { continue };
+            let Some(d) = self.ledger.deployment(&target, &active).await? else { continue };
+            let idle = (self.clock.now() - d.updated_at).to_std().unwrap_or_default();
+            if !matches!(d.state, State::InProgress | State::Verifying) || idle < self.settings.stale {
+                continue;
+            }
+            let Some(ecs_id) = d.ecs_deployment_id.clone() else { continue };
+            let service = match self.ecs.service(&target).await {
+                Ok(service) => service,
+                Err(e) => {
+                    warn!(target = %target, error = %e, "sweep: cannot read the service; the next run looks again");
+                    continue;
+                }
+            };
+            let Some(primary) = service.primary else { continue };
+            let kind = match primary.rollout_state.as_str() {
+                _ if primary.id != ecs_id => {
+                    outcomes.push(self.supersede(d, &format!("ECS deployment {}", primary.id)).await?);
+                    continue;
+                }
+                "COMPLETED" => EcsEventKind::Completed,
+                "FAILED" => EcsEventKind::Failed,
+                _ => continue,
+            };
+            warn!(deployment = %d.id, target = %target, rollout = %primary.rollout_state, "sweep: a rollout whose ECS events never came");
+            let ev = EcsDeploymentEvent {
+                event_id: format!("sweep-{}", d.id),
+                kind,
+                deployment_id: ecs_id,
+                reason: format!("the rollout is {} (found by the sweep)", primary.rollout_state),
+                account: target.account.clone().or_else(|| self.config.home_account.clone()).unwrap_or_default(),
+                region: target.region.clone(),
+                cluster: target.cluster.clone(),
+                service: target.service.clone(),
+                at: self.clock.now(),
+            };
+            outcomes.push(self.dispatch(d, &ev, invocation).await?);
+        }
+        info!(settled = outcomes.len(), "swept");
+        Ok(outcomes)
     }
 
     /// An event about a deployment on record: one of Ferry's, or one it did not start.

@@ -683,11 +683,14 @@ def test_the_rule_delivers_successful_pushes_only(prefixes: str, delivered: bool
     assert matched == ({"ecr-push-staging.json"} if delivered else set())
 
 
-def test_only_deploy_runs_on_a_schedule_and_the_schedule_is_a_parameter() -> None:
-    assert iam.schedules(template(), PARAMETERS) == {"deploy": ["rate(15 minutes)"]}
-    assert iam.schedules(template(), {**PARAMETERS, "ReconcileSchedule": "cron(0 * * * ? *)"}) == {"deploy": ["cron(0 * * * ? *)"]}
+def test_deploy_and_verify_run_on_the_reconciliation_schedule_a_parameter() -> None:
+    every = "rate(15 minutes)"
+    assert iam.schedules(template(), PARAMETERS) == {"deploy": [every], "verify": [every]}
+    hourly = "cron(0 * * * ? *)"
+    assert iam.schedules(template(), {**PARAMETERS, "ReconcileSchedule": hourly}) == {"deploy": [hourly], "verify": [hourly]}
     # What the schedule sends: EventBridge's own "Scheduled Event", which the deploy function
-    # takes as its reconciliation (SCHEDULED_SOURCE and SCHEDULED_EVENT in shared/src/event.rs).
+    # takes as its reconciliation and verify as its sweep (SCHEDULED_SOURCE and
+    # SCHEDULED_EVENT in shared/src/event.rs).
     event = next(iter(deploy_function()["Properties"]["Events"][e] for e, v in deploy_function()["Properties"]["Events"].items() if v["Type"] == "Schedule"))
     assert "Input" not in event["Properties"] and "InputPath" not in event["Properties"], "delivered as is"
     assert (code_constant("shared/src/event.rs", "SCHEDULED_SOURCE"), code_constant("shared/src/event.rs", "SCHEDULED_EVENT")) == ("aws.events", "Scheduled Event")

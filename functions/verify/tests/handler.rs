@@ -11,7 +11,7 @@ use ferry::fakes::{
     FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, invocation, sample_event,
 };
 use ferry::model::{Deployment, Origin, State, Target};
-use ferry::ports::{Clock, EcsDeployment, EcsError, HeadChange, Ledger, ProbeResponse};
+use ferry::ports::{Clock, Ecs, EcsDeployment, EcsError, HeadChange, Ledger, ProbeResponse};
 use ferry::verify::{RolloutProblem, Verifier, VerifyOutcome, VerifySettings, check_rollout, judge};
 use serde_json::Value;
 
@@ -821,4 +821,62 @@ async fn a_success_recorded_with_its_answer_lost_closes_what_it_overtook_on_rede
     let again = w.verify(completed("shop-staging-api", &new)).await;
     assert!(matches!(again, Ok(VerifyOutcome::Unchanged { state: State::Succeeded, .. })), "{again:?}");
     assert_eq!(w.record(&old).state, State::Superseded, "not left IN_PROGRESS for good");
+}
+
+fn sweep_schedule() -> Value {
+    serde_json::json!({"version": "0", "id": "tick", "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": t0().to_rfc3339(), "region": "ap-southeast-1",
+        "resources": ["arn:aws:events:ap-southeast-1:123456789012:rule/ferry-sweep"], "detail": {}})
+}
+
+#[tokio::test]
+async fn the_sweep_settles_rollouts_whose_ecs_events_never_came() {
+    let w = World::new(vec![ok("ok")]);
+    let api = w.deploy("shop/api", "staging-00000001", 1).await;
+    let worker = w.deploy("shop/worker", "staging-00000002", 2).await;
+    // ECS completes the API's rollout and fails the worker's; both events are lost.
+    w.ecs.complete(&target("shop-staging-api"));
+    let failed = EcsDeployment {
+        rollout_state: "FAILED".into(),
+        ..w.ecs.service(&target("shop-staging-worker")).await.expect("service").primary.expect("primary")
+    };
+    w.ecs.set_deployments(&target("shop-staging-worker"), vec![failed]);
+
+    // Within the bound the events may still come: nothing is touched.
+    assert_eq!(w.verify(sweep_schedule()).await, Ok(VerifyOutcome::Swept(vec![])));
+    assert_eq!(w.record(&api).state, State::InProgress);
+
+    w.clock.advance(Duration::from_secs(16 * 60));
+    let Ok(VerifyOutcome::Swept(outcomes)) = w.verify(sweep_schedule()).await else { panic!("a sweep") };
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    assert_eq!(w.record(&api).state, State::Succeeded, "verified as its COMPLETED event would have: smoke test passed");
+    assert_eq!(w.record(&worker).state, State::Failed);
+    assert_eq!(w.bus.sent().len(), 1, "the failure is announced for the rollback function");
+
+    // Settled: the next run finds nothing to do.
+    assert_eq!(w.verify(sweep_schedule()).await, Ok(VerifyOutcome::Swept(vec![])));
+}
+
+#[tokio::test]
+async fn the_sweep_leaves_a_rollout_ecs_is_still_running_and_supersedes_a_replaced_one() {
+    let w = World::new(vec![ok("ok")]);
+    let api = w.deploy("shop/api", "staging-00000001", 1).await;
+    let worker = w.deploy("shop/worker", "staging-00000002", 2).await;
+    // Someone replaced the worker's rollout by hand; its events and ours were lost.
+    let mine = w.ecs.service(&target("shop-staging-worker")).await.expect("service").primary.expect("primary");
+    let theirs = EcsDeployment { id: "ecs-svc/by-hand".into(), ..mine };
+    w.ecs.set_deployments(&target("shop-staging-worker"), vec![theirs]);
+    w.clock.advance(Duration::from_secs(16 * 60));
+
+    let Ok(VerifyOutcome::Swept(outcomes)) = w.verify(sweep_schedule()).await else { panic!("a sweep") };
+    assert!(matches!(outcomes.as_slice(), [VerifyOutcome::Superseded { .. }]), "{outcomes:?}");
+    assert_eq!(w.record(&api).state, State::InProgress, "ECS is still rolling it out");
+    assert_eq!(w.record(&worker).state, State::Superseded);
+}
+
+#[tokio::test]
+async fn a_sweep_schedule_from_another_account_is_rejected() {
+    let mut w = World::new(vec![ok("ok")]);
+    w.config.home_account = Some("999999999999".into());
+    assert!(matches!(w.verify(sweep_schedule()).await, Ok(VerifyOutcome::Rejected(_))));
 }

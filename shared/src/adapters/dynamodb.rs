@@ -268,6 +268,7 @@ fn head_from(item: &Item) -> Head {
             _ => None,
         },
         newest_pushed_at: time(item, "newest_pushed_at"),
+        newest: text(item, "newest_deployment"),
         active: pair("active_deployment", "active_digest"),
         last_known_good: pair("lkg_task_definition", "lkg_digest"),
         quarantine: item.get("quarantine").and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default(),
@@ -464,6 +465,7 @@ impl Ledger for DynamoLedger {
         head.set("lock_attempt", s(attempt));
         head.set("lock_until", millis(lease_until));
         head.set("newest_pushed_at", millis(d.pushed_at));
+        head.set("newest_deployment", s(&d.id));
         let until = head.name("lock_until");
         let newest = head.name("newest_pushed_at");
         let active = head.name("active_digest");
