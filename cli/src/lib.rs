@@ -3,6 +3,7 @@
 //! handles, a promotion is an ECR tag the deploy function deploys, a release is the ledger's
 //! own release. Nothing here deploys or rolls back by itself.
 
+mod redrive;
 mod table;
 
 use std::ffi::OsString;
@@ -16,6 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ferry::adapters::dynamodb::DynamoLedger;
 use ferry::adapters::ecr::EcrRegistry;
 use ferry::adapters::ecs::EcsAdapter;
+use ferry::adapters::http::{EventBridgeBus, HttpProbe};
 use ferry::adapters::notifiers::Notifiers;
 use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, TargetOutcome};
@@ -24,7 +26,9 @@ use ferry::plan::{Plan, plan, targets_of};
 use ferry::ports::{Ecs, Ledger, SystemClock};
 use ferry::reconcile::{Finding, Reconciled};
 use ferry::render::Images;
+use ferry::rollback::{RollbackHandler, RollbackSettings};
 use ferry::rules::TagRule;
+use ferry::verify::{Verifier, VerifySettings};
 use serde_json::{Value, json};
 
 pub use table::Term;
@@ -64,6 +68,16 @@ struct Cli {
     /// The event bus the rollback function listens on.
     #[arg(long, global = true, env = "FERRY_EVENT_BUS", default_value = "default")]
     event_bus: String,
+    /// The deploy function's dead-letter queue, for `ferry redrive` (the stack's
+    /// DeployDeadLetterQueueUrl output).
+    #[arg(long, global = true, env = "FERRY_DEPLOY_DLQ")]
+    deploy_dlq: Option<String>,
+    /// The verify function's dead-letter queue (VerifyDeadLetterQueueUrl).
+    #[arg(long, global = true, env = "FERRY_VERIFY_DLQ")]
+    verify_dlq: Option<String>,
+    /// The rollback function's dead-letter queue (RollbackDeadLetterQueueUrl).
+    #[arg(long, global = true, env = "FERRY_ROLLBACK_DLQ")]
+    rollback_dlq: Option<String>,
     /// Seconds between two looks at the ledger while waiting.
     #[arg(long, global = true, default_value_t = 2.0, hide = true)]
     poll_seconds: f64,
@@ -107,6 +121,18 @@ enum Command {
     #[command(after_help = "Example:\n  ferry reconcile --dry-run")]
     Reconcile {
         /// Only say what would be deployed.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Handle again the events each function gave up on (its dead-letter queue) with that
+    /// function's own handler; an event handled leaves its queue, one that fails stays.
+    #[command(
+        after_help = "Example:\n  ferry redrive --dry-run --deploy-dlq https://sqs.eu-west-1.amazonaws.com/123456789012/ferry-deploy-dlq"
+    )]
+    Redrive {
+        /// Only list the events waiting.
         #[arg(long)]
         dry_run: bool,
         #[arg(long, value_enum, default_value = "table")]
@@ -208,7 +234,9 @@ where
         Command::Check => check(&ctx.config, term),
         Command::Plan { image, digest, output } => ctx.plan(image, digest.as_deref(), *output).await?,
         Command::Deploy { image, output } => ctx.deploy(image, *output).await?,
-        Command::Reconcile { dry_run, output } => ctx.reconcile(*dry_run, *output).await?,
+        // Boxed: they run whole handlers, whose futures would make every command's stack large.
+        Command::Reconcile { dry_run, output } => Box::pin(ctx.reconcile(*dry_run, *output)).await?,
+        Command::Redrive { dry_run, output } => Box::pin(ctx.redrive(out, *dry_run, *output)).await?,
         Command::Status { env, service, output } => ctx.status(env.as_deref(), service.as_deref(), *output).await?,
         Command::History { env, service, limit, output } => {
             ctx.history(env.as_deref(), service.as_deref(), *limit, *output).await?
@@ -435,7 +463,14 @@ impl Ctx<'_> {
 
     async fn reconcile(&self, dry_run: bool, output: Output) -> Result<String, Failure> {
         let found = self.deployer(async |deployer, invocation| deployer.reconcile(&invocation, dry_run).await).await?;
-        let rows: Vec<Value> = found.iter().map(|r| reconciled_json(r, dry_run)).collect();
+        let mut rows: Vec<Value> = found.iter().map(|r| reconciled_json(r, dry_run)).collect();
+        if !dry_run {
+            // As the verify function's schedule does: rollouts whose ECS events never came.
+            for outcome in self.sweep().await? {
+                rows.push(json!({"target": "", "repository": "", "tag": "", "digest": "", "pushed_at": "",
+                                 "finding": "settled", "detail": format!("{outcome:?}")}));
+            }
+        }
         Ok(match output {
             Output::Json => pretty(&json!(rows)),
             Output::Table => {
@@ -443,14 +478,138 @@ impl Ctx<'_> {
                 let cells: Vec<Vec<String>> = rows
                     .iter()
                     .map(|r| {
-                        let image =
-                            format!("{}:{} ({})", s(&r["repository"]), s(&r["tag"]), short_digest(&s(&r["digest"])));
+                        let image = match s(&r["repository"]) {
+                            repository if repository.is_empty() => String::new(),
+                            repository => format!("{repository}:{} ({})", s(&r["tag"]), short_digest(&s(&r["digest"]))),
+                        };
                         vec![s(&r["target"]), image, s(&r["pushed_at"]), s(&r["finding"]), s(&r["detail"])]
                     })
                     .collect();
                 table::render(self.term, &["TARGET", "NEWEST IMAGE", "PUSHED", "FINDING", "DETAIL"], &cells)
             }
         })
+    }
+
+    async fn redrive(&self, out: &mut dyn Write, dry_run: bool, output: Output) -> Result<String, Failure> {
+        use redrive::Function;
+        let queues = [
+            (Function::Deploy, &self.cli.deploy_dlq),
+            (Function::Verify, &self.cli.verify_dlq),
+            (Function::Rollback, &self.cli.rollback_dlq),
+        ];
+        let queues: Vec<(Function, &str)> = queues.iter().filter_map(|(f, q)| Some((*f, q.as_deref()?))).collect();
+        if queues.is_empty() {
+            return Err(fail(
+                "no dead-letter queue: pass --deploy-dlq, --verify-dlq or --rollback-dlq (the stack's \
+                 *DeadLetterQueueUrl outputs)",
+            ));
+        }
+        let (mut rows, mut failed) = (Vec::new(), 0);
+        for (function, queue) in queues {
+            for letter in redrive::receive(self.aws, function, queue).await.map_err(fail)? {
+                if dry_run {
+                    redrive::put_back(self.aws, queue, &letter).await.map_err(fail)?;
+                    rows.push(redrive::row(&letter, "waiting", "would be handled again"));
+                    continue;
+                }
+                match self.replay(&letter).await {
+                    Ok(outcome) => {
+                        redrive::delete(self.aws, queue, &letter).await.map_err(fail)?;
+                        rows.push(redrive::row(&letter, "handled", &outcome));
+                    }
+                    Err(why) => {
+                        failed += 1;
+                        redrive::put_back(self.aws, queue, &letter).await.map_err(fail)?;
+                        rows.push(redrive::row(&letter, "failed again", &why));
+                    }
+                }
+            }
+        }
+        let text = match output {
+            Output::Json => pretty(&json!(rows)),
+            Output::Table if rows.is_empty() => "no failed events waiting\n".to_string(),
+            Output::Table => {
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                let cells: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| {
+                        let what = format!("{} {}", s(&r["detail_type"]), s(&r["event"]));
+                        vec![
+                            s(&r["function"]),
+                            what,
+                            s(&r["failed_with"]),
+                            s(&r["result"]),
+                            ellipsis(&s(&r["detail"]), 120),
+                        ]
+                    })
+                    .collect();
+                table::render(self.term, &["FUNCTION", "EVENT", "FAILED WITH", "RESULT", "DETAIL"], &cells)
+            }
+        };
+        if failed > 0 {
+            out.write_all(text.as_bytes()).map_err(io)?;
+            return Err(fail(format!("{failed} event(s) failed again and stay in their queues")));
+        }
+        Ok(text)
+    }
+
+    async fn sweep(&self) -> Result<Vec<ferry::verify::VerifyOutcome>, Failure> {
+        let (ecs, ledger) = (self.ecs(), self.ledger()?);
+        let notifier = Notifiers::new(self.aws, self.cli.topic_arn.as_deref(), self.cli.slack_secret.as_deref());
+        let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(self.aws), &self.cli.event_bus);
+        let verifier = Verifier {
+            config: &self.config,
+            ecs: &ecs,
+            ledger: &ledger,
+            notifier: &notifier,
+            bus: &bus,
+            probe: &HttpProbe::default(),
+            clock: &SystemClock,
+            settings: VerifySettings::default(),
+        };
+        let attempt = format!("ferry-cli-{}-{}", std::process::id(), Utc::now().timestamp_millis());
+        verifier.sweep(&Invocation { attempt, deadline: None }).await.map_err(|e| fail(format!("{e}: run it again")))
+    }
+
+    /// One failed event, handled by its function's own handler, as Lambda would.
+    async fn replay(&self, letter: &redrive::DeadLetter) -> Result<String, String> {
+        let event = letter.event.clone();
+        let attempt = format!("ferry-redrive-{}-{}", std::process::id(), Utc::now().timestamp_millis());
+        let invocation = Invocation { attempt, deadline: None };
+        let (ecs, ledger) = (self.ecs(), self.ledger().map_err(|f| f.message)?);
+        let notifier = Notifiers::new(self.aws, self.cli.topic_arn.as_deref(), self.cli.slack_secret.as_deref());
+        let outcome = match letter.function {
+            redrive::Function::Deploy => {
+                let deployed = self.deployer(async |deployer, invocation| deployer.handle(event, &invocation).await);
+                deployed.await.map(|o| format!("{o:?}")).map_err(|f| f.message)?
+            }
+            redrive::Function::Verify => {
+                let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(self.aws), &self.cli.event_bus);
+                let verifier = Verifier {
+                    config: &self.config,
+                    ecs: &ecs,
+                    ledger: &ledger,
+                    notifier: &notifier,
+                    bus: &bus,
+                    probe: &HttpProbe::default(),
+                    clock: &SystemClock,
+                    settings: VerifySettings::default(),
+                };
+                verifier.handle(event, &invocation).await.map(|o| format!("{o:?}")).map_err(|e| e.to_string())?
+            }
+            redrive::Function::Rollback => {
+                let handler = RollbackHandler {
+                    config: &self.config,
+                    ecs: &ecs,
+                    ledger: &ledger,
+                    notifier: &notifier,
+                    clock: &SystemClock,
+                    settings: RollbackSettings::default(),
+                };
+                handler.handle(event, &invocation).await.map(|o| format!("{o:?}")).map_err(|e| e.to_string())?
+            }
+        };
+        Ok(outcome)
     }
 
     async fn status(&self, env: Option<&str>, service: Option<&str>, output: Output) -> Result<String, Failure> {

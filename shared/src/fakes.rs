@@ -374,7 +374,7 @@ impl Ledger for MemoryLedger {
         }
         let head = w.heads.entry(d.target.key()).or_default();
         if head.admit(d, now).is_err() {
-            return Ok(Begin::Refused(head.clone()));
+            return Ok(Begin::Refused(Box::new(head.clone())));
         }
         head.lock = Some(Lock { deployment: d.id.clone(), attempt: attempt.into(), until: lease_until });
         head.newest_pushed_at = Some(d.pushed_at);

@@ -162,7 +162,7 @@ pub enum Begin {
     /// The ledger already has this deployment past PENDING: the same event, delivered again.
     Done(State),
     /// The target's head refused it; [`Head::admit`] says why.
-    Refused(Head),
+    Refused(Box<Head>),
 }
 
 /// A claim on a deployment (to verify it, or to roll it back): a token of the claiming

@@ -346,3 +346,40 @@ async fn usage_errors_are_one_line_and_every_command_has_an_example() {
     let no_table = ferry_cli::run(argv, &w.home, &mut out, Term::default()).await.expect_err("no table");
     assert_eq!(no_table.message, "no ledger table: pass --table or set FERRY_TABLE");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redrive_hands_dead_lettered_events_to_their_functions_handler_once() {
+    let w = World::new().await;
+    let config = config_file(&w, "");
+    let sqs = aws_sdk_sqs::Client::new(&w.home);
+    let queue =
+        sqs.create_queue().queue_name(unique("deploy-dlq")).send().await.expect("queue").queue_url.expect("url");
+    // A push whose three deliveries failed, as Lambda's on-failure destination keeps it.
+    let event = w.push("staging-aaaa0001", &"a".repeat(64)).await;
+    let record = serde_json::json!({"version": "1.0", "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
+        "requestPayload": event, "responsePayload": {"errorType": "Ferry.Retryable", "errorMessage": "retryable: ledger: throttled"}});
+    sqs.send_message().queue_url(&queue).message_body(record.to_string()).send().await.expect("send");
+
+    let listed: Value = serde_json::from_str(&ok(ferry(
+        &w,
+        &config,
+        &["redrive", "--dry-run", "--deploy-dlq", &queue, "--output", "json"],
+    )
+    .await))
+    .expect("json");
+    let [row] = listed.as_array().expect("rows").as_slice() else { panic!("{listed}") };
+    assert_eq!((row["function"].as_str(), row["result"].as_str()), (Some("deploy"), Some("waiting")));
+    assert_eq!(row["failed_with"], "retryable: ledger: throttled");
+    assert!(w.ledger().history(&w.target(), 10).await.expect("history").is_empty(), "a dry run changes nothing");
+
+    // Handled by the deploy function's handler: deployed once, and gone from the queue.
+    let handled: Value =
+        serde_json::from_str(&ok(ferry(&w, &config, &["redrive", "--deploy-dlq", &queue, "--output", "json"]).await))
+            .expect("json");
+    assert_eq!(handled[0]["result"], "handled", "{handled}");
+    let history = w.ledger().history(&w.target(), 10).await.expect("history");
+    assert_eq!(history.iter().map(|d| d.state).collect::<Vec<_>>(), [State::InProgress]);
+    let again = ok(ferry(&w, &config, &["redrive", "--deploy-dlq", &queue]).await);
+    assert_eq!(again, "no failed events waiting\n");
+    assert_eq!(w.ledger().history(&w.target(), 10).await.expect("history").len(), 1);
+}

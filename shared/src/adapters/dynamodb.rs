@@ -491,7 +491,7 @@ impl Ledger for DynamoLedger {
                 if let Some(existing) = failed_check(reasons.first()) {
                     return Ok(Begin::Done(deployment_from(&existing)?.state));
                 }
-                Ok(Begin::Refused(head_from(&failed_check(reasons.get(1)).unwrap_or_default())))
+                Ok(Begin::Refused(Box::new(head_from(&failed_check(reasons.get(1)).unwrap_or_default()))))
             }
         }
     }
