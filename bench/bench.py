@@ -269,7 +269,8 @@ def main() -> None:
     print(f"| {b['rate']:.1f} | {b['p50'] * 1000:.0f} | {b['p99'] * 1000:.0f} | {b['errors']} | {b['dead']} |\n")
     print(f"Ledger: {b['unique']} distinct pushes → {b['records']} records ({dict(b['states'])}); "
           f"{b['doubled']} recorded twice, {b['missing']} missing; {b['started']} deployments started "
-          f"and {b['updates']} UpdateService calls seen by ECS.")
+          f"and {b['updates']} UpdateService calls seen by ECS; DynamoDB conflicts met and absorbed: "
+          f"{b['conflicts']['transactions']} transactions cancelled, {b['conflicts']['writes']} writes refused.")
 
 
 if __name__ == "__main__":

@@ -105,13 +105,16 @@ def round_trips(bin_dir: Path, runs: int) -> dict:
         sandbox.close()
 
 
-def burst(bin_dir: Path, events: int, services: int, duplicates: float, concurrency: int) -> dict:
+def burst(bin_dir: Path, events: int, services: int, duplicates: float, concurrency: int,
+          conflict_rate: float = 0.1) -> dict:
     """`events` push events for `services` services, `duplicates` of them a second delivery
-    of an earlier one, shuffled, handled by `concurrency` function processes."""
+    of an earlier one, shuffled, handled by `concurrency` function processes; besides the
+    DynamoDB transactions that really overlap, `conflict_rate` of all writes meet a conflict."""
     work = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     sandbox = fs.Sandbox(bin_dir, work)
     try:
         sandbox.load(config(REGIONS[:1], services), concurrency=concurrency)
+        sandbox.set_conflicts(rate=conflict_rate)
         deploy_only(sandbox)
         sandbox.hold = True  # collect the pushes' events, then deliver them all at once
         unique = events - int(events * duplicates)
@@ -138,7 +141,7 @@ def burst(bin_dir: Path, events: int, services: int, duplicates: float, concurre
             "errors": sum(not r["ok"] for r in results), "dead": len(sandbox.dead_letters()),
             "unique": unique, "records": len(records), "doubled": sum(c > 1 for c in per_event.values()),
             "missing": unique - len(per_event), "started": len(started), "updates": updates,
-            "states": Counter(r["state"] for r in records),
+            "states": Counter(r["state"] for r in records), "conflicts": sandbox.conflicts_met(),
         }
     finally:
         sandbox.close()
