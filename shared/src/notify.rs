@@ -91,35 +91,53 @@ impl Notification {
     pub fn slack(&self) -> Value {
         let d = &self.deployment;
         let mut fields = vec![
-            format!("*Service*\n{}", d.target.service),
-            format!("*Environment*\n{}", d.target.environment),
-            format!("*Region*\n{}", d.target.region),
-            format!("*Tag*\n`{}`", d.tag),
-            format!("*Digest*\n`{}`", short_digest(&d.digest)),
+            format!("*Service*\n{}", escape(&d.target.service)),
+            format!("*Environment*\n{}", escape(&d.target.environment)),
+            format!("*Region*\n{}", escape(&d.target.region)),
+            format!("*Tag*\n`{}`", escape(&d.tag)),
+            format!("*Digest*\n`{}`", escape(short_digest(&d.digest))),
         ];
         if let Some(commit) = commit_of(&d.tag) {
             fields.push(format!("*Commit*\n`{commit}`"));
         }
-        fields.push(format!("*Triggered by*\n{}", triggered_by(d)));
+        fields.push(format!("*Triggered by*\n{}", escape(&triggered_by(d))));
         if let Some(took) = duration(d) {
             fields.push(format!("*Duration*\n{}", human(took)));
         }
         let mut blocks = vec![
-            json!({"type": "header", "text": {"type": "plain_text", "text": format!("{} {}", emoji(d.state), self.headline())}}),
+            json!({"type": "header", "text": {"type": "plain_text", "text": clip(&format!("{} {}", emoji(d.state), self.headline()), HEADER - 1)}}),
             json!({"type": "section", "fields": fields.iter().map(|f| json!({"type": "mrkdwn", "text": f})).collect::<Vec<_>>()}),
         ];
         if let Some(reason) = &d.reason {
-            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Why*\n{}", clip(reason, 2900))}}));
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Why*\n{}", clip(&escape(reason), 2900))}}));
         }
         if let Some(live) = &self.live_now {
             blocks
-                .push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Live now*\n`{live}`")}}));
+                .push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Live now*\n`{}`", escape(live))}}));
         }
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!(
             "<{}|{} in {}> · deployment `{}`", console_url(d), d.target.service, d.target.cluster, d.id
         )}]}));
-        json!({"text": self.headline(), "blocks": blocks})
+        json!({"text": clip(&escape(&self.headline()), 2900), "blocks": blocks})
     }
+
+    /// The SNS subject: ASCII without control characters, under 100 characters, as SNS requires.
+    pub fn subject(&self) -> String {
+        let headline = self.headline();
+        let subject: String = headline.chars().map(|c| if c.is_ascii() && !c.is_control() { c } else { '?' }).collect();
+        clip(&subject, SUBJECT - 4).replace('…', "...")
+    }
+}
+
+/// Slack's limit on a header block's text.
+const HEADER: usize = 150;
+/// SNS's subject must be shorter than this.
+const SUBJECT: usize = 100;
+
+/// Text from outside (a health check's body, ECS's reason, a tag) as Slack's mrkdwn shows it
+/// literally: `&`, `<` and `>` escaped (<https://api.slack.com/reference/surfaces/formatting#escaping>).
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// States a team must hear about even where routine messages are filtered out.
@@ -170,7 +188,7 @@ fn emoji(state: State) -> &'static str {
     }
 }
 
-/// Slack refuses a text block over 3,000 characters.
+/// At most `max` characters and an ellipsis (Slack refuses a text block over 3,000).
 fn clip(text: &str, max: usize) -> String {
     if text.chars().count() <= max { text.to_string() } else { text.chars().take(max).collect::<String>() + "…" }
 }
@@ -246,6 +264,26 @@ notify = "shop-team"
         d.updated_at = t0 + chrono::Duration::seconds(seconds);
         d.task_definition = Some("arn:aws:ecs:ap-southeast-1:123456789012:task-definition/shop-api:7".into());
         d
+    }
+
+    #[test]
+    fn messages_stay_within_slack_and_sns_limits_and_show_outside_text_literally() {
+        let config = Config::parse("ferry.toml", CONFIG).expect("config");
+        let mut d = deployment("staging", &format!("staging-{}", "x".repeat(200)), State::Failed, 30);
+        d.reason = Some(format!("smoke test failed: <script>alert(1)</script> & {}", "y".repeat(4000)));
+        let n = Notification::about(&config, &d, Some("<b>".into()));
+        let slack = n.slack();
+        let header = slack["blocks"][0]["text"]["text"].as_str().expect("header");
+        assert!(header.chars().count() <= 150, "{} characters", header.chars().count());
+        let why = slack["blocks"][2]["text"]["text"].as_str().expect("why");
+        assert!(why.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; "), "{why}");
+        assert!(why.chars().count() <= 3000 && !why.contains('<'), "escaped, then clipped");
+        assert!(slack.to_string().contains("&lt;b&gt;"), "what is live is escaped too");
+        let subject = n.subject();
+        assert!(subject.len() < 100 && subject.is_ascii(), "{subject:?}");
+        assert!(
+            subject.starts_with("shop-staging-api deployment failed: shop/api:staging-xxx") && subject.ends_with("...")
+        );
     }
 
     #[test]

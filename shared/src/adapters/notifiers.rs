@@ -29,11 +29,10 @@ fn attribute(value: &str) -> MessageAttributeValue {
 impl Notifier for SnsNotifier {
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         let d = &n.deployment;
-        let subject: String = n.headline().chars().filter(|c| !c.is_control()).take(100).collect();
         self.client
             .publish()
             .topic_arn(&self.topic_arn)
-            .subject(subject)
+            .subject(n.subject())
             .message(n.facts().to_string())
             .message_attributes("environment", attribute(&d.target.environment))
             .message_attributes("service", attribute(&d.target.service))
@@ -57,8 +56,17 @@ pub struct SlackNotifier {
     webhooks: OnceCell<HashMap<String, String>>,
 }
 
-/// Each Slack request is bounded, and retried once: a notification never holds a deployment up.
+/// Each Slack request is bounded: a notification never holds a deployment up.
 const SLACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one message may take in all, waits Slack asks for (HTTP 429) included.
+const SLACK_BUDGET: Duration = Duration::from_secs(12);
+
+/// How long to wait before trying a rate-limited message again: Slack's `Retry-After`
+/// seconds (<https://api.slack.com/apis/rate-limits>), if they fit in what is left of the budget.
+fn retry_after(header: Option<&str>, left: Duration) -> Option<Duration> {
+    let after = Duration::from_secs(header.map_or(Ok(1), |h| h.trim().parse::<u64>()).ok()?);
+    (after + SLACK_TIMEOUT <= left).then_some(after)
+}
 
 impl SlackNotifier {
     pub fn new(secrets: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
@@ -99,15 +107,33 @@ impl Notifier for SlackNotifier {
             return Err(NotifyError(format!("no Slack webhook for route {route:?} and no default")));
         };
         let body = n.slack().to_string();
+        let started = std::time::Instant::now();
         let mut last = String::new();
-        for attempt in 0..2 {
+        let (mut wait, mut failures) = (Duration::ZERO, 0);
+        // A failure (5xx, timeout) is retried once; a rate limit as long as the budget allows.
+        for attempt in 0..3 {
+            if failures == 2 {
+                break;
+            }
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::time::sleep(wait.max(Duration::from_millis(300))).await;
             }
             let sent = self.http.post(url).header("content-type", "application/json").body(body.clone()).send().await;
             // Errors are described without the URL: it is a credential.
             last = match sent {
                 Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) if r.status().as_u16() == 429 => {
+                    let asked = r.headers().get("retry-after").and_then(|v| v.to_str().ok());
+                    match retry_after(asked, SLACK_BUDGET.saturating_sub(started.elapsed())) {
+                        Some(after) => wait = after,
+                        None => {
+                            return Err(NotifyError(format!(
+                                "Slack ({route}) is rate limiting beyond the time budget"
+                            )));
+                        }
+                    }
+                    "HTTP 429".to_string()
+                }
                 Ok(r) if r.status().is_client_error() => {
                     return Err(NotifyError(format!(
                         "Slack ({route}) refused the message: HTTP {}",
@@ -118,6 +144,9 @@ impl Notifier for SlackNotifier {
                 Err(e) if e.is_timeout() => "timed out".to_string(),
                 Err(_) => "connection failed".to_string(),
             };
+            if last != "HTTP 429" {
+                (wait, failures) = (Duration::ZERO, failures + 1);
+            }
         }
         Err(NotifyError(format!("Slack ({route}): {last}")))
     }
@@ -157,5 +186,20 @@ impl Notifier for Notifiers {
         let (sns, slack) = tokio::join!(sns, slack);
         let errors: Vec<String> = [sns, slack].into_iter().filter_map(Result::err).map(|e| e.0).collect();
         if errors.is_empty() { Ok(()) } else { Err(NotifyError(errors.join("; "))) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limited_message_waits_as_slack_asks_within_the_budget_only() {
+        let left = Duration::from_secs(10);
+        assert_eq!(retry_after(Some("2"), left), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(None, left), Some(Duration::from_secs(1)), "no header: a second");
+        assert_eq!(retry_after(Some("30"), left), None, "past the budget: give up");
+        assert_eq!(retry_after(Some("soon"), left), None);
+        assert_eq!(retry_after(Some("2"), Duration::from_secs(4)), None, "no time left for the request itself");
     }
 }
