@@ -527,7 +527,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 d.updated_at = self.clock.now();
                 self.ledger.transition(d, &[State::RollingBack], HeadChange::None).await?;
                 error!(deployment = %d.id, error = %why, "ROLLBACK FAILED: paging");
-                self.notify(d, service.primary.map(|p| p.task_definition)).await;
+                // The page says what ECS runs now, read afresh (not what was hoped for).
+                let live = match self.ecs.service(target).await {
+                    Ok(now) => now.primary.map(|p| p.task_definition),
+                    Err(_) => service.primary.map(|p| p.task_definition),
+                };
+                self.notify(d, live).await;
                 return Ok(RollbackOutcome::RollbackFailed { deployment: d.id.clone(), reason: why });
             }
         };

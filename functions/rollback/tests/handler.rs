@@ -413,6 +413,7 @@ async fn a_failed_rollback_pages_and_stops() {
     assert_eq!(w.record(&bad).state, State::RollbackFailed);
     let last = w.notifier.sent().pop().expect("page");
     assert_eq!((last.deployment.state, last.severity()), (State::RollbackFailed, "critical"));
+    assert_eq!(last.live_now, Some(w.live()), "the page names what ECS runs: the bad revision");
 }
 
 #[tokio::test]
@@ -436,6 +437,7 @@ async fn a_rollback_whose_deployment_fails_is_never_rolled_back() {
     assert_eq!(w.ecs.count("UpdateService"), 3);
     let last = w.notifier.sent().pop().expect("page");
     assert_eq!((last.deployment.state, last.severity()), (State::RollbackFailed, "critical"));
+    assert_eq!(last.live_now, Some(w.live()), "the page names what ECS runs: the bad revision");
 }
 
 #[tokio::test]
