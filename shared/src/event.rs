@@ -115,6 +115,7 @@ pub struct EcsDeploymentEvent {
     pub reason: String,
     pub account: String,
     pub region: String,
+    /// Empty when the service's ARN is in the old format, which names no cluster.
     pub cluster: String,
     pub service: String,
     pub at: chrono::DateTime<chrono::Utc>,
@@ -166,10 +167,12 @@ pub fn parse_ecs_event(event: Value) -> Result<Received<EcsDeploymentEvent>, Mal
         ["arn", _, "ecs", region, account, resource] => (*region, *account, *resource),
         _ => return Err(MalformedEvent(format!("{arn:?} is not an ECS service ARN"))),
     };
-    let Some(("service", cluster, service)) =
-        resource.split_once('/').and_then(|(kind, rest)| rest.split_once('/').map(|(c, s)| (kind, c, s)))
-    else {
-        return Err(MalformedEvent(format!("{arn:?} does not name a cluster and service")));
+    // `service/CLUSTER/SERVICE`, or the old format `service/SERVICE`, which names no cluster
+    // (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-account-settings.html).
+    let (cluster, service) = match resource.split('/').collect::<Vec<_>>().as_slice() {
+        ["service", cluster, service] if !cluster.is_empty() && !service.is_empty() => (*cluster, *service),
+        ["service", service] if !service.is_empty() => ("", *service),
+        _ => return Err(MalformedEvent(format!("{arn:?} does not name a service"))),
     };
     let deployment_id = detail
         .deployment_id
@@ -454,8 +457,13 @@ mod tests {
         no_arn["resources"] = serde_json::json!([]);
         assert!(parse_ecs_event(no_arn).is_err());
         let mut bad_arn = sample("ecs-deployment-completed.json");
-        bad_arn["resources"] = serde_json::json!(["arn:aws:ecs:eu-west-1:1:service/only-a-name"]);
+        bad_arn["resources"] = serde_json::json!(["arn:aws:ecs:eu-west-1:1:service/a/b/c"]);
         assert!(parse_ecs_event(bad_arn).is_err());
+        // The old format names the service alone.
+        let mut old_arn = sample("ecs-deployment-completed.json");
+        old_arn["resources"] = serde_json::json!(["arn:aws:ecs:eu-west-1:111122223333:service/only-a-name"]);
+        let Ok(Received::Act(ev)) = parse_ecs_event(old_arn) else { panic!("an old-format ARN") };
+        assert_eq!((ev.cluster.as_str(), ev.service.as_str(), ev.region.as_str()), ("", "only-a-name", "eu-west-1"));
     }
 
     #[test]

@@ -78,7 +78,10 @@ pub fn events(data: &[u8]) {
     if let Ok(Received::Act(ev)) = parse_ecs_event(event.clone()) {
         assert!(!ev.deployment_id.is_empty(), "{ev:?}");
         // The service is the one a resource of the event names, read back whole.
-        let arn = format!(":ecs:{}:{}:service/{}/{}", ev.region, ev.account, ev.cluster, ev.service);
+        let arn = match ev.cluster.as_str() {
+            "" => format!(":ecs:{}:{}:service/{}", ev.region, ev.account, ev.service),
+            cluster => format!(":ecs:{}:{}:service/{cluster}/{}", ev.region, ev.account, ev.service),
+        };
         let resources = event.get("resources").and_then(|r| r.as_array()).cloned().unwrap_or_default();
         assert!(resources.iter().any(|r| r.as_str().is_some_and(|r| r.ends_with(&arn))), "{arn} in {resources:?}");
     }

@@ -67,6 +67,18 @@ pub fn plan(config: &Config, push: &Push) -> Plan {
 /// The configured target for an ECS service in `account`/`region`/`cluster` named `service`,
 /// if Ferry deploys it (a target that names no account is in Ferry's own).
 pub fn find_target(config: &Config, account: &str, region: &str, cluster: &str, service: &str) -> Option<Target> {
+    if cluster.is_empty() {
+        // An old-format service ARN (`service/NAME`) names no cluster: the one configured
+        // target of that name in the account and region, if there is exactly one.
+        let home = config.home_account.as_deref();
+        let mut found = all_targets(config).into_iter().filter(|t| {
+            t.region == region && t.service == service && t.account.as_deref().or(home).is_none_or(|a| a == account)
+        });
+        return match (found.next(), found.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        };
+    }
     let home = config.home_account.as_deref();
     config.environments.iter().find_map(|env| {
         let spec =

@@ -30,11 +30,20 @@ pub struct VerifySettings {
     /// How long a rollout may stay IN_PROGRESS or VERIFYING without a change before the
     /// sweep reads its service to settle it (its ECS events were lost).
     pub stale: Duration,
+    /// How often, and how far apart, the service is read while ECS's API still shows a
+    /// rollout its COMPLETED event announced as in progress.
+    pub lag_looks: u32,
+    pub lag_wait: Duration,
 }
 
 impl Default for VerifySettings {
     fn default() -> Self {
-        VerifySettings { claim: Duration::from_secs(6 * 60), stale: Duration::from_secs(15 * 60) }
+        VerifySettings {
+            claim: Duration::from_secs(6 * 60),
+            stale: Duration::from_secs(15 * 60),
+            lag_looks: 5,
+            lag_wait: Duration::from_secs(3),
+        }
     }
 }
 
@@ -96,12 +105,16 @@ pub enum RolloutProblem {
     /// Another deployment (a newer push, an UpdateService by hand) is PRIMARY: this one was
     /// overtaken, which is not its failure.
     Overtaken { by: String },
-    /// The deployment is PRIMARY but not fully rolled out on its revision.
+    /// The deployment is PRIMARY but not on its revision, or there is no PRIMARY.
     Incomplete(String),
+    /// ECS's API does not show the completion its event announced yet (it can lag its own
+    /// events): a reason to look again, never to fail.
+    NotYet(String),
 }
 
-/// Whether the service really runs `d`: its PRIMARY deployment is `d`'s, rolled out to
-/// completion, on `d`'s revision, with every desired task running.
+/// Whether the service really runs `d`: its PRIMARY deployment is `d`'s, COMPLETED, on `d`'s
+/// revision. Task counts are not judged: under Service Auto Scaling desired rises before
+/// running does, and a replaced or interrupted task lowers running for a while.
 pub fn check_rollout(d: &Deployment, service: &ServiceInfo) -> Result<(), RolloutProblem> {
     let incomplete = |why: String| Err(RolloutProblem::Incomplete(why));
     let Some(primary) = &service.primary else {
@@ -110,17 +123,15 @@ pub fn check_rollout(d: &Deployment, service: &ServiceInfo) -> Result<(), Rollou
     if Some(primary.id.as_str()) != d.ecs_deployment_id.as_deref() {
         return Err(RolloutProblem::Overtaken { by: primary.id.clone() });
     }
-    if primary.rollout_state != "COMPLETED" {
-        return incomplete(format!("the rollout is {}, not COMPLETED", primary.rollout_state));
-    }
     let revision = d.task_definition.as_deref().unwrap_or_default();
     if primary.task_definition != revision {
         return incomplete(format!("the service runs {}, not {revision}", primary.task_definition));
     }
-    if primary.running != primary.desired {
-        return incomplete(format!("{} of {} tasks are running", primary.running, primary.desired));
+    match primary.rollout_state.as_str() {
+        "COMPLETED" => Ok(()),
+        "IN_PROGRESS" => Err(RolloutProblem::NotYet("the rollout is still IN_PROGRESS".into())),
+        other => incomplete(format!("the rollout is {other}, not COMPLETED")),
     }
-    Ok(())
 }
 
 /// Whether one health answer passes the smoke test.
@@ -316,18 +327,33 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     async fn verify_claimed(&self, mut d: Deployment, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
         d.state = State::Verifying;
         d.ecs_event = Some(describe(ev));
-        let service = match self.ecs.service(&d.target).await {
-            Ok(service) => service,
-            // The claim lapses and the redelivered event verifies again.
-            Err(EcsError::Transient(e)) => return Err(Retryable(e)),
-            Err(e) => return self.fail(d, format!("cannot read the service: {e}")).await,
+        let mut looks = 1;
+        let checked = loop {
+            let service = match self.ecs.service(&d.target).await {
+                Ok(service) => service,
+                // The claim lapses and the redelivered event verifies again.
+                Err(EcsError::Transient(e)) => return Err(Retryable(e)),
+                Err(e) => return self.fail(d, format!("cannot read the service: {e}")).await,
+            };
+            match check_rollout(&d, &service) {
+                Err(RolloutProblem::NotYet(why)) if looks < self.settings.lag_looks => {
+                    info!(deployment = %d.id, looks, reason = %why, "ECS's API lags its COMPLETED event; looking again");
+                    self.clock.sleep(self.settings.lag_wait).await;
+                    looks += 1;
+                }
+                // The redelivered event (or the sweep) looks again later.
+                Err(RolloutProblem::NotYet(why)) => {
+                    return Err(Retryable(format!("ECS reported the deployment complete, but {why} ({looks} looks)")));
+                }
+                checked => break checked,
+            }
         };
-        match check_rollout(&d, &service) {
+        match checked {
             Ok(()) => {}
             // Taken over after ECS completed it: nothing of ours is live to prove, and
             // "failing" it would roll the service back over the newer deployment.
             Err(RolloutProblem::Overtaken { by }) => return self.supersede(d, &format!("ECS deployment {by}")).await,
-            Err(RolloutProblem::Incomplete(why)) => {
+            Err(RolloutProblem::Incomplete(why) | RolloutProblem::NotYet(why)) => {
                 return self.fail(d, format!("ECS reported the deployment complete, but {why}")).await;
             }
         }
