@@ -19,7 +19,8 @@ use crate::model::{Deployment, Push, Refusal, State};
 use crate::notify::Notification;
 use crate::plan::{Plan, TargetPlan, plan};
 use crate::ports::{
-    Begin, Claim, Clock, Ecs, EcsError, Finish, Ledger, LedgerError, Notifier, Registry, Revision, ServiceInfo,
+    Begin, Claim, Clock, Ecs, EcsError, Finish, Ledger, LedgerError, Notifier, Registry, RegistryError, Revision,
+    ServiceInfo,
 };
 use crate::reconcile::Reconciled;
 
@@ -176,7 +177,23 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                 push.registry_account
             )));
         }
+        let push = self.ordered(push).await?;
         self.deploy_push(&push, invocation).await
+    }
+
+    /// `push` at the time ECR keeps for it, when that falls in the second its event says:
+    /// two pushes of one second are ordered so. The deployment's id, made from the second,
+    /// is the same either way.
+    async fn ordered(&self, mut push: Push) -> Result<Push, Retryable> {
+        match self.registry.pushed_at(&push.repository, &push.registry_account, &push.digest).await {
+            Ok(Some(at)) if at.timestamp() == push.pushed_at.timestamp() => push.pushed_at = at,
+            Ok(_) => {}
+            Err(RegistryError::Missing(why)) => {
+                info!(repository = %push.repository, reason = %why, "ECR's push time unknown: the event's second orders it");
+            }
+            Err(RegistryError::Transient(why)) => return Err(Retryable(why)),
+        }
+        Ok(push)
     }
 
     /// Deploys `push` to every target it plans to, concurrently.

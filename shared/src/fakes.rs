@@ -676,6 +676,11 @@ impl Registry for MemoryRegistry {
             .cloned()
             .ok_or_else(|| RegistryError::Missing(format!("RepositoryNotFoundException: {repository}")))
     }
+
+    async fn pushed_at(&self, repository: &str, _: &str, digest: &str) -> Result<Option<DateTime<Utc>>, RegistryError> {
+        let images = self.images(repository).await?;
+        Ok(images.into_iter().find(|i| i.digest == digest).map(|i| i.pushed_at))
+    }
 }
 
 /// Answers health checks from a script: each GET takes the next answer (the last repeats).

@@ -127,7 +127,7 @@ pub trait Ecs: Send + Sync {
 pub struct Image {
     pub digest: String,
     pub tags: Vec<String>,
-    /// When the image was pushed (to the second, as ECR's push events say it).
+    /// When the image was pushed, to the precision ECR keeps.
     pub pushed_at: DateTime<Utc>,
     /// The registry: its account and region.
     pub registry_account: String,
@@ -143,10 +143,19 @@ pub enum RegistryError {
     Transient(String),
 }
 
-/// ECR, as reconciliation reads it.
+/// ECR, as the deploy function reads it.
 pub trait Registry: Send + Sync {
     /// The tagged images of `repository`.
     fn images(&self, repository: &str) -> impl Future<Output = Result<Vec<Image>, RegistryError>> + Send;
+
+    /// When `digest` was pushed to `repository` in `registry` (an account), to the precision
+    /// ECR keeps (its push event says the second only); `None` if ECR has no such image.
+    fn pushed_at(
+        &self,
+        repository: &str,
+        registry: &str,
+        digest: &str,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, RegistryError>> + Send;
 }
 
 /// A ledger failure: always worth a retry (the ledger's own refusals are outcomes, not errors).

@@ -326,3 +326,26 @@ async fn history_pages_follow_each_other_newest_first_without_gaps() {
     assert_eq!(last, ids[4..]);
     assert!(ledger.history_before(&t, &ids[4], 2).await.expect("page").is_empty(), "nothing older than the oldest");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_with_an_unknown_origin_is_an_error_not_taken_for_ferrys() {
+    let emulator = Emulator::start();
+    let aws = emulator.sdk_config("eu-west-1").await;
+    let table = unique("ledger");
+    common::create_table(&aws, &table).await;
+    let ledger = DynamoLedger::new(aws_sdk_dynamodb::Client::new(&aws), table.clone());
+    let t = target("api");
+    let d = recorded(&ledger, &t, "sha256:aaaa", State::InProgress).await;
+    aws_sdk_dynamodb::Client::new(&aws)
+        .update_item()
+        .table_name(&table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("T#{}", t.key())))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(format!("D#{}", d.id)))
+        .update_expression("SET origin = :o")
+        .expression_attribute_values(":o", aws_sdk_dynamodb::types::AttributeValue::S("martian".into()))
+        .send()
+        .await
+        .expect("update");
+    let read = ledger.deployment(&t, &d.id).await;
+    assert!(matches!(&read, Err(e) if e.to_string().contains("unknown origin \"martian\"")), "{read:?}");
+}

@@ -751,3 +751,23 @@ async fn reconciliation_deploys_again_a_push_every_attempt_at_which_failed() {
     assert!(matches!(again.as_slice(), [(_, Finding::UpToDate(_))]), "{again:?}");
     assert_eq!(w.ecs.count("UpdateService"), 1);
 }
+
+#[tokio::test]
+async fn two_images_pushed_in_one_second_are_ordered_by_ecrs_push_time_not_by_arrival() {
+    let w = World::new();
+    let second = t0() + Duration::from_secs(60);
+    // ECR keeps the push times to the millisecond; the events say the second only.
+    w.registry.add("shop/api", image(1, "staging-00000001", second + Duration::from_millis(200)));
+    w.registry.add("shop/api", image(2, "staging-00000002", second + Duration::from_millis(800)));
+    // The later push's event arrives first.
+    let later = outcomes(w.handle(push("e2", "shop/api", "staging-00000002", &digest(2), second)).await);
+    assert!(matches!(later.as_slice(), [TargetOutcome::Started { .. }]), "{later:?}");
+    let earlier = outcomes(w.handle(push("e1", "shop/api", "staging-00000001", &digest(1), second)).await);
+    assert!(
+        matches!(earlier.as_slice(), [TargetOutcome::Skipped { reason, .. }] if reason.starts_with("stale")),
+        "{earlier:?}"
+    );
+    let service = w.ecs.service_of(&staging_api()).expect("service");
+    assert!(w.ecs.definition(&service.task_definition)[0].1.ends_with(&digest(2)), "the image pushed last is live");
+    assert_eq!(w.ecs.count("UpdateService"), 1);
+}

@@ -1,8 +1,9 @@
-//! The registry port on ECR: the tagged images of a repository, for reconciliation.
+//! The registry port on ECR: the tagged images of a repository, for reconciliation, and
+//! when one image was pushed, to order the pushes of one second.
 
 use aws_sdk_ecr::Client;
-use aws_sdk_ecr::types::{DescribeImagesFilter, TagStatus};
-use chrono::DateTime;
+use aws_sdk_ecr::types::{DescribeImagesFilter, ImageIdentifier, TagStatus};
+use chrono::{DateTime, Utc};
 
 use super::aws::{ErrorKind, classify};
 use crate::ports::{Image, Registry, RegistryError};
@@ -46,8 +47,7 @@ impl Registry for EcrRegistry {
                 images.push(Image {
                     digest: digest.to_string(),
                     tags: detail.image_tags().to_vec(),
-                    // ECR's push events carry their time to the second: so does this.
-                    pushed_at: DateTime::from_timestamp(pushed_at.secs(), 0).unwrap_or_default(),
+                    pushed_at: time(pushed_at),
                     registry_account: detail.registry_id().unwrap_or_default().to_string(),
                     registry_region: region.clone(),
                 });
@@ -55,4 +55,29 @@ impl Registry for EcrRegistry {
         }
         Ok(images)
     }
+
+    async fn pushed_at(
+        &self,
+        repository: &str,
+        registry: &str,
+        digest: &str,
+    ) -> Result<Option<DateTime<Utc>>, RegistryError> {
+        let out = self
+            .client
+            .describe_images()
+            .registry_id(registry)
+            .repository_name(repository)
+            .image_ids(ImageIdentifier::builder().image_digest(digest).build())
+            .send()
+            .await
+            .map_err(|e| match classify(&e) {
+                (ErrorKind::Transient, m) => RegistryError::Transient(m),
+                (_, m) => RegistryError::Missing(m),
+            })?;
+        Ok(out.image_details().first().and_then(|d| d.image_pushed_at()).map(time))
+    }
+}
+
+fn time(at: &aws_sdk_ecr::primitives::DateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(at.secs(), at.subsec_nanos()).unwrap_or_default()
 }
