@@ -116,7 +116,7 @@ const CONFLICT: &[&str] = &["TransactionConflictException", "TransactionConflict
 
 /// Classifies an SDK error by what it is (a timeout, a lost answer, AWS's error code and
 /// HTTP status), never by its message. A service error with no code is transient only if
-/// AWS answered with a 5xx.
+/// AWS answered with a 5xx, 429 or 408.
 pub(crate) fn classify<E>(err: &SdkError<E>) -> (ErrorKind, String)
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -126,17 +126,18 @@ where
         S::TimeoutError(_) | S::ResponseError(_) => ErrorKind::Transient,
         S::DispatchFailure(failure) if failure.is_user() => ErrorKind::Rejected,
         S::DispatchFailure(_) => ErrorKind::Transient,
-        S::ServiceError(service) => code_kind(service.err().code(), service.raw().status().is_server_error()),
+        S::ServiceError(service) => code_kind(service.err().code(), service.raw().status().as_u16()),
         _ => ErrorKind::Rejected,
     };
     (kind, DisplayErrorContext(err).to_string())
 }
 
-fn code_kind(code: Option<&str>, server_error: bool) -> ErrorKind {
+fn code_kind(code: Option<&str>, status: u16) -> ErrorKind {
     match code {
         Some(code) if CONFLICT.contains(&code) => ErrorKind::Conflict,
         Some(code) if THROTTLING.contains(&code) || TRANSIENT.contains(&code) => ErrorKind::Transient,
-        _ if server_error => ErrorKind::Transient,
+        // A 5xx, a rate limit (429) or a request timeout (408): worth the same request again.
+        _ if status >= 500 || status == 429 || status == 408 => ErrorKind::Transient,
         Some(code) if code.ends_with("NotFoundException") || code == "ResourceNotFound" => ErrorKind::NotFound,
         _ => ErrorKind::Rejected,
     }
@@ -159,23 +160,26 @@ mod tests {
     #[test]
     fn error_codes_are_classified_by_code_and_status_never_by_message() {
         let cases = [
-            (Some("TransactionConflictException"), false, ErrorKind::Conflict),
-            (Some("ThrottlingException"), false, ErrorKind::Transient),
-            (Some("ProvisionedThroughputExceededException"), false, ErrorKind::Transient),
-            (Some("TransactionInProgressException"), false, ErrorKind::Transient),
-            (Some("ServerException"), true, ErrorKind::Transient),
-            (Some("InternalFailure"), true, ErrorKind::Transient),
-            (Some("ClientException"), false, ErrorKind::Rejected),
-            (Some("ServiceNotFoundException"), false, ErrorKind::NotFound),
-            (Some("ResourceNotFoundException"), false, ErrorKind::NotFound),
-            (Some("AccessDeniedException"), false, ErrorKind::Rejected),
-            (Some("ValidationException"), false, ErrorKind::Rejected),
-            // No code: a 5xx is AWS's side, a 4xx is the request's.
-            (None, true, ErrorKind::Transient),
-            (None, false, ErrorKind::Rejected),
+            (Some("TransactionConflictException"), 400, ErrorKind::Conflict),
+            (Some("ThrottlingException"), 400, ErrorKind::Transient),
+            (Some("ProvisionedThroughputExceededException"), 400, ErrorKind::Transient),
+            (Some("TransactionInProgressException"), 400, ErrorKind::Transient),
+            (Some("ServerException"), 500, ErrorKind::Transient),
+            (Some("InternalFailure"), 500, ErrorKind::Transient),
+            (Some("ClientException"), 400, ErrorKind::Rejected),
+            (Some("ServiceNotFoundException"), 400, ErrorKind::NotFound),
+            (Some("ResourceNotFoundException"), 400, ErrorKind::NotFound),
+            (Some("AccessDeniedException"), 400, ErrorKind::Rejected),
+            (Some("ValidationException"), 400, ErrorKind::Rejected),
+            // No code: a 5xx, 429 or 408 is worth a retry, any other 4xx is the request's fault.
+            (None, 503, ErrorKind::Transient),
+            (None, 429, ErrorKind::Transient),
+            (None, 408, ErrorKind::Transient),
+            (None, 400, ErrorKind::Rejected),
+            (None, 403, ErrorKind::Rejected),
         ];
-        for (code, server, kind) in cases {
-            assert_eq!(code_kind(code, server), kind, "{code:?} (5xx: {server})");
+        for (code, status, kind) in cases {
+            assert_eq!(code_kind(code, status), kind, "{code:?} (HTTP {status})");
         }
     }
 }

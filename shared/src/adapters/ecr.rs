@@ -78,6 +78,9 @@ impl Registry for EcrRegistry {
     }
 }
 
+/// To the millisecond, as the ledger compares push times (the SDK reads ECR's fractional
+/// epoch seconds through an f64, a few nanoseconds off).
 fn time(at: &aws_sdk_ecr::primitives::DateTime) -> DateTime<Utc> {
-    DateTime::from_timestamp(at.secs(), at.subsec_nanos()).unwrap_or_default()
+    let millis = i64::from((at.subsec_nanos() + 500_000) / 1_000_000);
+    DateTime::from_timestamp_millis(at.secs() * 1000 + millis).unwrap_or_default()
 }
