@@ -72,11 +72,18 @@ pub struct RollbackSettings {
     /// How long to wait for another invocation rolling the same deployment back (one that
     /// died holds its claim until shortly after its deadline) before asking for a redelivery.
     pub wait: Duration,
+    /// How long to wait for a push holding the target (a migration can hold it for minutes)
+    /// before asking for a redelivery: with Lambda's two retries, longer than a push's lease.
+    pub lock_wait: Duration,
 }
 
 impl Default for RollbackSettings {
     fn default() -> Self {
-        RollbackSettings { claim: Duration::from_secs(10 * 60), wait: Duration::from_secs(20) }
+        RollbackSettings {
+            claim: Duration::from_secs(14 * 60),
+            wait: Duration::from_secs(20),
+            lock_wait: Duration::from_secs(5 * 60),
+        }
     }
 }
 
@@ -377,10 +384,18 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         loop {
             let now = self.clock.now();
             let until = invocation.lapse(now, self.settings.claim);
-            if self.ledger.lock(target, &d.id, &invocation.attempt, until, now).await? {
-                return Ok(());
+            match self.ledger.lock(target, &d.id, &invocation.attempt, until, now).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                // The lock may have been taken with its answer lost: give it up, if it is ours.
+                Err(e) => {
+                    if let Err(unlock) = self.ledger.unlock(target, &invocation.attempt).await {
+                        warn!(target = %target, error = %unlock, "could not give the target's lock up; it lapses");
+                    }
+                    return Err(e.into());
+                }
             }
-            if (now - started).to_std().unwrap_or_default() >= self.settings.wait {
+            if (now - started).to_std().unwrap_or_default() >= self.settings.lock_wait {
                 return Err(Retryable(format!("{target} is locked by a deployment in flight")));
             }
             info!(target = %target, deployment = %d.id, "a deployment holds the target; waiting to roll back");
@@ -477,6 +492,15 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 // undo, and putting the last-known-good back would undo the newer one.
                 if let Some((active, _)) = self.ledger.head(target).await?.active.filter(|(a, _)| *a != d.id) {
                     return self.overtaken(target, d, active).await;
+                }
+                // Nor is a rollout ECS runs that is not `d`'s (a push that gave its lock up before
+                // recording it, an UpdateService by hand, ECS's own rollback) undone.
+                let not_ds = |p: &&crate::ports::EcsDeployment| {
+                    d.ecs_deployment_id.as_deref() != Some(p.id.as_str())
+                        && d.task_definition.as_deref() != Some(p.task_definition.as_str())
+                };
+                if let Some(p) = service.primary.as_ref().filter(not_ds) {
+                    return self.overtaken(target, d, format!("ECS deployment {}", p.id)).await;
                 }
                 let Some(good) = self.known_good(d, to).await? else {
                     warn!(deployment = %d.id, "ROLLING_BACK with no known-good revision on record");

@@ -760,3 +760,27 @@ async fn the_known_good_revision_is_found_however_deep_in_the_history() {
     assert_eq!(w.live(), good_td);
     assert_eq!(w.record(&bad).state, State::RollingBack);
 }
+
+#[tokio::test]
+async fn a_rollout_ecs_runs_that_is_not_the_failed_deployments_is_never_undone() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let bad = w.deploy_and_verify(2, false).await;
+    // A push updated the service and gave its lock up before it could record the rollout
+    // (its outcome's write kept failing): the head still names the failed deployment.
+    let theirs = EcsDeployment {
+        id: "ecs-svc/push-3".into(),
+        task_definition: "arn:aws:ecs:ap-southeast-1:123456789012:task-definition/shop-staging-api:9".into(),
+        rollout_state: "IN_PROGRESS".into(),
+        running: 0,
+        desired: 1,
+    };
+    w.ecs.set_deployments(&api(), vec![theirs.clone()]);
+    let updates = w.ecs.count("UpdateService");
+
+    let outcome = w.rollback(w.announced().pop().expect("announced")).await;
+    let by = format!("ECS deployment {}", theirs.id);
+    assert_eq!(outcome, [RollbackOutcome::Overtaken { deployment: w.record(&bad).id, by }], "{outcome:?}");
+    assert_eq!(w.ecs.count("UpdateService"), updates, "nothing put back over it");
+    assert_eq!(w.live(), theirs.task_definition);
+}
