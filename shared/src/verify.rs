@@ -153,6 +153,9 @@ pub fn judge(health: &Health, answer: &Result<ProbeResponse, String>) -> Result<
     }
 }
 
+/// The time a sweep keeps for settling one more target (a verification with its smoke test).
+const SWEEP_RESERVE: Duration = Duration::from_secs(270);
+
 /// At most this much of a body goes into the evidence.
 const EXCERPT: usize = 120;
 
@@ -210,46 +213,58 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     pub async fn sweep(&self, invocation: &Invocation) -> Result<Vec<VerifyOutcome>, Retryable> {
         let mut outcomes = Vec::new();
         for target in crate::plan::all_targets(self.config) {
-            let Some((active, _)) = self.ledger.head(&target).await?.active else { continue };
-            let Some(d) = self.ledger.deployment(&target, &active).await? else { continue };
-            let idle = (self.clock.now() - d.updated_at).to_std().unwrap_or_default();
-            if !matches!(d.state, State::InProgress | State::Verifying) || idle < self.settings.stale {
-                continue;
+            // A verification can take minutes: the rest waits for the next run.
+            let left = invocation.deadline.map(|deadline| (deadline - self.clock.now()).to_std().unwrap_or_default());
+            if left.is_some_and(|left| left < SWEEP_RESERVE) {
+                info!(target = %target, "sweep: out of time; the next run goes on");
+                break;
             }
-            let Some(ecs_id) = d.ecs_deployment_id.clone() else { continue };
-            let service = match self.ecs.service(&target).await {
-                Ok(service) => service,
-                Err(e) => {
-                    warn!(target = %target, error = %e, "sweep: cannot read the service; the next run looks again");
-                    continue;
-                }
-            };
-            let Some(primary) = service.primary else { continue };
-            let kind = match primary.rollout_state.as_str() {
-                _ if primary.id != ecs_id => {
-                    outcomes.push(self.supersede(d, &format!("ECS deployment {}", primary.id)).await?);
-                    continue;
-                }
-                "COMPLETED" => EcsEventKind::Completed,
-                "FAILED" => EcsEventKind::Failed,
-                _ => continue,
-            };
-            warn!(deployment = %d.id, target = %target, rollout = %primary.rollout_state, "sweep: a rollout whose ECS events never came");
-            let ev = EcsDeploymentEvent {
-                event_id: format!("sweep-{}", d.id),
-                kind,
-                deployment_id: ecs_id,
-                reason: format!("the rollout is {} (found by the sweep)", primary.rollout_state),
-                account: target.account.clone().or_else(|| self.config.home_account.clone()).unwrap_or_default(),
-                region: target.region.clone(),
-                cluster: target.cluster.clone(),
-                service: target.service.clone(),
-                at: self.clock.now(),
-            };
-            outcomes.push(self.dispatch(d, &ev, invocation).await?);
+            match self.sweep_target(&target, invocation).await {
+                Ok(Some(outcome)) => outcomes.push(outcome),
+                Ok(None) => {}
+                Err(e) => warn!(target = %target, error = %e, "sweep: this target waits for the next run"),
+            }
         }
         info!(settled = outcomes.len(), "swept");
         Ok(outcomes)
+    }
+
+    async fn sweep_target(&self, target: &Target, invocation: &Invocation) -> Result<Option<VerifyOutcome>, Retryable> {
+        let Some((active, _)) = self.ledger.head(target).await?.active else { return Ok(None) };
+        let Some(d) = self.ledger.deployment(target, &active).await? else { return Ok(None) };
+        let idle = (self.clock.now() - d.updated_at).to_std().unwrap_or_default();
+        if !matches!(d.state, State::InProgress | State::Verifying) || idle < self.settings.stale {
+            return Ok(None);
+        }
+        let Some(ecs_id) = d.ecs_deployment_id.clone() else { return Ok(None) };
+        let service = self.ecs.service(target).await.map_err(|e| Retryable(e.to_string()))?;
+        let Some(primary) = service.primary else { return Ok(None) };
+        let kind = match primary.rollout_state.as_str() {
+            _ if primary.id != ecs_id => {
+                let rollback = d.origin == Origin::Rollback;
+                let superseded = self.supersede(d.clone(), &format!("ECS deployment {}", primary.id)).await?;
+                if rollback && matches!(superseded, VerifyOutcome::Superseded { .. }) {
+                    self.settle_rollback(&Deployment { state: State::Superseded, ..d }).await?;
+                }
+                return Ok(Some(superseded));
+            }
+            "COMPLETED" => EcsEventKind::Completed,
+            "FAILED" => EcsEventKind::Failed,
+            _ => return Ok(None),
+        };
+        warn!(deployment = %d.id, target = %target, rollout = %primary.rollout_state, "sweep: a rollout whose ECS events never came");
+        let ev = EcsDeploymentEvent {
+            event_id: format!("sweep-{}", d.id),
+            kind,
+            deployment_id: ecs_id,
+            reason: format!("the rollout is {} (found by the sweep)", primary.rollout_state),
+            account: target.account.clone().or_else(|| self.config.home_account.clone()).unwrap_or_default(),
+            region: target.region.clone(),
+            cluster: target.cluster.clone(),
+            service: target.service.clone(),
+            at: self.clock.now(),
+        };
+        self.dispatch(d, &ev, invocation).await.map(Some)
     }
 
     /// An event about a deployment on record: one of Ferry's, or one it did not start.
