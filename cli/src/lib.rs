@@ -508,18 +508,36 @@ impl Ctx<'_> {
         for (function, queue) in queues {
             for letter in redrive::receive(self.aws, function, queue).await.map_err(fail)? {
                 if dry_run {
-                    redrive::put_back(self.aws, queue, &letter).await.map_err(fail)?;
-                    rows.push(redrive::row(&letter, "waiting", "would be handled again"));
+                    let shown = redrive::hide(self.aws, queue, &letter, 0).await;
+                    rows.push(redrive::row(
+                        &letter,
+                        "waiting",
+                        shown.err().as_deref().unwrap_or("would be handled again"),
+                    ));
+                    continue;
+                }
+                // Hidden for as long as its replay may take, from now.
+                if let Err(why) = redrive::hide(self.aws, queue, &letter, redrive::HIDDEN_SECONDS).await {
+                    failed += 1;
+                    rows.push(redrive::row(&letter, "not replayed", &why));
                     continue;
                 }
                 match self.replay(&letter).await {
                     Ok(outcome) => {
-                        redrive::delete(self.aws, queue, &letter).await.map_err(fail)?;
-                        rows.push(redrive::row(&letter, "handled", &outcome));
+                        let deleted = redrive::delete(self.aws, queue, &letter).await;
+                        let detail = match deleted {
+                            Ok(()) => outcome,
+                            Err(why) => format!("{outcome}; but it stays in its queue: {why}"),
+                        };
+                        rows.push(redrive::row(&letter, "handled", &detail));
                     }
                     Err(why) => {
                         failed += 1;
-                        redrive::put_back(self.aws, queue, &letter).await.map_err(fail)?;
+                        let shown = redrive::hide(self.aws, queue, &letter, 0).await;
+                        let why = match shown {
+                            Ok(()) => why,
+                            Err(e) => format!("{why}; {e}"),
+                        };
                         rows.push(redrive::row(&letter, "failed again", &why));
                     }
                 }

@@ -27,6 +27,8 @@ impl Function {
 #[derive(Debug, Clone)]
 pub(crate) struct DeadLetter {
     pub(crate) function: Function,
+    /// SQS's id of the message (its receipt handle changes with every receive).
+    pub(crate) id: String,
     pub(crate) receipt: String,
     /// The event as the function received it.
     pub(crate) event: Value,
@@ -52,9 +54,9 @@ pub(crate) fn unwrap(body: &str) -> Option<(Value, String)> {
     }
 }
 
-/// How long a received message stays hidden from other readers while the command works
-/// (each is deleted once handled, or made visible again).
-const HIDDEN_SECONDS: i32 = 120;
+/// How long a message stays hidden from other readers while the command works on it (each
+/// is deleted once handled, or made visible again): as long as a function may run.
+pub(crate) const HIDDEN_SECONDS: i32 = 900;
 
 /// Every message waiting in `queue`; unreadable ones are reported as errors, never deleted.
 pub(crate) async fn receive(aws: &SdkConfig, function: Function, queue: &str) -> Result<Vec<DeadLetter>, String> {
@@ -66,7 +68,7 @@ pub(crate) async fn receive(aws: &SdkConfig, function: Function, queue: &str) ->
             .queue_url(queue)
             .max_number_of_messages(10)
             .visibility_timeout(HIDDEN_SECONDS)
-            .wait_time_seconds(0)
+            .wait_time_seconds(1)
             .send()
             .await
             .map_err(|e| format!("reading {queue}: {}", aws_smithy_types::error::display::DisplayErrorContext(e)))?;
@@ -75,14 +77,15 @@ pub(crate) async fn receive(aws: &SdkConfig, function: Function, queue: &str) ->
             return Ok(letters);
         }
         for m in messages {
-            let receipt = m.receipt_handle.clone().unwrap_or_default();
-            if letters.iter().any(|l| l.receipt == receipt) {
+            let (id, receipt) =
+                (m.message_id.clone().unwrap_or_default(), m.receipt_handle.clone().unwrap_or_default());
+            if letters.iter().any(|l| l.id == id) {
                 return Ok(letters);
             }
             let Some((event, error)) = m.body.as_deref().and_then(unwrap) else {
-                return Err(format!("{queue}: message {} is not a failed event", m.message_id.unwrap_or_default()));
+                return Err(format!("{queue}: message {id} is not a failed event"));
             };
-            letters.push(DeadLetter { function, receipt, event, error });
+            letters.push(DeadLetter { function, id, receipt, event, error });
         }
     }
 }
@@ -98,13 +101,14 @@ pub(crate) async fn delete(aws: &SdkConfig, queue: &str, letter: &DeadLetter) ->
         .map_err(|e| format!("deleting from {queue}: {}", aws_smithy_types::error::display::DisplayErrorContext(e)))
 }
 
-/// Makes a message visible again at once (listed only, or failed again).
-pub(crate) async fn put_back(aws: &SdkConfig, queue: &str, letter: &DeadLetter) -> Result<(), String> {
+/// Hides a message from other readers for `seconds` more (0: visible again at once, when it
+/// was only listed, or failed again).
+pub(crate) async fn hide(aws: &SdkConfig, queue: &str, letter: &DeadLetter, seconds: i32) -> Result<(), String> {
     aws_sdk_sqs::Client::new(aws)
         .change_message_visibility()
         .queue_url(queue)
         .receipt_handle(&letter.receipt)
-        .visibility_timeout(0)
+        .visibility_timeout(seconds)
         .send()
         .await
         .map(|_| ())
