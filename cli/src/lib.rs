@@ -571,7 +571,11 @@ impl Ctx<'_> {
         Ok(text)
     }
 
-    async fn sweep(&self) -> Result<Vec<ferry::verify::VerifyOutcome>, Failure> {
+    /// `work` with the verify function's handler, built here as the function builds it.
+    async fn verifier<T>(
+        &self,
+        work: impl AsyncFnOnce(&OperatorVerifier<'_>, Invocation) -> Result<T, ferry::deploy::Retryable>,
+    ) -> Result<T, Failure> {
         let (ecs, ledger) = (self.ecs(), self.ledger()?);
         let notifier = Notifiers::new(self.aws, self.cli.topic_arn.as_deref(), self.cli.slack_secret.as_deref());
         let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(self.aws), &self.cli.event_bus);
@@ -586,7 +590,11 @@ impl Ctx<'_> {
             settings: VerifySettings::default(),
         };
         let attempt = format!("ferry-cli-{}-{}", std::process::id(), Utc::now().timestamp_millis());
-        verifier.sweep(&Invocation { attempt, deadline: None }).await.map_err(|e| fail(format!("{e}: run it again")))
+        work(&verifier, Invocation { attempt, deadline: None }).await.map_err(|e| fail(format!("{e}: run it again")))
+    }
+
+    async fn sweep(&self) -> Result<Vec<ferry::verify::VerifyOutcome>, Failure> {
+        self.verifier(async |verifier, invocation| verifier.sweep(&invocation).await).await
     }
 
     /// One failed event, handled by its function's own handler, as Lambda would.
@@ -602,18 +610,8 @@ impl Ctx<'_> {
                 deployed.await.map(|o| format!("{o:?}")).map_err(|f| f.message)?
             }
             redrive::Function::Verify => {
-                let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(self.aws), &self.cli.event_bus);
-                let verifier = Verifier {
-                    config: &self.config,
-                    ecs: &ecs,
-                    ledger: &ledger,
-                    notifier: &notifier,
-                    bus: &bus,
-                    probe: &HttpProbe::default(),
-                    clock: &SystemClock,
-                    settings: VerifySettings::default(),
-                };
-                verifier.handle(event, &invocation).await.map(|o| format!("{o:?}")).map_err(|e| e.to_string())?
+                let verified = self.verifier(async |verifier, invocation| verifier.handle(event, &invocation).await);
+                verified.await.map(|o| format!("{o:?}")).map_err(|f| f.message)?
             }
             redrive::Function::Rollback => {
                 let handler = RollbackHandler {
@@ -946,6 +944,7 @@ impl Ctx<'_> {
 
 /// The deploy function's handler with the operator's clients.
 type OperatorDeployer<'a> = Deployer<'a, EcsAdapter, DynamoLedger, Notifiers, SystemClock, EcrRegistry>;
+type OperatorVerifier<'a> = Verifier<'a, EcsAdapter, DynamoLedger, Notifiers, EventBridgeBus, HttpProbe, SystemClock>;
 
 /// An image as ECR describes it.
 struct EcrImage {

@@ -268,7 +268,7 @@ pub trait Ledger: Send + Sync {
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
     /// Gives `claim` back if it still holds the record in state `held`, moving the record to
-    /// `deployment`'s state (VERIFYING → IN_PROGRESS; ROLLING_BACK stays): the invocation
+    /// `deployment`'s state (the same: VERIFYING and ROLLING_BACK stay): the invocation
     /// is done with it, or failed and the redelivered event is to take it again at once.
     fn release_claim(
         &self,

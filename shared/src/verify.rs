@@ -318,8 +318,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     ) -> Result<VerifyOutcome, Retryable> {
         let now = self.clock.now();
         let claim = invocation.claim(now, self.settings.claim);
-        let (mut verifying, mut unclaimed) = (d.clone(), d.clone());
-        (verifying.state, unclaimed.state) = (State::Verifying, State::InProgress);
+        let verifying = Deployment { state: State::Verifying, ..d.clone() };
         let outcome = match self.ledger.claim(&verifying, State::InProgress, HeadChange::None, now, &claim).await {
             Ok(true) => self.verify_claimed(d, ev).await,
             Ok(false) => {
@@ -331,9 +330,10 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         };
         if outcome.is_err() {
             // Give the claim back, so the redelivered event verifies again at once (if this
-            // fails too, the claim lapses with the invocation's deadline).
-            if let Err(e) = self.ledger.release_claim(&unclaimed, State::Verifying, &claim).await {
-                warn!(deployment = %unclaimed.id, error = %e, "could not give the verification claim back");
+            // fails too, the claim lapses with the invocation's deadline). The record stays
+            // VERIFYING: records only move forward.
+            if let Err(e) = self.ledger.release_claim(&verifying, State::Verifying, &claim).await {
+                warn!(deployment = %verifying.id, error = %e, "could not give the verification claim back");
             }
         }
         outcome

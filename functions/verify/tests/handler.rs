@@ -250,7 +250,7 @@ async fn a_completed_event_ahead_of_ecss_api_is_looked_at_again_never_failed() {
     // The event says COMPLETED; DescribeServices still shows the rollout IN_PROGRESS.
     let outcome = w.verify(completed("shop-staging-api", &id)).await;
     assert!(matches!(&outcome, Err(Retryable(why)) if why.contains("still IN_PROGRESS")), "{outcome:?}");
-    assert_eq!(w.record(&id).state, State::InProgress, "not failed; the claim is given back for the redelivery");
+    assert_eq!(w.record(&id).state, State::Verifying, "not failed; the claim is given back for the redelivery");
     assert!(w.bus.sent().is_empty(), "nothing announced");
     assert!(w.probe.requests().is_empty());
     // ECS's API catches up: the redelivered event verifies it.
@@ -429,7 +429,7 @@ async fn a_transient_error_while_verifying_gives_the_claim_back_for_the_redelive
     w.ecs.fail("DescribeServices", EcsError::Transient("ThrottlingException".into()));
     let first = w.verify(completed("shop-staging-api", &id)).await;
     assert!(first.is_err(), "{first:?}");
-    assert_eq!(w.record(&id).state, State::InProgress, "not left VERIFYING under a claim nobody works on");
+    assert_eq!(w.record(&id).state, State::Verifying, "still VERIFYING, never back to IN_PROGRESS");
 
     w.ecs.heal("DescribeServices");
     let again = w.verify(completed("shop-staging-api", &id)).await;
