@@ -600,10 +600,6 @@ impl Ctx<'_> {
     /// One failed event, handled by its function's own handler, as Lambda would.
     async fn replay(&self, letter: &redrive::DeadLetter) -> Result<String, String> {
         let event = letter.event.clone();
-        let attempt = format!("ferry-redrive-{}-{}", std::process::id(), Utc::now().timestamp_millis());
-        let invocation = Invocation { attempt, deadline: None };
-        let (ecs, ledger) = (self.ecs(), self.ledger().map_err(|f| f.message)?);
-        let notifier = Notifiers::new(self.aws, self.cli.topic_arn.as_deref(), self.cli.slack_secret.as_deref());
         let outcome = match letter.function {
             redrive::Function::Deploy => {
                 let deployed = self.deployer(async |deployer, invocation| deployer.handle(event, &invocation).await);
@@ -614,6 +610,11 @@ impl Ctx<'_> {
                 verified.await.map(|o| format!("{o:?}")).map_err(|f| f.message)?
             }
             redrive::Function::Rollback => {
+                let attempt = format!("ferry-redrive-{}-{}", std::process::id(), Utc::now().timestamp_millis());
+                let invocation = Invocation { attempt, deadline: None };
+                let (ecs, ledger) = (self.ecs(), self.ledger().map_err(|f| f.message)?);
+                let notifier =
+                    Notifiers::new(self.aws, self.cli.topic_arn.as_deref(), self.cli.slack_secret.as_deref());
                 let handler = RollbackHandler {
                     config: &self.config,
                     ecs: &ecs,

@@ -177,8 +177,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                 push.registry_account
             )));
         }
-        let push = self.ordered(push).await?;
-        self.deploy_push(&push, invocation).await
+        self.deploy_push(push, invocation).await
     }
 
     /// `push` at the time ECR keeps for it, when that falls in the second its event says:
@@ -197,8 +196,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     }
 
     /// Deploys `push` to every target it plans to, concurrently.
-    async fn deploy_push(&self, push: &Push, invocation: &Invocation) -> Result<Outcome, Retryable> {
-        let targets = match plan(self.config, push) {
+    async fn deploy_push(&self, push: Push, invocation: &Invocation) -> Result<Outcome, Retryable> {
+        let targets = match plan(self.config, &push) {
             Plan::Deploy { environment, targets } => {
                 info!(environment = %environment, targets = targets.len(), "push matched");
                 targets
@@ -212,6 +211,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                 return Ok(Outcome::Unplanned(unplanned));
             }
         };
+        // Asked only of a push that deploys somewhere: ECR's own push time orders it.
+        let push = &self.ordered(push).await?;
         let results = join_all(targets.iter().map(|t| self.deploy_target(push, t, invocation))).await;
         let mut outcomes = Vec::with_capacity(results.len());
         let mut retry = Vec::new();

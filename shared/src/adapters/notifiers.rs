@@ -119,6 +119,7 @@ impl Notifier for SlackNotifier {
                 tokio::time::sleep(wait.max(Duration::from_millis(300))).await;
             }
             let sent = self.http.post(url).header("content-type", "application/json").body(body.clone()).send().await;
+            let limited = sent.as_ref().is_ok_and(|r| r.status().as_u16() == 429);
             // Errors are described without the URL: it is a credential.
             last = match sent {
                 Ok(r) if r.status().is_success() => return Ok(()),
@@ -144,7 +145,7 @@ impl Notifier for SlackNotifier {
                 Err(e) if e.is_timeout() => "timed out".to_string(),
                 Err(_) => "connection failed".to_string(),
             };
-            if last != "HTTP 429" {
+            if !limited {
                 (wait, failures) = (Duration::ZERO, failures + 1);
             }
         }
