@@ -118,7 +118,15 @@ pub struct Service {
     pub notify: Option<String>,
     /// CloudWatch alarms (names; `{env}` is replaced) whose ALARM rolls the service back.
     pub alarms: Vec<String>,
+    /// How long after a deployment went live an alarm still rolls it back; later, Ferry
+    /// only tells the team.
+    pub alarm_window: chrono::Duration,
 }
+
+/// The alarm window unless a service sets `alarm_window_minutes`.
+pub const DEFAULT_ALARM_WINDOW_MINUTES: u32 = 30;
+/// The longest alarm window: a day.
+pub const MAX_ALARM_WINDOW_MINUTES: u32 = 1440;
 
 /// The smoke test run once ECS reports a deployment complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,6 +306,7 @@ struct RawService {
     notify: Option<Spanned<String>>,
     #[serde(default)]
     alarms: Vec<Spanned<String>>,
+    alarm_window_minutes: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -666,6 +675,13 @@ impl RawService {
                 ));
             }
         }
+        let alarm_window = match &self.alarm_window_minutes {
+            Some(m) if !(1..=MAX_ALARM_WINDOW_MINUTES).contains(m.get_ref()) => {
+                return Err(invalid(m, format!("alarm_window_minutes must be between 1 and {MAX_ALARM_WINDOW_MINUTES}")));
+            }
+            Some(m) => *m.get_ref(),
+            None => DEFAULT_ALARM_WINDOW_MINUTES,
+        };
         Ok(Service {
             repository: self.repository.into_inner(),
             name: self.name.into_inner(),
@@ -675,6 +691,7 @@ impl RawService {
             migration,
             notify: self.notify.map(Spanned::into_inner),
             alarms: self.alarms.into_iter().map(Spanned::into_inner).collect(),
+            alarm_window: chrono::Duration::minutes(i64::from(alarm_window)),
         })
     }
 }
@@ -751,6 +768,7 @@ environments = ["production"]
         );
         assert!(!c.services[1].deploys_to("staging"));
         assert_eq!(api.alarms, ["shop-{env}-api-5xx"]);
+        assert_eq!(api.alarm_window, chrono::Duration::minutes(30), "the default window");
     }
 
     /// Each invalid file is rejected with the line of the value that is wrong.
@@ -860,6 +878,13 @@ environments = ["production"]
                 ),
                 10,
                 "between 1 and 600",
+            ),
+            (
+                &format!(
+                    "{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nalarm_window_minutes = 0\n"
+                ),
+                10,
+                "alarm_window_minutes must be between 1 and 1440",
             ),
             (
                 &format!(

@@ -234,8 +234,8 @@ pub enum RollbackTrigger {
     },
     /// ECS failed a deployment.
     EcsFailed(EcsDeploymentEvent),
-    /// A CloudWatch alarm went into ALARM.
-    Alarm { name: String, account: String, region: String, reason: String },
+    /// A CloudWatch alarm went into ALARM, at `at` (when CloudWatch changed its state).
+    Alarm { name: String, account: String, region: String, reason: String, at: chrono::DateTime<chrono::Utc> },
     /// An operator asked (the CLI's `ferry rollback`), from account `from`.
     Requested {
         environment: String,
@@ -261,6 +261,8 @@ struct AlarmDetail {
     #[serde(rename = "alarmName")]
     alarm_name: String,
     state: AlarmState,
+    #[serde(rename = "previousState")]
+    previous_state: Option<AlarmState>,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +270,16 @@ struct AlarmState {
     value: String,
     #[serde(default)]
     reason: String,
+    /// As CloudWatch writes it: `2026-11-16T02:10:00.000+0000`.
+    timestamp: Option<String>,
+}
+
+/// CloudWatch's state timestamp (`2026-11-16T02:10:00.000+0000`, or RFC 3339).
+fn alarm_time(timestamp: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_str(timestamp, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(timestamp))
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 #[derive(Deserialize)]
@@ -315,11 +327,17 @@ pub fn parse_rollback_trigger(event: Value) -> Result<Received<RollbackTrigger>,
             if d.state.value != "ALARM" {
                 return Ok(Received::Ignored(format!("alarm {} went to {}, not ALARM", d.alarm_name, d.state.value)));
             }
+            if d.previous_state.as_ref().is_some_and(|p| p.value == "ALARM") {
+                return Ok(Received::Ignored(format!("alarm {} was in ALARM already", d.alarm_name)));
+            }
+            let at = d.state.timestamp.as_deref().and_then(alarm_time).or(envelope.time);
+            let at = at.ok_or_else(|| MalformedEvent("an alarm state change without a time".into()))?;
             Ok(Received::Act(RollbackTrigger::Alarm {
                 name: d.alarm_name,
                 account: from,
                 region: envelope.region.unwrap_or_default(),
                 reason: d.state.reason,
+                at,
             }))
         }
         ("aws.ecs", _) => Ok(match parse_ecs_event(event)? {
@@ -473,6 +491,15 @@ mod tests {
             matches!(&alarm, Received::Act(RollbackTrigger::Alarm { name, region, .. }) if name == "shop-staging-api-5xx" && region == "ap-southeast-1"),
             "{alarm:?}"
         );
+        // When CloudWatch changed the state, to the millisecond, not when the event was sent.
+        let mut late = sample("cloudwatch-alarm-state-change.json");
+        late["time"] = "2026-11-16T03:00:00Z".into();
+        late["detail"]["state"]["timestamp"] = "2026-11-16T02:09:30.250+0000".into();
+        let Ok(Received::Act(RollbackTrigger::Alarm { at, .. })) = parse_rollback_trigger(late) else { panic!() };
+        assert_eq!(at.to_rfc3339(), "2026-11-16T02:09:30.250+00:00");
+        let mut again = sample("cloudwatch-alarm-state-change.json");
+        again["detail"]["previousState"]["value"] = "ALARM".into();
+        assert!(matches!(parse_rollback_trigger(again), Ok(Received::Ignored(_))), "not a change into ALARM");
         let mut ok = sample("cloudwatch-alarm-state-change.json");
         ok["detail"]["state"]["value"] = "OK".into();
         assert!(matches!(parse_rollback_trigger(ok), Ok(Received::Ignored(_))), "only ALARM rolls back");

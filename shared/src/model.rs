@@ -190,6 +190,8 @@ pub struct Deployment {
     pub ecs_event: Option<String>,
     /// For a rollback (Ferry's or ECS's): the deployment it undoes.
     pub rolls_back: Option<String>,
+    /// When it was proven live (SUCCEEDED): an alarm's window starts here.
+    pub live_at: Option<DateTime<Utc>>,
 }
 
 impl Deployment {
@@ -215,6 +217,7 @@ impl Deployment {
             origin: Origin::Ferry,
             ecs_event: None,
             rolls_back: None,
+            live_at: None,
         }
     }
 

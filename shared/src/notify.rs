@@ -17,6 +17,15 @@ pub struct Notification {
     pub live_now: Option<String>,
     /// Whether it is posted to Slack (the environment's filter); SNS always gets it.
     pub slack: bool,
+    /// Set when the message is an alarm about the deployment, not a change of its state.
+    pub alert: Option<Alert>,
+}
+
+/// An alarm on a live deployment that Ferry did not act on, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub alarm: String,
+    pub note: String,
 }
 
 impl Notification {
@@ -31,11 +40,19 @@ impl Notification {
             .and_then(|s| s.notify.clone());
         let filter = config.environment(&d.target.environment).map(|e| e.slack).unwrap_or_default();
         let slack = filter == SlackFilter::All || needs_someone(d.state);
-        Notification { deployment: d.clone(), route, live_now, slack }
+        Notification { deployment: d.clone(), route, live_now, slack, alert: None }
+    }
+
+    /// An alarm on `d` that Ferry did not act on: posted wherever failures are.
+    pub fn alert(config: &Config, d: &Deployment, alert: Alert) -> Notification {
+        Notification { slack: true, alert: Some(alert), ..Notification::about(config, d, None) }
     }
 
     pub fn headline(&self) -> String {
         let d = &self.deployment;
+        if let Some(alert) = &self.alert {
+            return format!("{} alarm {} in {}: not rolled back", d.target.service, alert.alarm, d.target.environment);
+        }
         let what = match d.state {
             State::InProgress => "deploying",
             State::Succeeded => "deployed",
@@ -51,6 +68,9 @@ impl Notification {
 
     /// Severity for subscribers' filters.
     pub fn severity(&self) -> &'static str {
+        if self.alert.is_some() {
+            return "warning";
+        }
         match self.deployment.state {
             State::RollbackFailed => "critical",
             State::Failed | State::RolledBack | State::RollingBack => "error",
@@ -62,7 +82,7 @@ impl Notification {
     /// The same facts as JSON, for SNS subscribers.
     pub fn facts(&self) -> Value {
         let d = &self.deployment;
-        json!({
+        let mut facts = json!({
             "deployment": d.id,
             "status": d.state.as_str(),
             "severity": self.severity(),
@@ -84,7 +104,12 @@ impl Notification {
             "reason": d.reason,
             "live_now": self.live_now,
             "console": console_url(d),
-        })
+        });
+        if let Some(alert) = &self.alert {
+            facts["alarm"] = json!(alert.alarm);
+            facts["alarm_note"] = json!(alert.note);
+        }
+        facts
     }
 
     /// A Slack Block Kit message.
@@ -104,11 +129,14 @@ impl Notification {
         if let Some(took) = duration(d) {
             fields.push(format!("*Duration*\n{}", human(took)));
         }
+        let icon = if self.alert.is_some() { "🔔" } else { emoji(d.state) };
         let mut blocks = vec![
-            json!({"type": "header", "text": {"type": "plain_text", "text": clip(&format!("{} {}", emoji(d.state), self.headline()), HEADER - 1)}}),
+            json!({"type": "header", "text": {"type": "plain_text", "text": clip(&format!("{icon} {}", self.headline()), HEADER - 1)}}),
             json!({"type": "section", "fields": fields.iter().map(|f| json!({"type": "mrkdwn", "text": f})).collect::<Vec<_>>()}),
         ];
-        if let Some(reason) = &d.reason {
+        if let Some(alert) = &self.alert {
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Alarm*\n{}", clip(&escape(&alert.note), 2900))}}));
+        } else if let Some(reason) = &d.reason {
             blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Why*\n{}", clip(&escape(reason), 2900))}}));
         }
         if let Some(live) = &self.live_now {

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tracing::{error, info, warn};
 
@@ -23,7 +24,7 @@ use crate::deploy::{Invocation, Retryable, update_service};
 use crate::event::{Received, RollbackTrigger, parse_rollback_trigger};
 use crate::lookup;
 use crate::model::{Deployment, Origin, State, Target};
-use crate::notify::{Notification, send};
+use crate::notify::{Alert, Notification, send};
 use crate::plan::{find_target, targets_of};
 use crate::ports::{Claim, Clock, Ecs, HeadChange, Ledger, Notifier, ServiceInfo};
 
@@ -51,6 +52,52 @@ pub enum RollbackOutcome {
     Overtaken { deployment: String, by: String },
     /// The rollback itself failed: paged, and stopped.
     RollbackFailed { deployment: String, reason: String },
+    /// An alarm that went off before the deployment started, or after its window: nothing
+    /// rolled back (the team is told of the latter).
+    AlarmIgnored { deployment: String, alarm: String, why: String },
+}
+
+/// A deployment a trigger concerns, on one target.
+struct Failing {
+    target: Target,
+    deployment: Option<Deployment>,
+    reason: String,
+    /// A revision the operator named.
+    to: Option<String>,
+    /// The alarm that fired, if an alarm is the trigger.
+    alarm: Option<Alarm>,
+}
+
+struct Alarm {
+    name: String,
+    at: DateTime<Utc>,
+    window: chrono::Duration,
+}
+
+/// Whether an alarm that went off at `at` is `d`'s to answer for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmVerdict {
+    /// While it rolled out, or within `window` after it went live: roll it back.
+    Acts,
+    /// Before `d` started: the alarm was in ALARM already.
+    Before,
+    /// More than `window` after `d` went live: not its doing, as far as anyone can tell.
+    After { live_since: DateTime<Utc> },
+}
+
+/// An alarm acts on a deployment from the moment it started until `window` after it went
+/// live (as ECS's deployment alarms do during a rollout and its bake time).
+pub fn alarm_concerns(d: &Deployment, at: DateTime<Utc>, window: chrono::Duration) -> AlarmVerdict {
+    if at < d.created_at {
+        return AlarmVerdict::Before;
+    }
+    match d.state {
+        State::Succeeded => {
+            let live_since = d.live_at.unwrap_or(d.updated_at);
+            if at > live_since + window { AlarmVerdict::After { live_since } } else { AlarmVerdict::Acts }
+        }
+        _ => AlarmVerdict::Acts,
+    }
 }
 
 #[derive(Debug)]
@@ -142,10 +189,26 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         }
         info!(trigger = ?trigger, "rollback trigger");
         let mut outcomes = Vec::new();
-        for (target, failing, reason, to) in self.resolve(trigger).await? {
-            let outcome = match failing {
-                Some(d) => self.roll_back(&target, d, reason, to.as_deref(), invocation).await?,
+        for Failing { target, deployment, reason, to, alarm } in self.resolve(trigger).await? {
+            let verdict = |d: &Deployment| alarm.as_ref().map(|a| (a, alarm_concerns(d, a.at, a.window)));
+            let outcome = match deployment {
                 None => RollbackOutcome::Ignored(format!("no Ferry deployment is live on {target}")),
+                Some(d) => match verdict(&d) {
+                    Some((alarm, AlarmVerdict::Before)) => {
+                        let why = format!("it went off at {}, before deployment {} started", alarm.at, d.id);
+                        self.not_this_deployments(d, alarm, why).await
+                    }
+                    Some((alarm, AlarmVerdict::After { live_since })) => {
+                        let why = format!(
+                            "it went off at {}, more than {} min after deployment {} went live ({live_since}): not rolled back",
+                            alarm.at,
+                            alarm.window.num_minutes(),
+                            d.id
+                        );
+                        self.not_this_deployments(d, alarm, why).await
+                    }
+                    _ => self.roll_back(&target, d, reason, to.as_deref(), invocation).await?,
+                },
             };
             info!(target = %target, outcome = ?outcome, "rollback decision");
             outcomes.push(outcome);
@@ -171,13 +234,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
             .then(|| format!("{whose} from account {account}, which is neither Ferry's nor a target's"))
     }
 
-    /// The targets a trigger concerns, each with the deployment that failed there (if any),
-    /// the reason, and an explicit revision to go back to.
-    #[allow(clippy::type_complexity)]
-    async fn resolve(
-        &self,
-        trigger: RollbackTrigger,
-    ) -> Result<Vec<(Target, Option<Deployment>, String, Option<String>)>, Retryable> {
+    /// The targets a trigger concerns, each with the deployment that failed there (if any).
+    async fn resolve(&self, trigger: RollbackTrigger) -> Result<Vec<Failing>, Retryable> {
+        let failing = |target, deployment, reason| Failing { target, deployment, reason, to: None, alarm: None };
         Ok(match trigger {
             RollbackTrigger::DeploymentFailed { deployment, account, region, cluster, service, .. } => {
                 // The target's account, as verify announced it (none: Ferry's own).
@@ -185,17 +244,17 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 let Some(target) = find_target(self.config, &account, &region, &cluster, &service) else {
                     return Ok(Vec::new());
                 };
-                let failing = self.ledger.deployment(&target, &deployment).await?;
+                let failed = self.ledger.deployment(&target, &deployment).await?;
                 let reason =
-                    failing.as_ref().and_then(|d| d.reason.clone()).unwrap_or_else(|| "deployment failed".into());
-                vec![(target, failing, reason, None)]
+                    failed.as_ref().and_then(|d| d.reason.clone()).unwrap_or_else(|| "deployment failed".into());
+                vec![failing(target, failed, reason)]
             }
             RollbackTrigger::EcsFailed(ev) => {
                 let Some(target) = find_target(self.config, &ev.account, &ev.region, &ev.cluster, &ev.service) else {
                     return Ok(Vec::new());
                 };
                 let id = ev.deployment_id.clone();
-                let failing = match self.ledger.by_ecs_deployment(&id).await? {
+                let failed = match self.ledger.by_ecs_deployment(&id).await? {
                     Some(d) => Some(d),
                     // The GSI is eventually consistent: a record written a moment ago is in the
                     // table's recent history.
@@ -204,9 +263,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                         recent.into_iter().find(|d| d.ecs_deployment_id.as_deref() == Some(id.as_str()))
                     }
                 };
-                vec![(target, failing, format!("ECS: {}", ev.reason), None)]
+                vec![failing(target, failed, format!("ECS: {}", ev.reason))]
             }
-            RollbackTrigger::Alarm { name, account, region, reason } => {
+            RollbackTrigger::Alarm { name, account, region, reason, at } => {
                 let mut found = Vec::new();
                 for env in &self.config.environments {
                     for service in self.config.services.iter().filter(|s| s.deploys_to(&env.name)) {
@@ -219,7 +278,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                                 && target.account.as_deref().or(home).is_none_or(|a| a == account)
                             {
                                 let active = self.active(&target).await?;
-                                found.push((target, active, format!("alarm {name}: {reason}"), None));
+                                let alarm = Some(Alarm { name: name.clone(), at, window: service.alarm_window });
+                                let reason = format!("alarm {name}: {reason}");
+                                found.push(Failing { alarm, ..failing(target, active, reason) });
                             }
                         }
                     }
@@ -231,12 +292,24 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 for target in targets_of(self.config, &environment, &service) {
                     if region.as_deref().is_none_or(|r| r == target.region) {
                         let active = self.active(&target).await?;
-                        found.push((target, active, format!("rollback requested by {by}"), to.clone()));
+                        let reason = format!("rollback requested by {by}");
+                        found.push(Failing { to: to.clone(), ..failing(target, active, reason) });
                     }
                 }
                 found
             }
         })
+    }
+
+    /// An alarm that is not the deployment's to answer for: logged, and the team told if it
+    /// went off after the window (the service is in trouble, but not by this deployment).
+    async fn not_this_deployments(&self, d: Deployment, alarm: &Alarm, why: String) -> RollbackOutcome {
+        warn!(deployment = %d.id, alarm = %alarm.name, reason = %why, "alarm not acted on");
+        if matches!(alarm_concerns(&d, alarm.at, alarm.window), AlarmVerdict::After { .. }) {
+            let alert = Alert { alarm: alarm.name.clone(), note: why.clone() };
+            send(self.notifier, self.ledger, Notification::alert(self.config, &d, alert)).await;
+        }
+        RollbackOutcome::AlarmIgnored { deployment: d.id, alarm: alarm.name.clone(), why }
     }
 
     /// The Ferry deployment live or in flight on the target.
@@ -524,6 +597,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                     updated_at: now,
                     notify_error: None,
                     ecs_event: None,
+                    live_at: None,
                     ..good.clone()
                 };
                 self.ledger.record_external(&rollback, HeadChange::None).await?;

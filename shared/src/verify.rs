@@ -421,6 +421,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     async fn succeed(&self, mut d: Deployment) -> Result<VerifyOutcome, Retryable> {
         d.state = State::Succeeded;
         d.updated_at = self.clock.now();
+        d.live_at = Some(d.updated_at);
         if !self.ledger.transition(&d, &[State::Verifying], HeadChange::LastKnownGood).await? {
             return self.unchanged(d).await;
         }
@@ -640,6 +641,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         d.state = state;
         d.ecs_event = Some(describe(ev));
         d.updated_at = self.clock.now();
+        d.live_at = (state == State::Succeeded).then_some(d.updated_at);
         if state == State::Failed {
             d.reason = Some(format!("ECS: {}", ev.reason));
         }
@@ -754,5 +756,6 @@ fn external_record(
         origin,
         ecs_event: Some(describe(ev)),
         rolls_back: None,
+        live_at: (state == State::Succeeded).then_some(now),
     }
 }

@@ -461,6 +461,57 @@ async fn an_alarm_for_a_service_rolls_back_its_verified_deployment() {
     assert!(matches!(w.rollback(other).await.as_slice(), [RollbackOutcome::Ignored(_)]));
 }
 
+/// The sample alarm's state change into ALARM, made by CloudWatch at `at`.
+fn alarm_at(at: DateTime<Utc>) -> Value {
+    let mut e = sample_event("cloudwatch-alarm-state-change.json");
+    e["detail"]["state"]["timestamp"] = at.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string().into();
+    e
+}
+
+#[tokio::test]
+async fn an_alarm_rolls_back_only_within_its_window_after_the_deployment_went_live() {
+    let w = World::new();
+    let first = w.deploy_and_verify(1, true).await;
+    let second = w.deploy_and_verify(2, true).await;
+    let live_at = w.record(&second).live_at.expect("stamped when verified");
+    let told = w.notifier.sent().len();
+
+    // A downstream outage long after: the team is told, nothing is rolled back or quarantined.
+    w.clock.advance(Duration::from_secs(40 * 60));
+    let outcome = w.rollback(alarm_at(live_at + chrono::Duration::minutes(31))).await;
+    assert!(matches!(outcome.as_slice(), [RollbackOutcome::AlarmIgnored { .. }]), "{outcome:?}");
+    assert_eq!(w.record(&second).state, State::Succeeded);
+    assert_eq!(Some(w.live()), w.record(&second).task_definition);
+    assert!(w.ledger.head(&api()).await.expect("head").quarantine.is_empty());
+    let sent = w.notifier.sent();
+    assert_eq!(sent.len(), told + 1, "one message about the alarm");
+    let alert = sent.last().expect("alert");
+    assert_eq!((alert.severity(), alert.slack), ("warning", true));
+    assert!(alert.headline().contains("alarm shop-staging-api-5xx") && alert.headline().ends_with("not rolled back"));
+
+    // Within the window (an event delivered late, stamped when the alarm went off), it acts.
+    let outcome = w.rollback(alarm_at(live_at + chrono::Duration::minutes(29))).await;
+    let [RollbackOutcome::RollingBack { to, .. }] = outcome.as_slice() else { panic!("{outcome:?}") };
+    assert_eq!(Some(to.clone()), w.record(&first).task_definition);
+}
+
+#[tokio::test]
+async fn an_alarm_that_went_off_before_the_deployment_started_does_not_count_against_it() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let before = w.clock.now();
+    w.clock.advance(Duration::from_secs(5));
+    let second = w.deploy(2).await;
+    let told = w.notifier.sent().len();
+    let outcome = w.rollback(alarm_at(before)).await;
+    assert!(matches!(outcome.as_slice(), [RollbackOutcome::AlarmIgnored { .. }]), "{outcome:?}");
+    assert_eq!(w.record(&second).state, State::InProgress);
+    assert_eq!(w.notifier.sent().len(), told, "nothing to tell: the alarm was in ALARM before it started");
+    // One that goes off while it rolls out acts.
+    let outcome = w.rollback(alarm_at(w.clock.now())).await;
+    assert!(matches!(outcome.as_slice(), [RollbackOutcome::RollingBack { .. }]), "{outcome:?}");
+}
+
 #[tokio::test]
 async fn an_operator_can_ask_for_a_rollback_to_a_named_deployment() {
     let w = World::new();

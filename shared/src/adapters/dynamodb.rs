@@ -191,6 +191,9 @@ fn deployment_fields(d: &Deployment, e: &mut Expression) {
         // Kept by every later write: a repeated FAILED write is known as done after the record moved on.
         e.set("failed_at", s(d.updated_at.to_rfc3339()));
     }
+    if let Some(live_at) = d.live_at {
+        e.set("live_at", s(live_at.to_rfc3339()));
+    }
     let optional = [
         ("account", &t.account),
         ("role_arn", &t.role_arn),
@@ -257,6 +260,7 @@ fn deployment_from(item: &Item) -> Result<Deployment, LedgerError> {
         },
         ecs_event: text(item, "ecs_event"),
         rolls_back: text(item, "rolls_back"),
+        live_at: time(item, "live_at"),
     })
 }
 
