@@ -677,7 +677,10 @@ impl RawService {
         }
         let alarm_window = match &self.alarm_window_minutes {
             Some(m) if !(1..=MAX_ALARM_WINDOW_MINUTES).contains(m.get_ref()) => {
-                return Err(invalid(m, format!("alarm_window_minutes must be between 1 and {MAX_ALARM_WINDOW_MINUTES}")));
+                return Err(invalid(
+                    m,
+                    format!("alarm_window_minutes must be between 1 and {MAX_ALARM_WINDOW_MINUTES}"),
+                ));
             }
             Some(m) => *m.get_ref(),
             None => DEFAULT_ALARM_WINDOW_MINUTES,

@@ -539,7 +539,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
                 }
             }
         }
-        let head = if record.state == State::Succeeded { HeadChange::Active } else { HeadChange::None };
+        let head = if record.state == State::Succeeded { self.follows(&record).await? } else { HeadChange::None };
         let recorded = self.ledger.record_external(&record, head).await?;
         info!(deployment = %record.id, origin = origin.as_str(), state = %record.state, recorded, "deployment Ferry did not start");
         Ok(VerifyOutcome::External { deployment: record.id, origin, state: record.state })
@@ -627,7 +627,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
                 self.ledger.note_ecs_event(&d, &describe(ev)).await?;
                 return Ok(VerifyOutcome::External { deployment: d.id, origin: d.origin, state: d.state });
             }
-            EcsEventKind::Completed => (State::Succeeded, HeadChange::Active),
+            EcsEventKind::Completed => (State::Succeeded, self.follows(&d).await?),
             EcsEventKind::Failed => (State::Failed, HeadChange::None),
         };
         if d.state != State::InProgress {
@@ -649,6 +649,17 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             self.settle_rollback(&d).await?;
         }
         Ok(VerifyOutcome::External { deployment: d.id, origin: d.origin, state })
+    }
+
+    /// A completed rollout Ferry did not start becomes what the head calls live, unless it
+    /// runs the revision of Ferry's deployment live there (a `--force-new-deployment`): that
+    /// deployment stays live on record, with its alarm window and its digest.
+    async fn follows(&self, d: &Deployment) -> Result<HeadChange, Retryable> {
+        let Some((active, _)) = self.ledger.head(&d.target).await?.active else { return Ok(HeadChange::Active) };
+        let same = self.ledger.deployment(&d.target, &active).await?.is_some_and(|live| {
+            live.origin == Origin::Ferry && live.task_definition.is_some() && live.task_definition == d.task_definition
+        });
+        Ok(if same { HeadChange::None } else { HeadChange::Active })
     }
 
     /// A rollback (Ferry's or ECS's) finished: the deployment it undoes is ROLLED_BACK, or

@@ -519,6 +519,42 @@ async fn a_deployment_ferry_did_not_start_is_recorded_and_the_head_follows_it() 
 }
 
 #[tokio::test]
+async fn a_forced_new_deployment_of_the_same_revision_leaves_ferrys_deployment_live_on_record() {
+    let w = World::new(vec![ok("ok")]);
+    let api = target("shop-staging-api");
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.complete(&api);
+    w.verify(completed("shop-staging-api", &id)).await.expect("verified");
+    let ours = w.record(&id);
+    // `aws ecs update-service --force-new-deployment`: a new ECS deployment, same revision.
+    let mut deployments = w.ecs.service_of(&api).expect("service").deployments;
+    let forced = "ecs-svc/5151515151515151515";
+    let td = ours.task_definition.clone().expect("td");
+    deployments.push(EcsDeployment {
+        id: forced.into(),
+        task_definition: td,
+        rollout_state: "IN_PROGRESS".into(),
+        running: 0,
+        desired: 2,
+    });
+    w.ecs.set_deployments(&api, deployments);
+    w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", forced)).await.expect("in progress");
+    w.ecs.complete(&api);
+    let done = w.verify(completed("shop-staging-api", forced)).await;
+    assert!(matches!(done, Ok(VerifyOutcome::External { state: State::Succeeded, .. })), "{done:?}");
+    assert_eq!(w.record(forced).origin, Origin::External, "on the history all the same");
+    let head = w.ledger.head(&api).await.expect("head");
+    assert_eq!(head.active, Some((ours.id.clone(), digest(1))), "Ferry's deployment, its alarms and digest, stay live");
+    // Pushed again, the same digest is known to be live.
+    let mut e = sample_event("ecr-push-staging.json");
+    e["time"] = (t0() + Duration::from_secs(90)).to_rfc3339().into();
+    e["detail"]["image-tag"] = "staging-aaaaaaaa".into();
+    e["detail"]["image-digest"] = digest(1).into();
+    let again = w.deploy_event(e, &invocation("deploy-again")).await;
+    assert!(format!("{again:?}").contains("Skipped"), "{again:?}");
+}
+
+#[tokio::test]
 async fn events_for_other_services_and_malformed_events_change_nothing() {
     let w = World::new(vec![ok("ok")]);
     let ignored = |o: &Result<VerifyOutcome, Retryable>| matches!(o, Ok(VerifyOutcome::Ignored(_)));
