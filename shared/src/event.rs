@@ -121,18 +121,6 @@ pub struct EcsDeploymentEvent {
     pub at: chrono::DateTime<chrono::Utc>,
 }
 
-impl EcsDeploymentEvent {
-    /// ECS's circuit breaker is rolling the service back (an IN_PROGRESS event for the
-    /// rollback deployment): `Some(deployment it rolls back to)`.
-    pub fn circuit_breaker_rollback(&self) -> Option<&str> {
-        if self.kind != EcsEventKind::InProgress {
-            return None;
-        }
-        let rest = self.reason.strip_prefix("ECS deployment circuit breaker: rolling back to deploymentId ")?;
-        Some(rest.trim_end_matches('.').trim())
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct EcsDetail {
@@ -453,7 +441,6 @@ mod tests {
             ),
             ("123456789012", "ap-southeast-1", "shop-staging", "shop-staging-api")
         );
-        assert_eq!(completed.circuit_breaker_rollback(), None);
         assert_eq!(parse("ecs-deployment-in-progress.json").kind, EcsEventKind::InProgress);
         let failed = parse("ecs-deployment-failed.json");
         assert_eq!(
@@ -461,7 +448,10 @@ mod tests {
             (EcsEventKind::Failed, "ECS deployment circuit breaker: task failed to start.")
         );
         let rollback = parse("ecs-deployment-circuit-breaker-rollback.json");
-        assert_eq!(rollback.circuit_breaker_rollback(), Some("ecs-svc/5555555555555555555"));
+        assert_eq!(
+            (rollback.kind, rollback.deployment_id.as_str()),
+            (EcsEventKind::InProgress, "ecs-svc/9876543210987654321")
+        );
 
         assert!(matches!(
             parse_ecs_event(sample("ecs-service-action-placement-failure.json")),

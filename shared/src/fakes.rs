@@ -12,9 +12,9 @@ use crate::config::Migration;
 use crate::model::{Deployment, Head, Lock, Origin, State, Target};
 use crate::notify::Notification;
 use crate::ports::{
-    Begin, BusError, Claim, Clock, Container, Ecs, EcsDeployment, EcsError, EventBus, Finish, HeadChange, HealthProbe,
-    Image, Ledger, LedgerError, Notifier, NotifyError, ProbeResponse, Registry, RegistryError, Revision, ServiceInfo,
-    TaskExit,
+    Begin, BusError, Claim, Clock, Container, Ecs, EcsDeployment, EcsError, EcsRollbacks, EventBus, Finish, HeadChange,
+    HealthProbe, Image, Ledger, LedgerError, Notifier, NotifyError, ProbeResponse, Registry, RegistryError, Revision,
+    ServiceInfo, TaskExit,
 };
 use crate::render::{ImageChange, Images};
 
@@ -79,6 +79,10 @@ impl Clock for FakeClock {
 pub struct FakeService {
     pub task_definition: String,
     pub deployments: Vec<EcsDeployment>,
+    /// The circuit breaker's `(enable, rollback)`, if set.
+    pub breaker: Option<(bool, bool)>,
+    /// Deployment alarms ECS watches with rollback.
+    pub alarm_rollback: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -122,9 +126,20 @@ impl FakeEcs {
                     running: 2,
                     desired: 2,
                 }],
+                breaker: None,
+                alarm_rollback: Vec::new(),
             },
         );
         arn
+    }
+
+    /// Sets what ECS rolls back by itself: the circuit breaker's `(enable, rollback)` and the
+    /// deployment alarms with rollback.
+    pub fn set_rollbacks(&self, target: &Target, breaker: Option<(bool, bool)>, alarms: &[&str]) {
+        if let Some(s) = lock(&self.0).services.get_mut(&service_key(target)) {
+            s.breaker = breaker;
+            s.alarm_rollback = alarms.iter().map(|a| a.to_string()).collect();
+        }
     }
 
     /// Completes the PRIMARY (last) deployment as ECS would: rollout COMPLETED, all tasks running.
@@ -134,6 +149,30 @@ impl FakeEcs {
             d.rollout_state = "COMPLETED".into();
             d.running = d.desired;
         }
+    }
+
+    /// ECS fails the PRIMARY rollout and, if the service's settings say so, rolls back to the
+    /// last completed deployment's revision: the id of its rollback deployment.
+    pub fn fail_primary(&self, target: &Target) -> Option<String> {
+        let mut w = lock(&self.0);
+        let s = w.services.get_mut(&service_key(target))?;
+        let primary = s.deployments.last_mut()?;
+        primary.rollout_state = "FAILED".into();
+        let rolls_back = s.breaker == Some((true, true)) || !s.alarm_rollback.is_empty();
+        let to = s.deployments.iter().rev().find(|d| d.rollout_state == "COMPLETED")?.task_definition.clone();
+        if !rolls_back {
+            return None;
+        }
+        let id = format!("ecs-svc/rollback-{}", s.deployments.len());
+        s.task_definition = to.clone();
+        s.deployments.push(EcsDeployment {
+            id: id.clone(),
+            task_definition: to,
+            rollout_state: "IN_PROGRESS".into(),
+            running: 0,
+            desired: 2,
+        });
+        Some(id)
     }
 
     /// Replaces a service's deployments (to stage what DescribeServices answers).
@@ -200,6 +239,11 @@ impl Ecs for FakeEcs {
             task_definition: s.task_definition.clone(),
             primary: s.deployments.last().cloned(),
             deployment_controller: Some("ECS".into()),
+            failed: s.deployments.iter().filter(|d| d.rollout_state == "FAILED").map(|d| d.id.clone()).collect(),
+            rollbacks: EcsRollbacks {
+                circuit_breaker: s.breaker == Some((true, true)),
+                alarms: s.alarm_rollback.clone(),
+            },
             settings: Default::default(),
         })
     }
@@ -253,6 +297,8 @@ impl Ecs for FakeEcs {
             w.services.get_mut(&service_key(target)).ok_or_else(|| EcsError::NotFound(target.service.clone()))?;
         let id = format!("ecs-svc/{n}");
         service.task_definition = task_definition.to_string();
+        // As the adapter does: the breaker on, with rollback unless the team turned it off.
+        service.breaker = Some((true, service.breaker.is_none_or(|(enable, rollback)| !enable || rollback)));
         service.deployments.push(EcsDeployment {
             id: id.clone(),
             task_definition: task_definition.to_string(),

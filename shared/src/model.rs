@@ -142,7 +142,7 @@ pub enum Origin {
     Ferry,
     /// Someone else (an UpdateService by hand, another tool): recorded, not verified.
     External,
-    /// ECS's deployment circuit breaker, rolling back a failed deployment.
+    /// ECS itself (circuit breaker or deployment alarms), rolling back a failed deployment.
     EcsRollback,
     /// Ferry's rollback function, putting the last-known-good revision back.
     Rollback,
@@ -223,7 +223,17 @@ impl Deployment {
 
     /// Whether `ev` is about this deployment's rollout.
     pub fn is_rollout(&self, ev: &crate::event::EcsDeploymentEvent) -> bool {
-        self.ecs_deployment_id.as_deref() == Some(ev.deployment_id.as_str())
+        self.is_rollout_id(&ev.deployment_id)
+    }
+
+    /// Whether ECS deployment `id` is this deployment's rollout.
+    pub fn is_rollout_id(&self, id: &str) -> bool {
+        self.ecs_deployment_id.as_deref() == Some(id)
+    }
+
+    /// Whether ECS failed its rollout: ECS's SERVICE_DEPLOYMENT_FAILED is the last event on record.
+    pub fn failed_by_ecs(&self) -> bool {
+        self.ecs_event.as_deref().is_some_and(|e| e.starts_with("SERVICE_DEPLOYMENT_FAILED"))
     }
 
     /// Whether the deployment can still change (not in a final state).

@@ -189,7 +189,7 @@ fn triggered_by(d: &Deployment) -> String {
     match d.origin {
         Origin::Ferry => format!("ECR push of {}:{}", d.repository, d.tag),
         Origin::Rollback => "Ferry's rollback".into(),
-        Origin::EcsRollback => "ECS circuit breaker".into(),
+        Origin::EcsRollback => "ECS's own rollback".into(),
         Origin::External => "a deployment outside Ferry".into(),
     }
 }

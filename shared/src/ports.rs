@@ -52,9 +52,33 @@ pub struct ServiceInfo {
     pub primary: Option<EcsDeployment>,
     /// `ECS` for rolling updates; Ferry cannot drive CODE_DEPLOY or EXTERNAL services.
     pub deployment_controller: Option<String>,
+    /// The ids of its deployments whose rollout ECS failed (and has not cleared away yet).
+    pub failed: Vec<String>,
+    /// What ECS rolls back by itself.
+    pub rollbacks: EcsRollbacks,
     /// What the adapter needs to run a task like the service's and to update the service
     /// without changing any of its other settings. Opaque to the core.
     pub settings: crate::adapters::ecs::ServiceSettings,
+}
+
+/// What ECS rolls back by itself when a rollout fails, as the service's
+/// `deploymentConfiguration` says
+/// (<https://docs.aws.amazon.com/AmazonECS/latest/developerguide/deployment-circuit-breaker.html>,
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/deployment-alarm-failure.html>).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EcsRollbacks {
+    /// The deployment circuit breaker is on, with rollback.
+    pub circuit_breaker: bool,
+    /// The deployment alarms ECS watches with rollback on (empty if off).
+    pub alarms: Vec<String>,
+}
+
+impl EcsRollbacks {
+    /// Whether ECS rolls back a rollout it failed: a failure is the circuit breaker's or an
+    /// alarm's, and either one on means ECS puts the last completed deployment back.
+    pub fn any(&self) -> bool {
+        self.circuit_breaker || !self.alarms.is_empty()
+    }
 }
 
 /// A container of a task definition: its name and image, as ECS has them.

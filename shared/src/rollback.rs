@@ -8,9 +8,10 @@
 //! the claim lapses with that invocation's deadline, so if Lambda stops it part-way, its
 //! redelivered trigger takes the rollback over and finishes it. While it puts a revision back
 //! it holds the target's lock, as a push does, so it never undoes a push that has updated
-//! the service but not yet recorded it. If ECS's circuit breaker is
-//! already rolling the service back, Ferry does not roll back again: it waits for ECS's
-//! rollback, which the verify function settles as ROLLED_BACK. A rollback's own deployment is never rolled back:
+//! the service but not yet recorded it. When the service's settings say ECS rolls the failure
+//! back by itself (circuit breaker or deployment alarms with rollback), Ferry does not roll
+//! back again: it waits for ECS's rollback, which the verify function settles as ROLLED_BACK
+//! (and its sweep pages if it never appears). A rollback's own deployment is never rolled back:
 //! if it fails, the deployment is ROLLBACK_FAILED, a critical page goes out, and Ferry stops.
 
 use std::time::Duration;
@@ -41,9 +42,10 @@ pub enum RollbackOutcome {
     AlreadyHandled { deployment: String, state: State },
     /// Ferry pointed the service back at `to` (a task definition).
     RollingBack { deployment: String, to: String, ecs_deployment_id: String },
-    /// ECS's circuit breaker is rolling the service back; verify records the end of it.
+    /// ECS is rolling the service back by itself; verify records the end of it (or, if it
+    /// never comes, the sweep pages).
     EcsRollingBack { deployment: String },
-    /// ECS's circuit breaker had already rolled the service back.
+    /// ECS had already rolled the service back.
     RolledBack { deployment: String },
     /// No revision on record passed verification: nothing done, the team told.
     NoKnownGood { deployment: String },
@@ -66,6 +68,8 @@ struct Failing {
     to: Option<String>,
     /// The alarm that fired, if an alarm is the trigger.
     alarm: Option<Alarm>,
+    /// ECS's own SERVICE_DEPLOYMENT_FAILED is the trigger.
+    by_ecs: bool,
 }
 
 struct Alarm {
@@ -152,20 +156,40 @@ pub fn last_known_good<'h>(
     })
 }
 
-/// Whether ECS's circuit breaker is rolling `failing` back (or has): `Some` with its rollback's
-/// record if the verify function has made one yet. Without one, a failure the breaker
-/// reported and a service that has moved off `failing` since say so.
-fn breaker_rollback<'r>(
+/// What is known of how `failing` failed, for deciding whether ECS rolls it back itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Failure<'a> {
+    /// ECS failed its rollout (its SERVICE_DEPLOYMENT_FAILED is the trigger, or on record).
+    pub by_ecs: bool,
+    /// The alarm that fired, if an alarm is the trigger.
+    pub alarm: Option<&'a str>,
+    /// It was still rolling out (not yet verified) when the trigger came.
+    pub rolling_out: bool,
+}
+
+/// Whether ECS is rolling `failing` back by itself (or has): `Some` with its rollback's record
+/// if the verify function has made one yet. Decided from the service's settings and its
+/// deployments, never from the wording of an event: ECS rolls back a rollout it failed when
+/// its circuit breaker or its deployment alarms have rollback on, and a rollout during which
+/// an alarm it watches fired; and a service already back on the revision `failing` replaced
+/// was rolled back.
+pub fn ecs_rollback<'r>(
     failing: &Deployment,
     recorded: Option<&'r Deployment>,
     service: &ServiceInfo,
+    failure: Failure<'_>,
 ) -> Option<Option<&'r Deployment>> {
-    let moved_on = service.primary.as_ref().is_some_and(|p| {
-        failing.ecs_deployment_id.as_deref() != Some(p.id.as_str())
-            && failing.task_definition.as_deref() != Some(p.task_definition.as_str())
+    if recorded.is_some() {
+        return Some(recorded);
+    }
+    let rollbacks = &service.rollbacks;
+    let ours = |id: &str| failing.ecs_deployment_id.as_deref() == Some(id);
+    let failed_by_ecs = failure.by_ecs || service.failed.iter().any(|id| ours(id));
+    let watched = failure.rolling_out && failure.alarm.is_some_and(|alarm| rollbacks.alarms.iter().any(|a| a == alarm));
+    let moved_back = service.primary.as_ref().is_some_and(|p| {
+        !ours(&p.id) && failing.previous_task_definition.as_deref() == Some(p.task_definition.as_str())
     });
-    let by_breaker = failing.reason.as_deref().is_some_and(|r| r.contains("circuit breaker"));
-    (recorded.is_some() || (by_breaker && moved_on)).then_some(recorded)
+    (rollbacks.any() && (failed_by_ecs || watched || moved_back)).then_some(None)
 }
 
 impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
@@ -189,7 +213,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         }
         info!(trigger = ?trigger, "rollback trigger");
         let mut outcomes = Vec::new();
-        for Failing { target, deployment, reason, to, alarm } in self.resolve(trigger).await? {
+        for Failing { target, deployment, reason, to, alarm, by_ecs } in self.resolve(trigger).await? {
             let verdict = |d: &Deployment| alarm.as_ref().map(|a| (a, alarm_concerns(d, a.at, a.window)));
             let outcome = match deployment {
                 None => RollbackOutcome::Ignored(format!("no Ferry deployment is live on {target}")),
@@ -207,7 +231,14 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                         );
                         self.not_this_deployments(d, alarm, why).await
                     }
-                    _ => self.roll_back(&target, d, reason, to.as_deref(), invocation).await?,
+                    _ => {
+                        let failure = Failure {
+                            by_ecs: by_ecs || d.failed_by_ecs(),
+                            alarm: alarm.as_ref().map(|a| a.name.as_str()),
+                            rolling_out: matches!(d.state, State::InProgress | State::Verifying),
+                        };
+                        self.roll_back(&target, d, reason, to.as_deref(), failure, invocation).await?
+                    }
                 },
             };
             info!(target = %target, outcome = ?outcome, "rollback decision");
@@ -236,7 +267,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
 
     /// The targets a trigger concerns, each with the deployment that failed there (if any).
     async fn resolve(&self, trigger: RollbackTrigger) -> Result<Vec<Failing>, Retryable> {
-        let failing = |target, deployment, reason| Failing { target, deployment, reason, to: None, alarm: None };
+        let failing =
+            |target, deployment, reason| Failing { target, deployment, reason, to: None, alarm: None, by_ecs: false };
         Ok(match trigger {
             RollbackTrigger::DeploymentFailed { deployment, account, region, cluster, service, .. } => {
                 // The target's account, as verify announced it (none: Ferry's own).
@@ -263,7 +295,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                         recent.into_iter().find(|d| d.ecs_deployment_id.as_deref() == Some(id.as_str()))
                     }
                 };
-                vec![failing(target, failed, format!("ECS: {}", ev.reason))]
+                vec![Failing { by_ecs: true, ..failing(target, failed, format!("ECS: {}", ev.reason)) }]
             }
             RollbackTrigger::Alarm { name, account, region, reason, at } => {
                 let mut found = Vec::new();
@@ -344,6 +376,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         mut d: Deployment,
         reason: String,
         to: Option<&str>,
+        failure: Failure<'_>,
         invocation: &Invocation,
     ) -> Result<RollbackOutcome, Retryable> {
         if d.origin != Origin::Ferry {
@@ -379,8 +412,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
             state => return Ok(RollbackOutcome::AlreadyHandled { deployment: d.id, state }),
         }
         if d.state == State::Failed {
-            // 2. ECS's circuit breaker may already be rolling the service back.
-            if let Some(ecs_rollback) = self.breaker_rollback(&d).await? {
+            // 2. ECS may be rolling the service back by itself.
+            if let Some(ecs_rollback) = self.ecs_rollback(&d, failure).await? {
                 return self.leave_to_ecs(target, d, ecs_rollback).await;
             }
             if self.known_good(&d, to).await?.is_none() {
@@ -397,7 +430,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         };
         let outcome = match self.lock(target, &d, invocation).await {
             Ok(()) => {
-                let outcome = self.put_back(target, &mut d, to).await;
+                let outcome = self.put_back(target, &mut d, to, failure).await;
                 if let Err(e) = self.ledger.unlock(target, &invocation.attempt).await {
                     warn!(target = %target, error = %e, "could not give the target's lock up; it lapses");
                 }
@@ -477,7 +510,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         }
     }
 
-    /// ECS's circuit breaker is rolling `d` back (or has: `ecs_rollback` SUCCEEDED): Ferry
+    /// ECS is rolling `d` back by itself (or has: `ecs_rollback` SUCCEEDED): Ferry
     /// does not roll back again; verify settles `d` when ECS's rollback completes.
     async fn leave_to_ecs(
         &self,
@@ -497,7 +530,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 RollbackOutcome::RolledBack { deployment: d.id }
             }
             None => {
-                info!(deployment = %d.id, "ECS's circuit breaker is rolling back; not rolling back again");
+                info!(deployment = %d.id, "ECS is rolling back by itself; not rolling back again");
                 RollbackOutcome::EcsRollingBack { deployment: d.id }
             }
         })
@@ -526,12 +559,16 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         Ok(RollbackOutcome::NoKnownGood { deployment: d.id })
     }
 
-    /// Whether ECS's circuit breaker is rolling `d` back (or has): `Some` with its rollback's
-    /// record if the verify function has made one yet (see [`breaker_rollback`]).
-    async fn breaker_rollback(&self, d: &Deployment) -> Result<Option<Option<Deployment>>, Retryable> {
+    /// Whether ECS is rolling `d` back by itself (or has): `Some` with its rollback's record
+    /// if the verify function has made one yet (see [`ecs_rollback`]).
+    async fn ecs_rollback(
+        &self,
+        d: &Deployment,
+        failure: Failure<'_>,
+    ) -> Result<Option<Option<Deployment>>, Retryable> {
         let recorded = self.rollback_of(d, Origin::EcsRollback).await?;
         let service = self.service(&d.target).await?;
-        Ok(breaker_rollback(d, recorded.as_ref(), &service).map(|r| r.cloned()))
+        Ok(ecs_rollback(d, recorded.as_ref(), &service, failure).map(|r| r.cloned()))
     }
 
     async fn service(&self, target: &Target) -> Result<ServiceInfo, Retryable> {
@@ -547,12 +584,15 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         target: &Target,
         d: &mut Deployment,
         to: Option<&str>,
+        failure: Failure<'_>,
     ) -> Result<RollbackOutcome, Retryable> {
-        if self.breaker_rollback(d).await?.is_some() {
+        // Ferry's own rollback under way (by an invocation that died) is not ECS's.
+        let ours = self.rollback_of(d, Origin::Rollback).await?;
+        if ours.is_none() && self.ecs_rollback(d, failure).await?.is_some() {
             return Ok(RollbackOutcome::AlreadyHandled { deployment: d.id.clone(), state: d.state });
         }
         let service = self.service(target).await?;
-        let mut rollback = match self.rollback_of(d, Origin::Rollback).await? {
+        let mut rollback = match ours {
             Some(r) if r.state != State::Pending => {
                 return Ok(RollbackOutcome::AlreadyHandled { deployment: d.id.clone(), state: d.state });
             }

@@ -2,7 +2,7 @@
 //! the service really runs the new revision on every task, and its smoke test passes.
 //!
 //! Every ECS deployment event is matched to Ferry's record by the ECS deployment id. A
-//! deployment Ferry did not start (an UpdateService by hand, ECS's circuit-breaker
+//! deployment Ferry did not start (an UpdateService by hand, ECS's own
 //! rollback) gets a record of its own on the target's history. Every change is a
 //! conditional ledger write, so duplicate and out-of-order events never move a record
 //! backwards.
@@ -81,6 +81,11 @@ pub enum VerifyOutcome {
     External {
         deployment: String,
         origin: Origin,
+        state: State,
+    },
+    /// A deployment waiting for its rollback was settled by what the service runs.
+    Settled {
+        deployment: String,
         state: State,
     },
     /// The sweep schedule fired: what became of each stale rollout it found.
@@ -233,7 +238,13 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         let Some((active, _)) = self.ledger.head(target).await?.active else { return Ok(None) };
         let Some(d) = self.ledger.deployment(target, &active).await? else { return Ok(None) };
         let idle = (self.clock.now() - d.updated_at).to_std().unwrap_or_default();
-        if !matches!(d.state, State::InProgress | State::Verifying) || idle < self.settings.stale {
+        if idle < self.settings.stale {
+            return Ok(None);
+        }
+        if d.state == State::RollingBack {
+            return self.sweep_rollback(d).await;
+        }
+        if !matches!(d.state, State::InProgress | State::Verifying) {
             return Ok(None);
         }
         let Some(ecs_id) = d.ecs_deployment_id.clone() else { return Ok(None) };
@@ -265,6 +276,45 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             at: self.clock.now(),
         };
         self.dispatch(d, &ev, invocation).await.map(Some)
+    }
+
+    /// `d` has waited long to be rolled back, and no rollback of it is on record: ECS's own,
+    /// which Ferry left to ECS, never appeared (or its events were lost), or Ferry's died
+    /// before recording it. Settled from what the service runs: back off `d`'s revision and
+    /// completed, ROLLED_BACK; still on it (or failed), ROLLBACK_FAILED, which pages.
+    async fn sweep_rollback(&self, mut d: Deployment) -> Result<Option<VerifyOutcome>, Retryable> {
+        let service = self.ecs.service(&d.target).await.map_err(|e| Retryable(e.to_string()))?;
+        let Some(primary) = service.primary else { return Ok(None) };
+        let on_ours =
+            d.is_rollout_id(&primary.id) || d.task_definition.as_deref() == Some(primary.task_definition.as_str());
+        let reason = d.reason.clone().unwrap_or_else(|| "failed".into());
+        let minutes = self.settings.stale.as_secs() / 60;
+        d.state = match (on_ours, primary.rollout_state.as_str()) {
+            // A rollback ECS is still running.
+            (false, "IN_PROGRESS") => return Ok(None),
+            (false, "COMPLETED") => {
+                d.reason =
+                    Some(format!("{reason}; the service runs {} now (found by the sweep)", primary.task_definition));
+                State::RolledBack
+            }
+            _ => {
+                d.reason = Some(format!(
+                    "{reason}; no rollback appeared within {minutes} min: the service runs {}",
+                    primary.task_definition
+                ));
+                State::RollbackFailed
+            }
+        };
+        d.updated_at = self.clock.now();
+        if !self.ledger.transition(&d, &[State::RollingBack], HeadChange::None).await? {
+            return self.unchanged(d).await.map(Some);
+        }
+        match d.state {
+            State::RolledBack => warn!(deployment = %d.id, "sweep: rolled back, its rollback's events never came"),
+            _ => error!(deployment = %d.id, "ROLLBACK FAILED: no rollback appeared; paging"),
+        }
+        self.notify_with(&d, Some(primary.task_definition)).await;
+        Ok(Some(VerifyOutcome::Settled { deployment: d.id, state: d.state }))
     }
 
     /// An event about a deployment on record: one of Ferry's, or one it did not start.
@@ -305,7 +355,10 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
                 self.ledger.note_ecs_event(&d, &describe(ev)).await?;
                 Ok(VerifyOutcome::Progress { deployment: d.id })
             }
-            EcsEventKind::Failed => self.fail(d, format!("ECS: {}", ev.reason)).await,
+            EcsEventKind::Failed => {
+                let d = Deployment { ecs_event: Some(describe(ev)), ..d };
+                self.fail(d, format!("ECS: {}", ev.reason)).await
+            }
             EcsEventKind::Completed => self.verify(d, ev, invocation).await,
         }
     }
@@ -487,7 +540,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     }
 
     /// An event about a deployment Ferry has no record of: someone else's, or ECS's own
-    /// circuit-breaker rollback of Ferry's deployment.
+    /// rollback of Ferry's deployment.
     async fn unknown(&self, ev: &EcsDeploymentEvent, invocation: &Invocation) -> Result<VerifyOutcome, Retryable> {
         let Some(target) = target_of(self.config, ev) else {
             info!(service = %ev.service, cluster = %ev.cluster, region = %ev.region, "not a service Ferry deploys");
@@ -503,7 +556,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         if let Some(d) = history.iter().find(|d| d.is_rollout(ev)) {
             return self.dispatch(d.clone(), ev, invocation).await;
         }
-        if ev.circuit_breaker_rollback().is_none() {
+        let service = self.ecs.service(&target).await.ok();
+        let undone = match &service {
+            Some(service) => self.ecs_rolls_back(&target, ev, service).await?,
+            None => None,
+        };
+        if undone.is_none() {
             let pending = self.pending(&target, &history).await?;
             if let Some(outcome) = self.adopt(&pending, ev, invocation).await? {
                 return Ok(outcome);
@@ -514,35 +572,54 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
                 return self.dispatch(d, ev, invocation).await;
             }
         }
-        let origin = if ev.circuit_breaker_rollback().is_some() { Origin::EcsRollback } else { Origin::External };
+        let origin = if undone.is_some() { Origin::EcsRollback } else { Origin::External };
         let mut record = external_record(&target, ev, origin, self.clock.now());
-        if let Ok(service) = self.ecs.service(&target).await {
-            record.task_definition = service.primary.filter(|p| p.id == ev.deployment_id).map(|p| p.task_definition);
-        }
-        if origin == Origin::EcsRollback {
-            // ECS is rolling back: the deployment it rolls back is Ferry's active one.
-            let head = self.ledger.head(&target).await?;
-            if let Some((active, _)) = head.active {
-                let failed = self.ledger.deployment(&target, &active).await?;
-                // ECS's FAILED event may have come first: the deployment can be FAILED
-                // already, or ROLLING_BACK if the rollback function saw ECS rolling back.
-                let rolled_back = |d: &Deployment| {
-                    d.origin == Origin::Ferry
-                        && matches!(d.state, State::InProgress | State::Verifying | State::Failed | State::RollingBack)
-                };
-                if let Some(d) = failed.filter(rolled_back) {
-                    record.reason = Some(format!("ECS circuit breaker rolling back Ferry deployment {}", d.id));
-                    record.rolls_back = Some(d.id.clone());
-                    if matches!(d.state, State::InProgress | State::Verifying) {
-                        self.fail(d, format!("ECS: {}", ev.reason)).await?;
-                    }
-                }
+        record.task_definition =
+            service.and_then(|s| s.primary).filter(|p| p.id == ev.deployment_id).map(|p| p.task_definition);
+        if let Some(d) = undone {
+            record.reason = Some(format!("ECS rolling back Ferry deployment {}", d.id));
+            record.rolls_back = Some(d.id.clone());
+            if matches!(d.state, State::InProgress | State::Verifying) {
+                self.fail(d, format!("ECS rolled it back: {}", ev.reason)).await?;
             }
         }
         let head = if record.state == State::Succeeded { self.follows(&record).await? } else { HeadChange::None };
         let recorded = self.ledger.record_external(&record, head).await?;
         info!(deployment = %record.id, origin = origin.as_str(), state = %record.state, recorded, "deployment Ferry did not start");
         Ok(VerifyOutcome::External { deployment: record.id, origin, state: record.state })
+    }
+
+    /// The Ferry deployment ECS's new deployment `ev` rolls back, if it is ECS's own rollback:
+    /// the service's settings have ECS roll back failures, Ferry's deployment is the target's
+    /// active one and still open (or failed, or waiting for this rollback), and `ev` runs the
+    /// revision that deployment replaced, or ECS failed that deployment (then its next one is
+    /// the rollback, even before the API shows which revision it runs). Decided from settings and
+    /// deployments, never from the wording of the event.
+    async fn ecs_rolls_back(
+        &self,
+        target: &Target,
+        ev: &EcsDeploymentEvent,
+        service: &ServiceInfo,
+    ) -> Result<Option<Deployment>, Retryable> {
+        if !service.rollbacks.any() {
+            return Ok(None);
+        }
+        let Some((active, _)) = self.ledger.head(target).await?.active else { return Ok(None) };
+        let Some(d) = self.ledger.deployment(target, &active).await? else { return Ok(None) };
+        let open = matches!(d.state, State::InProgress | State::Verifying | State::Failed | State::RollingBack);
+        if d.origin != Origin::Ferry || !open || d.is_rollout(ev) {
+            return Ok(None);
+        }
+        let failed = d.failed_by_ecs() || d.ecs_deployment_id.as_ref().is_some_and(|id| service.failed.contains(id));
+        let runs = service.primary.as_ref().filter(|p| p.id == ev.deployment_id).map(|p| p.task_definition.as_str());
+        let rolls_back = match runs {
+            Some(td) => {
+                d.task_definition.as_deref() != Some(td)
+                    && (failed || d.previous_task_definition.as_deref() == Some(td))
+            }
+            None => failed,
+        };
+        Ok(rolls_back.then_some(d))
     }
 
     /// The target's deployments still PENDING: the push whose deploy invocation holds (or

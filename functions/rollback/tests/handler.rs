@@ -399,6 +399,64 @@ async fn when_ecs_already_rolled_back_ferry_does_not_roll_back_again() {
 }
 
 #[tokio::test]
+async fn ferry_never_races_a_rollback_the_services_settings_say_ecs_makes() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let bad = w.deploy(2).await;
+    // ECS fails the rollout and rolls back (Ferry turned the breaker on, with rollback); its
+    // FAILED event comes first, before DescribeServices shows the rollback.
+    let deployments = w.ecs.service_of(&api()).expect("service").deployments;
+    w.ecs.fail_primary(&api()).expect("ECS rolls back");
+    let lagging = w.ecs.service_of(&api()).expect("service").deployments;
+    w.ecs.set_deployments(&api(), deployments);
+    let outcome = w.rollback(ecs_event("ecs-deployment-failed.json", &bad)).await;
+    assert!(matches!(outcome.as_slice(), [RollbackOutcome::EcsRollingBack { .. }]), "{outcome:?}");
+    assert_eq!(w.ecs.count("UpdateService"), 2, "no second rollback over ECS's");
+    assert_eq!(w.record(&bad).state, State::RollingBack);
+    w.ecs.set_deployments(&api(), lagging);
+}
+
+#[tokio::test]
+async fn an_ecs_failure_ecs_does_not_roll_back_is_rolled_back_by_ferry() {
+    let w = World::new();
+    let good = w.deploy_and_verify(1, true).await;
+    // The team runs the circuit breaker without rollback (Ferry keeps their choice).
+    w.ecs.set_rollbacks(&api(), Some((true, false)), &[]);
+    let bad = w.deploy(2).await;
+    assert_eq!(w.ecs.fail_primary(&api()), None, "ECS leaves the failure live");
+    let outcome = w.rollback(ecs_event("ecs-deployment-failed.json", &bad)).await;
+    let [RollbackOutcome::RollingBack { to, .. }] = outcome.as_slice() else { panic!("{outcome:?}") };
+    assert_eq!(Some(to.clone()), w.record(&good).task_definition);
+    assert_eq!(w.live(), to.clone());
+}
+
+#[tokio::test]
+async fn an_alarm_ecs_watches_with_rollback_is_left_to_ecs_while_the_rollout_runs() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let bad = w.deploy(2).await;
+    // The service's deployment alarms include the one Ferry's config names, with rollback.
+    w.ecs.set_rollbacks(&api(), Some((true, false)), &["shop-staging-api-5xx"]);
+    let outcome = w.rollback(alarm_at(w.clock.now())).await;
+    assert!(matches!(outcome.as_slice(), [RollbackOutcome::EcsRollingBack { .. }]), "{outcome:?}");
+    assert_eq!(w.ecs.count("UpdateService"), 2, "ECS rolls it back, not Ferry too");
+    assert_eq!(
+        w.record(&bad).state,
+        State::RollingBack,
+        "waiting for ECS's rollback (the sweep pages if it never comes)"
+    );
+
+    // Once verified, ECS no longer watches the rollout: the alarm is Ferry's to act on.
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    let verified = w.deploy_and_verify(2, true).await;
+    w.ecs.set_rollbacks(&api(), Some((true, false)), &["shop-staging-api-5xx"]);
+    let outcome = w.rollback(alarm_at(w.clock.now())).await;
+    assert!(matches!(outcome.as_slice(), [RollbackOutcome::RollingBack { .. }]), "{outcome:?}");
+    assert_eq!(w.record(&verified).state, State::RollingBack);
+}
+
+#[tokio::test]
 async fn a_failed_rollback_pages_and_stops() {
     let w = World::new();
     w.deploy_and_verify(1, true).await;

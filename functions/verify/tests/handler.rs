@@ -361,14 +361,11 @@ async fn ecs_failure_fails_the_deployment_with_ecs_reason() {
 async fn a_circuit_breaker_rollback_fails_ferrys_deployment_and_is_recorded() {
     let w = World::new(vec![ok("ok")]);
     let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
-    // ECS announces the rollback under a deployment id of its own.
-    let outcome = w
-        .verify(ecs_event(
-            "ecs-deployment-circuit-breaker-rollback.json",
-            "shop-staging-api",
-            "ecs-svc/9876543210987654321",
-        ))
-        .await;
+    // ECS fails the rollout and announces its rollback under a deployment id of its own
+    // (its FAILED event lost or late).
+    let ecs_rollback = w.ecs.fail_primary(&target("shop-staging-api")).expect("the breaker rolls back");
+    let outcome =
+        w.verify(ecs_event("ecs-deployment-circuit-breaker-rollback.json", "shop-staging-api", &ecs_rollback)).await;
     let Ok(VerifyOutcome::External { origin: Origin::EcsRollback, state: State::InProgress, deployment }) = outcome
     else {
         panic!("{outcome:?}")
@@ -377,28 +374,65 @@ async fn a_circuit_breaker_rollback_fails_ferrys_deployment_and_is_recorded() {
     assert_eq!(ferrys.state, State::Failed);
     assert!(ferrys.reason.as_deref().is_some_and(|r| r.contains("circuit breaker: rolling back")), "{ferrys:?}");
     assert_eq!(w.bus.sent().len(), 1, "the failure is announced for the rollback function");
-    let rollback = w.record("ecs-svc/9876543210987654321");
+    let rollback = w.record(&ecs_rollback);
     assert_eq!((rollback.id, rollback.origin), (deployment, Origin::EcsRollback));
     assert!(rollback.reason.as_deref().is_some_and(|r| r.contains(&ferrys.id)));
 
     // The rollback completes: recorded, and the head knows what is live.
-    let done = w.verify(completed("shop-staging-api", "ecs-svc/9876543210987654321")).await;
+    w.ecs.complete(&target("shop-staging-api"));
+    let done = w.verify(completed("shop-staging-api", &ecs_rollback)).await;
     assert!(matches!(done, Ok(VerifyOutcome::External { state: State::Succeeded, .. })), "{done:?}");
     let head = w.ledger.head(&target("shop-staging-api")).await.expect("head");
-    assert_eq!(head.active.map(|(id, _)| id), Some(w.record("ecs-svc/9876543210987654321").id));
+    assert_eq!(head.active.map(|(id, _)| id), Some(w.record(&ecs_rollback).id));
+}
+
+#[tokio::test]
+async fn ecs_rollbacks_are_told_from_the_services_settings_not_from_the_events_wording() {
+    // Deployment alarms with rollback, the circuit breaker off: ECS rolls back all the same,
+    // and its event's reason says nothing of a circuit breaker.
+    let w = World::new(vec![ok("ok")]);
+    let api = target("shop-staging-api");
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.set_rollbacks(&api, Some((false, false)), &["shop-staging-api-5xx"]);
+    let ecs_rollback = w.ecs.fail_primary(&api).expect("the alarm rolls back");
+    let mut ev = ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &ecs_rollback);
+    ev["detail"]["reason"] = "ECS deployment detected triggered alarm(s): rolling back.".into();
+    let outcome = w.verify(ev).await;
+    assert!(matches!(outcome, Ok(VerifyOutcome::External { origin: Origin::EcsRollback, .. })), "{outcome:?}");
+    assert_eq!(w.record(&id).state, State::Failed);
+    assert_eq!(w.record(&ecs_rollback).rolls_back, Some(w.record(&id).id));
+
+    // A rollout by hand to another revision, with no rollback settings, is someone else's, whatever its event says.
+    let w = World::new(vec![ok("ok")]);
+    let api = target("shop-staging-api");
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.set_rollbacks(&api, Some((false, false)), &[]);
+    let mut deployments = w.ecs.service_of(&api).expect("service").deployments;
+    deployments.push(EcsDeployment {
+        id: "ecs-svc/77".into(),
+        task_definition: "api:9".into(),
+        rollout_state: "IN_PROGRESS".into(),
+        running: 0,
+        desired: 2,
+    });
+    w.ecs.set_deployments(&api, deployments);
+    let outcome =
+        w.verify(ecs_event("ecs-deployment-circuit-breaker-rollback.json", "shop-staging-api", "ecs-svc/77")).await;
+    assert!(matches!(outcome, Ok(VerifyOutcome::External { origin: Origin::External, .. })), "{outcome:?}");
+    assert_eq!(w.record(&id).state, State::InProgress, "not failed");
 }
 
 /// A deployment of shop/api that ECS's circuit breaker is rolling back, as the rollback
 /// function saw first (it recorded ROLLING_BACK) and verify then recorded (ECS's rollback,
 /// IN_PROGRESS). Returns the deployment's ECS deployment id and ECS's rollback's.
-async fn ecs_rolling_back(w: &World) -> (String, &'static str) {
+async fn ecs_rolling_back(w: &World) -> (String, String) {
     let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
     let mut d = w.record(&id);
     d.state = State::RollingBack;
     assert!(w.ledger.transition(&d, &[State::InProgress], HeadChange::Quarantine).await.expect("transition"));
-    let ecs_rollback = "ecs-svc/9876543210987654321";
+    let ecs_rollback = w.ecs.fail_primary(&target("shop-staging-api")).expect("the breaker rolls back");
     let outcome =
-        w.verify(ecs_event("ecs-deployment-circuit-breaker-rollback.json", "shop-staging-api", ecs_rollback)).await;
+        w.verify(ecs_event("ecs-deployment-circuit-breaker-rollback.json", "shop-staging-api", &ecs_rollback)).await;
     assert!(
         matches!(outcome, Ok(VerifyOutcome::External { origin: Origin::EcsRollback, state: State::InProgress, .. })),
         "{outcome:?}"
@@ -410,11 +444,11 @@ async fn ecs_rolling_back(w: &World) -> (String, &'static str) {
 async fn a_circuit_breaker_rollback_the_rollback_function_saw_first_ends_rolled_back() {
     let w = World::new(vec![ok("ok")]);
     let (id, ecs_rollback) = ecs_rolling_back(&w).await;
-    assert_eq!(w.record(ecs_rollback).rolls_back, Some(w.record(&id).id));
+    assert_eq!(w.record(&ecs_rollback).rolls_back, Some(w.record(&id).id));
     assert_eq!(w.record(&id).state, State::RollingBack, "not failed a second time");
     assert!(w.bus.sent().is_empty(), "the failure was announced already");
 
-    let done = w.verify(completed("shop-staging-api", ecs_rollback)).await;
+    let done = w.verify(completed("shop-staging-api", &ecs_rollback)).await;
     assert!(matches!(done, Ok(VerifyOutcome::External { state: State::Succeeded, .. })), "{done:?}");
     assert_eq!(w.record(&id).state, State::RolledBack);
     let told: Vec<State> = w.notifier.sent().iter().map(|n| n.deployment.state).collect();
@@ -845,19 +879,22 @@ fn lose_next_transition_answer(w: &World, written: Deployment) {
 async fn a_rollback_whose_completion_was_recorded_with_its_answer_lost_is_settled_on_redelivery() {
     let w = World::new(vec![ok("ok")]);
     let (id, ecs_rollback) = ecs_rolling_back(&w).await;
-    let rollback = w.record(ecs_rollback);
+    let rollback = w.record(&ecs_rollback);
     lose_next_transition_answer(&w, Deployment { state: State::Succeeded, ..rollback.clone() });
-    assert!(w.verify(completed("shop-staging-api", ecs_rollback)).await.is_err());
+    assert!(w.verify(completed("shop-staging-api", &ecs_rollback)).await.is_err());
     w.ledger.fail_only("transition", None);
     assert_eq!(w.record(&id).state, State::RollingBack);
 
-    let again = w.verify(completed("shop-staging-api", ecs_rollback)).await;
+    let again = w.verify(completed("shop-staging-api", &ecs_rollback)).await;
     assert_eq!(again, Ok(VerifyOutcome::Unchanged { deployment: rollback.id.clone(), state: State::Succeeded }));
     assert_eq!(w.record(&id).state, State::RolledBack, "not left ROLLING_BACK for good");
     let told: Vec<State> = w.notifier.sent().iter().map(|n| n.deployment.state).collect();
     assert_eq!(told, [State::RolledBack], "told once");
     // A third delivery changes nothing and says nothing.
-    assert!(matches!(w.verify(completed("shop-staging-api", ecs_rollback)).await, Ok(VerifyOutcome::Unchanged { .. })));
+    assert!(matches!(
+        w.verify(completed("shop-staging-api", &ecs_rollback)).await,
+        Ok(VerifyOutcome::Unchanged { .. })
+    ));
     assert_eq!(w.notifier.sent().len(), 1);
 }
 
@@ -910,6 +947,35 @@ async fn the_sweep_settles_rollouts_whose_ecs_events_never_came() {
 
     // Settled: the next run finds nothing to do.
     assert_eq!(w.verify(sweep_schedule()).await, Ok(VerifyOutcome::Swept(vec![])));
+}
+
+#[tokio::test]
+async fn the_sweep_pages_when_a_rollback_left_to_ecs_never_appears() {
+    let w = World::new(vec![ok("ok")]);
+    let api = w.deploy("shop/api", "staging-00000001", 1).await;
+    let worker = w.deploy("shop/worker", "staging-00000002", 2).await;
+    // The rollback function left both to ECS's own rollback (ROLLING_BACK). ECS rolled the
+    // worker back (its events lost) but never started one for the API.
+    for id in [&api, &worker] {
+        let d = w.record(id);
+        let waiting = Deployment { state: State::RollingBack, reason: Some("ECS: tasks failed".into()), ..d.clone() };
+        assert!(w.ledger.transition(&waiting, &[State::InProgress], HeadChange::Quarantine).await.expect("write"));
+    }
+    w.ecs.set_rollbacks(&target("shop-staging-api"), Some((true, false)), &[]);
+    assert_eq!(w.ecs.fail_primary(&target("shop-staging-api")), None);
+    w.ecs.fail_primary(&target("shop-staging-worker")).expect("ECS rolls the worker back");
+    w.ecs.complete(&target("shop-staging-worker"));
+    assert_eq!(w.verify(sweep_schedule()).await, Ok(VerifyOutcome::Swept(vec![])), "not yet: ECS may be slow");
+
+    w.clock.advance(Duration::from_secs(16 * 60));
+    let Ok(VerifyOutcome::Swept(outcomes)) = w.verify(sweep_schedule()).await else { panic!("a sweep") };
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    let page = w.notifier.sent().into_iter().find(|n| n.deployment.id == w.record(&api).id).expect("paged");
+    assert_eq!((page.deployment.state, page.severity()), (State::RollbackFailed, "critical"));
+    assert_eq!(page.live_now, w.record(&api).task_definition, "it names what still runs: the failed revision");
+    assert!(page.deployment.reason.as_deref().is_some_and(|r| r.contains("no rollback appeared")), "{page:?}");
+    assert_eq!(w.record(&worker).state, State::RolledBack);
+    assert_eq!(w.verify(sweep_schedule()).await, Ok(VerifyOutcome::Swept(vec![])), "paged once");
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use aws_sdk_ecs::types::{
 use super::aws::{AwsClients, ErrorKind, classify};
 use crate::config::Migration;
 use crate::model::Target;
-use crate::ports::{Container, Ecs, EcsDeployment, EcsError, Revision, ServiceInfo, TaskExit};
+use crate::ports::{Container, Ecs, EcsDeployment, EcsError, EcsRollbacks, Revision, ServiceInfo, TaskExit};
 use crate::render::{ImageChange, Images};
 
 /// What the adapter keeps from DescribeServices to run a task placed like the service and
@@ -118,10 +118,29 @@ impl Ecs for EcsAdapter {
                 running: d.running_count,
                 desired: d.desired_count,
             });
+        let failed = service
+            .deployments()
+            .iter()
+            .filter(|d| d.rollout_state.as_ref().is_some_and(|s| s.as_str() == "FAILED"))
+            .filter_map(|d| d.id.clone())
+            .collect();
+        let configuration = service.deployment_configuration.as_ref();
+        let rollbacks = EcsRollbacks {
+            circuit_breaker: configuration
+                .and_then(|c| c.deployment_circuit_breaker.as_ref())
+                .is_some_and(|b| b.enable && b.rollback),
+            alarms: configuration
+                .and_then(|c| c.alarms.as_ref())
+                .filter(|a| a.enable && a.rollback)
+                .map(|a| a.alarm_names.clone())
+                .unwrap_or_default(),
+        };
         Ok(ServiceInfo {
             task_definition: service.task_definition.clone().unwrap_or_default(),
             primary,
             deployment_controller: service.deployment_controller.as_ref().map(|c| c.r#type.as_str().to_string()),
+            failed,
+            rollbacks,
             settings: ServiceSettings {
                 deployment_configuration: service.deployment_configuration,
                 network_configuration: service.network_configuration,
