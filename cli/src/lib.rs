@@ -1065,7 +1065,12 @@ fn check(config: &Config, term: Term) -> String {
             envs.join(", ")
         ));
         if let Some(h) = &s.health {
-            out.push_str(&format!("    health {} ({} attempts)\n", h.url, h.attempts));
+            for env in config.environments.iter().filter(|e| s.deploys_to(&e.name)) {
+                for t in ferry::plan::targets_of(config, &env.name, &s.service_name(&env.name)) {
+                    let url = h.url_for(&t, config.home_account.as_deref());
+                    out.push_str(&format!("    health {url} ({} attempts) for {t}\n", h.attempts));
+                }
+            }
         }
         if let Some(m) = &s.migration {
             out.push_str(&format!("    migration {:?} in {}\n", m.command, m.container));

@@ -131,8 +131,10 @@ pub const MAX_ALARM_WINDOW_MINUTES: u32 = 1440;
 /// The smoke test run once ECS reports a deployment complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
-    /// Health URL; `{env}` is replaced by the environment's name.
+    /// Health URL, with placeholders (see [`PLACEHOLDERS`]) filled per target.
     pub url: String,
+    /// URLs for some targets instead of `url`: the first that matches a target wins.
+    pub overrides: Vec<HealthOverride>,
     /// Status codes that pass, inclusive (default: any 2xx).
     pub expect_status: (u16, u16),
     /// Text the body must contain, if any.
@@ -144,13 +146,53 @@ pub struct Health {
     pub timeout_seconds: u64,
 }
 
+/// A health URL for the targets that match every field set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HealthOverride {
+    pub environment: Option<String>,
+    pub region: Option<String>,
+    pub cluster: Option<String>,
+    pub account: Option<String>,
+    pub url: String,
+}
+
+impl HealthOverride {
+    fn matches(&self, environment: &str, region: &str, cluster: &str, account: Option<&str>) -> bool {
+        let is = |want: &Option<String>, have: Option<&str>| want.as_deref().is_none_or(|w| Some(w) == have);
+        is(&self.environment, Some(environment))
+            && is(&self.region, Some(region))
+            && is(&self.cluster, Some(cluster))
+            && is(&self.account, account)
+    }
+}
+
+/// What a health URL may name: each is replaced by the target's own.
+pub const PLACEHOLDERS: [&str; 5] = ["{env}", "{region}", "{cluster}", "{account}", "{service}"];
+
 /// The longest a smoke test may take in all (attempts × (timeout + interval)): well inside
 /// the verify function's 5-minute limit.
 pub const MAX_SMOKE_SECONDS: u64 = 240;
 
 impl Health {
-    pub fn url_for(&self, environment: &str) -> String {
-        self.url.replace("{env}", environment)
+    /// The URL to probe for `target`: its override if one matches, placeholders filled
+    /// (`{account}`: the target's, else `home`; left as it is if neither is known).
+    pub fn url_for(&self, target: &crate::model::Target, home: Option<&str>) -> String {
+        let account = target.account.as_deref().or(home);
+        let t = target;
+        let url = self
+            .overrides
+            .iter()
+            .find(|o| o.matches(&t.environment, &t.region, &t.cluster, account))
+            .map_or(&self.url, |o| &o.url);
+        let url = url
+            .replace("{env}", &t.environment)
+            .replace("{region}", &t.region)
+            .replace("{cluster}", &t.cluster)
+            .replace("{service}", &t.service);
+        match account {
+            Some(account) => url.replace("{account}", account),
+            None => url,
+        }
     }
 }
 
@@ -313,6 +355,8 @@ struct RawService {
 #[serde(deny_unknown_fields)]
 struct RawHealth {
     url: Spanned<String>,
+    #[serde(default)]
+    overrides: Vec<Spanned<RawHealthOverride>>,
     /// `200`, or a range such as `"200-299"`.
     expect_status: Option<Spanned<toml::Value>>,
     body_contains: Option<String>,
@@ -321,11 +365,57 @@ struct RawHealth {
     timeout_seconds: Option<Spanned<u64>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthOverride {
+    environment: Option<String>,
+    region: Option<String>,
+    cluster: Option<String>,
+    account: Option<String>,
+    url: Spanned<String>,
+}
+
+fn health_url(url: &Spanned<String>) -> Result<String, Invalid> {
+    let u = url.get_ref();
+    let mut rest = u.clone();
+    for p in PLACEHOLDERS {
+        rest = rest.replace(p, "");
+    }
+    if !(u.starts_with("http://") || u.starts_with("https://")) || rest.contains('{') || rest.contains('}') {
+        return Err(invalid(
+            url,
+            format!("health url {u:?} must be http(s):// and may use only {}", PLACEHOLDERS.join(", ")),
+        ));
+    }
+    Ok(u.clone())
+}
+
 impl RawHealth {
-    fn validate(self, span: std::ops::Range<usize>) -> Result<Health, Invalid> {
-        let u = self.url.get_ref();
-        if !(u.starts_with("http://") || u.starts_with("https://")) || !only_env_placeholder(u) {
-            return Err(invalid(&self.url, format!("health url {u:?} must be http(s):// and may use only {{env}}")));
+    /// Validated, each override matching at least one of the service's targets
+    /// (`targets`: environment, region, cluster, account if set).
+    fn validate(
+        self,
+        span: std::ops::Range<usize>,
+        targets: &[(&str, &str, &str, Option<&str>)],
+    ) -> Result<Health, Invalid> {
+        let url = health_url(&self.url)?;
+        let mut overrides = Vec::new();
+        for o in self.overrides {
+            let raw = o.get_ref();
+            let parsed = HealthOverride {
+                environment: raw.environment.clone(),
+                region: raw.region.clone(),
+                cluster: raw.cluster.clone(),
+                account: raw.account.clone(),
+                url: health_url(&raw.url)?,
+            };
+            // A target in Ferry's own account (no account set) may be the one an account names.
+            let matches_one =
+                targets.iter().any(|(e, r, c, a)| parsed.matches(e, r, c, a.or(parsed.account.as_deref())));
+            if !matches_one {
+                return Err(invalid(&o, "this health override matches none of the service's targets"));
+            }
+            overrides.push(parsed);
         }
         let expect_status = match &self.expect_status {
             None => (200, 299),
@@ -362,7 +452,8 @@ impl RawHealth {
             ));
         }
         Ok(Health {
-            url: self.url.into_inner(),
+            url,
+            overrides,
             expect_status,
             body_contains: self.body_contains,
             attempts,
@@ -629,7 +720,18 @@ impl RawService {
             None => None,
             Some(h) => {
                 let span = h.span();
-                Some(h.into_inner().validate(span)?)
+                let targets: Vec<(&str, &str, &str, Option<&str>)> = environments
+                    .iter()
+                    .filter(|e| {
+                        self.environments.is_empty() || self.environments.iter().any(|n| n.get_ref() == &e.name)
+                    })
+                    .flat_map(|e| {
+                        e.targets
+                            .iter()
+                            .map(|t| (e.name.as_str(), t.region.as_str(), t.cluster.as_str(), t.account.as_deref()))
+                    })
+                    .collect();
+                Some(h.into_inner().validate(span, &targets)?)
             }
         };
         let migration = match self.migration {
@@ -758,6 +860,7 @@ environments = ["production"]
             api.health,
             Some(Health {
                 url: "https://api.{env}.shop.example/healthz".into(),
+                overrides: vec![],
                 expect_status: (204, 204),
                 body_contains: Some("ok".into()),
                 attempts: 5,
@@ -765,13 +868,39 @@ environments = ["production"]
                 timeout_seconds: 3,
             })
         );
+        let staging = crate::plan::targets_of(&c, "staging", "shop-staging-api");
         assert_eq!(
-            api.health.as_ref().map(|h| h.url_for("staging")).as_deref(),
+            api.health.as_ref().map(|h| h.url_for(&staging[0], None)).as_deref(),
             Some("https://api.staging.shop.example/healthz")
         );
         assert!(!c.services[1].deploys_to("staging"));
         assert_eq!(api.alarms, ["shop-{env}-api-5xx"]);
         assert_eq!(api.alarm_window, chrono::Duration::minutes(30), "the default window");
+    }
+
+    #[test]
+    fn a_health_url_names_each_target_by_its_placeholders_or_its_override() {
+        let text = GOOD.replace(
+            r#"health = { url = "https://api.{env}.shop.example/healthz", expect_status = 204, body_contains = "ok" }"#,
+            r#"health = { url = "https://{service}.{region}.{env}.example/{cluster}/{account}", overrides = [
+  { environment = "production", region = "us-east-1", url = "https://us.api.example/healthz" },
+] }"#,
+        );
+        let c = Config::parse("ferry.toml", &text).expect("valid");
+        let health = c.services[0].health.clone().expect("health");
+        let prod = crate::plan::targets_of(&c, "production", "shop-production-api");
+        let staging = crate::plan::targets_of(&c, "staging", "shop-staging-api");
+        assert_eq!(
+            health.url_for(&prod[0], Some("123456789012")),
+            "https://shop-production-api.eu-west-1.production.example/shop-prod/210987654321"
+        );
+        assert_eq!(health.url_for(&prod[1], None), "https://us.api.example/healthz", "the override wins");
+        assert_eq!(
+            health.url_for(&staging[0], Some("123456789012")),
+            "https://shop-staging-api.ap-southeast-1.staging.example/shop-staging/123456789012",
+            "Ferry's own account"
+        );
+        assert!(health.url_for(&staging[0], None).ends_with("/{account}"), "left as it is when unknown");
     }
 
     /// Each invalid file is rejected with the line of the value that is wrong.
@@ -888,6 +1017,20 @@ environments = ["production"]
                 ),
                 10,
                 "alarm_window_minutes must be between 1 and 1440",
+            ),
+            (
+                &format!(
+                    "{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nhealth = {{ url = \"https://{{zone}}.x/\" }}\n"
+                ),
+                10,
+                "may use only {env}, {region}, {cluster}, {account}, {service}",
+            ),
+            (
+                &format!(
+                    "{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nhealth = {{ url = \"https://x/\", overrides = [{{ region = \"us-east-1\", url = \"https://y/\" }}] }}\n"
+                ),
+                10,
+                "matches none of the service's targets",
             ),
             (
                 &format!(

@@ -426,7 +426,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             }
         }
         if let Some(health) = self.health_of(&d.target) {
-            let url = health.url_for(&d.target.environment);
+            let url = health.url_for(&d.target, self.config.home_account.as_deref());
             if let Err(evidence) = self.smoke_test(health, &url).await {
                 return self.fail(d, format!("smoke test of {url} failed: {evidence}")).await;
             }
