@@ -121,6 +121,9 @@ pub struct Service {
     /// How long after a deployment went live an alarm still rolls it back; later, Ferry
     /// only tells the team.
     pub alarm_window: chrono::Duration,
+    /// Whether a rollout Ferry did not start that fails its smoke test is rolled back (else
+    /// the team is told).
+    pub roll_back_external: bool,
 }
 
 /// The alarm window unless a service sets `alarm_window_minutes`.
@@ -349,6 +352,8 @@ struct RawService {
     #[serde(default)]
     alarms: Vec<Spanned<String>>,
     alarm_window_minutes: Option<Spanned<u32>>,
+    /// `"notify"` (default) or `"roll_back"`: what a rollout by hand that fails its smoke test gets.
+    on_external_failure: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -787,6 +792,17 @@ impl RawService {
             Some(m) => *m.get_ref(),
             None => DEFAULT_ALARM_WINDOW_MINUTES,
         };
+        let roll_back_external = match &self.on_external_failure {
+            None => false,
+            Some(v) if v.get_ref() == "notify" => false,
+            Some(v) if v.get_ref() == "roll_back" => true,
+            Some(v) => {
+                return Err(invalid(
+                    v,
+                    format!("on_external_failure {:?} must be \"notify\" or \"roll_back\"", v.get_ref()),
+                ));
+            }
+        };
         Ok(Service {
             repository: self.repository.into_inner(),
             name: self.name.into_inner(),
@@ -797,6 +813,7 @@ impl RawService {
             notify: self.notify.map(Spanned::into_inner),
             alarms: self.alarms.into_iter().map(Spanned::into_inner).collect(),
             alarm_window: chrono::Duration::minutes(i64::from(alarm_window)),
+            roll_back_external,
         })
     }
 }

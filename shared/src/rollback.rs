@@ -379,9 +379,15 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         failure: Failure<'_>,
         invocation: &Invocation,
     ) -> Result<RollbackOutcome, Retryable> {
-        if d.origin != Origin::Ferry {
-            // Ferry's rollbacks, ECS's rollbacks and deployments Ferry did not start are never
-            // rolled back: a failed rollback has already paged and stopped.
+        let by_hand_rolled_back = d.origin == Origin::External
+            && self.config.services.iter().any(|s| {
+                s.roll_back_external
+                    && s.deploys_to(&target.environment)
+                    && s.service_name(&target.environment) == target.service
+            });
+        if d.origin != Origin::Ferry && !by_hand_rolled_back {
+            // Ferry's rollbacks and ECS's are never rolled back (a failed rollback has already
+            // paged and stopped), nor rollouts by hand unless the service's config says so.
             return Ok(RollbackOutcome::Ignored(format!(
                 "{} is a {} deployment, not one Ferry rolls back",
                 d.id,
@@ -463,7 +469,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
             let now = self.clock.now();
             let claim = invocation.claim(now, self.settings.claim);
             d.updated_at = now;
-            if self.ledger.claim(d, State::Failed, HeadChange::Quarantine, now, &claim).await? {
+            if self.ledger.claim(d, State::Failed, quarantine(d), now, &claim).await? {
                 return Ok(Ok(claim));
             }
             let state = self.ledger.deployment(target, &d.id).await?.map_or(d.state, |r| r.state);
@@ -521,7 +527,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         let done = ecs_rollback.filter(|r| r.state == State::Succeeded);
         d.state = if done.is_some() { State::RolledBack } else { State::RollingBack };
         d.updated_at = self.clock.now();
-        if !self.ledger.transition(&d, &[State::Failed], HeadChange::Quarantine).await? {
+        if !self.ledger.transition(&d, &[State::Failed], quarantine(&d)).await? {
             return self.already_handled(target, d).await;
         }
         Ok(match done {
@@ -603,7 +609,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
             None => {
                 // A newer deployment replaced `d` since it failed: nothing of `d` is live to
                 // undo, and putting the last-known-good back would undo the newer one.
-                if let Some((active, _)) = self.ledger.head(target).await?.active.filter(|(a, _)| *a != d.id) {
+                // (A rollout by hand never became the head's active one: the service tells.)
+                let head = self.ledger.head(target).await?;
+                if let Some((active, _)) = head.active.filter(|(a, _)| *a != d.id && d.origin == Origin::Ferry) {
                     return self.overtaken(target, d, active).await;
                 }
                 // Nor is a rollout ECS runs that is not `d`'s (a push that gave its lock up before
@@ -711,6 +719,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         send(self.notifier, self.ledger, Notification::about(self.config, d, live_now)).await;
     }
 }
+/// A failed digest is quarantined on its target; a rollout by hand names none.
+fn quarantine(d: &Deployment) -> HeadChange {
+    if d.digest.is_empty() { HeadChange::None } else { HeadChange::Quarantine }
+}
+
 fn rejected(why: String) -> RollbackOutcome {
     warn!(reason = %why, "event rejected");
     RollbackOutcome::Rejected(why)

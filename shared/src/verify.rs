@@ -326,7 +326,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     ) -> Result<VerifyOutcome, Retryable> {
         match d.origin {
             Origin::Ferry => self.ferrys(d, ev, invocation).await,
-            _ => self.externals(d, ev).await,
+            _ => self.externals(d, ev, invocation).await,
         }
     }
 
@@ -441,6 +441,14 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             .iter()
             .filter(|s| s.deploys_to(&target.environment) && s.service_name(&target.environment) == target.service)
             .find_map(|s| s.health.as_ref())
+    }
+
+    /// The configured service deployed to `target`.
+    fn service_of(&self, target: &Target) -> Option<&crate::config::Service> {
+        self.config
+            .services
+            .iter()
+            .find(|s| s.deploys_to(&target.environment) && s.service_name(&target.environment) == target.service)
     }
 
     /// GETs the health URL until an answer passes or the attempts run out; `Err` carries
@@ -583,9 +591,13 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
                 self.fail(d, format!("ECS rolled it back: {}", ev.reason)).await?;
             }
         }
-        let head = if record.state == State::Succeeded { self.follows(&record).await? } else { HeadChange::None };
-        let recorded = self.ledger.record_external(&record, head).await?;
+        let recorded = self.ledger.record_external(&record, HeadChange::None).await?;
         info!(deployment = %record.id, origin = origin.as_str(), state = %record.state, recorded, "deployment Ferry did not start");
+        if ev.kind == EcsEventKind::Completed {
+            // Recorded in progress first: SUCCEEDED is earned as any record's is.
+            let now = self.ledger.deployment(&target, &record.id).await?.unwrap_or(record);
+            return self.externals(now, ev, invocation).await;
+        }
         Ok(VerifyOutcome::External { deployment: record.id, origin, state: record.state })
     }
 
@@ -698,16 +710,22 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     }
 
     /// A later event about a deployment Ferry did not start.
-    async fn externals(&self, mut d: Deployment, ev: &EcsDeploymentEvent) -> Result<VerifyOutcome, Retryable> {
-        let (state, head) = match ev.kind {
+    async fn externals(
+        &self,
+        d: Deployment,
+        ev: &EcsDeploymentEvent,
+        invocation: &Invocation,
+    ) -> Result<VerifyOutcome, Retryable> {
+        let state = match ev.kind {
             EcsEventKind::InProgress => {
                 self.ledger.note_ecs_event(&d, &describe(ev)).await?;
                 return Ok(VerifyOutcome::External { deployment: d.id, origin: d.origin, state: d.state });
             }
-            EcsEventKind::Completed => (State::Succeeded, self.follows(&d).await?),
-            EcsEventKind::Failed => (State::Failed, HeadChange::None),
+            EcsEventKind::Completed => State::Succeeded,
+            EcsEventKind::Failed => State::Failed,
         };
-        if d.state != State::InProgress {
+        let open = d.state == State::InProgress || (d.state == State::Verifying && state == State::Succeeded);
+        if !open {
             if d.state == state {
                 // This event's end is on record, perhaps by an earlier attempt at it whose
                 // answer was lost before it settled the rollback: settling is done once.
@@ -715,15 +733,90 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             }
             return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: d.state });
         }
+        match (state, self.health_of(&d.target)) {
+            (State::Succeeded, Some(health)) => self.prove_external(d, ev, health, invocation).await,
+            (State::Succeeded, None) => {
+                let shown = "ECS completed it; the service has no smoke test".to_string();
+                self.end_external(d, ev, State::Succeeded, shown).await
+            }
+            _ => self.end_external(d, ev, State::Failed, format!("ECS: {}", ev.reason)).await,
+        }
+    }
+
+    /// A completed rollout Ferry did not start (by hand, ECS's rollback, Ferry's rollback) is
+    /// smoke-tested like Ferry's own: SUCCEEDED only if the test passes, under a claim so
+    /// one invocation tests it.
+    async fn prove_external(
+        &self,
+        d: Deployment,
+        ev: &EcsDeploymentEvent,
+        health: &Health,
+        invocation: &Invocation,
+    ) -> Result<VerifyOutcome, Retryable> {
+        let now = self.clock.now();
+        let claim = invocation.claim(now, self.settings.claim);
+        let verifying = Deployment { state: State::Verifying, ..d.clone() };
+        if !self.ledger.claim(&verifying, State::InProgress, HeadChange::None, now, &claim).await? {
+            info!(deployment = %d.id, "another invocation is verifying this deployment");
+            return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: State::Verifying });
+        }
+        let outcome = async {
+            let service = self.ecs.service(&d.target).await.map_err(|e| Retryable(e.to_string()))?;
+            if let Some(p) = service.primary.filter(|p| !d.is_rollout_id(&p.id)) {
+                let superseded = self.supersede(verifying.clone(), &format!("ECS deployment {}", p.id)).await?;
+                if d.origin == Origin::Rollback && matches!(superseded, VerifyOutcome::Superseded { .. }) {
+                    self.settle_rollback(&Deployment { state: State::Superseded, ..verifying.clone() }).await?;
+                }
+                return Ok(superseded);
+            }
+            let url = health.url_for(&d.target, self.config.home_account.as_deref());
+            match self.smoke_test(health, &url).await {
+                Ok(()) => {
+                    let shown = format!("smoke test of {url} passed");
+                    self.end_external(verifying.clone(), ev, State::Succeeded, shown).await
+                }
+                Err(evidence) => {
+                    let shown = format!("smoke test of {url} failed: {evidence}");
+                    self.end_external(verifying.clone(), ev, State::Failed, shown).await
+                }
+            }
+        }
+        .await;
+        if outcome.is_err()
+            && let Err(e) = self.ledger.release_claim(&verifying, State::Verifying, &claim).await
+        {
+            warn!(deployment = %verifying.id, error = %e, "could not give the verification claim back");
+        }
+        outcome
+    }
+
+    /// Records the end of a rollout Ferry did not start, with what was shown, and settles the
+    /// deployment it rolls back, if it is a rollback. A rollout by hand that failed is told to
+    /// the team, and announced for the rollback function if the service's config says so.
+    async fn end_external(
+        &self,
+        mut d: Deployment,
+        ev: &EcsDeploymentEvent,
+        state: State,
+        shown: String,
+    ) -> Result<VerifyOutcome, Retryable> {
+        let head = if state == State::Succeeded { self.follows(&d).await? } else { HeadChange::None };
+        let from = d.state;
         d.state = state;
         d.ecs_event = Some(describe(ev));
         d.updated_at = self.clock.now();
         d.live_at = (state == State::Succeeded).then_some(d.updated_at);
-        if state == State::Failed {
-            d.reason = Some(format!("ECS: {}", ev.reason));
+        d.reason = Some(shown);
+        let by_hand = d.origin == Origin::External;
+        if state == State::Failed && by_hand && self.service_of(&d.target).is_some_and(|s| s.roll_back_external) {
+            self.bus.deployment_failed(&d).await.map_err(|e| Retryable(e.to_string()))?;
         }
-        if self.ledger.transition(&d, &[State::InProgress], head).await? {
+        if self.ledger.transition(&d, &[from], head).await? {
             self.settle_rollback(&d).await?;
+            if state == State::Failed && by_hand {
+                warn!(deployment = %d.id, reason = ?d.reason, "a rollout Ferry did not start FAILED");
+                self.notify(&d).await;
+            }
         }
         Ok(VerifyOutcome::External { deployment: d.id, origin: d.origin, state })
     }
@@ -819,11 +912,8 @@ fn external_record(
     origin: Origin,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Deployment {
-    let state = match ev.kind {
-        EcsEventKind::InProgress => State::InProgress,
-        EcsEventKind::Completed => State::Succeeded,
-        EcsEventKind::Failed => State::Failed,
-    };
+    // A completed one is recorded in progress, then proven.
+    let state = if ev.kind == EcsEventKind::Failed { State::Failed } else { State::InProgress };
     Deployment {
         id: format!("{}-{}", ev.at.format("%Y%m%dT%H%M%SZ"), ev.deployment_id.replace('/', "-")),
         target: target.clone(),
@@ -844,6 +934,6 @@ fn external_record(
         origin,
         ecs_event: Some(describe(ev)),
         rolls_back: None,
-        live_at: (state == State::Succeeded).then_some(now),
+        live_at: None,
     }
 }

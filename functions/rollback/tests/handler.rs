@@ -457,6 +457,43 @@ async fn an_alarm_ecs_watches_with_rollback_is_left_to_ecs_while_the_rollout_run
 }
 
 #[tokio::test]
+async fn a_rollout_by_hand_that_fails_its_smoke_test_is_rolled_back_only_where_the_config_says_so() {
+    for roll_back in [true, false] {
+        let mut w = World::new();
+        if roll_back {
+            let text =
+                CONFIG.replace("containers = [\"api\"]", "containers = [\"api\"]\non_external_failure = \"roll_back\"");
+            w.config = Config::parse("ferry.toml", &text).expect("config");
+        }
+        let good = w.deploy_and_verify(1, true).await;
+        // An UpdateService by hand to a broken revision; its smoke test fails.
+        let manual = "ecs-svc/4343434343434343434";
+        let mut deployments = w.ecs.service_of(&api()).expect("service").deployments;
+        deployments.push(EcsDeployment {
+            id: manual.into(),
+            task_definition: "shop-staging-api:9".into(),
+            rollout_state: "COMPLETED".into(),
+            running: 2,
+            desired: 2,
+        });
+        w.ecs.set_deployments(&api(), deployments);
+        w.verify(ecs_event("ecs-deployment-completed.json", manual), false).await;
+        assert_eq!(w.record(manual).state, State::Failed);
+        if !roll_back {
+            assert!(w.announced().is_empty(), "only the team is told");
+            let outcome = w.rollback(failed_event(&w.record(manual))).await;
+            assert!(matches!(outcome.as_slice(), [RollbackOutcome::Ignored(_)]), "{outcome:?}");
+            assert_eq!(w.live(), "shop-staging-api:9");
+            continue;
+        }
+        let outcome = w.rollback(w.announced().pop().expect("announced")).await;
+        let [RollbackOutcome::RollingBack { to, .. }] = outcome.as_slice() else { panic!("{outcome:?}") };
+        assert_eq!(Some(to.clone()), w.record(&good).task_definition);
+        assert!(w.ledger.head(&api()).await.expect("head").quarantine.is_empty(), "no digest to quarantine");
+    }
+}
+
+#[tokio::test]
 async fn a_failed_rollback_pages_and_stops() {
     let w = World::new();
     w.deploy_and_verify(1, true).await;

@@ -537,19 +537,65 @@ async fn a_deployment_ferry_did_not_start_is_recorded_and_the_head_follows_it() 
     let w = World::new(vec![ok("ok")]);
     w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
     let manual = "ecs-svc/4242424242424242424";
+    by_hand(&w, manual, "api:7");
     let first = w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", manual)).await;
     assert!(
         matches!(first, Ok(VerifyOutcome::External { origin: Origin::External, state: State::InProgress, .. })),
         "{first:?}"
     );
+    w.ecs.complete(&target("shop-staging-api"));
     let done = w.verify(completed("shop-staging-api", manual)).await;
     assert!(matches!(done, Ok(VerifyOutcome::External { state: State::Succeeded, .. })), "{done:?}");
     let record = w.record(manual);
     assert_eq!((record.origin, record.state), (Origin::External, State::Succeeded));
+    assert_eq!(record.reason.as_deref(), Some("smoke test of https://api.staging.shop.example/healthz passed"));
     let head = w.ledger.head(&target("shop-staging-api")).await.expect("head");
     assert_eq!(head.active.map(|(id, _)| id), Some(record.id), "the head points at what is live");
     assert_eq!(w.ledger.history(&target("shop-staging-api"), 10).await.expect("history").len(), 2);
-    assert!(w.bus.sent().is_empty() && w.probe.requests().is_empty());
+    assert!(w.bus.sent().is_empty());
+    assert_eq!(w.probe.requests().len(), 1, "proven like Ferry's own");
+}
+
+/// An UpdateService by hand to `td`: ECS deployment `id` rolling out.
+fn by_hand(w: &World, id: &str, td: &str) {
+    let api = target("shop-staging-api");
+    let mut deployments = w.ecs.service_of(&api).expect("service").deployments;
+    deployments.push(EcsDeployment {
+        id: id.into(),
+        task_definition: td.into(),
+        rollout_state: "IN_PROGRESS".into(),
+        running: 0,
+        desired: 2,
+    });
+    w.ecs.set_deployments(&api, deployments);
+}
+
+#[tokio::test]
+async fn a_rollout_by_hand_that_fails_its_smoke_test_is_reported_never_succeeded() {
+    let w = World::new(vec![status(503, "down")]);
+    let manual = "ecs-svc/4343434343434343434";
+    by_hand(&w, manual, "api:7");
+    w.ecs.complete(&target("shop-staging-api"));
+    // Its COMPLETED event is the first Ferry hears of it.
+    let done = w.verify(completed("shop-staging-api", manual)).await;
+    assert!(matches!(done, Ok(VerifyOutcome::External { state: State::Failed, .. })), "{done:?}");
+    let record = w.record(manual);
+    assert!(record.reason.as_deref().is_some_and(|r| r.contains("HTTP 503")), "the evidence: {record:?}");
+    let told = w.notifier.sent();
+    assert_eq!(told.last().map(|n| (n.deployment.state, n.severity())), Some((State::Failed, "error")));
+    assert!(w.bus.sent().is_empty(), "not rolled back: the config does not say so");
+
+    // Where the config says so, it is announced for the rollback function.
+    let mut w = World::new(vec![status(503, "down")]);
+    w.config = Config::parse(
+        "ferry.toml",
+        &CONFIG.replace("containers = [\"api\"]", "containers = [\"api\"]\non_external_failure = \"roll_back\""),
+    )
+    .expect("config");
+    by_hand(&w, manual, "api:7");
+    w.ecs.complete(&target("shop-staging-api"));
+    w.verify(completed("shop-staging-api", manual)).await.expect("verify");
+    assert_eq!(w.bus.sent().iter().map(|d| d.id.clone()).collect::<Vec<_>>(), [w.record(manual).id]);
 }
 
 #[tokio::test]
