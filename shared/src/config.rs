@@ -206,6 +206,9 @@ pub struct Migration {
     pub container: String,
     pub command: Vec<String>,
     pub timeout_seconds: u64,
+    /// Whether it runs at every target, or once per environment (its first target) while
+    /// the others wait for it: targets sharing one database migrate it once.
+    pub once_per_environment: bool,
 }
 
 /// The longest a migration may run: it must finish well inside the deploy function's
@@ -474,6 +477,8 @@ struct RawMigration {
     container: Option<Spanned<String>>,
     command: Spanned<Vec<String>>,
     timeout_seconds: Option<Spanned<u64>>,
+    /// `"target"` (default) or `"environment"`.
+    once: Option<Spanned<String>>,
 }
 
 fn is_name(s: &str) -> bool {
@@ -762,7 +767,18 @@ impl RawService {
                     Some(c) => c.into_inner(),
                     None => containers.first().cloned().ok_or((span, "no container".to_string()))?,
                 };
-                Some(Migration { container, command: m.command.into_inner(), timeout_seconds })
+                let once_per_environment = match &m.once {
+                    None => false,
+                    Some(o) if o.get_ref() == "target" => false,
+                    Some(o) if o.get_ref() == "environment" => true,
+                    Some(o) => {
+                        return Err(invalid(
+                            o,
+                            format!("once {:?} must be \"target\" or \"environment\"", o.get_ref()),
+                        ));
+                    }
+                };
+                Some(Migration { container, command: m.command.into_inner(), timeout_seconds, once_per_environment })
             }
         };
         if let Some(n) =
@@ -869,7 +885,8 @@ environments = ["production"]
             Some(Migration {
                 container: "api".into(),
                 command: vec!["bin/migrate".into(), "up".into()],
-                timeout_seconds: 300
+                timeout_seconds: 300,
+                once_per_environment: false,
             })
         );
         assert!(api.deploys_to("staging") && api.deploys_to("production"));

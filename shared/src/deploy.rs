@@ -353,7 +353,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                 "the service uses the {controller} deployment controller; Ferry drives ECS rolling deployments"
             )));
         }
-        let task_definition = match self.ecs.register_revision(target, &service.task_definition, &plan.change).await? {
+        let task_definition = match self
+            .ecs
+            .register_revision(target, &service.task_definition, &plan.change, &d.id)
+            .await?
+        {
             Revision::Registered(arn) => {
                 d.previous_task_definition = Some(service.task_definition.clone());
                 arn
@@ -377,7 +381,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         info!(target = %target, task_definition = %task_definition, "revision ready");
         d.task_definition = Some(task_definition.clone());
         if let Some(migration) = &plan.migration {
-            self.migrate(target, &service, &task_definition, migration).await?;
+            let token = d.migration_token(migration.once_per_environment);
+            match &plan.migration_at {
+                None => self.migrate(target, &service, &task_definition, migration, &token).await?,
+                Some(at) => self.await_migration(at, migration, &token).await?,
+            }
         }
         let ecs_id = update_service(self.ecs, self.clock, target, &service, &task_definition).await?;
         info!(target = %target, ecs_deployment = %ecs_id, "service updated");
@@ -385,22 +393,76 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     }
 
     /// Runs the migration task to its end; anything but exit code 0 stops the deployment.
+    /// The task an earlier attempt started (same token) is waited on, never started twice;
+    /// one that overruns its time is stopped.
     async fn migrate(
         &self,
         target: &crate::model::Target,
         service: &ServiceInfo,
         task_definition: &str,
         migration: &Migration,
+        token: &str,
     ) -> Result<(), Stop> {
-        let task = self.ecs.run_task(target, service, task_definition, migration).await?;
+        let task = match self.ecs.find_task(target, token).await? {
+            Some(task) => {
+                info!(target = %target, task = %task, "migration started by an earlier attempt: waiting on it");
+                task
+            }
+            None => self.ecs.run_task(target, service, task_definition, migration, token).await?,
+        };
         info!(target = %target, task = %task, "migration started");
         let deadline = self.clock.now() + Duration::from_secs(migration.timeout_seconds);
+        let overran = self.wait_for(target, &task, migration, deadline).await?;
+        if overran {
+            let reason = format!("ferry: the migration overran its {} s", migration.timeout_seconds);
+            if let Err(e) = self.ecs.stop_task(target, &task, &reason).await {
+                warn!(target = %target, task = %task, error = %e, "could not stop the overrunning migration");
+            }
+            return Err(Stop::Failed(format!(
+                "migration task {task} did not finish within {} s and was stopped; the service was not updated",
+                migration.timeout_seconds
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits for the environment's migration, run at its first target `at` by that target's
+    /// deployment of the same push (migrations once per environment).
+    async fn await_migration(&self, at: &crate::model::Target, migration: &Migration, token: &str) -> Result<(), Stop> {
+        // Its own deployment registers a revision first and may wait for the target's lock.
+        let deadline = self.clock.now() + Duration::from_secs(migration.timeout_seconds) + self.settings.lock_wait;
+        let overran = loop {
+            if let Some(task) = self.ecs.find_task(at, token).await? {
+                info!(at = %at, task = %task, "waiting for the environment's migration");
+                break self.wait_for(at, &task, migration, deadline).await?;
+            }
+            if self.clock.now() >= deadline {
+                break true;
+            }
+            self.clock.sleep(self.settings.poll).await;
+        };
+        if overran {
+            return Err(Stop::Failed(format!(
+                "the environment's migration at {at} did not finish in time; the service was not updated"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Polls `task` until it stops (`Ok(false)` if it exited 0) or `deadline` (`Ok(true)`).
+    async fn wait_for(
+        &self,
+        target: &crate::model::Target,
+        task: &str,
+        migration: &Migration,
+        deadline: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, Stop> {
         loop {
-            if let Some(exit) = self.ecs.task_exit(target, &task, &migration.container).await? {
+            if let Some(exit) = self.ecs.task_exit(target, task, &migration.container).await? {
                 return match exit.exit_code {
                     Some(0) => {
                         info!(target = %target, task = %task, "migration succeeded");
-                        Ok(())
+                        Ok(false)
                     }
                     code => Err(Stop::Failed(format!(
                         "migration task {task} exited with {}: {}; the service was not updated",
@@ -410,10 +472,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                 };
             }
             if self.clock.now() >= deadline {
-                return Err(Stop::Failed(format!(
-                    "migration task {task} did not finish within {} s; the service was not updated",
-                    migration.timeout_seconds
-                )));
+                return Ok(true);
             }
             self.clock.sleep(self.settings.poll).await;
         }

@@ -96,7 +96,14 @@ struct EcsWorld {
     /// UpdateService takes effect, but its answer is lost (a timeout).
     lose_updates: bool,
     migration_exit: Option<i32>,
+    /// Migration tasks run on until this is cleared.
+    migration_running: bool,
     tasks: u32,
+    /// Tasks started: (task, started by).
+    started: Vec<(String, String)>,
+    stopped: Vec<String>,
+    /// Revision → the deployment that registered it.
+    registered_for: HashMap<String, String>,
 }
 
 /// ECS in memory: services, task definitions, tasks; every call is logged as
@@ -217,6 +224,16 @@ impl FakeEcs {
         lock(&self.0).lose_updates = lose;
     }
 
+    /// Migration tasks keep running (`true`) until set back to `false`.
+    pub fn set_migration_running(&self, running: bool) {
+        lock(&self.0).migration_running = running;
+    }
+
+    /// The tasks started, with who started them.
+    pub fn started_tasks(&self) -> Vec<(String, String)> {
+        lock(&self.0).started.clone()
+    }
+
     pub fn set_migration_exit(&self, code: i32) {
         lock(&self.0).migration_exit = Some(code);
     }
@@ -248,8 +265,20 @@ impl Ecs for FakeEcs {
         })
     }
 
-    async fn register_revision(&self, target: &Target, from: &str, change: &ImageChange) -> Result<Revision, EcsError> {
+    async fn register_revision(
+        &self,
+        target: &Target,
+        from: &str,
+        change: &ImageChange,
+        deployment: &str,
+    ) -> Result<Revision, EcsError> {
         let mut w = self.call("RegisterTaskDefinition", target)?;
+        let family = from.rsplit_once(':').map_or(from, |(f, _)| f).to_string();
+        let newest = w.task_definitions.keys().filter(|k| k.starts_with(&format!("{family}:"))).count();
+        let newest = format!("{family}:{newest}");
+        if newest != from && w.registered_for.get(&newest).is_some_and(|d| d == deployment) {
+            return Ok(Revision::Registered(newest));
+        }
         let containers = w.task_definitions.get(from).cloned().ok_or_else(|| EcsError::NotFound(from.into()))?;
         let view: Vec<(Option<&str>, Option<&str>)> =
             containers.iter().map(|(n, i)| (Some(n.as_str()), Some(i.as_str()))).collect();
@@ -261,17 +290,48 @@ impl Ecs for FakeEcs {
         let arn = format!("{family}:{revision}");
         let rendered = containers.iter().zip(images).map(|((n, _), i)| (n.clone(), i.unwrap_or_default())).collect();
         w.task_definitions.insert(arn.clone(), rendered);
+        w.registered_for.insert(arn.clone(), deployment.to_string());
         Ok(Revision::Registered(arn))
     }
 
-    async fn run_task(&self, target: &Target, _: &ServiceInfo, _: &str, _: &Migration) -> Result<String, EcsError> {
+    async fn run_task(
+        &self,
+        target: &Target,
+        _: &ServiceInfo,
+        _: &str,
+        _: &Migration,
+        token: &str,
+    ) -> Result<String, EcsError> {
         let mut w = self.call("RunTask", target)?;
+        // The same client token starts one task, as on ECS.
+        if let Some((task, _)) = w.started.iter().find(|(_, by)| by == token) {
+            return Ok(task.clone());
+        }
         w.tasks += 1;
-        Ok(format!("task/{}", w.tasks))
+        let task = format!("task/{}", w.tasks);
+        w.started.push((task.clone(), token.to_string()));
+        Ok(task)
     }
 
-    async fn task_exit(&self, target: &Target, _: &str, _: &str) -> Result<Option<TaskExit>, EcsError> {
+    async fn find_task(&self, target: &Target, token: &str) -> Result<Option<String>, EcsError> {
+        let w = self.call("ListTasks", target)?;
+        Ok(w.started.iter().find(|(_, by)| by == token).map(|(task, _)| task.clone()))
+    }
+
+    async fn stop_task(&self, target: &Target, task: &str, _: &str) -> Result<(), EcsError> {
+        let mut w = self.call("StopTask", target)?;
+        w.stopped.push(task.to_string());
+        Ok(())
+    }
+
+    async fn task_exit(&self, target: &Target, task: &str, _: &str) -> Result<Option<TaskExit>, EcsError> {
         let w = self.call("DescribeTasks", target)?;
+        if w.stopped.iter().any(|t| t == task) {
+            return Ok(Some(TaskExit { exit_code: None, reason: "Task stopped by user".into() }));
+        }
+        if w.migration_running {
+            return Ok(None);
+        }
         Ok(Some(TaskExit {
             exit_code: Some(w.migration_exit.unwrap_or(0)),
             reason: "Essential container in task exited".into(),

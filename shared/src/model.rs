@@ -231,6 +231,19 @@ impl Deployment {
         self.ecs_deployment_id.as_deref() == Some(id)
     }
 
+    /// Who starts this deployment's migration task (ECS's `startedBy`, and its RunTask
+    /// idempotency token): the same for every attempt at it, so a retry finds the task an
+    /// earlier attempt started instead of starting a second one. Once per environment, the
+    /// same for every target of the push there.
+    pub fn migration_token(&self, once_per_environment: bool) -> String {
+        let scope = if once_per_environment { self.target.environment.clone() } else { self.target.key() };
+        // FNV-1a: stable across runs and builds (ECS allows 64 characters for a token).
+        let hash = format!("{}|{scope}", self.id)
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        format!("ferry-migration-{hash:016x}")
+    }
+
     /// Whether ECS failed its rollout: ECS's SERVICE_DEPLOYMENT_FAILED is the last event on record.
     pub fn failed_by_ecs(&self) -> bool {
         self.ecs_event.as_deref().is_some_and(|e| e.starts_with("SERVICE_DEPLOYMENT_FAILED"))

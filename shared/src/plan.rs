@@ -33,6 +33,9 @@ pub struct TargetPlan {
     pub target: Target,
     pub change: ImageChange,
     pub migration: Option<Migration>,
+    /// Set when the migration runs at another target: once per environment, at its first
+    /// target, whose migration this one waits for before it updates its service.
+    pub migration_at: Option<Target>,
 }
 
 pub fn plan(config: &Config, push: &Push) -> Plan {
@@ -51,10 +54,17 @@ pub fn plan(config: &Config, push: &Push) -> Plan {
         .iter()
         .filter(|service| service.deploys_to(&environment.name))
         .flat_map(|service| {
-            environment.targets.iter().map(move |spec| TargetPlan {
-                target: target(environment, spec, &service.service_name(&environment.name)),
-                change: ImageChange { containers: service.containers.clone(), image: push.image() },
-                migration: service.migration.clone(),
+            let name = service.service_name(&environment.name);
+            let first = environment.targets.first().map(|spec| target(environment, spec, &name));
+            environment.targets.iter().map(move |spec| {
+                let here = target(environment, spec, &name);
+                let once = service.migration.as_ref().is_some_and(|m| m.once_per_environment);
+                TargetPlan {
+                    migration_at: first.clone().filter(|first| once && *first != here),
+                    target: here,
+                    change: ImageChange { containers: service.containers.clone(), image: push.image() },
+                    migration: service.migration.clone(),
+                }
             })
         })
         .collect();

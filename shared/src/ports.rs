@@ -103,22 +103,34 @@ pub struct TaskExit {
 pub trait Ecs: Send + Sync {
     fn service(&self, target: &Target) -> impl Future<Output = Result<ServiceInfo, EcsError>> + Send;
 
-    /// Renders `from` with `change` (tags included) and registers it. Never deregisters anything.
+    /// Renders `from` with `change` (tags included, and `ferry:deployment` = `deployment`)
+    /// and registers it, unless the family's newest revision is already `deployment`'s (an
+    /// earlier attempt registered it): that one is reused. Never deregisters anything.
     fn register_revision(
         &self,
         target: &Target,
         from: &str,
         change: &ImageChange,
+        deployment: &str,
     ) -> impl Future<Output = Result<Revision, EcsError>> + Send;
 
-    /// Starts `migration` as a one-off task of `task_definition`, placed like the service.
+    /// Starts `migration` as a one-off task of `task_definition`, placed like the service,
+    /// started by `token` (also its idempotency token: the same token starts one task).
     fn run_task(
         &self,
         target: &Target,
         service: &ServiceInfo,
         task_definition: &str,
         migration: &Migration,
+        token: &str,
     ) -> impl Future<Output = Result<String, EcsError>> + Send;
+
+    /// The task started by `token` in the target's cluster, running or recently stopped.
+    fn find_task(&self, target: &Target, token: &str) -> impl Future<Output = Result<Option<String>, EcsError>> + Send;
+
+    /// Stops a task (a migration that overran its time).
+    fn stop_task(&self, target: &Target, task: &str, reason: &str)
+    -> impl Future<Output = Result<(), EcsError>> + Send;
 
     /// `None` while the task has not stopped.
     fn task_exit(

@@ -4,7 +4,7 @@
 
 mod common;
 
-use aws_sdk_ecs::types::TaskDefinition;
+use aws_sdk_ecs::types::{Tag, TaskDefinition};
 use common::{ACCOUNT, PROXY, REGION, World, comparable};
 use ferry::deploy::{Outcome, TargetOutcome};
 use ferry::model::State;
@@ -44,10 +44,12 @@ async fn an_ecr_push_deploys_the_digest_records_it_and_notifies_once() {
     assert_eq!(image(&new, "proxy"), PROXY, "the sidecar is unchanged");
     assert_eq!(new.family(), Some(w.family.as_str()));
     assert_eq!(comparable(new), comparable(old), "every other field survives the render");
-    assert_eq!(new_tags, old_tags, "tags survive the render");
-
     // The ledger holds the record, findable by the ECS deployment id.
     let ledger = w.ledger();
+    let record = ledger.by_ecs_deployment(ecs_deployment_id).await.expect("lookup").expect("record");
+    let mut expected = old_tags.clone();
+    expected.push(Tag::builder().key("ferry:deployment").value(&record.id).build());
+    assert_eq!(new_tags, expected, "tags survive the render; the revision names its deployment");
     let target = w.target();
     let [record] = ledger.history(&target, 10).await.expect("history").try_into().expect("one record");
     assert_eq!(record.state, State::InProgress);
@@ -226,4 +228,41 @@ async fn reconciliation_finds_a_push_whose_event_never_came_and_deploys_it_once(
     assert_eq!(state_of("ferry-replay-"), Some(State::InProgress), "the one deployment of the lost push");
     assert_eq!(state_of(lost["id"].as_str().expect("id")), Some(State::Skipped), "its late event");
     save_recorded("deploy", "reconcile", &recorded("deploy"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_reuses_its_revision_and_finds_its_migration_by_its_token() {
+    use ferry::ports::{Ecs, Revision};
+    use ferry::render::ImageChange;
+    let w = World::new().await;
+    let config = w.config(true);
+    let migration = config.services[0].migration.clone().expect("migration");
+    ferry_tests::acting_as("deploy");
+    let ecs = ferry_tests::clients::ecs_adapter(w.home.clone());
+    let t = w.target();
+    let service = ecs.service(&t).await.expect("service");
+    let image = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{}@sha256:{}", w.repository, "e".repeat(64));
+    let change = ImageChange { containers: vec!["api".into()], image };
+    let register = |deployment: &'static str| {
+        let (ecs, t, service, change) = (&ecs, &t, &service, &change);
+        async move { ecs.register_revision(t, &service.task_definition, change, deployment).await.expect("register") }
+    };
+    let Revision::Registered(first) = register("deployment-1").await else { panic!("registered") };
+    assert_eq!(register("deployment-1").await, Revision::Registered(first.clone()), "reused, not registered again");
+    let Revision::Registered(other) = register("deployment-2").await else { panic!("registered") };
+    assert_ne!(other, first, "another deployment registers its own");
+
+    let token = "ferry-migration-0123456789abcdef";
+    assert_eq!(ecs.find_task(&t, token).await.expect("list"), None);
+    let task = ecs.run_task(&t, &service, &first, &migration, token).await.expect("run");
+    assert_eq!(ecs.find_task(&t, token).await.expect("list"), Some(task.clone()), "a retry finds it running");
+    ecs.stop_task(&t, &task, "ferry: the migration overran its 60 s").await.expect("stop");
+    let exit = loop {
+        if let Some(exit) = ecs.task_exit(&t, &task, &migration.container).await.expect("describe") {
+            break exit;
+        }
+    };
+    assert!(exit.reason.contains("overran"), "{exit:?}");
+    assert_eq!(ecs.find_task(&t, token).await.expect("list"), Some(task), "and finds it stopped");
+    save_recorded("deploy", "migration-retry", &recorded("deploy"));
 }

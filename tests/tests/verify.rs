@@ -165,7 +165,7 @@ async fn a_rollout_whose_deploy_died_before_recording_it_is_adopted_and_verified
     let service = ecs.service(&t).await.expect("service");
     let change = ImageChange { containers: vec!["api".into()], image: push.image() };
     let Revision::Registered(revision) =
-        ecs.register_revision(&t, &service.task_definition, &change).await.expect("register")
+        ecs.register_revision(&t, &service.task_definition, &change, "test-deployment").await.expect("register")
     else {
         panic!("not registered")
     };

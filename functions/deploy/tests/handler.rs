@@ -364,6 +364,60 @@ async fn two_pushes_for_one_target_never_interleave() {
 }
 
 #[tokio::test]
+async fn a_retried_push_waits_on_the_migration_it_started_and_reuses_the_revision_it_registered() {
+    let w = World::new();
+    let db = target("staging", "ap-southeast-1", "shop-staging", "shop-staging-db");
+    w.ecs.add_service(&db, "shop-staging-db", &[("app", OLD_IMAGE)]);
+    let event = push("mig", "shop/db", "staging-aaaaaaaa", &digest(1), t0());
+    // The first attempt starts the migration and loses ECS while it runs.
+    w.ecs.fail("DescribeTasks", EcsError::Transient("ThrottlingException".into()));
+    assert!(w.handle_as(event.clone(), "attempt-1").await.is_err());
+    w.ecs.heal("DescribeTasks");
+    let [(task, token)] = w.ecs.started_tasks().try_into().expect("one task");
+
+    let result = outcomes(w.handle_as(event, "attempt-2").await);
+    assert!(matches!(result.as_slice(), [TargetOutcome::Started { .. }]), "{result:?}");
+    assert_eq!(w.ecs.started_tasks(), [(task, token.clone())], "one migration, waited on twice, never run twice");
+    assert!(token.starts_with("ferry-migration-") && token.len() <= 64, "{token}");
+    let live = w.ecs.service_of(&db).expect("db").task_definition;
+    assert_eq!(live, "arn:aws:ecs:ap-southeast-1:123456789012:task-definition/shop-staging-db:2", "no second revision");
+}
+
+#[tokio::test]
+async fn a_migration_that_overruns_is_stopped_and_nothing_is_updated() {
+    let w = World::new();
+    let db = target("staging", "ap-southeast-1", "shop-staging", "shop-staging-db");
+    w.ecs.add_service(&db, "shop-staging-db", &[("app", OLD_IMAGE)]);
+    w.ecs.set_migration_running(true);
+    let result = outcomes(w.handle(push("slow", "shop/db", "staging-aaaaaaaa", &digest(1), t0())).await);
+    let [TargetOutcome::Failed { reason, .. }] = result.as_slice() else { panic!("{result:?}") };
+    assert!(reason.contains("did not finish within 60 s and was stopped"), "{reason}");
+    assert_eq!((w.ecs.count("StopTask"), w.ecs.count("UpdateService")), (1, 0));
+}
+
+#[tokio::test]
+async fn a_migration_once_per_environment_runs_at_its_first_target_and_the_others_wait_for_it() {
+    let mut w = World::new();
+    let text = CONFIG.replace("timeout_seconds = 60 }", "timeout_seconds = 60, once = \"environment\" }");
+    w.config = Config::parse("ferry.toml", &text).expect("config");
+    let eu = target("production", "eu-west-1", "shop-prod", "shop-production-db");
+    let us = target("production", "us-east-1", "shop-prod", "shop-production-db");
+    w.ecs.add_service(&eu, "shop-production-db", &[("app", OLD_IMAGE)]);
+    w.ecs.add_service(&us, "shop-production-db", &[("app", OLD_IMAGE)]);
+    let result = outcomes(w.handle(push("v1", "shop/db", "v1.2.3", &digest(1), t0())).await);
+    assert!(result.iter().all(|t| matches!(t, TargetOutcome::Started { .. })), "{result:?}");
+    assert_eq!(w.ecs.count("RunTask"), 1, "one migration for the environment: {:?}", w.ecs.calls());
+    assert_eq!(w.ecs.started_tasks().len(), 1);
+    assert_eq!(w.ecs.count("UpdateService"), 2);
+
+    // A failing migration stops every target of the environment.
+    w.ecs.set_migration_exit(2);
+    let result = outcomes(w.handle(push("v2", "shop/db", "v1.2.4", &digest(2), t0() + Duration::from_secs(60))).await);
+    assert!(result.iter().all(|t| matches!(t, TargetOutcome::Failed { .. })), "{result:?}");
+    assert_eq!(w.ecs.count("UpdateService"), 2, "nothing updated");
+}
+
+#[tokio::test]
 async fn a_migration_runs_first_and_a_failing_one_stops_the_deployment() {
     let w = World::new();
     let db = target("staging", "ap-southeast-1", "shop-staging", "shop-staging-db");
@@ -375,6 +429,7 @@ async fn a_migration_runs_first_and_a_failing_one_stops_the_deployment() {
         [
             "DescribeServices shop-staging-db",
             "RegisterTaskDefinition shop-staging-db",
+            "ListTasks shop-staging-db",
             "RunTask shop-staging-db",
             "DescribeTasks shop-staging-db",
             "UpdateService shop-staging-db"

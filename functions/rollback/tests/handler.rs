@@ -265,7 +265,7 @@ async fn the_target_is_the_last_verified_revision_not_revision_minus_one() {
     // Someone registers a revision out of band (revision 3), then Ferry deploys revision 4.
     use ferry::ports::Ecs;
     let change = ferry::render::ImageChange { containers: vec!["proxy".into()], image: "envoy:debug".into() };
-    w.ecs.register_revision(&api(), &w.live(), &change).await.expect("out of band");
+    w.ecs.register_revision(&api(), &w.live(), &change, "by-hand").await.expect("out of band");
     let bad = w.deploy_and_verify(2, false).await;
     let bad_td = w.record(&bad).task_definition.expect("td");
     assert!(bad_td.ends_with(":4"), "{bad_td}");

@@ -752,7 +752,7 @@ async fn updated_but_not_recorded(w: &World, n: u8) -> (Deployment, String) {
     let service = w.ecs.service(&t).await.expect("service");
     let change = ImageChange { containers: vec!["api".into()], image: push.image() };
     let ferry::ports::Revision::Registered(revision) =
-        w.ecs.register_revision(&t, &service.task_definition, &change).await.expect("register")
+        w.ecs.register_revision(&t, &service.task_definition, &change, "by-hand").await.expect("register")
     else {
         panic!("not registered")
     };

@@ -5,8 +5,8 @@ use aws_sdk_ecs::Client;
 use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
 use aws_sdk_ecs::types::{
-    CapacityProviderStrategyItem, ContainerOverride, DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType,
-    NetworkConfiguration, Tag, TaskDefinition, TaskDefinitionField, TaskOverride,
+    CapacityProviderStrategyItem, ContainerOverride, DeploymentCircuitBreaker, DeploymentConfiguration, DesiredStatus,
+    LaunchType, NetworkConfiguration, Tag, TaskDefinition, TaskDefinitionField, TaskOverride,
 };
 
 use super::aws::{AwsClients, ErrorKind, classify};
@@ -25,6 +25,9 @@ pub struct ServiceSettings {
     capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
     platform_version: Option<String>,
 }
+
+/// The tag naming the Ferry deployment that registered a revision.
+pub const DEPLOYMENT_TAG: &str = "ferry:deployment";
 
 #[derive(Debug)]
 pub struct EcsAdapter {
@@ -151,8 +154,30 @@ impl Ecs for EcsAdapter {
         })
     }
 
-    async fn register_revision(&self, target: &Target, from: &str, change: &ImageChange) -> Result<Revision, EcsError> {
+    async fn register_revision(
+        &self,
+        target: &Target,
+        from: &str,
+        change: &ImageChange,
+        deployment: &str,
+    ) -> Result<Revision, EcsError> {
         let client = self.client(target).await;
+        // The family's newest revision, registered for this deployment by an earlier attempt.
+        let family = from.rsplit_once('/').map_or(from, |(_, name)| name);
+        let family = family.rsplit_once(':').map_or(family, |(family, _)| family);
+        let newest = client
+            .describe_task_definition()
+            .task_definition(family)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        let ours = newest.tags().iter().any(|t| t.key() == Some(DEPLOYMENT_TAG) && t.value() == Some(deployment));
+        if let Some(arn) =
+            newest.task_definition.and_then(|td| td.task_definition_arn).filter(|arn| ours && arn != from)
+        {
+            return Ok(Revision::Registered(arn));
+        }
         let out = client
             .describe_task_definition()
             .task_definition(from)
@@ -167,8 +192,10 @@ impl Ecs for EcsAdapter {
             Images::Unchanged => return Ok(Revision::Unchanged),
             Images::Changed(images) => images,
         };
-        let registered =
-            render(definition, out.tags.unwrap_or_default(), images).send_with(&client).await.map_err(ecs_error)?;
+        let mut tags: Vec<Tag> =
+            out.tags.unwrap_or_default().into_iter().filter(|t| t.key() != Some(DEPLOYMENT_TAG)).collect();
+        tags.push(Tag::builder().key(DEPLOYMENT_TAG).value(deployment).build());
+        let registered = render(definition, tags, images).send_with(&client).await.map_err(ecs_error)?;
         registered
             .task_definition
             .and_then(|td| td.task_definition_arn)
@@ -182,6 +209,7 @@ impl Ecs for EcsAdapter {
         service: &ServiceInfo,
         task_definition: &str,
         migration: &Migration,
+        token: &str,
     ) -> Result<String, EcsError> {
         let s = &service.settings;
         let overrides = TaskOverride::builder()
@@ -199,7 +227,8 @@ impl Ecs for EcsAdapter {
             .cluster(&target.cluster)
             .task_definition(task_definition)
             .count(1)
-            .started_by("ferry-migration")
+            .started_by(token)
+            .client_token(token)
             .set_launch_type(if s.capacity_provider_strategy.is_some() { None } else { s.launch_type.clone() })
             .set_capacity_provider_strategy(s.capacity_provider_strategy.clone())
             .set_platform_version(s.platform_version.clone())
@@ -239,6 +268,38 @@ impl Ecs for EcsAdapter {
         }
         let exit_code = task.containers().iter().find(|c| c.name() == Some(container)).and_then(|c| c.exit_code);
         Ok(Some(TaskExit { exit_code, reason: task.stopped_reason().unwrap_or("stopped").to_string() }))
+    }
+
+    async fn find_task(&self, target: &Target, token: &str) -> Result<Option<String>, EcsError> {
+        let client = self.client(target).await;
+        // ListTasks answers RUNNING tasks unless asked for the STOPPED ones (kept about an hour).
+        for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            let out = client
+                .list_tasks()
+                .cluster(&target.cluster)
+                .started_by(token)
+                .desired_status(status)
+                .send()
+                .await
+                .map_err(ecs_error)?;
+            if let Some(task) = out.task_arns().first() {
+                return Ok(Some(task.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn stop_task(&self, target: &Target, task: &str, reason: &str) -> Result<(), EcsError> {
+        self.client(target)
+            .await
+            .stop_task()
+            .cluster(&target.cluster)
+            .task(task)
+            .reason(reason.chars().take(255).collect::<String>())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(ecs_error)
     }
 
     async fn containers(&self, target: &Target, task_definition: &str) -> Result<Vec<Container>, EcsError> {
