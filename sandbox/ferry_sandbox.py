@@ -350,6 +350,7 @@ class EcsAgent:
         self.rolling: dict[str, float] = {}  # deployment id -> when its rollout ends
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
+        self.acting = threading.Lock()  # held while ECS ends a rollout (the ticker, or an alarm)
         threading.Thread(target=self._run, daemon=True).start()
 
     @staticmethod
@@ -393,27 +394,52 @@ class EcsAgent:
                     self.sandbox.put_event(ferry_moto.deployment_event(
                         service, "SERVICE_DEPLOYMENT_IN_PROGRESS", dep["id"], f"ECS deployment {dep['id']} in progress."))
                 else:
-                    self.finish(account, region, service, dep)
+                    with self.acting:
+                        self.finish(account, region, service, dep)
         with self.lock:  # a deployment replaced before its rollout ended never finishes
             for gone in set(self.rolling) - primaries:
                 del self.rolling[gone]
 
     def finish(self, account: str, region: str, service, dep: dict) -> None:
+        if dep["status"] != "PRIMARY" or dep["rolloutState"] != "IN_PROGRESS":
+            return  # an alarm failed it meanwhile
         params = {"account": account, "region": region, "cluster": service.cluster_name, "service": service.name}
         images = self.sandbox.images_of(account, region, dep["taskDefinition"])
         crashing = [i for i in images if self.sandbox.behaviour(i) == "crash"]
         if crashing:
-            result = ferry_moto.fail({**params, "rollback": True})
-            self.sandbox._record("ecs", f"{service.name}: tasks of {short(crashing[0])} fail to start; "
-                                        "the circuit breaker stops the deployment"
-                                        + (" and rolls back" if result["rollbackDeploymentId"] else ""))
-            for event in result["events"]:
-                self.sandbox.put_event(event)
+            self.fail(params, f"{service.name}: tasks of {short(crashing[0])} fail to start; "
+                              "the circuit breaker stops the deployment")
         else:
             event = ferry_moto.complete(params)
             self.sandbox._record("ecs", f"{service.name} ({region}): deployment {dep['id'][-6:]} completed, "
                                         f"{service.desired_count} tasks running")
             self.sandbox.put_event(event)
+
+    def fail(self, params: dict, what: str) -> None:
+        """ECS fails the service's rollout (ferry_moto.fail, `params` saying by which method) and
+        rolls it back, if the service's deploymentConfiguration says so. With that method off, ECS
+        fails nothing: the rollout stays IN_PROGRESS (ECS keeps trying)."""
+        try:
+            result = ferry_moto.fail(params)
+        except ferry_moto.HarnessError as err:
+            self.sandbox._record("ecs", f"{params['service']}: {err}")
+            return
+        self.sandbox._record("ecs", what + (" and rolls back" if result["rollbackDeploymentId"] else ""))
+        for event in result["events"]:
+            self.sandbox.put_event(event)
+
+    def alarm(self, account: str, region: str, name: str) -> None:
+        """An alarm went into ALARM: ECS fails the rollout in progress of every service whose
+        deployment alarms it watches name it."""
+        for service in list(ecs_backends[account][region].services.values()):
+            watched = (getattr(service, "deployment_configuration", None) or {}).get("alarms") or {}
+            if not watched.get("enable") or name not in (watched.get("alarmNames") or []):
+                continue
+            with self.acting:
+                if any(d["status"] == "PRIMARY" and d["rolloutState"] == "IN_PROGRESS" for d in service.deployments):
+                    self.fail({"account": account, "region": region, "cluster": service.cluster_name,
+                               "service": service.name, "cause": "alarm", "alarms": [name]},
+                              f"{service.name}: alarm {name} is in ALARM; ECS stops the deployment")
 
 
 def short(image_or_digest: str) -> str:
@@ -761,6 +787,41 @@ class Sandbox:
         self._record("push", f"CI pushes {repository}:{tag} ({short(digest)})"
                              + ("" if health == "healthy" else f" — an image that is {health}"))
         return digest
+
+    def scale(self, t: Target, desired: int | None = None, *, running: int | None = None, replace: int = 0) -> dict:
+        """Autoscaling churn on a target's service: its desired count becomes `desired`, and no
+        deployment starts; `running` of the PRIMARY deployment's tasks run (default: as many as
+        before, so running lags desired); `replace` running tasks stop and are being replaced (a
+        Fargate Spot interruption, a failed health check). Returns the PRIMARY deployment's
+        {"id", "desiredCount", "runningCount", "pendingCount", "rolloutState"}."""
+        params = {"account": t.account, "region": t.region, "cluster": t.cluster, "service": t.service,
+                  "replace": replace}
+        params.update({k: v for k, v in (("desired", desired), ("running", running)) if v is not None})
+        counts = ferry_moto.scale(params)
+        self._record("ecs", f"{t.service} ({t.region}): autoscaling: {counts['desiredCount']} desired, "
+                            f"{counts['runningCount']} running" + (f", {replace} being replaced" if replace else ""),
+                     counts)
+        return counts
+
+    def alarm(self, name: str, state: str, at: datetime | str | None = None, *, reason: str | None = None,
+              account: str = HOME_ACCOUNT, region: str | None = None) -> dict:
+        """A CloudWatch alarm changes `state` (ALARM, OK, INSUFFICIENT_DATA) at `at` (default now):
+        its "CloudWatch Alarm State Change" event, as the harness builds it, goes on the bus, and
+        moto's alarm of that name, if any, takes the state. Into ALARM, it also fails the rollout in
+        progress of every service whose deployment alarms name it, as ECS does (rolling back if the
+        service says so). Returns the event."""
+        params = {"account": account, "region": region or self.region, "name": name, "state": state}
+        if isinstance(at, datetime):
+            params["at"] = (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).isoformat()
+        elif at is not None:
+            params["at"] = at
+        if reason is not None:
+            params["reason"] = reason
+        event = ferry_moto.alarm(params)
+        self.put_event(event)
+        if state == "ALARM":
+            self.ecs_agent.alarm(account, params["region"], name)
+        return event
 
     def tick(self) -> list[str]:
         """The template's schedules fire once: each scheduled function gets EventBridge's

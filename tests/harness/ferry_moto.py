@@ -6,7 +6,10 @@ does not start a deployment, deploymentConfiguration is dropped on
 CreateService, deployments never finish, and every container exits 0. This
 script serves moto unchanged for all services, patches moto's ECS model classes
 in place to fill those gaps, and adds control endpoints under /_ferry/ so tests
-can drive what AWS would do on its own. Concurrent DynamoDB writes conflict as on DynamoDB,
+can drive what AWS would do on its own, no kinder than AWS: ECS fails and rolls back a
+deployment only as the service's deploymentConfiguration says, autoscaling moves counts under a
+rollout, DescribeServices can lag ECS's own events, and events can name a service by its old
+short ARN. Concurrent DynamoDB writes conflict as on DynamoDB,
 which cancels rather than queues them: a transaction meeting an item another request holds is
 cancelled (TransactionCanceledException, reason TransactionConflict), a single-item write on an
 item a transaction holds is refused (TransactionConflictException); a transaction repeated with
@@ -14,9 +17,29 @@ its idempotency token is not applied twice. Faults (throttling, 5xx, timeouts, d
 connections, lost answers) can be injected per action and caller. Control endpoints:
 
   POST /_ferry/ecs/exit-codes   {"exitCode": 1}  exit code of tasks started from now on
-  POST /_ferry/ecs/complete     {"cluster", "service"}  -> the EventBridge event
-  POST /_ferry/ecs/fail         {"cluster", "service", "rollback": true} -> {"events", ...}
-  GET  /_ferry/ec2/default-network               -> {"subnets", "securityGroups"}
+  POST /_ferry/ecs/complete     {"cluster", "service", "lag": n, "old_arn": false} -> the EventBridge event;
+                                the PRIMARY deployment completes, but the next n (default 0) DescribeServices
+                                answers for the service still show it as before (rollout IN_PROGRESS);
+                                "old_arn": true names the service in resources[0] by its short ARN
+                                arn:aws:ecs:REGION:ACCOUNT:service/NAME
+  POST /_ferry/ecs/fail         {"cluster", "service", "cause": "circuit-breaker" | "alarm", "alarms": [names],
+                                "rollback": true, "old_arn": false}
+                                -> {"events", "failedDeploymentId", "rollbackDeploymentId",
+                                "rolledBackToDeploymentId"}; ECS fails the IN_PROGRESS PRIMARY deployment by
+                                its circuit breaker (default) or by a deployment alarm gone into ALARM, only
+                                if the service's deploymentConfiguration turned that method on (else 409),
+                                and rolls back only if that method's "rollback" is on and an earlier
+                                deployment is COMPLETED; "rollback": false: ECS's rollback has not started yet
+  POST /_ferry/ecs/scale        {"cluster", "service", "desired": N, "running": M, "replace": k}
+                                -> {"id", "desiredCount", "runningCount", "pendingCount", "rolloutState"} of
+                                the PRIMARY deployment; autoscaling sets desiredCount without starting a
+                                deployment, M running tasks (default: as before) lag N, and k running tasks
+                                are being replaced (Spot interruption, failed health check): running drops by k
+  POST /_ferry/cloudwatch/alarm {"name", "state": "ALARM" | "OK" | "INSUFFICIENT_DATA", "at": RFC 3339 (default
+                                now), "reason"} -> the "CloudWatch Alarm State Change" event; previousState is
+                                the state this endpoint last gave the alarm (at first OK); the same state again
+                                is no change (409); moto's alarm of that name, if any, takes the state
+  GET  /_ferry/ec2/default-network               -> {"vpc", "subnets", "securityGroups"}
   GET  /_ferry/sns/published?topic=ARN           -> {"messages": [{"subject", "message", "attributes"}]}
   GET  /_ferry/events/published?source=S         -> {"events": [PutEvents entries with that Source]}
   POST /_ferry/dynamodb/conflicts {"window": s, "rate": p}  either or both: how long a transaction
@@ -25,7 +48,8 @@ connections, lost answers) can be injected per action and caller. Control endpoi
                                                  or single-item write meets a conflict anyway
   GET  /_ferry/dynamodb/conflicts                -> {"window", "rate", "met": {"transactions": cancelled,
                                                  "writes": single-item writes refused}}
-  POST /_ferry/reset                             reset moto and harness state (conflicts: defaults, met 0)
+  POST /_ferry/reset                             reset moto and harness state (conflicts: defaults, met 0;
+                                                 lagging answers and alarm states forgotten)
 
 Every control endpoint takes optional "account" (default 123456789012) and
 "region" (default us-east-1), in the JSON body or the query string; the DynamoDB
@@ -38,6 +62,7 @@ leaves a server behind).
 """
 
 import argparse
+import copy
 import functools
 import io
 import json
@@ -52,12 +77,13 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.utils import utcnow
 from moto.dynamodb.exceptions import (
     ERROR_TYPE_PREFIX,
@@ -87,7 +113,14 @@ DEFAULT_DEPLOYMENT_CONFIGURATION = {
     "maximumPercent": 200,
     "minimumHealthyPercent": 100,
 }
+# The reasons ECS gives in its deployment events ("Amazon ECS service deployment state change
+# events", https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs_service_deployment_events.html).
 CIRCUIT_BREAKER_REASON = "ECS deployment circuit breaker: task failed to start."
+CIRCUIT_BREAKER_ROLLBACK_REASON = "ECS deployment circuit breaker: rolling back to deploymentId {}."
+# Not documented: AWS gives no example of the reasons when an alarm failed the deployment, nor of
+# the rollback that follows. Plausible texts; Ferry must not rely on any reason's wording.
+ALARM_REASON = "ECS deployment alarms: {} in ALARM state."
+ALARM_ROLLBACK_REASON = "ECS deployment alarms: rolling back to deploymentId {}."
 ESSENTIAL_EXITED = "Essential container in task exited"
 
 # (account, region) -> exit code for every container of tasks started afterwards.
@@ -291,6 +324,36 @@ def _task_requirements(task_definition):
     return _orig_task_requirements(SimpleNamespace(container_definitions=defs))
 
 
+# DescribeServices answers that lag ECS's own events, as /_ferry/ecs/complete's "lag" asks: the
+# Amazon ECS API "follows an eventual consistency model ... the result of an API command you run
+# that affects your Amazon ECS resources might not be immediately visible to all subsequent
+# commands you run" (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RunTask.html).
+# Service ARN -> {"left": DescribeServices answers still to lag, "deployment": the id of the
+# deployment that completed, "before": the service as it was before}; dropped once a newer
+# deployment is PRIMARY.
+LAGGING: dict[str, dict] = {}
+_LAG_LOCK = threading.Lock()
+
+_orig_describe_services_response = EC2ContainerServiceResponse.describe_services
+
+
+def _describe_services_response(self):
+    result = _orig_describe_services_response(self)
+    services = result.result["services"]
+    with _LAG_LOCK:
+        for i, service in enumerate(services):
+            lag = LAGGING.get(service.arn)
+            if lag is None:
+                continue
+            primary = next((d["id"] for d in service.deployments if d["status"] == "PRIMARY"), None)
+            if primary == lag["deployment"]:
+                services[i] = lag["before"]
+                lag["left"] -= 1
+            if lag["left"] <= 0 or primary != lag["deployment"]:
+                del LAGGING[service.arn]
+    return result
+
+
 # --- DynamoDB: concurrent writes conflict as on DynamoDB ---------------------------
 #
 # DynamoDB queues no write behind a transaction: it cancels the request that meets an item
@@ -446,6 +509,7 @@ for _name in ("put_item", "update_item", "delete_item"):
 
 Service.__init__ = _service_init
 EC2ContainerServiceResponse.create_service = _create_service_response
+EC2ContainerServiceResponse.describe_services = _describe_services_response
 EC2ContainerServiceBackend.update_service = _update_service
 Task.__init__ = _task_init
 EC2ContainerServiceBackend.describe_tasks = _describe_tasks
@@ -454,8 +518,12 @@ EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(
 
 # --- control endpoints ---------------------------------------------------------
 
-def deployment_event(service: Service, name: str, deployment_id: str, reason: str) -> dict:
+def deployment_event(service: Service, name: str, deployment_id: str, reason: str, old_arn: bool = False) -> dict:
+    """An "ECS Deployment State Change" event. With `old_arn` it names the service by the short ARN
+    services created before 2021 still have, arn:aws:ecs:REGION:ACCOUNT:service/NAME, with no
+    cluster in it (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/service-arn-migration.html)."""
     now = rfc3339(utcnow())
+    arn = f"arn:aws:ecs:{service.region_name}:{service._account_id}:service/{service.name}" if old_arn else service.arn
     return {
         "version": "0",
         "id": str(uuid.uuid4()),
@@ -464,7 +532,7 @@ def deployment_event(service: Service, name: str, deployment_id: str, reason: st
         "account": service._account_id,
         "time": now,
         "region": service.region_name,
-        "resources": [service.arn],
+        "resources": [arn],
         "detail": {
             "eventType": "ERROR" if name == "SERVICE_DEPLOYMENT_FAILED" else "INFO",
             "eventName": name,
@@ -486,9 +554,31 @@ def find_service(params: dict) -> Service:
         raise HarnessError(404, f"service {params['service']} not found in cluster {params['cluster']}")
 
 
+def flag(params: dict, name: str, default: bool = False) -> bool:
+    value = params.get(name, default)
+    if not isinstance(value, bool):
+        raise HarnessError(400, f"'{name}' must be true or false")
+    return value
+
+
+def count(params: dict, name: str, default: int) -> int:
+    value = params.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise HarnessError(400, f"'{name}' must be an integer, 0 or more")
+    return value
+
+
 def complete(params: dict) -> dict:
+    """The PRIMARY deployment reaches steady state. With "lag": n, the next n DescribeServices
+    answers for the service still show it as before (rollout IN_PROGRESS): see LAGGING."""
     service = find_service(params)
+    lag, old_arn = count(params, "lag", 0), flag(params, "old_arn")
     dep = primary_of(service)
+    if lag:
+        before = copy.copy(service)
+        before.deployments = copy.deepcopy(service.deployments)
+        with _LAG_LOCK:
+            LAGGING[service.arn] = {"left": lag, "deployment": dep["id"], "before": before}
     dep.update(
         rolloutState="COMPLETED",
         rolloutStateReason=f"ECS deployment {dep['id']} completed.",
@@ -500,43 +590,190 @@ def complete(params: dict) -> dict:
     service.deployments = [dep]
     service.running_count, service.pending_count = service.desired_count, 0
     return deployment_event(
-        service, "SERVICE_DEPLOYMENT_COMPLETED", dep["id"], f"ECS deployment {dep['id']} completed."
+        service, "SERVICE_DEPLOYMENT_COMPLETED", dep["id"], f"ECS deployment {dep['id']} completed.", old_arn
     )
 
 
 def fail(params: dict) -> dict:
-    """Circuit breaker trips on the PRIMARY deployment.
+    """ECS fails the PRIMARY deployment, by one of its two methods
+    (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/deployment-failure-detection.html):
+    the circuit breaker ("cause": "circuit-breaker", the default) or a deployment alarm gone into
+    ALARM ("cause": "alarm", "alarms": [names]). ECS uses only a method the service turned on in its
+    deploymentConfiguration (deploymentCircuitBreaker.enable; alarms.enable, with the alarm among
+    alarms.alarmNames), and fails only a deployment IN_PROGRESS; anything else is refused (409).
 
     Events in the order AWS emits them (see the fixtures in shared/events):
-    SERVICE_DEPLOYMENT_FAILED for the failed deployment, then, when rolling back,
-    SERVICE_DEPLOYMENT_IN_PROGRESS for the new rollback deployment, whose reason
-    names the earlier COMPLETED deployment being rolled back to. As on AWS,
-    rollback needs such a deployment; without one there is no rollback.
+    SERVICE_DEPLOYMENT_FAILED for the failed deployment, then, when ECS rolls back,
+    SERVICE_DEPLOYMENT_IN_PROGRESS for the new rollback deployment, whose reason names the
+    deployment rolled back to. "A rollback occurs when you use the rollback option for the method
+    that initiated the deployment failure"
+    (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/deployment-alarm-failure.html):
+    deploymentCircuitBreaker.rollback or alarms.rollback. ECS rolls back to "the most recent
+    deployment that is in a COMPLETED state"; that one "changes from a COMPLETED to IN_PROGRESS"
+    and "is not eligible for another rollback until it reaches a COMPLETED state"; without such a
+    deployment there is no rollback
+    (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/deployment-circuit-breaker.html).
+    "rollback": false holds ECS's rollback back: it has not started (yet).
     """
     service = find_service(params)
+    config = service.deployment_configuration or {}
+    cause, old_arn = params.get("cause", "circuit-breaker"), flag(params, "old_arn")
+    allowed = flag(params, "rollback", True)
+    if cause == "circuit-breaker":
+        method = config.get("deploymentCircuitBreaker") or {}
+        if not method.get("enable"):
+            raise HarnessError(409, f"service {service.name}'s circuit breaker is off: ECS fails no deployment")
+        reason, rollback_reason = CIRCUIT_BREAKER_REASON, CIRCUIT_BREAKER_ROLLBACK_REASON
+    elif cause == "alarm":
+        alarms = params.get("alarms")
+        if not isinstance(alarms, list) or not alarms or not all(isinstance(a, str) and a for a in alarms):
+            raise HarnessError(400, "'alarms' must be a list of alarm names")
+        method = config.get("alarms") or {}
+        watched = [a for a in alarms if a in (method.get("alarmNames") or [])]
+        if not method.get("enable") or not watched:
+            raise HarnessError(409, f"ECS watches none of {alarms} for service {service.name}: they fail no deployment")
+        reason, rollback_reason = ALARM_REASON.format(", ".join(watched)), ALARM_ROLLBACK_REASON
+    else:
+        raise HarnessError(400, "'cause' must be \"circuit-breaker\" or \"alarm\"")
     failed = primary_of(service)
-    failed.update(rolloutState="FAILED", rolloutStateReason=CIRCUIT_BREAKER_REASON, updatedAt=utcnow())
-    events = [deployment_event(service, "SERVICE_DEPLOYMENT_FAILED", failed["id"], CIRCUIT_BREAKER_REASON)]
+    if failed["rolloutState"] != "IN_PROGRESS":
+        raise HarnessError(409, f"deployment {failed['id']} is {failed['rolloutState']}, not IN_PROGRESS")
+    now = utcnow()
+    failed.update(rolloutState="FAILED", rolloutStateReason=reason, updatedAt=now)
+    events = [deployment_event(service, "SERVICE_DEPLOYMENT_FAILED", failed["id"], reason, old_arn)]
     target = next(
         (d for d in service.deployments if d["status"] == "ACTIVE" and d["rolloutState"] == "COMPLETED"),
         None,
     )
     rollback = None
-    if params.get("rollback", True) and target is not None:
+    if method.get("rollback") and allowed and target is not None:
         rollback = start_deployment(service, target["taskDefinition"])
-        events.append(
-            deployment_event(
-                service,
-                "SERVICE_DEPLOYMENT_IN_PROGRESS",
-                rollback["id"],
-                f"ECS deployment circuit breaker: rolling back to deploymentId {target['id']}.",
-            )
-        )
+        target.update(rolloutState="IN_PROGRESS", rolloutStateReason=f"ECS deployment {target['id']} in progress.",
+                      updatedAt=now)
+        events.append(deployment_event(
+            service, "SERVICE_DEPLOYMENT_IN_PROGRESS", rollback["id"], rollback_reason.format(target["id"]), old_arn
+        ))
     return {
         "events": events,
         "failedDeploymentId": failed["id"],
         "rollbackDeploymentId": rollback and rollback["id"],
         "rolledBackToDeploymentId": rollback and target["id"],
+    }
+
+
+def scale(params: dict) -> dict:
+    """Service Auto Scaling sets the service's desired count, and nothing else: no deployment
+    starts ("Automatic scaling is the ability to increase or decrease the desired count of tasks in
+    your Amazon ECS service automatically",
+    https://docs.aws.amazon.com/AmazonECS/latest/developerguide/service-auto-scaling.html), not even
+    while one is in progress, during which scale-out goes on
+    (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/troubleshoot-service-auto-scaling.html).
+    The PRIMARY deployment's tasks follow only as they start: "running" (default: as many as ran
+    before) lags "desired". "replace": k of its running tasks stop and are being replaced, as after
+    a Fargate Spot interruption
+    (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-capacity-providers.html)
+    or a failed health check
+    (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs_services.html)."""
+    service = find_service(params)
+    primary = primary_of(service)
+    desired = count(params, "desired", service.desired_count)
+    running = count(params, "running", primary["runningCount"])
+    replace = count(params, "replace", 0)
+    if replace > running:
+        raise HarnessError(400, f"cannot replace {replace} of {running} running tasks")
+    service.desired_count = desired
+    primary.update(desiredCount=desired, runningCount=running - replace,
+                   pendingCount=max(desired - (running - replace), 0), updatedAt=utcnow())
+    service.running_count = sum(d["runningCount"] for d in service.deployments)
+    service.pending_count = sum(d["pendingCount"] for d in service.deployments)
+    return {key: primary[key] for key in ("id", "desiredCount", "runningCount", "pendingCount", "rolloutState")}
+
+
+# --- CloudWatch alarms ------------------------------------------------------------
+
+# (account, region) -> alarm name -> the state /_ferry/cloudwatch/alarm last gave it:
+# {"value", "reason", "timestamp" (naive UTC)}.
+ALARMS: dict[tuple[str, str], dict[str, dict]] = {}
+_ALARM_LOCK = threading.Lock()
+ALARM_STATES = ("OK", "ALARM", "INSUFFICIENT_DATA")
+
+
+def alarm_timestamp(at: datetime) -> str:
+    """A time as CloudWatch writes it in alarm events: 2026-11-16T02:10:00.000+0000."""
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}+0000"
+
+
+def alarm_reason(state: str, at: datetime) -> str:
+    datapoint = (at - timedelta(minutes=1)).strftime("%d/%m/%y %H:%M:%S")
+    return {
+        "ALARM": f"Threshold Crossed: 1 datapoint [1.0 ({datapoint})] was greater than the threshold (0.0).",
+        "OK": f"Threshold Crossed: 1 datapoint [0.0 ({datapoint})] was not greater than the threshold (0.0).",
+        "INSUFFICIENT_DATA": "Insufficient Data: 1 datapoint was unknown.",
+    }[state]
+
+
+def alarm_state(state: dict) -> dict:
+    return {"value": state["value"], "reason": state["reason"], "timestamp": alarm_timestamp(state["timestamp"])}
+
+
+def parse_time(value) -> datetime:
+    """An RFC 3339 time, as naive UTC (moto's way)."""
+    try:
+        at = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise HarnessError(400, "'at' must be an RFC 3339 time, such as 2026-11-16T02:10:00Z")
+    return at.astimezone(timezone.utc).replace(tzinfo=None) if at.tzinfo else at
+
+
+def alarm(params: dict) -> dict:
+    """An alarm changes state at "at": the "CloudWatch Alarm State Change" event, which CloudWatch
+    sends to EventBridge whenever an alarm changes state
+    (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/cloudwatch-and-eventbridge.html),
+    so a "change" to the state the alarm is in sends none (409). The previous state is the one this
+    endpoint last gave the alarm (at first OK, five minutes before "at"). The alarm of that name in
+    moto's CloudWatch, if there is one, takes the state too (SetAlarmState)."""
+    name, state, reason = params.get("name"), params.get("state"), params.get("reason")
+    if not isinstance(name, str) or not name:
+        raise HarnessError(400, "missing 'name'")
+    if state not in ALARM_STATES:
+        raise HarnessError(400, f"'state' must be one of {', '.join(ALARM_STATES)}")
+    if reason is not None and not isinstance(reason, str):
+        raise HarnessError(400, "'reason' must be a string")
+    at = parse_time(params["at"]) if "at" in params else utcnow()
+    account, region = params["account"], params["region"]
+    backend = cloudwatch_backends[account][region]
+    with _ALARM_LOCK:
+        known = ALARMS.setdefault((account, region), {})
+        earlier = at - timedelta(minutes=5)
+        previous = known.get(name) or {"value": "OK", "reason": alarm_reason("OK", earlier), "timestamp": earlier}
+        if previous["value"] == state:
+            raise HarnessError(409, f"alarm {name} is already {state}: CloudWatch sends no state change event")
+        if at < previous["timestamp"]:
+            raise HarnessError(400, f"'at' is before {name}'s last change, {alarm_timestamp(previous['timestamp'])}")
+        current = {"value": state, "reason": reason or alarm_reason(state, at), "timestamp": at}
+        known[name] = current
+    cloudwatch_alarm = backend.alarms.get(name)
+    if cloudwatch_alarm is not None:
+        backend.set_alarm_state(name, current["reason"], None, state)
+        cloudwatch_alarm.state_updated_timestamp = at
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "CloudWatch Alarm State Change",
+        "source": "aws.cloudwatch",
+        "account": account,
+        "time": rfc3339(at),
+        "region": region,
+        "resources": [f"arn:aws:cloudwatch:{region}:{account}:alarm:{name}"],
+        "detail": {
+            "alarmName": name,
+            "state": alarm_state(current),
+            "previousState": alarm_state(previous),
+            "configuration": {
+                "description": (cloudwatch_alarm and cloudwatch_alarm.description) or "",
+                "metrics": [],
+            },
+        },
     }
 
 
@@ -592,6 +829,7 @@ def default_network(params: dict) -> dict:
         raise HarnessError(404, "no default VPC")
     subnets = ec2.describe_subnets(filters={"vpc-id": [vpc.id]})
     return {
+        "vpc": vpc.id,
         "subnets": [s.id for s in subnets],
         "securityGroups": [ec2.get_default_security_group(vpc.id).id],
     }
@@ -627,6 +865,10 @@ def reset(params: dict) -> dict:
         MET.update(transactions=0, writes=0)
     STATE_LOG.clear()
     ROLLOUTS.clear()
+    with _LAG_LOCK:
+        LAGGING.clear()
+    with _ALARM_LOCK:
+        ALARMS.clear()
     PUBLISHED.clear()
     PUT_EVENTS.clear()
     return {"status": "ok"}
@@ -636,6 +878,8 @@ ROUTES = {
     ("POST", "/_ferry/ecs/exit-codes"): set_exit_code,
     ("POST", "/_ferry/ecs/complete"): complete,
     ("POST", "/_ferry/ecs/fail"): fail,
+    ("POST", "/_ferry/ecs/scale"): scale,
+    ("POST", "/_ferry/cloudwatch/alarm"): alarm,
     ("GET", "/_ferry/ec2/default-network"): default_network,
     ("GET", "/_ferry/sns/published"): published,
     ("GET", "/_ferry/events/published"): put_events_published,
