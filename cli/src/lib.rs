@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ferry::adapters::dynamodb::DynamoLedger;
 use ferry::adapters::ecr::EcrRegistry;
 use ferry::adapters::ecs::EcsAdapter;
+use ferry::adapters::elb::ElbAdapter;
 use ferry::adapters::http::{EventBridgeBus, HttpProbe};
 use ferry::adapters::notifiers::Notifiers;
 use ferry::config::Config;
@@ -579,9 +580,11 @@ impl Ctx<'_> {
         let (ecs, ledger) = (self.ecs(), self.ledger()?);
         let notifier = Notifiers::new(self.aws, self.cli.topic_arn.as_deref(), self.cli.slack_secret.as_deref());
         let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(self.aws), &self.cli.event_bus);
+        let balancers = ElbAdapter::new(self.aws.clone());
         let verifier = Verifier {
             config: &self.config,
             ecs: &ecs,
+            balancers: &balancers,
             ledger: &ledger,
             notifier: &notifier,
             bus: &bus,
@@ -945,7 +948,8 @@ impl Ctx<'_> {
 
 /// The deploy function's handler with the operator's clients.
 type OperatorDeployer<'a> = Deployer<'a, EcsAdapter, DynamoLedger, Notifiers, SystemClock, EcrRegistry>;
-type OperatorVerifier<'a> = Verifier<'a, EcsAdapter, DynamoLedger, Notifiers, EventBridgeBus, HttpProbe, SystemClock>;
+type OperatorVerifier<'a> =
+    Verifier<'a, EcsAdapter, DynamoLedger, Notifiers, EventBridgeBus, HttpProbe, SystemClock, ElbAdapter>;
 
 /// An image as ECR describes it.
 struct EcrImage {

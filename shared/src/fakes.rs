@@ -13,8 +13,8 @@ use crate::model::{Deployment, Head, Lock, Origin, State, Target};
 use crate::notify::Notification;
 use crate::ports::{
     Begin, BusError, Claim, Clock, Container, Ecs, EcsDeployment, EcsError, EcsRollbacks, EventBus, Finish, HeadChange,
-    HealthProbe, Image, Ledger, LedgerError, Notifier, NotifyError, ProbeResponse, Registry, RegistryError, Revision,
-    ServiceInfo, TaskExit,
+    HealthProbe, Image, Ledger, LedgerError, LoadBalancers, Notifier, NotifyError, ProbeResponse, Registry,
+    RegistryError, Revision, ServiceInfo, TargetHealth, TaskExit,
 };
 use crate::render::{ImageChange, Images};
 
@@ -79,6 +79,10 @@ impl Clock for FakeClock {
 pub struct FakeService {
     pub task_definition: String,
     pub deployments: Vec<EcsDeployment>,
+    /// Target groups its tasks are registered in.
+    pub target_groups: Vec<String>,
+    /// ECS deployment → the private IPs of its running tasks.
+    pub addresses: HashMap<String, Vec<String>>,
     /// The circuit breaker's `(enable, rollback)`, if set.
     pub breaker: Option<(bool, bool)>,
     /// Deployment alarms ECS watches with rollback.
@@ -135,6 +139,8 @@ impl FakeEcs {
                 }],
                 breaker: None,
                 alarm_rollback: Vec::new(),
+                target_groups: Vec::new(),
+                addresses: HashMap::new(),
             },
         );
         arn
@@ -155,6 +161,16 @@ impl FakeEcs {
         if let Some(d) = w.services.get_mut(&service_key(target)).and_then(|s| s.deployments.last_mut()) {
             d.rollout_state = "COMPLETED".into();
             d.running = d.desired;
+        }
+    }
+
+    /// Puts the service behind `target_group`, its deployment `deployment`'s tasks at `addresses`.
+    pub fn set_load_balanced(&self, target: &Target, target_group: &str, deployment: &str, addresses: &[&str]) {
+        if let Some(s) = lock(&self.0).services.get_mut(&service_key(target)) {
+            if !s.target_groups.iter().any(|t| t == target_group) {
+                s.target_groups.push(target_group.to_string());
+            }
+            s.addresses.insert(deployment.to_string(), addresses.iter().map(|a| a.to_string()).collect());
         }
     }
 
@@ -257,6 +273,7 @@ impl Ecs for FakeEcs {
             primary: s.deployments.last().cloned(),
             deployment_controller: Some("ECS".into()),
             failed: s.deployments.iter().filter(|d| d.rollout_state == "FAILED").map(|d| d.id.clone()).collect(),
+            target_groups: s.target_groups.clone(),
             rollbacks: EcsRollbacks {
                 circuit_breaker: s.breaker == Some((true, true)),
                 alarms: s.alarm_rollback.clone(),
@@ -318,6 +335,12 @@ impl Ecs for FakeEcs {
         Ok(w.started.iter().find(|(_, by)| by == token).map(|(task, _)| task.clone()))
     }
 
+    async fn task_addresses(&self, target: &Target, deployment: &str) -> Result<Vec<String>, EcsError> {
+        let w = self.call("ListTasks", target)?;
+        let s = w.services.get(&service_key(target)).ok_or_else(|| EcsError::NotFound(target.service.clone()))?;
+        Ok(s.addresses.get(deployment).cloned().unwrap_or_default())
+    }
+
     async fn stop_task(&self, target: &Target, task: &str, _: &str) -> Result<(), EcsError> {
         let mut w = self.call("StopTask", target)?;
         w.stopped.push(task.to_string());
@@ -370,6 +393,43 @@ impl Ecs for FakeEcs {
             return Err(EcsError::Transient("timeout: no answer from UpdateService".into()));
         }
         Ok(id)
+    }
+}
+
+/// Load balancers in memory: each target group's targets, as the next reads will see them
+/// (the last answer repeats).
+#[derive(Debug, Default)]
+pub struct FakeBalancers(Mutex<HashMap<String, std::collections::VecDeque<Vec<TargetHealth>>>>);
+
+impl FakeBalancers {
+    /// The answers the next reads of `target_group` give: `(id, state)` per target.
+    pub fn answer(&self, target_group: &str, answers: &[&[(&str, &str)]]) {
+        let answers = answers
+            .iter()
+            .map(|targets| {
+                targets
+                    .iter()
+                    .map(|(id, state)| TargetHealth {
+                        id: id.to_string(),
+                        state: state.to_string(),
+                        reason: (*state != "healthy").then(|| "Target.ResponseCodeMismatch".to_string()),
+                    })
+                    .collect()
+            })
+            .collect();
+        lock(&self.0).insert(target_group.to_string(), answers);
+    }
+}
+
+impl LoadBalancers for FakeBalancers {
+    async fn target_health(&self, _: &Target, target_group: &str) -> Result<Vec<TargetHealth>, EcsError> {
+        let mut groups = lock(&self.0);
+        let answers = groups.get_mut(target_group).ok_or_else(|| EcsError::NotFound(target_group.to_string()))?;
+        Ok(if answers.len() > 1 {
+            answers.pop_front().unwrap_or_default()
+        } else {
+            answers.front().cloned().unwrap_or_default()
+        })
     }
 }
 

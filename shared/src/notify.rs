@@ -137,7 +137,8 @@ impl Notification {
         if let Some(alert) = &self.alert {
             blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Alarm*\n{}", clip(&escape(&alert.note), 2900))}}));
         } else if let Some(reason) = &d.reason {
-            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Why*\n{}", clip(&escape(reason), 2900))}}));
+            let label = if d.state == State::Succeeded { "Shown" } else { "Why" };
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*{label}*\n{}", clip(&escape(reason), 2900))}}));
         }
         if let Some(live) = &self.live_now {
             blocks

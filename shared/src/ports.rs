@@ -54,6 +54,8 @@ pub struct ServiceInfo {
     pub deployment_controller: Option<String>,
     /// The ids of its deployments whose rollout ECS failed (and has not cleared away yet).
     pub failed: Vec<String>,
+    /// The load balancer target groups its tasks are registered in.
+    pub target_groups: Vec<String>,
     /// What ECS rolls back by itself.
     pub rollbacks: EcsRollbacks,
     /// What the adapter needs to run a task like the service's and to update the service
@@ -128,6 +130,14 @@ pub trait Ecs: Send + Sync {
     /// The task started by `token` in the target's cluster, running or recently stopped.
     fn find_task(&self, target: &Target, token: &str) -> impl Future<Output = Result<Option<String>, EcsError>> + Send;
 
+    /// The private IP addresses of the running tasks ECS deployment `deployment` started
+    /// (awsvpc tasks only: others have no address of their own).
+    fn task_addresses(
+        &self,
+        target: &Target,
+        deployment: &str,
+    ) -> impl Future<Output = Result<Vec<String>, EcsError>> + Send;
+
     /// Stops a task (a migration that overran its time).
     fn stop_task(&self, target: &Target, task: &str, reason: &str)
     -> impl Future<Output = Result<(), EcsError>> + Send;
@@ -156,6 +166,27 @@ pub trait Ecs: Send + Sync {
         service: &ServiceInfo,
         task_definition: &str,
     ) -> impl Future<Output = Result<String, EcsError>> + Send;
+}
+
+/// A target registered in a load balancer's target group, and its health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetHealth {
+    /// An IP address (awsvpc tasks) or an instance id.
+    pub id: String,
+    /// `initial`, `healthy`, `unhealthy`, `unused`, `draining` or `unavailable`.
+    pub state: String,
+    /// Elastic Load Balancing's reason code, if not healthy (`Target.ResponseCodeMismatch`).
+    pub reason: Option<String>,
+}
+
+/// Elastic Load Balancing, as verify reads it. Failures are classified as ECS's are.
+pub trait LoadBalancers: Send + Sync {
+    /// The targets registered in `target_group` (in `target`'s account and region).
+    fn target_health(
+        &self,
+        target: &Target,
+        target_group: &str,
+    ) -> impl Future<Output = Result<Vec<TargetHealth>, EcsError>> + Send;
 }
 
 /// An image in ECR.

@@ -18,7 +18,8 @@ use crate::event::{EcsDeploymentEvent, EcsEventKind, Received, VerifyEvent, pars
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::Notification;
 use crate::ports::{
-    Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, Notifier, ProbeResponse, ServiceInfo,
+    Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, LoadBalancers, Notifier, ProbeResponse,
+    ServiceInfo,
 };
 
 #[derive(Debug, Clone)]
@@ -93,9 +94,10 @@ pub enum VerifyOutcome {
 }
 
 #[derive(Debug)]
-pub struct Verifier<'a, E, L, N, B, H, C> {
+pub struct Verifier<'a, E, L, N, B, H, C, LB> {
     pub config: &'a Config,
     pub ecs: &'a E,
+    pub balancers: &'a LB,
     pub ledger: &'a L,
     pub notifier: &'a N,
     pub bus: &'a B,
@@ -177,7 +179,9 @@ fn excerpt(body: &str) -> String {
     cut
 }
 
-impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Verifier<'_, E, L, N, B, H, C> {
+impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers>
+    Verifier<'_, E, L, N, B, H, C, LB>
+{
     /// Handles one EventBridge event. `Err` only for what a retry can fix.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<VerifyOutcome, Retryable> {
         let ev = match parse_verify_event(event) {
@@ -326,7 +330,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
     ) -> Result<VerifyOutcome, Retryable> {
         match d.origin {
             Origin::Ferry => self.ferrys(d, ev, invocation).await,
-            _ => self.externals(d, ev, invocation).await,
+            // Boxed: the futures of a verification are large, and tests run on small stacks.
+            _ => Box::pin(self.externals(d, ev, invocation)).await,
         }
     }
 
@@ -373,7 +378,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         let claim = invocation.claim(now, self.settings.claim);
         let verifying = Deployment { state: State::Verifying, ..d.clone() };
         let outcome = match self.ledger.claim(&verifying, State::InProgress, HeadChange::None, now, &claim).await {
-            Ok(true) => self.verify_claimed(d, ev).await,
+            Ok(true) => Box::pin(self.verify_claimed(d, ev)).await,
             Ok(false) => {
                 info!(deployment = %d.id, "another invocation is verifying this deployment");
                 return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: State::Verifying });
@@ -403,7 +408,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
                 Err(EcsError::Transient(e)) => return Err(Retryable(e)),
                 Err(e) => return self.fail(d, format!("cannot read the service: {e}")).await,
             };
-            match check_rollout(&d, &service) {
+            match check_rollout(&d, &service).map(|()| service) {
                 Err(RolloutProblem::NotYet(why)) if looks < self.settings.lag_looks => {
                     info!(deployment = %d.id, looks, reason = %why, "ECS's API lags its COMPLETED event; looking again");
                     self.clock.sleep(self.settings.lag_wait).await;
@@ -416,22 +421,83 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
                 checked => break checked,
             }
         };
-        match checked {
-            Ok(()) => {}
+        let service = match checked {
+            Ok(service) => service,
             // Taken over after ECS completed it: nothing of ours is live to prove, and
             // "failing" it would roll the service back over the newer deployment.
             Err(RolloutProblem::Overtaken { by }) => return self.supersede(d, &format!("ECS deployment {by}")).await,
             Err(RolloutProblem::Incomplete(why) | RolloutProblem::NotYet(why)) => {
                 return self.fail(d, format!("ECS reported the deployment complete, but {why}")).await;
             }
-        }
-        if let Some(health) = self.health_of(&d.target) {
-            let url = health.url_for(&d.target, self.config.home_account.as_deref());
-            if let Err(evidence) = self.smoke_test(health, &url).await {
-                return self.fail(d, format!("smoke test of {url} failed: {evidence}")).await;
+        };
+        // What was shown, for the record.
+        let mut shown = vec![format!("ECS completed the rollout on {}", d.task_definition.as_deref().unwrap_or("?"))];
+        if !service.target_groups.is_empty() {
+            match self.targets_healthy(&d, &service.target_groups).await? {
+                Ok(healthy) => shown.push(healthy),
+                Err(why) => return self.fail(d, why).await,
             }
         }
+        match self.health_of(&d.target) {
+            Some(health) => {
+                let url = health.url_for(&d.target, self.config.home_account.as_deref());
+                if let Err(evidence) = self.smoke_test(health, &url).await {
+                    return self.fail(d, format!("smoke test of {url} failed: {evidence}")).await;
+                }
+                shown.push(format!("smoke test of {url} passed"));
+            }
+            None if service.target_groups.is_empty() => {
+                shown.push("no health URL or load balancer: proven by the rollout alone".into());
+            }
+            None => {}
+        }
+        d.reason = Some(shown.join("; "));
         self.succeed(d).await
+    }
+
+    /// Whether every task of `d`'s rollout is healthy in each of the service's target groups
+    /// (a check that needs no network path to the service). Targets still settling (initial,
+    /// not registered yet) are looked at again, as a lagging API is; `Ok(Err(why))` fails `d`.
+    async fn targets_healthy(&self, d: &Deployment, groups: &[String]) -> Result<Result<String, String>, Retryable> {
+        let transient = |e: EcsError| Retryable(e.to_string());
+        let ecs_id = d.ecs_deployment_id.clone().unwrap_or_default();
+        let addresses = self.ecs.task_addresses(&d.target, &ecs_id).await.map_err(transient)?;
+        if addresses.is_empty() {
+            return Ok(Ok(
+                "target health not judged: the rollout's tasks have no address of their own (not awsvpc)".into()
+            ));
+        }
+        let mut looks = 1;
+        loop {
+            let mut bad = Vec::new();
+            let mut settling = false;
+            for group in groups {
+                let targets = self.balancers.target_health(&d.target, group).await.map_err(transient)?;
+                for address in &addresses {
+                    match targets.iter().find(|t| &t.id == address) {
+                        Some(t) if t.state == "healthy" => {}
+                        Some(t) => {
+                            settling |= t.state == "initial";
+                            let reason = t.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+                            bad.push(format!("{address} {}{reason} in {group}", t.state));
+                        }
+                        None => {
+                            settling = true;
+                            bad.push(format!("{address} not registered in {group}"));
+                        }
+                    }
+                }
+            }
+            if bad.is_empty() {
+                return Ok(Ok(format!("{} task(s) healthy in {} target group(s)", addresses.len(), groups.len())));
+            }
+            if !settling || looks >= self.settings.lag_looks {
+                return Ok(Err(format!("load balancer health: {}", bad.join("; "))));
+            }
+            info!(deployment = %d.id, looks, "targets still settling; looking again");
+            self.clock.sleep(self.settings.lag_wait).await;
+            looks += 1;
+        }
     }
 
     /// The service's smoke test, if it has one.
@@ -596,7 +662,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
         if ev.kind == EcsEventKind::Completed {
             // Recorded in progress first: SUCCEEDED is earned as any record's is.
             let now = self.ledger.deployment(&target, &record.id).await?.unwrap_or(record);
-            return self.externals(now, ev, invocation).await;
+            return Box::pin(self.externals(now, ev, invocation)).await;
         }
         Ok(VerifyOutcome::External { deployment: record.id, origin, state: record.state })
     }
@@ -734,7 +800,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock> Veri
             return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: d.state });
         }
         match (state, self.health_of(&d.target)) {
-            (State::Succeeded, Some(health)) => self.prove_external(d, ev, health, invocation).await,
+            (State::Succeeded, Some(health)) => Box::pin(self.prove_external(d, ev, health, invocation)).await,
             (State::Succeeded, None) => {
                 let shown = "ECS completed it; the service has no smoke test".to_string();
                 self.end_external(d, ev, State::Succeeded, shown).await

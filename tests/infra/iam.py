@@ -43,6 +43,7 @@ IAM_PREFIX = {
     "sts": "sts",
     "ecr": "ecr",
     "eventbridge": "events",
+    "elasticloadbalancingv2": "elasticloadbalancing",
 }
 
 #: A DynamoDB transaction is authorised per contained item, by the item's own action.

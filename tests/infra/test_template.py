@@ -53,7 +53,12 @@ ROLES = {"deploy": "DeployFunctionRole", "verify": "VerifyFunctionRole", "rollba
 # ListTasks names no container instance when listing a cluster's tasks by startedBy: "*" with
 # the ecs:cluster condition is what scopes it (https://github.com/aws/aws-cdk/pull/3199,
 # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerservice.html).
-STAR_RESOURCE_ONLY = {"ecs:DescribeTaskDefinition", "ecs:RegisterTaskDefinition", "ecs:ListTasks"}
+STAR_RESOURCE_ONLY = {
+    "ecs:DescribeTaskDefinition",
+    "ecs:RegisterTaskDefinition",
+    "ecs:ListTasks",
+    "elasticloadbalancing:DescribeTargetHealth",
+}
 
 RUN_RUST_TESTS = "run the Rust integration tests first (cargo nextest run -p ferry-tests, or tests/run)"
 

@@ -244,6 +244,7 @@ pub fn iam_action(service: &str, operation: &str) -> String {
         "secretsmanager" => "secretsmanager",
         "ecr" => "ecr",
         "eventbridge" => "events",
+        "elasticloadbalancingv2" => "elasticloadbalancing",
         "sts" => "sts",
         other => return format!("{other}:{operation}"),
     };
@@ -277,6 +278,11 @@ pub mod clients {
 
     pub fn ecs_adapter(base: SdkConfig) -> ferry::adapters::ecs::EcsAdapter {
         ferry::adapters::ecs::EcsAdapter::with_clients(ferry::adapters::aws::AwsClients::new(base, ecs))
+    }
+    pub fn elb(c: &SdkConfig) -> aws_sdk_elasticloadbalancingv2::Client {
+        aws_sdk_elasticloadbalancingv2::Client::from_conf(
+            aws_sdk_elasticloadbalancingv2::config::Builder::from(c).interceptor(ActionRecorder).build(),
+        )
     }
     pub fn ecs(c: &SdkConfig) -> aws_sdk_ecs::Client {
         aws_sdk_ecs::Client::from_conf(aws_sdk_ecs::config::Builder::from(c).interceptor(ActionRecorder).build())

@@ -184,3 +184,72 @@ async fn a_rollout_whose_deploy_died_before_recording_it_is_adopted_and_verified
     assert_eq!(head.last_known_good, Some((revision, digest)));
     save_recorded("verify", "adopt", &recorded("verify"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_new_tasks_are_found_by_their_deployment_and_judged_in_their_target_group() {
+    use ferry::ports::{Ecs, LoadBalancers};
+    let w = World::new().await;
+    // ECS starts a service's tasks with its deployment's id as startedBy, and registers their
+    // addresses in the service's target group (the test plays ECS here).
+    let service = w.describe().await;
+    let ecs = aws_sdk_ecs::Client::new(&w.home);
+    let started = ecs
+        .run_task()
+        .cluster(&w.cluster)
+        .task_definition(service.task_definition().expect("td"))
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .set_network_configuration(service.network_configuration.clone())
+        .started_by("ecs-svc/7777777777777777777")
+        .send()
+        .await
+        .expect("task");
+    assert_eq!(started.tasks().len(), 1);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&w.home);
+    let vpc = aws_sdk_ec2_default_vpc(&w).await;
+    let group = elb
+        .create_target_group()
+        .name(format!("tg-{}", &w.cluster[w.cluster.len().saturating_sub(20)..]))
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(8080)
+        .vpc_id(vpc)
+        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+        .send()
+        .await
+        .expect("target group");
+    let group = group.target_groups()[0].target_group_arn().expect("arn").to_string();
+
+    ferry_tests::acting_as("verify");
+    let adapter = ferry_tests::clients::ecs_adapter(w.home.clone());
+    let t = w.target();
+    let addresses = adapter.task_addresses(&t, "ecs-svc/7777777777777777777").await.expect("addresses");
+    assert_eq!(addresses.len(), 1, "{addresses:?}");
+    assert_eq!(adapter.task_addresses(&t, "ecs-svc/1").await.expect("addresses"), Vec::<String>::new());
+    let balancers = ferry::adapters::elb::ElbAdapter::with_clients(ferry::adapters::aws::AwsClients::new(
+        w.home.clone(),
+        ferry_tests::clients::elb,
+    ));
+    assert_eq!(balancers.target_health(&t, &group).await.expect("health"), vec![]);
+    elb.register_targets()
+        .target_group_arn(&group)
+        .targets(
+            aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder().id(&addresses[0]).port(8080).build(),
+        )
+        .send()
+        .await
+        .expect("register");
+    let health = balancers.target_health(&t, &group).await.expect("health");
+    assert_eq!(
+        health.iter().map(|h| (h.id.as_str(), h.state.as_str())).collect::<Vec<_>>(),
+        [(addresses[0].as_str(), "healthy")]
+    );
+    save_recorded("verify", "target-health", &recorded("verify"));
+}
+
+/// The default VPC's id, from the subnets the harness names.
+async fn aws_sdk_ec2_default_vpc(w: &World) -> String {
+    let network = w
+        .emulator
+        .control(&format!("/_ferry/ec2/default-network?region={REGION}&account={}", common::ACCOUNT), Value::Null)
+        .await;
+    network["vpc"].as_str().expect("the harness names the default VPC").to_string()
+}

@@ -8,7 +8,8 @@ use ferry::adapters::http::failure_detail;
 use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
 use ferry::fakes::{
-    FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, invocation, sample_event,
+    FakeBalancers, FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, invocation,
+    sample_event,
 };
 use ferry::model::{Deployment, Origin, State, Target};
 use ferry::ports::{Claim, Clock, Ecs, EcsDeployment, EcsError, HeadChange, Ledger, LedgerError, ProbeResponse};
@@ -66,6 +67,7 @@ fn ecs_event(name: &str, deployment_id: &str) -> Value {
 struct World {
     config: Config,
     ecs: FakeEcs,
+    balancers: FakeBalancers,
     ledger: MemoryLedger,
     notifier: RecordingNotifier,
     bus: RecordingBus,
@@ -79,6 +81,7 @@ impl World {
         let w = World {
             config: Config::parse("ferry.toml", CONFIG).expect("config"),
             ecs: FakeEcs::default(),
+            balancers: FakeBalancers::default(),
             ledger: MemoryLedger::default(),
             notifier: RecordingNotifier::default(),
             bus: RecordingBus::default(),
@@ -121,6 +124,7 @@ impl World {
         Verifier {
             config: &self.config,
             ecs: &self.ecs,
+            balancers: &self.balancers,
             ledger: &self.ledger,
             notifier: &self.notifier,
             bus: &self.bus,

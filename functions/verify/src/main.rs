@@ -2,6 +2,7 @@
 //! records whether a deployment Ferry started is healthy. The decisions live in
 //! `ferry::verify`; this only wires them up.
 
+use ferry::adapters::elb::ElbAdapter;
 use ferry::adapters::http::{EventBridgeBus, HttpProbe};
 use ferry::function::{FunctionEnv, Retry, invocation};
 use ferry::ports::SystemClock;
@@ -14,9 +15,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (env, aws) = FunctionEnv::start().await?;
     let (ecs, ledger, notifier) = (env.ecs(&aws), env.ledger(&aws), env.notifiers(&aws));
     let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), &env.event_bus);
+    let balancers = ElbAdapter::new(aws.clone());
     let verifier = Verifier {
         config: &env.config,
         ecs: &ecs,
+        balancers: &balancers,
         ledger: &ledger,
         notifier: &notifier,
         bus: &bus,

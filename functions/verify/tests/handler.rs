@@ -8,7 +8,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
 use ferry::fakes::{
-    FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, invocation, sample_event,
+    FakeBalancers, FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, invocation,
+    sample_event,
 };
 use ferry::model::{Deployment, Origin, State, Target};
 use ferry::ports::{Clock, Ecs, EcsDeployment, EcsError, HeadChange, Ledger, ProbeResponse};
@@ -63,6 +64,7 @@ fn status(code: u16, body: &str) -> Result<ProbeResponse, String> {
 struct World {
     config: Config,
     ecs: FakeEcs,
+    balancers: FakeBalancers,
     ledger: MemoryLedger,
     notifier: RecordingNotifier,
     bus: RecordingBus,
@@ -75,6 +77,7 @@ impl World {
         let w = World {
             config: Config::parse("ferry.toml", CONFIG).expect("config"),
             ecs: FakeEcs::default(),
+            balancers: FakeBalancers::default(),
             ledger: MemoryLedger::default(),
             notifier: RecordingNotifier::default(),
             bus: RecordingBus::default(),
@@ -123,6 +126,7 @@ impl World {
         Verifier {
             config: &self.config,
             ecs: &self.ecs,
+            balancers: &self.balancers,
             ledger: &self.ledger,
             notifier: &self.notifier,
             bus: &self.bus,
@@ -177,6 +181,39 @@ async fn a_service_without_a_health_url_succeeds_on_the_rollout_check_alone() {
     w.ecs.complete(&target("shop-staging-worker"));
     assert!(matches!(w.verify(completed("shop-staging-worker", &id)).await, Ok(VerifyOutcome::Succeeded { .. })));
     assert!(w.probe.requests().is_empty());
+    let shown = w.record(&id).reason.expect("what was shown");
+    assert!(shown.ends_with("no health URL or load balancer: proven by the rollout alone"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_private_service_is_proven_by_its_new_tasks_health_in_its_target_group() {
+    let w = World::new(vec![]);
+    let worker = target("shop-staging-worker");
+    let id = w.deploy("shop/worker", "staging-bbbbbbbb", 2).await;
+    w.ecs.set_load_balanced(&worker, "tg-worker", &id, &["10.0.1.5", "10.0.1.6"]);
+    // One new task still in its first health checks; an old one draining is not judged.
+    w.balancers.answer(
+        "tg-worker",
+        &[
+            &[("10.0.1.5", "initial"), ("10.0.1.6", "healthy"), ("10.0.0.9", "draining")],
+            &[("10.0.1.5", "healthy"), ("10.0.1.6", "healthy"), ("10.0.0.9", "draining")],
+        ],
+    );
+    w.ecs.complete(&worker);
+    let outcome = w.verify(completed("shop-staging-worker", &id)).await;
+    assert!(matches!(outcome, Ok(VerifyOutcome::Succeeded { .. })), "{outcome:?}");
+    let shown = w.record(&id).reason.expect("what was shown");
+    assert!(shown.contains("2 task(s) healthy in 1 target group(s)"), "{shown}");
+    assert!(w.probe.requests().is_empty(), "no network path needed");
+
+    // A new task the load balancer finds unhealthy fails the deployment, with the evidence.
+    let id = w.deploy("shop/worker", "staging-cccccccc", 3).await;
+    w.ecs.set_load_balanced(&worker, "tg-worker", &id, &["10.0.1.7"]);
+    w.balancers.answer("tg-worker", &[&[("10.0.1.7", "unhealthy")]]);
+    w.ecs.complete(&worker);
+    let outcome = w.verify(completed("shop-staging-worker", &id)).await;
+    let Ok(VerifyOutcome::Failed { reason, .. }) = outcome else { panic!("{outcome:?}") };
+    assert!(reason.contains("10.0.1.7 unhealthy (Target.ResponseCodeMismatch) in tg-worker"), "{reason}");
 }
 
 #[tokio::test]

@@ -127,6 +127,7 @@ impl Ecs for EcsAdapter {
             .filter(|d| d.rollout_state.as_ref().is_some_and(|s| s.as_str() == "FAILED"))
             .filter_map(|d| d.id.clone())
             .collect();
+        let target_groups = service.load_balancers().iter().filter_map(|lb| lb.target_group_arn.clone()).collect();
         let configuration = service.deployment_configuration.as_ref();
         let rollbacks = EcsRollbacks {
             circuit_breaker: configuration
@@ -143,6 +144,7 @@ impl Ecs for EcsAdapter {
             primary,
             deployment_controller: service.deployment_controller.as_ref().map(|c| c.r#type.as_str().to_string()),
             failed,
+            target_groups,
             rollbacks,
             settings: ServiceSettings {
                 deployment_configuration: service.deployment_configuration,
@@ -287,6 +289,38 @@ impl Ecs for EcsAdapter {
             }
         }
         Ok(None)
+    }
+
+    async fn task_addresses(&self, target: &Target, deployment: &str) -> Result<Vec<String>, EcsError> {
+        let client = self.client(target).await;
+        // A service's tasks are started by its deployment's id
+        // (<https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Task.html>, startedBy).
+        let listed = client
+            .list_tasks()
+            .cluster(&target.cluster)
+            .started_by(deployment)
+            .desired_status(DesiredStatus::Running)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        let mut addresses = Vec::new();
+        // DescribeTasks takes up to 100 tasks.
+        for tasks in listed.task_arns().chunks(100) {
+            let out = client
+                .describe_tasks()
+                .cluster(&target.cluster)
+                .set_tasks(Some(tasks.to_vec()))
+                .send()
+                .await
+                .map_err(ecs_error)?;
+            let ip = |t: &aws_sdk_ecs::types::Task| {
+                t.attachments().iter().flat_map(|a| a.details()).find_map(|d| {
+                    (d.name() == Some("privateIPv4Address")).then(|| d.value().map(str::to_string)).flatten()
+                })
+            };
+            addresses.extend(out.tasks().iter().filter_map(ip));
+        }
+        Ok(addresses)
     }
 
     async fn stop_task(&self, target: &Target, task: &str, reason: &str) -> Result<(), EcsError> {

@@ -5,5 +5,6 @@ pub mod aws;
 pub mod dynamodb;
 pub mod ecr;
 pub mod ecs;
+pub mod elb;
 pub mod http;
 pub mod notifiers;

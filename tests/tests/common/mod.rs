@@ -369,9 +369,14 @@ containers = ["api"]
         let ecs = clients::ecs_adapter(self.home.clone());
         let ledger = DynamoLedger::new(clients::dynamodb(&self.home), &self.table);
         let bus = EventBridgeBus::new(clients::eventbridge(&self.home), "default");
+        let balancers = ferry::adapters::elb::ElbAdapter::with_clients(ferry::adapters::aws::AwsClients::new(
+            self.home.clone(),
+            clients::elb,
+        ));
         let verifier = Verifier {
             config,
             ecs: &ecs,
+            balancers: &balancers,
             ledger: &ledger,
             notifier: &self.notifiers(),
             bus: &bus,
