@@ -565,12 +565,25 @@ def grant_variants(template: dict, role: str, parameters: dict[str, str]) -> lis
     return [(c, granted(template, role, parameters, c)) for c in condition_assignments(names)]
 
 
+# What Lambda does with a function's role to attach it to a VPC
+# (https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html).
+LAMBDA_VPC_ACTIONS = {
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+}
+
+
 def runtime_actions(template: dict, function: str) -> set[str]:
     """What Lambda does with the function's role besides running its code: write its logs,
     and deliver a failed asynchronous event to an SQS (or SNS) on-failure destination or
     dead-letter queue."""
     props = template["Resources"][function]["Properties"]
     actions = set(RUNTIME_LOGS)
+    if props.get("VpcConfig"):
+        actions |= LAMBDA_VPC_ACTIONS
     targets = []
     on_failure = ((props.get("EventInvokeConfig") or {}).get("DestinationConfig") or {}).get("OnFailure")
     if on_failure:

@@ -342,6 +342,20 @@ def test_target_roles_are_assumable_only_when_given(role: str) -> None:
     assert "Condition" not in s
 
 
+def test_verify_runs_in_the_given_subnets_only_when_given_and_only_it_manages_network_interfaces() -> None:
+    resolver = iam.Resolver(template(), PARAMETERS)
+    verify = template()["Resources"]["VerifyFunction"]["Properties"]
+    assert resolver.resolve(verify["VpcConfig"]) is iam.NO_VALUE, "outside any VPC by default"
+    assert all(granting("ec2:CreateNetworkInterface", PARAMETERS, role) == [] for role in ROLES.values())
+    vpc = {**PARAMETERS, "VerifySubnetIds": "subnet-1,subnet-2", "VerifySecurityGroupIds": "sg-1"}
+    resolved = iam.Resolver(template(), vpc).resolve(verify["VpcConfig"])
+    assert resolved == {"SubnetIds": ["subnet-1", "subnet-2"], "SecurityGroupIds": ["sg-1"]}
+    s, = granting("ec2:CreateNetworkInterface", vpc, ROLES["verify"])
+    assert set(iam.actions_of(s)) == iam.LAMBDA_VPC_ACTIONS
+    assert granting("ec2:CreateNetworkInterface", vpc, ROLES["deploy"]) == []
+    assert granting("ec2:CreateNetworkInterface", vpc, ROLES["rollback"]) == []
+
+
 def stack_resources(prefix: str) -> dict[str, str]:
     """What each grant to the resources of this stack names, for the function `prefix`."""
     log_group = f"arn:aws:logs:eu-west-1:123456789012:log-group:<{prefix}LogGroup>:*"
