@@ -96,3 +96,75 @@ async fn an_operator_request_rolls_a_verified_deployment_back() {
     assert_eq!((second.state, second.reason.as_deref()), (State::RollingBack, Some("rollback requested by alice")));
     save_recorded("rollback", "operator", &recorded("rollback"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ecs_deployment_alarm_rollback_is_left_to_ecs_and_settled_when_it_completes() {
+    let w = World::new().await;
+    let alarm = format!("{}-5xx", w.service);
+    let config = w.config_with(&format!("alarms = [\"{alarm}\"]"));
+    // The team's service rolls back on its own deployment alarm; Ferry keeps that setting.
+    aws_sdk_ecs::Client::new(&w.home)
+        .update_service()
+        .cluster(&w.cluster)
+        .service(&w.service)
+        .deployment_configuration(
+            aws_sdk_ecs::types::DeploymentConfiguration::builder()
+                .alarms(
+                    aws_sdk_ecs::types::DeploymentAlarms::builder()
+                        .alarm_names(&alarm)
+                        .enable(true)
+                        .rollback(true)
+                        .build()
+                        .expect("alarms"),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("settings");
+    w.deployed(&config, "staging-cccc0001", 'c').await;
+    assert!(matches!(w.verify(&config, w.complete().await).await, VerifyOutcome::Succeeded { .. }));
+    let bad = w.deployed(&config, "staging-dddd0002", 'd').await;
+
+    // The alarm fires during the rollout: ECS fails it and rolls back by itself. Ferry hears the
+    // alarm (its config names it) and ECS's FAILED event before ECS's rollback is recorded.
+    let alarm_event = w
+        .emulator
+        .control("/_ferry/cloudwatch/alarm", json!({"region": REGION, "name": alarm, "state": "ALARM"}))
+        .await;
+    let failure = w
+        .emulator
+        .control(
+            "/_ferry/ecs/fail",
+            json!({"region": REGION, "cluster": w.cluster, "service": w.service, "cause": "alarm", "alarms": [alarm]}),
+        )
+        .await;
+    let events = failure["events"].as_array().expect("events").clone();
+    let ecs_rollback = failure["rollbackDeploymentId"].as_str().expect("ECS rolls back").to_string();
+    for outcome in [w.rollback(&config, alarm_event).await, w.rollback(&config, events[0].clone()).await] {
+        assert!(
+            matches!(
+                outcome.as_slice(),
+                [RollbackOutcome::EcsRollingBack { .. } | RollbackOutcome::AlreadyHandled { .. }]
+            ),
+            "{outcome:?}"
+        );
+    }
+    let started = w.describe().await.deployments().len();
+    assert!(started <= 3, "no rollback of Ferry's over ECS's: {started} deployments");
+
+    // ECS's rollback is recorded as ECS's, and its completion settles the failed deployment.
+    let recorded = w.verify(&config, events[1].clone()).await;
+    assert!(matches!(recorded, VerifyOutcome::External { origin: Origin::EcsRollback, .. }), "{recorded:?}");
+    let done = w.verify(&config, w.complete().await).await;
+    assert!(matches!(done, VerifyOutcome::External { state: State::Succeeded, .. }), "{done:?}");
+    let ledger = w.ledger();
+    let bad_record = ledger.by_ecs_deployment(&bad).await.expect("lookup").expect("bad");
+    assert_eq!(bad_record.state, State::RolledBack);
+    let rollbacks = ledger.history(&w.target(), 10).await.expect("history");
+    assert!(rollbacks.iter().all(|r| r.origin != Origin::Rollback), "Ferry put nothing back: {rollbacks:?}");
+    assert_eq!(
+        rollbacks.iter().find(|r| r.origin == Origin::EcsRollback).map(|r| r.ecs_deployment_id.clone()),
+        Some(Some(ecs_rollback))
+    );
+}

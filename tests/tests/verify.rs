@@ -253,3 +253,30 @@ async fn aws_sdk_ec2_default_vpc(w: &World) -> String {
         .await;
     network["vpc"].as_str().expect("the harness names the default VPC").to_string()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn autoscaling_churn_a_lagging_api_and_an_old_format_arn_never_fail_a_healthy_rollout() {
+    let w = World::new().await;
+    let config = w.config_with(&health(&w.sink.url));
+    let id = w.deployed(&config, "staging-77777777", '7').await;
+    let service = json!({"region": REGION, "cluster": w.cluster, "service": w.service});
+    // ECS completes; DescribeServices still shows the rollout IN_PROGRESS for two reads, the
+    // event names the service by its old-format ARN, and autoscaling then raises desired above
+    // running while one task is being replaced.
+    let mut completed = service.clone();
+    completed["lag"] = 2.into();
+    completed["old_arn"] = true.into();
+    let event = w.emulator.control("/_ferry/ecs/complete", completed).await;
+    assert!(!event["resources"][0].as_str().expect("arn").contains(&w.cluster), "{event}");
+    let mut churn = service.clone();
+    churn["desired"] = 6.into();
+    churn["replace"] = 1.into();
+    let counts = w.emulator.control("/_ferry/ecs/scale", churn).await;
+    assert!(counts["runningCount"].as_i64() < counts["desiredCount"].as_i64(), "{counts}");
+
+    let outcome = w.verify(&config, event).await;
+    assert!(matches!(outcome, VerifyOutcome::Succeeded { .. }), "{outcome:?}");
+    let record = w.ledger().by_ecs_deployment(&id).await.expect("lookup").expect("record");
+    assert_eq!(record.state, State::Succeeded);
+    assert!(w.failures_announced().await.is_empty());
+}
