@@ -1,6 +1,6 @@
-//! `ferry redrive`: the events each function gave up on (its SQS on-failure destination)
-//! are handled again by that function's own handler, here; an event handled is deleted from
-//! its queue, one that fails again stays for the next try.
+//! The dead-letter queues `ferry redrive` reads: the events each function gave up on (its SQS
+//! on-failure destination); an event handled again is deleted from its queue, one that fails
+//! again stays for the next try.
 
 use aws_config::SdkConfig;
 use serde_json::{Value, json};

@@ -1,0 +1,12 @@
+//! One module per command; each adds its command to [`crate::Ctx`].
+
+pub(crate) mod check;
+pub(crate) mod deploy;
+pub(crate) mod history;
+pub(crate) mod plan;
+pub(crate) mod promote;
+pub(crate) mod reconcile;
+pub(crate) mod redrive;
+pub(crate) mod release;
+pub(crate) mod rollback;
+pub(crate) mod status;
