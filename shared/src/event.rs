@@ -285,7 +285,7 @@ pub fn parse_rollback_trigger(event: Value) -> Result<Received<RollbackTrigger>,
     let detail = |what: &str| MalformedEvent(format!("{what} detail"));
     let from = envelope.account.clone().unwrap_or_default();
     match (envelope.source.as_str(), envelope.detail_type.as_str()) {
-        (crate::adapters::http::EVENT_SOURCE, crate::adapters::http::DEPLOYMENT_FAILED) => {
+        (EVENT_SOURCE, DEPLOYMENT_FAILED) => {
             let d: FailedDetail =
                 serde_json::from_value(envelope.detail).map_err(|e| detail(&format!("Deployment Failed: {e};")))?;
             Ok(Received::Act(RollbackTrigger::DeploymentFailed {
@@ -297,7 +297,7 @@ pub fn parse_rollback_trigger(event: Value) -> Result<Received<RollbackTrigger>,
                 from,
             }))
         }
-        (crate::adapters::http::EVENT_SOURCE, ROLLBACK_REQUESTED) => {
+        (EVENT_SOURCE, ROLLBACK_REQUESTED) => {
             let d: RequestDetail =
                 serde_json::from_value(envelope.detail).map_err(|e| detail(&format!("Rollback Requested: {e};")))?;
             Ok(Received::Act(RollbackTrigger::Requested {
@@ -338,8 +338,32 @@ pub fn parse_rollback_trigger(event: Value) -> Result<Received<RollbackTrigger>,
     }
 }
 
+/// The `source` of every event Ferry puts on the bus.
+pub const EVENT_SOURCE: &str = "ferry";
+/// The detail-type of verify's announcement of a failed deployment (source `ferry`).
+pub const DEPLOYMENT_FAILED: &str = "Deployment Failed";
 /// The detail-type of an operator's rollback request (source `ferry`).
 pub const ROLLBACK_REQUESTED: &str = "Rollback Requested";
+
+/// The detail of a "Deployment Failed" event: the deployment's identity and why (read back
+/// by [`parse_rollback_trigger`]).
+pub fn failure_detail(d: &crate::model::Deployment) -> Value {
+    serde_json::json!({
+        "deployment": d.id,
+        "environment": d.target.environment,
+        "account": d.target.account,
+        "region": d.target.region,
+        "cluster": d.target.cluster,
+        "service": d.target.service,
+        "repository": d.repository,
+        "tag": d.tag,
+        "digest": d.digest,
+        "ecs_deployment_id": d.ecs_deployment_id,
+        "task_definition": d.task_definition,
+        "previous_task_definition": d.previous_task_definition,
+        "reason": d.reason,
+    })
+}
 
 /// `sha256:<hex>` (and the other algorithms OCI allows).
 fn is_digest(s: &str) -> bool {

@@ -30,10 +30,10 @@ pub fn repo_root() -> std::path::PathBuf {
 
 /// An invocation of `function`, each one's own (as Lambda's request ids are), with no
 /// deadline: a test's calls are never stopped.
-pub fn invocation(function: &str) -> crate::deploy::Invocation {
+pub fn invocation(function: &str) -> crate::invocation::Invocation {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    crate::deploy::Invocation { attempt: format!("{function}-{n}"), deadline: None }
+    crate::invocation::Invocation { attempt: format!("{function}-{n}"), deadline: None }
 }
 
 /// A sample EventBridge event from `tests/fixtures/events/` (real events in the exact

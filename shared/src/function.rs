@@ -20,7 +20,7 @@ use crate::adapters::ecr::EcrRegistry;
 use crate::adapters::ecs::EcsAdapter;
 use crate::adapters::notifiers::Notifiers;
 use crate::config::Config;
-use crate::deploy::{Invocation, Retryable};
+use crate::invocation::{Invocation, Retryable};
 
 /// A function's settings, from its environment.
 #[derive(Debug)]

@@ -3,13 +3,15 @@
 //! - Pure core, no I/O: [`config`], [`rules`], [`event`], [`model`], [`plan`], [`render`],
 //!   [`notify`].
 //! - [`ports`]: what the core needs from the world; [`adapters`] implement them on AWS.
-//! - Handlers: [`deploy`] (and its [`reconcile`]), [`verify`], [`rollback`], generic over the ports so tests drive them with [`fakes`].
+//! - Handlers: [`deploy`] (and its [`reconcile`]), [`verify`], [`rollback`], generic over the ports so tests drive them with [`fakes`];
+//!   what they share about the invocation they run in: [`invocation`].
 
 pub mod adapters;
 pub mod config;
 pub mod deploy;
 pub mod event;
 pub mod function;
+pub mod invocation;
 pub mod lookup;
 pub mod model;
 pub mod notify;

@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::deploy::{Deployer, Invocation, Retryable, TargetOutcome};
+use crate::deploy::{Deployer, TargetOutcome};
+use crate::invocation::{Invocation, Retryable};
 use crate::model::{Deployment, Head, Origin, Push, Refusal, State, Target};
 use crate::plan::{Plan, plan};
 use crate::ports::{Clock, Ecs, Image, Ledger, Notifier, Registry, RegistryError};

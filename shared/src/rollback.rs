@@ -21,8 +21,8 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::deploy::{Invocation, Retryable, update_service};
 use crate::event::{Received, RollbackTrigger, parse_rollback_trigger};
+use crate::invocation::{Invocation, Retryable, update_service};
 use crate::lookup;
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::{Alert, Notification, send};

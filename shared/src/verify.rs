@@ -13,8 +13,8 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Health};
-use crate::deploy::{Invocation, Retryable};
 use crate::event::{EcsDeploymentEvent, EcsEventKind, Received, VerifyEvent, parse_verify_event};
+use crate::invocation::{Invocation, Retryable};
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::Notification;
 use crate::ports::{
@@ -968,7 +968,7 @@ pub fn target_of(config: &Config, ev: &EcsDeploymentEvent) -> Option<Target> {
 /// Whether the invocation that wrote PENDING record `d` may still be at work on it: it was
 /// written less than a lock's lease ago, and no Ferry function runs that long.
 fn in_flight(d: &Deployment, now: chrono::DateTime<chrono::Utc>) -> bool {
-    chrono::Duration::from_std(crate::deploy::LEASE).is_ok_and(|lease| now - d.updated_at < lease)
+    chrono::Duration::from_std(crate::invocation::LEASE).is_ok_and(|lease| now - d.updated_at < lease)
 }
 
 /// The record of a deployment Ferry did not start, from its first event.

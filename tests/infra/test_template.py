@@ -399,7 +399,7 @@ def test_only_verify_announces_failures() -> None:
 
 @pytest.mark.parametrize("bus", ["default", "ferry-events"])
 def test_verify_announces_on_the_configured_bus_only_and_only_as_ferry(bus: str) -> None:
-    source = code_constant("shared/src/adapters/http.rs", "EVENT_SOURCE")
+    source = code_constant("shared/src/event.rs", "EVENT_SOURCE")
     s = only_statement("events:PutEvents", {**PARAMETERS, "EventBusName": bus}, ROLES["verify"])
     assert s["Resource"] == f"arn:aws:events:eu-west-1:123456789012:event-bus/{bus}"
     # events:source holds one value per entry of the request: every one must be Ferry's.
@@ -664,7 +664,7 @@ def ferry_event(detail_type: str) -> dict:
     """An event as Ferry puts it (EventBridgeBus, or `ferry rollback`): its source and detail-type."""
     return {
         "version": "0", "id": "e1", "detail-type": detail_type,
-        "source": code_constant("shared/src/adapters/http.rs", "EVENT_SOURCE"),
+        "source": code_constant("shared/src/event.rs", "EVENT_SOURCE"),
         "account": "123456789012", "time": "2026-11-16T02:10:00Z", "region": "eu-west-1", "resources": [],
         "detail": {"deployment": "d1", "environment": "staging", "service": "shop-staging-api"},
     }
@@ -672,7 +672,7 @@ def ferry_event(detail_type: str) -> dict:
 
 @pytest.mark.parametrize("bus", ["default", "ferry-events"])
 def test_ferrys_own_events_reach_rollback_on_the_configured_bus_only(bus: str) -> None:
-    failed = ferry_event(code_constant("shared/src/adapters/http.rs", "DEPLOYMENT_FAILED"))
+    failed = ferry_event(code_constant("shared/src/event.rs", "DEPLOYMENT_FAILED"))
     requested = ferry_event(code_constant("shared/src/event.rs", "ROLLBACK_REQUESTED"))
     for event in (failed, requested):
         assert reached(event, bus, configured_bus=bus) == {"rollback"}

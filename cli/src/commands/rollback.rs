@@ -45,7 +45,7 @@ impl Ctx<'_> {
         let by = std::env::var("USER").map_or_else(|_| "ferry CLI".to_string(), |u| format!("{u} (ferry CLI)"));
         let detail = json!({"environment": env, "service": service, "region": region, "to": to, "requested_by": by});
         let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
-            .source(ferry::adapters::http::EVENT_SOURCE)
+            .source(ferry::event::EVENT_SOURCE)
             .detail_type(ferry::event::ROLLBACK_REQUESTED)
             .detail(detail.to_string())
             .event_bus_name(&self.cli.event_bus)

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use ferry::adapters::http::failure_detail;
 use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
+use ferry::event::failure_detail;
 use ferry::fakes::{
     FakeBalancers, FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, invocation,
     sample_event,

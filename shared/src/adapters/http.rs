@@ -2,14 +2,9 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
+use crate::event::{DEPLOYMENT_FAILED, EVENT_SOURCE, failure_detail};
 use crate::model::Deployment;
 use crate::ports::{BusError, EventBus, HealthProbe, ProbeResponse};
-
-/// The `source` of every event Ferry puts on the bus.
-pub const EVENT_SOURCE: &str = "ferry";
-pub const DEPLOYMENT_FAILED: &str = "Deployment Failed";
 
 #[derive(Debug, Clone)]
 pub struct EventBridgeBus {
@@ -21,25 +16,6 @@ impl EventBridgeBus {
     pub fn new(client: aws_sdk_eventbridge::Client, bus: impl Into<String>) -> Self {
         EventBridgeBus { client, bus: bus.into() }
     }
-}
-
-/// The detail of a "Deployment Failed" event: the deployment's identity and why.
-pub fn failure_detail(d: &Deployment) -> serde_json::Value {
-    json!({
-        "deployment": d.id,
-        "environment": d.target.environment,
-        "account": d.target.account,
-        "region": d.target.region,
-        "cluster": d.target.cluster,
-        "service": d.target.service,
-        "repository": d.repository,
-        "tag": d.tag,
-        "digest": d.digest,
-        "ecs_deployment_id": d.ecs_deployment_id,
-        "task_definition": d.task_definition,
-        "previous_task_definition": d.previous_task_definition,
-        "reason": d.reason,
-    })
 }
 
 impl EventBus for EventBridgeBus {
