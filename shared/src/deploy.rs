@@ -21,7 +21,6 @@ use crate::plan::{Plan, TargetPlan, plan};
 use crate::ports::{
     Begin, Clock, Ecs, EcsError, Finish, Ledger, Notifier, Registry, RegistryError, Revision, ServiceInfo,
 };
-use crate::reconcile::Reconciled;
 
 use crate::invocation::update_service;
 pub use crate::invocation::{Invocation, LEASE, Retryable};
@@ -93,6 +92,34 @@ pub struct Deployer<'a, E, L, N, C, R> {
     /// ECR, read by reconciliation only.
     pub registry: &'a R,
     pub settings: DeploySettings,
+}
+
+/// What reconciliation found on one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    pub target: String,
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
+    pub pushed_at: chrono::DateTime<chrono::Utc>,
+    pub finding: Finding,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// The target has what it should: why this image is not deployed.
+    UpToDate(String),
+    /// Ferry has not deployed this target yet; its first push will.
+    NeverDeployed,
+    /// A deployment holds the target; the next run looks again.
+    Busy(String),
+    /// A push newer than any Ferry took for the target: its event never came. Deployed
+    /// through the normal path (`None` in a dry run).
+    Missed(Option<TargetOutcome>),
+    /// The newest push Ferry took for the target is still PENDING past the lease: every
+    /// attempt at its event failed. Deployed again from its record (`None` in a dry run);
+    /// the finding names that push, not ECR's newest image.
+    Stranded(Option<TargetOutcome>),
 }
 
 /// Why a rollout stopped before the service was updated.
@@ -442,7 +469,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
 
     /// Sends the deployment's message; a failure is recorded and logged, never raised.
     async fn notify(&self, deployment: &Deployment) {
-        crate::notify::send(self.notifier, self.ledger, Notification::about(self.config, deployment, None)).await;
+        crate::ports::notify(self.notifier, self.ledger, Notification::about(self.config, deployment, None)).await;
     }
 }
 

@@ -221,11 +221,6 @@ impl Deployment {
         }
     }
 
-    /// Whether `ev` is about this deployment's rollout.
-    pub fn is_rollout(&self, ev: &crate::event::EcsDeploymentEvent) -> bool {
-        self.is_rollout_id(&ev.deployment_id)
-    }
-
     /// Whether ECS deployment `id` is this deployment's rollout.
     pub fn is_rollout_id(&self, id: &str) -> bool {
         self.ecs_deployment_id.as_deref() == Some(id)

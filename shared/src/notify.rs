@@ -5,7 +5,6 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, SlackFilter};
 use crate::model::{Deployment, Origin, State};
-use crate::ports::{Ledger, Notifier};
 
 /// A message about one deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,17 +228,6 @@ fn console_url(d: &Deployment) -> String {
         cluster = d.target.cluster,
         service = d.target.service
     )
-}
-
-/// Sends a notification; a failure is logged and noted on the deployment, never raised.
-pub async fn send<N: Notifier, L: Ledger>(notifier: &N, ledger: &L, notification: Notification) {
-    let d = &notification.deployment;
-    if let Err(e) = notifier.send(&notification).await {
-        tracing::warn!(deployment = %d.id, error = %e, "notification failed");
-        if let Err(e) = ledger.note_notify_error(d, &e.0).await {
-            tracing::warn!(deployment = %d.id, error = %e, "could not record the notification failure");
-        }
-    }
 }
 
 #[cfg(test)]

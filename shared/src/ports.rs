@@ -468,3 +468,14 @@ impl Clock for SystemClock {
         tokio::time::sleep(duration).await;
     }
 }
+
+/// Sends a notification; a failure is logged and noted on the deployment, never raised.
+pub async fn notify<N: Notifier, L: Ledger>(notifier: &N, ledger: &L, notification: Notification) {
+    let d = &notification.deployment;
+    if let Err(e) = notifier.send(&notification).await {
+        tracing::warn!(deployment = %d.id, error = %e, "notification failed");
+        if let Err(e) = ledger.note_notify_error(d, &e.0).await {
+            tracing::warn!(deployment = %d.id, error = %e, "could not record the notification failure");
+        }
+    }
+}

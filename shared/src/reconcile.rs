@@ -9,11 +9,11 @@
 //! the same push: its event came), a digest already live or quarantined there, a target
 //! locked by a deployment in progress (the next run looks again).
 
-use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::deploy::{Deployer, TargetOutcome};
+use crate::deploy::Deployer;
+pub use crate::deploy::{Finding, Reconciled};
 use crate::invocation::{Invocation, Retryable};
 use crate::model::{Deployment, Head, Origin, Push, Refusal, State, Target};
 use crate::plan::{Plan, plan};
@@ -56,34 +56,6 @@ pub fn candidates(config: &Config, repository: &str, images: &[Image]) -> Vec<Pu
         }
     }
     newest.into_iter().map(|(_, push)| push).collect()
-}
-
-/// What reconciliation found on one target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reconciled {
-    pub target: String,
-    pub repository: String,
-    pub tag: String,
-    pub digest: String,
-    pub pushed_at: DateTime<Utc>,
-    pub finding: Finding,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finding {
-    /// The target has what it should: why this image is not deployed.
-    UpToDate(String),
-    /// Ferry has not deployed this target yet; its first push will.
-    NeverDeployed,
-    /// A deployment holds the target; the next run looks again.
-    Busy(String),
-    /// A push newer than any Ferry took for the target: its event never came. Deployed
-    /// through the normal path (`None` in a dry run).
-    Missed(Option<TargetOutcome>),
-    /// The newest push Ferry took for the target is still PENDING past the lease: every
-    /// attempt at its event failed. Deployed again from its record (`None` in a dry run);
-    /// the finding names that push, not ECR's newest image.
-    Stranded(Option<TargetOutcome>),
 }
 
 impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N, C, R> {
@@ -208,7 +180,7 @@ fn stranded_push(d: &Deployment) -> Push {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
 
     const CONFIG: &str = r#"
 [[environments]]

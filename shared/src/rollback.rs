@@ -25,7 +25,7 @@ use crate::event::{Received, RollbackTrigger, parse_rollback_trigger};
 use crate::invocation::{Invocation, Retryable, update_service};
 use crate::lookup;
 use crate::model::{Deployment, Origin, State, Target};
-use crate::notify::{Alert, Notification, send};
+use crate::notify::{Alert, Notification};
 use crate::plan::{find_target, targets_of};
 use crate::ports::{Claim, Clock, Ecs, HeadChange, Ledger, Notifier, ServiceInfo};
 
@@ -339,7 +339,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
         warn!(deployment = %d.id, alarm = %alarm.name, reason = %why, "alarm not acted on");
         if matches!(alarm_concerns(&d, alarm.at, alarm.window), AlarmVerdict::After { .. }) {
             let alert = Alert { alarm: alarm.name.clone(), note: why.clone() };
-            send(self.notifier, self.ledger, Notification::alert(self.config, &d, alert)).await;
+            crate::ports::notify(self.notifier, self.ledger, Notification::alert(self.config, &d, alert)).await;
         }
         RollbackOutcome::AlarmIgnored { deployment: d.id, alarm: alarm.name.clone(), why }
     }
@@ -716,7 +716,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
     }
 
     async fn notify(&self, d: &Deployment, live_now: Option<String>) {
-        send(self.notifier, self.ledger, Notification::about(self.config, d, live_now)).await;
+        crate::ports::notify(self.notifier, self.ledger, Notification::about(self.config, d, live_now)).await;
     }
 }
 /// A failed digest is quarantined on its target; a rollout by hand names none.

@@ -627,7 +627,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         // yet, but the target's history (a consistent read) has it. A push left PENDING by an
         // attempt that gave its lock up can be older than a burst of newer pushes' records.
         let history = self.ledger.history(&target, UNKNOWN_HISTORY).await?;
-        if let Some(d) = history.iter().find(|d| d.is_rollout(ev)) {
+        if let Some(d) = history.iter().find(|d| d.is_rollout_id(&ev.deployment_id)) {
             return self.dispatch(d.clone(), ev, invocation).await;
         }
         let service = self.ecs.service(&target).await.ok();
@@ -685,7 +685,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         let Some((active, _)) = self.ledger.head(target).await?.active else { return Ok(None) };
         let Some(d) = self.ledger.deployment(target, &active).await? else { return Ok(None) };
         let open = matches!(d.state, State::InProgress | State::Verifying | State::Failed | State::RollingBack);
-        if d.origin != Origin::Ferry || !open || d.is_rollout(ev) {
+        if d.origin != Origin::Ferry || !open || d.is_rollout_id(&ev.deployment_id) {
             return Ok(None);
         }
         let failed = d.failed_by_ecs() || d.ecs_deployment_id.as_ref().is_some_and(|id| service.failed.contains(id));
@@ -762,7 +762,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         if !self.ledger.adopt(&d, self.clock.now()).await? {
             return match self.ledger.deployment(&target, &d.id).await? {
                 // Its invocation recorded it just now.
-                Some(now) if now.is_rollout(ev) => self.dispatch(now, ev, invocation).await.map(Some),
+                Some(now) if now.is_rollout_id(&ev.deployment_id) => self.dispatch(now, ev, invocation).await.map(Some),
                 // Still PENDING: another deployment holds the target; once it lets go, the
                 // redelivered event adopts the rollout.
                 Some(now) if now.state == State::Pending => {
@@ -942,7 +942,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
     }
 
     async fn notify_with(&self, d: &Deployment, live_now: Option<String>) {
-        crate::notify::send(self.notifier, self.ledger, Notification::about(self.config, d, live_now)).await;
+        crate::ports::notify(self.notifier, self.ledger, Notification::about(self.config, d, live_now)).await;
     }
 }
 
