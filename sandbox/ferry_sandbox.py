@@ -91,6 +91,14 @@ class Target:
     containers: tuple[str, ...]
 
 
+def health_url(url: str, t: Target) -> str:
+    """A health URL with its placeholders filled in for one target, as Ferry fills them."""
+    for name, value in (("env", t.environment), ("region", t.region), ("cluster", t.cluster),
+                        ("account", t.account), ("service", t.service)):
+        url = url.replace("{" + name + "}", value)
+    return url
+
+
 @dataclass
 class Record:
     """One line of the sandbox's timeline."""
@@ -351,6 +359,7 @@ class EcsAgent:
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
         self.acting = threading.Lock()  # held while ECS ends a rollout (the ticker, or an alarm)
+        self.lag = 0  # DescribeServices answers that still show a rollout IN_PROGRESS after its COMPLETED event
         threading.Thread(target=self._run, daemon=True).start()
 
     @staticmethod
@@ -410,7 +419,7 @@ class EcsAgent:
             self.fail(params, f"{service.name}: tasks of {short(crashing[0])} fail to start; "
                               "the circuit breaker stops the deployment")
         else:
-            event = ferry_moto.complete(params)
+            event = ferry_moto.complete({**params, "lag": self.lag})
             self.sandbox._record("ecs", f"{service.name} ({region}): deployment {dep['id'][-6:]} completed, "
                                         f"{service.desired_count} tasks running")
             self.sandbox.put_event(event)
@@ -649,6 +658,7 @@ class Sandbox:
         self.behaviours.clear()
         self.health_override.clear()
         self.ecs_agent.seen.clear()
+        self.ecs_agent.lag = 0
         self.ecs_agent.started.clear()
         self.duplicates, self.hold, self.held = 0.0, False, []
         self.bus.delivered.clear()
@@ -688,7 +698,7 @@ class Sandbox:
                     self._create_service(ecs, t, svc["repository"], network)
                     self.targets.append(t)
                     if "health" in svc:
-                        self.health_targets.setdefault(svc["health"]["url"].replace("{env}", env["name"]), []).append(t)
+                        self.health_targets.setdefault(health_url(svc["health"]["url"], t), []).append(t)
         self.start_functions(concurrency, timeouts or {})
         return self.config_path
 
@@ -895,6 +905,12 @@ class Sandbox:
         records = [r for r in records if r.get("kind") == "deployment"
                    and all(r.get(k) == v for k, v in where.items())]
         return sorted(records, key=lambda r: (r["created_at"], r["id"]))
+
+    def quarantined(self) -> set[str]:
+        """Every digest the ledger holds quarantined, on any target."""
+        items = self.client("dynamodb").scan(TableName=self.table, FilterExpression="sk = :h",
+                                             ExpressionAttributeValues={":h": {"S": "HEAD"}})["Items"]
+        return {d for item in items for d in item.get("quarantine", {}).get("SS", [])}
 
     def service(self, t: Target) -> dict:
         return self.client("ecs", t.region, t.account).describe_services(
