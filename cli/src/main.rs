@@ -1,4 +1,4 @@
-//! `ferry`, the operator CLI: see `ferry --help` and the README's "Operating Ferry".
+//! `ferry`, the operator CLI: see `ferry --help` and docs/operations.md.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! Fuzz target: see `ferry::fuzzing::config`.
+//! Fuzz target: see `ferry_core::fuzzing::config`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ferry::fuzzing::config(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ferry_core::fuzzing::config(data));

@@ -1,4 +1,4 @@
-//! Fuzz target: see `ferry::fuzzing::events`.
+//! Fuzz target: see `ferry_core::fuzzing::events`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ferry::fuzzing::events(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ferry_core::fuzzing::events(data));

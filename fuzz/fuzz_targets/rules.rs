@@ -1,4 +1,4 @@
-//! Fuzz target: see `ferry::fuzzing::rules`.
+//! Fuzz target: see `ferry_core::fuzzing::rules`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ferry::fuzzing::rules(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ferry_core::fuzzing::rules(data));

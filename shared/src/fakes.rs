@@ -18,15 +18,7 @@ use crate::ports::{
 };
 use crate::render::{ImageChange, Images};
 
-/// The workspace root of the checkout the tests run in: the nearest ancestor holding
-/// `Cargo.lock` of the crate under test (`CARGO_MANIFEST_DIR` as cargo and nextest set it
-/// when they run a test). Read at run time, not with `env!`: a target directory shared by
-/// several checkouts (CI's cache) may hold a build made in another one.
-pub fn repo_root() -> std::path::PathBuf {
-    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
-    let crate_dir = std::path::PathBuf::from(crate_dir);
-    crate_dir.ancestors().find(|d| d.join("Cargo.lock").is_file()).unwrap_or(&crate_dir).to_path_buf()
-}
+pub use ferry_core::testing::{repo_root, sample_event};
 
 /// An invocation of `function`, each one's own (as Lambda's request ids are), with no
 /// deadline: a test's calls are never stopped.
@@ -34,14 +26,6 @@ pub fn invocation(function: &str) -> crate::invocation::Invocation {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     crate::invocation::Invocation { attempt: format!("{function}-{n}"), deadline: None }
-}
-
-/// A sample EventBridge event from `tests/fixtures/events/` (real events in the exact
-/// shape AWS sends them).
-pub fn sample_event(name: &str) -> serde_json::Value {
-    let path = repo_root().join("tests/fixtures/events").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -59,8 +59,30 @@ pub struct ServiceInfo {
     /// What ECS rolls back by itself.
     pub rollbacks: EcsRollbacks,
     /// What the adapter needs to run a task like the service's and to update the service
-    /// without changing any of its other settings. Opaque to the core.
-    pub settings: crate::adapters::ecs::ServiceSettings,
+    /// without changing any of its other settings: handed back to the adapter that read it.
+    pub settings: ServiceSettings,
+}
+
+/// The service's own settings as an ECS adapter read them, opaque to everything but that
+/// adapter (so no port depends on an SDK's types). Empty when a fake made the answer.
+#[derive(Clone, Default)]
+pub struct ServiceSettings(Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+
+impl ServiceSettings {
+    pub fn new<T: std::any::Any + Send + Sync>(settings: T) -> Self {
+        ServiceSettings(Some(std::sync::Arc::new(settings)))
+    }
+
+    /// The settings, if an adapter keeping them as a `T` made them.
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.as_deref().and_then(|s| s.downcast_ref())
+    }
+}
+
+impl std::fmt::Debug for ServiceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ServiceSettings(..)" } else { "ServiceSettings(none)" })
+    }
 }
 
 /// What ECS rolls back by itself when a rollout fails, as the service's

@@ -1,4 +1,4 @@
-"""The four deployment models of DESIGN.md, each with its example config from examples/,
+"""The four deployment models of docs/configuration.md, each with its example config from examples/,
 through the sandbox: real function binaries, events routed by the template's rules."""
 
 from __future__ import annotations

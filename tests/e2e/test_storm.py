@@ -1,7 +1,7 @@
 """A storm: a thousand deployment events at once, shuffled, 30% of them delivered twice,
 through the sandbox (the release binaries, several processes of each function). Ferry's
 invariants, counted: no double effect, no record moved backwards, no regression to an older
-image. Prints its figures (pytest -s shows them); the README's Reliability section has a run's.
+image. Prints its figures (pytest -s shows them); docs/benchmarks.md has a run's.
 """
 
 from __future__ import annotations

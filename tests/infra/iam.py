@@ -189,8 +189,8 @@ def strip_comments_and_strings(source: str) -> str:
 
 
 def rust_sources(repo: Path = REPO) -> list[Path]:
-    """The library and the functions' sources (not tests, not the test harness)."""
-    return sorted([*(repo / "shared" / "src").rglob("*.rs"), *(repo / "functions").glob("*/src/**/*.rs")])
+    """The libraries' and the functions' sources (not tests, not the test harness)."""
+    return sorted([*(repo / "shared").glob("**/src/**/*.rs"), *(repo / "functions").glob("*/src/**/*.rs")])
 
 
 FLUENT_CALL = re.compile(r"\.\s*([a-z][a-z0-9_]*)\s*\(\s*\)")

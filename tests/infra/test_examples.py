@@ -6,7 +6,7 @@ Each workflow builds and pushes one image tag, with OIDC, and does nothing else 
 no stored keys, only pinned actions). The tag it pushes comes from the workflow itself: its
 `id: tag` step is run with representative values, and the tag and repository it yields must
 reach the intended environment and services under that model's ferry-<model>.toml, matched
-the way shared/src/rules.rs matches (re-implemented below, small). The README shows the same
+the way the core's rules module matches (re-implemented below, small). The README shows the same
 [[environments]] blocks and the OIDC subjects the role admits.
 """
 
@@ -105,7 +105,7 @@ def run_scripts(model: str) -> list[str]:
     return [s["run"] for job in jobs(model).values() for s in job["steps"] if "run" in s]
 
 
-# --- Ferry's tag rules, as shared/src/rules.rs matches them ----------------------------
+# --- Ferry's tag rules, as shared/core/src/rules.rs matches them ----------------------------
 
 SEMVER = re.compile(
     r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -163,7 +163,7 @@ def environment_for(cfg: dict, tag: str) -> str | None:
     ],
 )
 def test_the_rule_matching_here_agrees_with_rules_rs(rule: dict, tag: str, expected: bool) -> None:
-    # A sample of shared/src/rules.rs's own cases: this copy must not drift from it.
+    # A sample of shared/core/src/rules.rs's own cases: this copy must not drift from it.
     assert rule_matches(rule, tag) is expected
 
 

@@ -203,7 +203,7 @@ def test_the_scan_knows_each_sdk_crate_of_the_lock_file() -> None:
 
 def test_the_scan_sees_the_failure_announcement() -> None:
     sites = {c.file for c in calls() if c.action == "events:PutEvents"}
-    assert sites == {"shared/src/adapters/http.rs"}, sites
+    assert sites == {"shared/src/adapters/eventbridge.rs"}, sites
     assert not [c for c in calls() if c.action.startswith("eventbridge:")]
 
 
@@ -389,7 +389,9 @@ def test_verify_and_rollback_query_the_table_and_only_the_index_they_use(functio
     # authorises on its own ARN.
     assert as_list(s["Resource"]) == ["<LedgerTable.Arn>", f"<LedgerTable.Arn>/index/{index}"]
     assert "Condition" not in s
-    assert "by_ecs_deployment" in (REPO / "shared" / "src" / f"{function}.rs").read_text()
+    module = REPO / "shared" / "src" / function
+    sources = [module.with_suffix(".rs")] if module.with_suffix(".rs").exists() else sorted(module.glob("*.rs"))
+    assert "by_ecs_deployment" in "".join(f.read_text() for f in sources)
     assert granting("dynamodb:Query", PARAMETERS, ROLES["deploy"]) == []
 
 
@@ -399,7 +401,7 @@ def test_only_verify_announces_failures() -> None:
 
 @pytest.mark.parametrize("bus", ["default", "ferry-events"])
 def test_verify_announces_on_the_configured_bus_only_and_only_as_ferry(bus: str) -> None:
-    source = code_constant("shared/src/event.rs", "EVENT_SOURCE")
+    source = code_constant("shared/core/src/event.rs", "EVENT_SOURCE")
     s = only_statement("events:PutEvents", {**PARAMETERS, "EventBusName": bus}, ROLES["verify"])
     assert s["Resource"] == f"arn:aws:events:eu-west-1:123456789012:event-bus/{bus}"
     # events:source holds one value per entry of the request: every one must be Ferry's.
@@ -416,9 +418,9 @@ def deploy_function() -> dict:
 
 @pytest.mark.parametrize("logical,name", deployed_functions())
 def test_the_function_gets_every_setting_the_code_reads(logical: str, name: str) -> None:
-    code = (REPO / "shared" / "src" / "function.rs").read_text()
+    code = (REPO / "functions" / "runtime" / "src" / "lib.rs").read_text()
     read = set(re.findall(r'\bvar\("(FERRY_[A-Z_]+)"\)', code))
-    assert read >= {"FERRY_CONFIG", "FERRY_TABLE", "FERRY_EVENT_BUS"}, "FERRY_* variables in function.rs"
+    assert read >= {"FERRY_CONFIG", "FERRY_TABLE", "FERRY_EVENT_BUS"}, "FERRY_* variables in functions/runtime/src/lib.rs"
     # The bus only matters to a function that puts events on it.
     uses_bus = any("event_bus" in iam.strip_comments_and_strings(f.read_text()) for f in function_sources(name))
     variables = template()["Resources"][logical]["Properties"]["Environment"]["Variables"]
@@ -478,16 +480,16 @@ def test_every_function_binary_of_the_workspace_is_deployed_and_only_those() -> 
 
 
 def test_the_timeout_leaves_room_for_the_longest_migration() -> None:
-    config = (REPO / "shared" / "src" / "config.rs").read_text()
+    config = (REPO / "shared" / "core" / "src" / "config.rs").read_text()
     longest = int(re.search(r"MAX_MIGRATION_SECONDS: u64 = (\d+);", config).group(1))
     timeout = deploy_function()["Properties"]["Timeout"]
     assert timeout == 900 and timeout >= longest + 120
 
 
 def test_verify_has_time_for_the_longest_smoke_test_and_ends_before_its_claim_lapses() -> None:
-    config = (REPO / "shared" / "src" / "config.rs").read_text()
+    config = (REPO / "shared" / "core" / "src" / "config.rs").read_text()
     smoke = int(re.search(r"MAX_SMOKE_SECONDS: u64 = (\d+);", config).group(1))
-    verify = (REPO / "shared" / "src" / "verify.rs").read_text()
+    verify = (REPO / "shared" / "src" / "verify" / "mod.rs").read_text()
     factors = re.search(r"claim: Duration::from_secs\(\s*(\d+(?:\s*\*\s*\d+)*)\s*\)", verify).group(1)
     claim = 1
     for factor in factors.split("*"):
@@ -506,7 +508,7 @@ def test_rollback_has_time_for_its_worst_case_of_retried_calls_and_ends_before_i
     claim = 60 * int(re.search(r"claim: Duration::from_secs\((\d+) \* 60\)", rollback).group(1))
     lock_wait = 60 * int(re.search(r"lock_wait: Duration::from_secs\((\d+) \* 60\)", rollback).group(1))
     assert lock_wait + 12 * 3 * attempt <= timeout < claim, (lock_wait, timeout, claim)
-    slack = (REPO / "shared" / "src" / "adapters" / "notifiers.rs").read_text()
+    slack = (REPO / "shared" / "src" / "adapters" / "slack.rs").read_text()
     budget = int(re.search(r"SLACK_BUDGET: Duration = Duration::from_secs\((\d+)\);", slack).group(1))
     assert budget * 4 <= 60, "a failure's notifications (each within its budget) take a fraction of a minute"
 
@@ -664,7 +666,7 @@ def ferry_event(detail_type: str) -> dict:
     """An event as Ferry puts it (EventBridgeBus, or `ferry rollback`): its source and detail-type."""
     return {
         "version": "0", "id": "e1", "detail-type": detail_type,
-        "source": code_constant("shared/src/event.rs", "EVENT_SOURCE"),
+        "source": code_constant("shared/core/src/event.rs", "EVENT_SOURCE"),
         "account": "123456789012", "time": "2026-11-16T02:10:00Z", "region": "eu-west-1", "resources": [],
         "detail": {"deployment": "d1", "environment": "staging", "service": "shop-staging-api"},
     }
@@ -672,8 +674,8 @@ def ferry_event(detail_type: str) -> dict:
 
 @pytest.mark.parametrize("bus", ["default", "ferry-events"])
 def test_ferrys_own_events_reach_rollback_on_the_configured_bus_only(bus: str) -> None:
-    failed = ferry_event(code_constant("shared/src/event.rs", "DEPLOYMENT_FAILED"))
-    requested = ferry_event(code_constant("shared/src/event.rs", "ROLLBACK_REQUESTED"))
+    failed = ferry_event(code_constant("shared/core/src/event.rs", "DEPLOYMENT_FAILED"))
+    requested = ferry_event(code_constant("shared/core/src/event.rs", "ROLLBACK_REQUESTED"))
     for event in (failed, requested):
         assert reached(event, bus, configured_bus=bus) == {"rollback"}
         if bus != "default":
@@ -713,10 +715,10 @@ def test_deploy_and_verify_run_on_the_reconciliation_schedule_a_parameter() -> N
     assert iam.schedules(template(), {**PARAMETERS, "ReconcileSchedule": hourly}) == {"deploy": [hourly], "verify": [hourly]}
     # What the schedule sends: EventBridge's own "Scheduled Event", which the deploy function
     # takes as its reconciliation and verify as its sweep (SCHEDULED_SOURCE and
-    # SCHEDULED_EVENT in shared/src/event.rs).
+    # SCHEDULED_EVENT in shared/core/src/event.rs).
     event = next(iter(deploy_function()["Properties"]["Events"][e] for e, v in deploy_function()["Properties"]["Events"].items() if v["Type"] == "Schedule"))
     assert "Input" not in event["Properties"] and "InputPath" not in event["Properties"], "delivered as is"
-    assert (code_constant("shared/src/event.rs", "SCHEDULED_SOURCE"), code_constant("shared/src/event.rs", "SCHEDULED_EVENT")) == ("aws.events", "Scheduled Event")
+    assert (code_constant("shared/core/src/event.rs", "SCHEDULED_SOURCE"), code_constant("shared/core/src/event.rs", "SCHEDULED_EVENT")) == ("aws.events", "Scheduled Event")
     scheduled = {"version": "0", "id": "s", "detail-type": "Scheduled Event", "source": "aws.events",
                  "account": "123456789012", "time": "2026-11-16T02:00:00Z", "region": "eu-west-1", "resources": [], "detail": {}}
     assert reached(scheduled, "default") == set(), "no event rule takes the schedule's events: only its own target does"

@@ -2,8 +2,8 @@
 //! deployments, and on its schedule reconciles the pushes whose events never came. Everything it decides lives in `ferry::deploy`; this only wires it up.
 
 use ferry::deploy::{DeploySettings, Deployer, Outcome};
-use ferry::function::{FunctionEnv, Retry, invocation};
 use ferry::ports::SystemClock;
+use ferry_runtime::{FunctionEnv, Retry, invocation};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 

@@ -2,9 +2,9 @@
 //! deployment fails (Ferry's "Deployment Failed", ECS's failure, a configured alarm, an
 //! operator's request). The decisions live in `ferry::rollback`; this only wires them up.
 
-use ferry::function::{FunctionEnv, Retry, invocation};
 use ferry::ports::SystemClock;
 use ferry::rollback::{RollbackHandler, RollbackSettings};
+use ferry_runtime::{FunctionEnv, Retry, invocation};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 

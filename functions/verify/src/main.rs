@@ -3,10 +3,11 @@
 //! `ferry::verify`; this only wires them up.
 
 use ferry::adapters::elb::ElbAdapter;
-use ferry::adapters::http::{EventBridgeBus, HttpProbe};
-use ferry::function::{FunctionEnv, Retry, invocation};
+use ferry::adapters::eventbridge::EventBridgeBus;
+use ferry::adapters::http::HttpProbe;
 use ferry::ports::SystemClock;
 use ferry::verify::{Verifier, VerifySettings};
+use ferry_runtime::{FunctionEnv, Retry, invocation};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 

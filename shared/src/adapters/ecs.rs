@@ -12,18 +12,25 @@ use aws_sdk_ecs::types::{
 use super::aws::{AwsClients, ErrorKind, classify};
 use crate::config::Migration;
 use crate::model::Target;
-use crate::ports::{Container, Ecs, EcsDeployment, EcsError, EcsRollbacks, Revision, ServiceInfo, TaskExit};
+use crate::ports::{
+    Container, Ecs, EcsDeployment, EcsError, EcsRollbacks, Revision, ServiceInfo, ServiceSettings, TaskExit,
+};
 use crate::render::{ImageChange, Images};
 
-/// What the adapter keeps from DescribeServices to run a task placed like the service and
-/// to update it without changing any other setting.
+/// What the adapter keeps from DescribeServices (in [`ServiceInfo::settings`]) to run a task
+/// placed like the service and to update it without changing any other setting.
 #[derive(Debug, Clone, Default)]
-pub struct ServiceSettings {
+struct Settings {
     deployment_configuration: Option<DeploymentConfiguration>,
     network_configuration: Option<NetworkConfiguration>,
     launch_type: Option<LaunchType>,
     capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
     platform_version: Option<String>,
+}
+
+/// The settings this adapter read with the service; none (all defaults) if it did not.
+fn settings(service: &ServiceInfo) -> Settings {
+    service.settings.get::<Settings>().cloned().unwrap_or_default()
 }
 
 /// The tag naming the Ferry deployment that registered a revision.
@@ -146,13 +153,13 @@ impl Ecs for EcsAdapter {
             failed,
             target_groups,
             rollbacks,
-            settings: ServiceSettings {
+            settings: ServiceSettings::new(Settings {
                 deployment_configuration: service.deployment_configuration,
                 network_configuration: service.network_configuration,
                 launch_type: service.launch_type,
                 capacity_provider_strategy: service.capacity_provider_strategy,
                 platform_version: service.platform_version,
-            },
+            }),
         })
     }
 
@@ -213,7 +220,7 @@ impl Ecs for EcsAdapter {
         migration: &Migration,
         token: &str,
     ) -> Result<String, EcsError> {
-        let s = &service.settings;
+        let s = settings(service);
         let overrides = TaskOverride::builder()
             .container_overrides(
                 ContainerOverride::builder()
@@ -357,8 +364,7 @@ impl Ecs for EcsAdapter {
     ) -> Result<String, EcsError> {
         // Keep every deployment setting the service has; only make sure the circuit
         // breaker is on (with ECS's own rollback unless the team turned that off).
-        let existing: DeploymentConfiguration = service
-            .settings
+        let existing: DeploymentConfiguration = settings(service)
             .deployment_configuration
             .clone()
             .unwrap_or_else(|| DeploymentConfiguration::builder().build());

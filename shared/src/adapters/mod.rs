@@ -6,5 +6,8 @@ pub mod dynamodb;
 pub mod ecr;
 pub mod ecs;
 pub mod elb;
+pub mod eventbridge;
 pub mod http;
 pub mod notifiers;
+pub mod slack;
+pub mod sns;

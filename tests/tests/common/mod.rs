@@ -15,8 +15,11 @@ use aws_sdk_ecs::types::{
     PortMapping, RuntimePlatform, Secret, Tag, TaskDefinition, TaskDefinitionField, Volume,
 };
 use ferry::adapters::dynamodb::{DynamoLedger, ECS_DEPLOYMENT_INDEX};
-use ferry::adapters::http::{EventBridgeBus, HttpProbe};
-use ferry::adapters::notifiers::{Notifiers, SlackNotifier, SnsNotifier};
+use ferry::adapters::eventbridge::EventBridgeBus;
+use ferry::adapters::http::HttpProbe;
+use ferry::adapters::notifiers::Notifiers;
+use ferry::adapters::slack::SlackNotifier;
+use ferry::adapters::sns::SnsNotifier;
 use ferry::config::Config;
 use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, TargetOutcome};
 use ferry::model::Target;

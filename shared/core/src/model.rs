@@ -57,7 +57,7 @@ impl fmt::Display for Target {
     }
 }
 
-/// A deployment's state; see DESIGN.md for the diagram.
+/// A deployment's state; docs/design.md draws the transitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     Pending,

@@ -1,7 +1,7 @@
 //! What the fuzz targets (`fuzz/`, run by `bench/fuzz`) check on arbitrary input: the event
 //! parsers, the config parser and the tag rules never panic, and keep their promises. The
 //! bodies live here so that the seeds and every input a fuzzer ever crashed are replayed by
-//! the ordinary tests (`cargo nextest run -p ferry-shared`), without a fuzzer.
+//! the ordinary tests (`cargo nextest run -p ferry-core`), without a fuzzer.
 
 use crate::config::Config;
 use crate::event::{DeployEvent, Received, parse_deploy_event, parse_ecs_event, parse_rollback_trigger};
@@ -31,15 +31,15 @@ containers = ["api"]
 /// Sample events (`tests/fixtures/events/`) and the fields of each that the parsers read.
 const SAMPLES: [(&str, &[&str]); 3] = [
     (
-        include_str!("../../tests/fixtures/events/ecr-push-staging.json"),
+        include_str!("../../../tests/fixtures/events/ecr-push-staging.json"),
         &["/detail/image-digest", "/detail/image-tag", "/detail/repository-name", "/account", "/time", "/id"],
     ),
     (
-        include_str!("../../tests/fixtures/events/ecs-deployment-circuit-breaker-rollback.json"),
+        include_str!("../../../tests/fixtures/events/ecs-deployment-circuit-breaker-rollback.json"),
         &["/resources/0", "/detail/deploymentId", "/detail/reason", "/detail/eventName", "/time"],
     ),
     (
-        include_str!("../../tests/fixtures/events/cloudwatch-alarm-state-change.json"),
+        include_str!("../../../tests/fixtures/events/cloudwatch-alarm-state-change.json"),
         &["/detail/alarmName", "/detail/state/value", "/source", "/account"],
     ),
 ];
@@ -163,7 +163,7 @@ fn glob_by_regex(pattern: &str, tag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fakes::repo_root;
+    use crate::testing::repo_root;
 
     /// The fuzzers' seeds, and every input they were ever found to crash on (fuzz/regressions/):
     /// each is a test of its own here.

@@ -15,12 +15,12 @@ use std::path::PathBuf;
 
 use aws_config::SdkConfig;
 
-use crate::adapters::dynamodb::DynamoLedger;
-use crate::adapters::ecr::EcrRegistry;
-use crate::adapters::ecs::EcsAdapter;
-use crate::adapters::notifiers::Notifiers;
-use crate::config::Config;
-use crate::invocation::{Invocation, Retryable};
+use ferry::adapters::dynamodb::DynamoLedger;
+use ferry::adapters::ecr::EcrRegistry;
+use ferry::adapters::ecs::EcsAdapter;
+use ferry::adapters::notifiers::Notifiers;
+use ferry::config::Config;
+use ferry::invocation::{Invocation, Retryable};
 
 /// A function's settings, from its environment.
 #[derive(Debug)]
@@ -37,7 +37,7 @@ pub enum StartError {
     #[error("environment variable {0} is not set")]
     Missing(&'static str),
     #[error("invalid config: {0}")]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] ferry::config::ConfigError),
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -51,7 +51,7 @@ impl FunctionEnv {
     pub async fn start() -> Result<(FunctionEnv, SdkConfig), StartError> {
         lambda_runtime::tracing::init_default_subscriber();
         let env = FunctionEnv::from_env().inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
-        Ok((env, crate::adapters::aws::sdk_config().await))
+        Ok((env, ferry::adapters::aws::sdk_config().await))
     }
 
     pub fn from_env() -> Result<FunctionEnv, StartError> {

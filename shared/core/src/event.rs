@@ -380,7 +380,7 @@ mod tests {
     use super::*;
 
     fn sample(name: &str) -> Value {
-        crate::fakes::sample_event(name)
+        crate::testing::sample_event(name)
     }
 
     #[test]
