@@ -423,6 +423,8 @@ struct LedgerWorld {
     records: BTreeMap<(String, String), Deployment>,
     /// Claims (to verify, to roll back): record key → the claim.
     claims: HashMap<(String, String), Claim>,
+    /// When each record was written FAILED; kept by every later write, as the DynamoDB ledger keeps it.
+    failed_at: HashMap<(String, String), DateTime<Utc>>,
     fail: Option<LedgerError>,
     /// Operations (the port's method names) made to fail on their own.
     failing: HashMap<&'static str, LedgerError>,
@@ -454,7 +456,20 @@ impl LedgerWorld {
         if let Some(existing) = self.records.get(&key) {
             record.created_at = existing.created_at;
         }
+        if d.state == State::Failed {
+            self.failed_at.insert(key.clone(), d.updated_at);
+        }
         self.records.insert(key, record);
+    }
+
+    /// Whether the record already holds `d`'s write (the SDK repeating a request whose
+    /// answer was lost): the same state at the same moment, or the same FAILED write.
+    fn holds_write(&self, d: &Deployment) -> bool {
+        let key = record_key(d);
+        if d.state == State::Failed {
+            return self.failed_at.get(&key) == Some(&d.updated_at);
+        }
+        self.records.get(&key).is_some_and(|r| r.state == d.state && r.updated_at == d.updated_at)
     }
 }
 
@@ -594,7 +609,9 @@ impl Ledger for MemoryLedger {
                 w.change_head(d, head);
                 Ok(true)
             }
-            _ => Ok(false),
+            // A transaction (a head change) is repeated by its idempotency token instead.
+            Some(_) => Ok(head == HeadChange::None && w.holds_write(d)),
+            None => Ok(false),
         }
     }
 

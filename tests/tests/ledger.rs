@@ -1,6 +1,6 @@
-//! The DynamoDB ledger against the emulator: its conditional writes must refuse exactly
-//! what `Head::admit` refuses (the in-memory ledger used by handler tests relies on it),
-//! and records only ever move forward.
+//! The ledger contract: every case runs against the DynamoDB ledger on the emulator and
+//! against the in-memory ledger the handler tests use, so the two cannot drift. Conditional
+//! writes refuse exactly what `Head::admit` refuses, and records only ever move forward.
 
 mod common;
 
@@ -48,7 +48,7 @@ async fn ledger(emulator: &Emulator) -> DynamoLedger {
 }
 
 /// What `begin` answered, in the words `Head::admit` uses.
-async fn begin(ledger: &DynamoLedger, d: &Deployment, attempt: &str, now: u64) -> Result<(), String> {
+async fn begin(ledger: &impl Ledger, d: &Deployment, attempt: &str, now: u64) -> Result<(), String> {
     match ledger.begin(d, attempt, at(now + 60), at(now)).await.expect("begin") {
         Begin::Started => Ok(()),
         Begin::Done(state) => Err(format!("done {state}")),
@@ -64,7 +64,7 @@ async fn begin(ledger: &DynamoLedger, d: &Deployment, attempt: &str, now: u64) -
 
 /// A push to `t` that its deploy attempt recorded in `state` (IN_PROGRESS: as rolling out
 /// ECS deployment `ecs-svc/1`).
-async fn recorded(ledger: &DynamoLedger, t: &Target, digest: &str, state: State) -> Deployment {
+async fn recorded(ledger: &impl Ledger, t: &Target, digest: &str, state: State) -> Deployment {
     let mut d = deployment(t, "e1", digest, 100);
     assert_eq!(begin(ledger, &d, "a1", 100).await, Ok(()));
     d.state = state;
@@ -75,25 +75,22 @@ async fn recorded(ledger: &DynamoLedger, t: &Target, digest: &str, state: State)
     d
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn conditional_writes_refuse_what_admit_refuses_and_never_move_backwards() {
-    let emulator = Emulator::start();
-    let ledger = ledger(&emulator).await;
+async fn conditional_writes_refuse_what_admit_refuses_and_never_move_backwards(ledger: &impl Ledger) {
     let t = target("api");
     let first = deployment(&t, "e1", "sha256:aaaa", 100);
     let second = deployment(&t, "e2", "sha256:bbbb", 200);
     let older = deployment(&t, "e0", "sha256:0000", 50);
     let same = deployment(&t, "e3", "sha256:aaaa", 300);
 
-    assert_eq!(begin(&ledger, &first, "a1", 100).await, Ok(()));
-    assert_eq!(begin(&ledger, &second, "a2", 101).await, Err(format!("locked by {}", first.id)));
+    assert_eq!(begin(ledger, &first, "a1", 100).await, Ok(()));
+    assert_eq!(begin(ledger, &second, "a2", 101).await, Err(format!("locked by {}", first.id)));
     assert_eq!(
-        begin(&ledger, &first, "a1-concurrent-duplicate", 101).await,
+        begin(ledger, &first, "a1-concurrent-duplicate", 101).await,
         Err(format!("locked by {}", first.id)),
         "a concurrent delivery of the same event waits too"
     );
     // The first attempt died: once its lease lapses, its redelivery resumes the PENDING record.
-    assert_eq!(begin(&ledger, &first, "a1-redelivered", 161).await, Ok(()));
+    assert_eq!(begin(ledger, &first, "a1-redelivered", 161).await, Ok(()));
 
     let mut live = first.clone();
     live.state = State::InProgress;
@@ -106,10 +103,10 @@ async fn conditional_writes_refuse_what_admit_refuses_and_never_move_backwards()
         "a second finish is a no-op"
     );
 
-    assert_eq!(begin(&ledger, &first, "a1-late", 400).await, Err("done IN_PROGRESS".into()), "duplicate event");
-    assert_eq!(begin(&ledger, &older, "a0", 400).await, Err("stale".into()));
-    assert_eq!(begin(&ledger, &same, "a3", 400).await, Err(format!("same digest as {}", first.id)));
-    assert_eq!(begin(&ledger, &second, "a2", 400).await, Ok(()));
+    assert_eq!(begin(ledger, &first, "a1-late", 400).await, Err("done IN_PROGRESS".into()), "duplicate event");
+    assert_eq!(begin(ledger, &older, "a0", 400).await, Err("stale".into()));
+    assert_eq!(begin(ledger, &same, "a3", 400).await, Err(format!("same digest as {}", first.id)));
+    assert_eq!(begin(ledger, &second, "a2", 400).await, Ok(()));
 
     // A record past PENDING is never overwritten, whatever a late writer says.
     let mut skipped = first.clone();
@@ -127,13 +124,10 @@ async fn conditional_writes_refuse_what_admit_refuses_and_never_move_backwards()
     assert_eq!(head.newest_pushed_at, Some(at(200)));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_record_keeps_every_field_through_the_ledger() {
-    let emulator = Emulator::start();
-    let ledger = ledger(&emulator).await;
+async fn a_record_keeps_every_field_through_the_ledger(ledger: &impl Ledger) {
     let t = Target { role_arn: Some("arn:aws:iam::210987654321:role/ferry".into()), ..target("worker") };
     let mut d = deployment(&t, "e9", "sha256:9999", 900);
-    assert_eq!(begin(&ledger, &d, "a9", 900).await, Ok(()));
+    assert_eq!(begin(ledger, &d, "a9", 900).await, Ok(()));
     d.state = State::Failed;
     d.reason = Some("migration task exited with code 2".into());
     d.previous_task_definition = Some("arn:aws:ecs:eu-west-1:123456789012:task-definition/worker:4".into());
@@ -147,14 +141,10 @@ async fn a_record_keeps_every_field_through_the_ledger() {
     assert_eq!(ledger.head(&t).await.expect("head").lock, None);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_quarantined_digest_is_refused_until_released_or_overtaken() {
-    use ferry::ports::HeadChange;
-    let emulator = Emulator::start();
-    let ledger = ledger(&emulator).await;
+async fn a_quarantined_digest_is_refused_until_released_or_overtaken(ledger: &impl Ledger) {
     let t = target("quarantine");
     let mut bad = deployment(&t, "q1", "sha256:bad", 100);
-    assert_eq!(begin(&ledger, &bad, "a1", 100).await, Ok(()));
+    assert_eq!(begin(ledger, &bad, "a1", 100).await, Ok(()));
     bad.state = State::Failed;
     ledger.finish(&bad, "a1").await.expect("finish");
     bad.state = State::RollingBack;
@@ -163,19 +153,19 @@ async fn a_quarantined_digest_is_refused_until_released_or_overtaken() {
     assert!(!ledger.transition(&bad, &[State::Failed], HeadChange::Quarantine).await.expect("again"), "claimed once");
 
     let again = deployment(&t, "q2", "sha256:bad", 200);
-    assert_eq!(begin(&ledger, &again, "a2", 200).await, Err("quarantined".into()));
+    assert_eq!(begin(ledger, &again, "a2", 200).await, Err("quarantined".into()));
     ledger.release(&t, "sha256:bad").await.expect("release");
     assert!(ledger.head(&t).await.expect("head").quarantine.is_empty());
 
     // Quarantined again, then overtaken by a new digest: the quarantine is lifted.
     let mut bad2 = deployment(&t, "q3", "sha256:bad2", 300);
     bad2.state = State::Failed;
-    assert_eq!(begin(&ledger, &bad2, "a3", 300).await, Ok(()));
+    assert_eq!(begin(ledger, &bad2, "a3", 300).await, Ok(()));
     ledger.finish(&bad2, "a3").await.expect("finish");
     bad2.state = State::RollingBack;
     assert!(ledger.transition(&bad2, &[State::Failed], HeadChange::Quarantine).await.expect("quarantine"));
     let fresh = deployment(&t, "q4", "sha256:fresh", 400);
-    assert_eq!(begin(&ledger, &fresh, "a4", 400).await, Ok(()));
+    assert_eq!(begin(ledger, &fresh, "a4", 400).await, Ok(()));
     assert!(ledger.head(&t).await.expect("head").quarantine.is_empty());
 
     // A reason noted on a FAILED record stays only while it is FAILED.
@@ -186,13 +176,10 @@ async fn a_quarantined_digest_is_refused_until_released_or_overtaken() {
     assert_eq!((stored.state, stored.reason), (State::RollingBack, None), "not FAILED any more: untouched");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn only_the_attempt_holding_the_lock_gives_it_up_and_the_record_stays_pending() {
-    let emulator = Emulator::start();
-    let ledger = ledger(&emulator).await;
+async fn only_the_attempt_holding_the_lock_gives_it_up_and_the_record_stays_pending(ledger: &impl Ledger) {
     let t = target("api");
     let d = deployment(&t, "e1", "sha256:aaaa", 100);
-    assert_eq!(begin(&ledger, &d, "a1", 100).await, Ok(()));
+    assert_eq!(begin(ledger, &d, "a1", 100).await, Ok(()));
 
     ledger.unlock(&t, "someone-else").await.expect("unlock by another attempt is a no-op");
     let head = ledger.head(&t).await.expect("head");
@@ -202,17 +189,16 @@ async fn only_the_attempt_holding_the_lock_gives_it_up_and_the_record_stays_pend
     assert_eq!(ledger.head(&t).await.expect("head").lock, None);
     assert_eq!(ledger.history(&t, 10).await.expect("history")[0].state, State::Pending);
     // The redelivered event resumes at once, long before the first attempt's lease would end.
-    assert_eq!(begin(&ledger, &d, "a1-redelivered", 101).await, Ok(()));
+    assert_eq!(begin(ledger, &d, "a1-redelivered", 101).await, Ok(()));
     ledger.unlock(&t, "a1").await.expect("unlocking a lock no longer held is a no-op");
     assert_eq!(ledger.head(&t).await.expect("head").lock.map(|l| l.attempt), Some("a1-redelivered".into()));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_verification_claim_is_taken_once_retaken_by_its_own_retry_and_given_back_only_by_its_holder() {
-    let emulator = Emulator::start();
-    let ledger = ledger(&emulator).await;
+async fn a_verification_claim_is_taken_once_retaken_by_its_own_retry_and_given_back_only_by_its_holder(
+    ledger: &impl Ledger,
+) {
     let t = target("api");
-    let d = recorded(&ledger, &t, "sha256:aaaa", State::InProgress).await;
+    let d = recorded(ledger, &t, "sha256:aaaa", State::InProgress).await;
 
     let now = at(200);
     let (mine, theirs) = (Claim { by: "mine".into(), until: at(560) }, Claim { by: "theirs".into(), until: at(560) });
@@ -234,12 +220,11 @@ async fn a_verification_claim_is_taken_once_retaken_by_its_own_retry_and_given_b
     assert_eq!(claim(&mine, at(561)).await, Ok(true), "taken over after the claim lapsed");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_rollback_claim_quarantines_once_and_is_taken_over_only_once_it_lapses_or_is_given_back() {
-    let emulator = Emulator::start();
-    let ledger = ledger(&emulator).await;
+async fn a_rollback_claim_quarantines_once_and_is_taken_over_only_once_it_lapses_or_is_given_back(
+    ledger: &impl Ledger,
+) {
     let t = target("api");
-    let d = recorded(&ledger, &t, "sha256:bad", State::Failed).await;
+    let d = recorded(ledger, &t, "sha256:bad", State::Failed).await;
 
     let rolling = Deployment { state: State::RollingBack, ..d.clone() };
     let (first, second) = (Claim { by: "first".into(), until: at(265) }, Claim { by: "second".into(), until: at(400) });
@@ -262,12 +247,9 @@ async fn a_rollback_claim_quarantines_once_and_is_taken_over_only_once_it_lapses
     assert_eq!(claim(&Claim { by: "late".into(), until: at(2000) }, at(1000)).await, Ok(false));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_write_repeated_after_it_took_effect_is_done_and_no_other_write_passes_for_it() {
-    let emulator = Emulator::start();
-    let ledger = ledger(&emulator).await;
+async fn a_write_repeated_after_it_took_effect_is_done_and_no_other_write_passes_for_it(ledger: &impl Ledger) {
     let t = target("api");
-    let d = recorded(&ledger, &t, "sha256:aaaa", State::InProgress).await;
+    let d = recorded(ledger, &t, "sha256:aaaa", State::InProgress).await;
 
     let failed = Deployment { state: State::Failed, updated_at: at(200), ..d.clone() };
     let from = [State::InProgress, State::Verifying];
@@ -282,12 +264,9 @@ async fn a_write_repeated_after_it_took_effect_is_done_and_no_other_write_passes
     assert_eq!(ledger.history(&t, 10).await.expect("history")[0], failed);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failed_write_repeated_after_the_rollback_moved_the_record_on_is_done() {
-    let emulator = Emulator::start();
-    let ledger = ledger(&emulator).await;
+async fn a_failed_write_repeated_after_the_rollback_moved_the_record_on_is_done(ledger: &impl Ledger) {
     let t = target("api");
-    let d = recorded(&ledger, &t, "sha256:aaaa", State::InProgress).await;
+    let d = recorded(ledger, &t, "sha256:aaaa", State::InProgress).await;
 
     let failed = Deployment { state: State::Failed, updated_at: at(200), ..d.clone() };
     let from = [State::InProgress, State::Verifying];
@@ -304,10 +283,7 @@ async fn a_failed_write_repeated_after_the_rollback_moved_the_record_on_is_done(
     assert_eq!(ledger.history(&t, 10).await.expect("history")[0].state, State::RollingBack);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn history_pages_follow_each_other_newest_first_without_gaps() {
-    let emulator = Emulator::start();
-    let ledger = ledger(&emulator).await;
+async fn history_pages_follow_each_other_newest_first_without_gaps(ledger: &impl Ledger) {
     let t = target("api");
     let mut ids = Vec::new();
     for i in 0..5u64 {
@@ -349,3 +325,38 @@ async fn a_record_with_an_unknown_origin_is_an_error_not_taken_for_ferrys() {
     let read = ledger.deployment(&t, &d.id).await;
     assert!(matches!(&read, Err(e) if e.to_string().contains("unknown origin \"martian\"")), "{read:?}");
 }
+
+/// Each case once against DynamoDB (on the emulator) and once in memory.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $case() {
+                    let emulator = ferry_tests::Emulator::start();
+                    super::$case(&super::ledger(&emulator).await).await;
+                }
+            )*
+        }
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(&ferry::fakes::MemoryLedger::default()).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    conditional_writes_refuse_what_admit_refuses_and_never_move_backwards,
+    a_record_keeps_every_field_through_the_ledger,
+    a_quarantined_digest_is_refused_until_released_or_overtaken,
+    only_the_attempt_holding_the_lock_gives_it_up_and_the_record_stays_pending,
+    a_verification_claim_is_taken_once_retaken_by_its_own_retry_and_given_back_only_by_its_holder,
+    a_rollback_claim_quarantines_once_and_is_taken_over_only_once_it_lapses_or_is_given_back,
+    a_write_repeated_after_it_took_effect_is_done_and_no_other_write_passes_for_it,
+    a_failed_write_repeated_after_the_rollback_moved_the_record_on_is_done,
+    history_pages_follow_each_other_newest_first_without_gaps,
+);
