@@ -46,8 +46,8 @@ def storm_config(services: int) -> str:
 
 
 def state_machine() -> dict[str, set[str]]:
-    """`State::next` of shared/src/model.rs: the states each state may move to."""
-    source = (REPO / "shared" / "src" / "model.rs").read_text()
+    """`State::next` of shared/core/src/model.rs: the states each state may move to."""
+    source = (REPO / "shared" / "core" / "src" / "model.rs").read_text()
     body = source[source.index("pub fn next(self)"):source.index("pub fn can_become")]
     words = {"InProgress": "IN_PROGRESS", "RollingBack": "ROLLING_BACK", "RolledBack": "ROLLED_BACK",
              "RollbackFailed": "ROLLBACK_FAILED"}

@@ -973,7 +973,8 @@ async fn a_rollback_whose_completion_was_recorded_with_its_answer_lost_is_settle
     assert_eq!(w.record(&id).state, State::RolledBack, "not left ROLLING_BACK for good");
     let told: Vec<State> = w.notifier.sent().iter().map(|n| n.deployment.state).collect();
     assert_eq!(told, [State::RolledBack], "told once");
-    // A third delivery changes nothing and says nothing.
+    // A third delivery, a minute later, changes nothing and says nothing.
+    w.clock.advance(Duration::from_secs(60));
     assert!(matches!(
         w.verify(completed("shop-staging-api", &ecs_rollback)).await,
         Ok(VerifyOutcome::Unchanged { .. })
@@ -1099,4 +1100,67 @@ async fn an_event_naming_the_service_by_an_old_format_arn_is_matched_to_its_targ
     let mut other = completed("shop-staging-api", "ecs-svc/999");
     other["resources"] = serde_json::json!(["arn:aws:ecs:ap-southeast-1:123456789012:service/billing-api"]);
     assert!(matches!(w.verify(other).await, Ok(VerifyOutcome::Ignored(_))));
+}
+
+#[tokio::test]
+async fn ferrys_own_rollback_reported_before_it_was_recorded_is_adopted_not_taken_for_ecss() {
+    let w = World::new(vec![ok("ok"), ok("ok")]);
+    let api = target("shop-staging-api");
+    let good = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.complete(&api);
+    assert!(matches!(w.verify(completed("shop-staging-api", &good)).await, Ok(VerifyOutcome::Succeeded { .. })));
+    let bad = w.deploy("shop/api", "staging-bbbbbbbb", 2).await;
+    // ECS would roll back a failure of its own; this one failed Ferry's smoke test instead.
+    w.ecs.set_rollbacks(&api, Some((true, true)), &[]);
+    // The rollback function claimed it, wrote its own record, updated the service, and died.
+    let d = Deployment { state: State::RollingBack, ..w.record(&bad) };
+    assert!(w.ledger.transition(&d, &[State::InProgress], HeadChange::Quarantine).await.expect("claim"));
+    let good_revision = w.record(&good).task_definition.expect("revision");
+    let rollback = Deployment {
+        id: format!("20261116T020100Z-rollback-{}", d.id),
+        state: State::Pending,
+        origin: Origin::Rollback,
+        rolls_back: Some(d.id.clone()),
+        ecs_deployment_id: None,
+        previous_task_definition: d.task_definition.clone(),
+        task_definition: Some(good_revision.clone()),
+        ..w.record(&good)
+    };
+    assert!(w.ledger.record_external(&rollback, HeadChange::None).await.expect("rollback record"));
+    let service = w.ecs.service(&api).await.expect("service");
+    let ecs_id = w.ecs.update_service(&api, &service, &good_revision).await.expect("update");
+
+    let progress = w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &ecs_id)).await;
+    assert_eq!(
+        progress,
+        Ok(VerifyOutcome::External {
+            deployment: rollback.id.clone(),
+            origin: Origin::Rollback,
+            state: State::InProgress
+        })
+    );
+    assert!(w.ledger.records().iter().all(|r| r.origin != Origin::EcsRollback), "not recorded as ECS's rollback");
+    w.ecs.complete(&api);
+    w.verify(completed("shop-staging-api", &ecs_id)).await.expect("completed");
+    assert_eq!(w.record(&ecs_id).state, State::Succeeded);
+    assert_eq!(w.record(&bad).state, State::RolledBack);
+}
+
+#[tokio::test]
+async fn an_unknown_rollout_is_not_judged_while_the_service_cannot_be_read() {
+    let w = World::new(vec![ok("ok")]);
+    let api = target("shop-staging-api");
+    let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.set_rollbacks(&api, Some((true, true)), &[]);
+    let ecs_rollback = w.ecs.fail_primary(&api).expect("the breaker rolls back");
+    let ev = ecs_event("ecs-deployment-circuit-breaker-rollback.json", "shop-staging-api", &ecs_rollback);
+    w.ecs.fail("DescribeServices", EcsError::Transient("ThrottlingException".into()));
+    assert!(w.verify(ev.clone()).await.is_err(), "retried, not guessed");
+    assert_eq!(w.ledger.records().len(), 1, "nothing recorded of ECS's rollback yet");
+    assert_eq!(w.record(&id).state, State::InProgress);
+
+    w.ecs.heal("DescribeServices");
+    let outcome = w.verify(ev).await;
+    assert!(matches!(outcome, Ok(VerifyOutcome::External { origin: Origin::EcsRollback, .. })), "{outcome:?}");
+    assert_eq!(w.record(&id).state, State::Failed);
 }

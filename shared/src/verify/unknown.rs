@@ -79,9 +79,14 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         if let Some(d) = history.iter().find(|d| d.is_rollout_id(&ev.deployment_id)) {
             return self.dispatch(d.clone(), ev, invocation).await;
         }
-        let service = self.ecs.service(&target).await.ok();
+        let service = match self.ecs.service(&target).await {
+            Ok(service) => Some(service),
+            // Whether ECS is rolling back cannot be told without it: the redelivery looks again.
+            Err(EcsError::Transient(e)) => return Err(Retryable(e)),
+            Err(_) => None,
+        };
         let undone = match &service {
-            Some(service) => self.ecs_rolls_back(&target, ev, service).await?,
+            Some(service) => self.ecs_rolls_back(&target, ev, service, &history).await?,
             None => None,
         };
         if undone.is_none() {
@@ -121,12 +126,14 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
     /// active one and still open (or failed, or waiting for this rollback), and `ev` runs the
     /// revision that deployment replaced, or ECS failed that deployment (then its next one is
     /// the rollback, even before the API shows which revision it runs). Decided from settings and
-    /// deployments, never from the wording of the event.
+    /// deployments, never from the wording of the event. Never while Ferry's own rollback of
+    /// that deployment (in `history`) waits for its rollout.
     pub(super) async fn ecs_rolls_back(
         &self,
         target: &Target,
         ev: &EcsDeploymentEvent,
         service: &ServiceInfo,
+        history: &[Deployment],
     ) -> Result<Option<Deployment>, Retryable> {
         if !service.rollbacks.any() {
             return Ok(None);
@@ -135,6 +142,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         let Some(d) = self.ledger.deployment(target, &active).await? else { return Ok(None) };
         let open = matches!(d.state, State::InProgress | State::Verifying | State::Failed | State::RollingBack);
         if d.origin != Origin::Ferry || !open || d.is_rollout_id(&ev.deployment_id) {
+            return Ok(None);
+        }
+        let ferrys = |r: &Deployment| {
+            r.origin == Origin::Rollback && r.state == State::Pending && r.rolls_back.as_deref() == Some(d.id.as_str())
+        };
+        if history.iter().any(ferrys) {
             return Ok(None);
         }
         let failed = d.failed_by_ecs() || d.ecs_deployment_id.as_ref().is_some_and(|id| service.failed.contains(id));
