@@ -480,14 +480,14 @@ def test_every_function_binary_of_the_workspace_is_deployed_and_only_those() -> 
 
 
 def test_the_timeout_leaves_room_for_the_longest_migration() -> None:
-    config = (REPO / "shared" / "core" / "src" / "config.rs").read_text()
+    config = (REPO / "shared" / "core" / "src" / "config" / "mod.rs").read_text()
     longest = int(re.search(r"MAX_MIGRATION_SECONDS: u64 = (\d+);", config).group(1))
     timeout = deploy_function()["Properties"]["Timeout"]
     assert timeout == 900 and timeout >= longest + 120
 
 
 def test_verify_has_time_for_the_longest_smoke_test_and_ends_before_its_claim_lapses() -> None:
-    config = (REPO / "shared" / "core" / "src" / "config.rs").read_text()
+    config = (REPO / "shared" / "core" / "src" / "config" / "mod.rs").read_text()
     smoke = int(re.search(r"MAX_SMOKE_SECONDS: u64 = (\d+);", config).group(1))
     verify = (REPO / "shared" / "src" / "verify" / "mod.rs").read_text()
     factors = re.search(r"claim: Duration::from_secs\(\s*(\d+(?:\s*\*\s*\d+)*)\s*\)", verify).group(1)
@@ -504,7 +504,7 @@ def test_rollback_has_time_for_its_worst_case_of_retried_calls_and_ends_before_i
     timeout = function("rollback")["Properties"]["Timeout"]
     aws = (REPO / "shared" / "src" / "adapters" / "aws.rs").read_text()
     attempt = int(re.search(r"REQUEST_TIMEOUT: Duration = Duration::from_secs\((\d+)\);", aws).group(1))
-    rollback = (REPO / "shared" / "src" / "rollback.rs").read_text()
+    rollback = (REPO / "shared" / "src" / "rollback" / "mod.rs").read_text()
     claim = 60 * int(re.search(r"claim: Duration::from_secs\((\d+) \* 60\)", rollback).group(1))
     lock_wait = 60 * int(re.search(r"lock_wait: Duration::from_secs\((\d+) \* 60\)", rollback).group(1))
     assert lock_wait + 12 * 3 * attempt <= timeout < claim, (lock_wait, timeout, claim)

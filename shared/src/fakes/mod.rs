@@ -1,0 +1,178 @@
+//! In-memory ports for handler tests. They keep the same rules as the real adapters
+//! (the ledger admits with [`Head::admit`] and only moves records forward), and record
+//! every call so tests can assert what happened and what did not.
+//!
+//! [`Head::admit`]: crate::model::Head::admit
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::Deployment;
+use crate::notify::Notification;
+use crate::ports::{
+    BusError, Clock, EventBus, HealthProbe, Image, Notifier, NotifyError, ProbeResponse, Registry, RegistryError,
+};
+
+mod ecs;
+mod ledger;
+
+pub use ecs::{FakeBalancers, FakeEcs, FakeService};
+pub use ferry_core::testing::{repo_root, sample_event};
+pub use ledger::MemoryLedger;
+
+/// An invocation of `function`, each one's own (as Lambda's request ids are), with no
+/// deadline: a test's calls are never stopped.
+pub fn invocation(function: &str) -> crate::invocation::Invocation {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::invocation::Invocation { attempt: format!("{function}-{n}"), deadline: None }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A clock that only moves when slept on.
+#[derive(Debug)]
+pub struct FakeClock(Mutex<DateTime<Utc>>);
+
+impl FakeClock {
+    pub fn at(now: DateTime<Utc>) -> Self {
+        FakeClock(Mutex::new(now))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut now = lock(&self.0);
+        *now += by;
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> DateTime<Utc> {
+        *lock(&self.0)
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        self.advance(duration);
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Keeps every notification; can be made to fail.
+#[derive(Debug, Default)]
+pub struct RecordingNotifier {
+    sent: Mutex<Vec<Notification>>,
+    failing: Mutex<Option<String>>,
+}
+
+impl RecordingNotifier {
+    pub fn sent(&self) -> Vec<Notification> {
+        lock(&self.sent).clone()
+    }
+
+    pub fn fail_with(&self, error: Option<&str>) {
+        *lock(&self.failing) = error.map(str::to_string);
+    }
+}
+
+impl Notifier for RecordingNotifier {
+    async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+        if let Some(e) = lock(&self.failing).clone() {
+            return Err(NotifyError(e));
+        }
+        lock(&self.sent).push(n.clone());
+        Ok(())
+    }
+}
+
+/// Keeps every "Deployment Failed" event; can be made to fail.
+#[derive(Debug, Default)]
+pub struct RecordingBus {
+    sent: Mutex<Vec<Deployment>>,
+    failing: Mutex<bool>,
+}
+
+impl RecordingBus {
+    pub fn sent(&self) -> Vec<Deployment> {
+        lock(&self.sent).clone()
+    }
+
+    pub fn fail(&self, failing: bool) {
+        *lock(&self.failing) = failing;
+    }
+}
+
+impl EventBus for RecordingBus {
+    async fn deployment_failed(&self, d: &Deployment) -> Result<(), BusError> {
+        if *lock(&self.failing) {
+            return Err(BusError("ThrottlingException".into()));
+        }
+        lock(&self.sent).push(d.clone());
+        Ok(())
+    }
+}
+
+/// ECR in memory: repository → its tagged images; every read is counted.
+#[derive(Debug, Default)]
+pub struct MemoryRegistry {
+    images: Mutex<BTreeMap<String, Vec<Image>>>,
+    reads: Mutex<usize>,
+}
+
+impl MemoryRegistry {
+    pub fn add(&self, repository: &str, image: Image) {
+        lock(&self.images).entry(repository.to_string()).or_default().push(image);
+    }
+
+    pub fn reads(&self) -> usize {
+        *lock(&self.reads)
+    }
+}
+
+impl Registry for MemoryRegistry {
+    async fn images(&self, repository: &str) -> Result<Vec<Image>, RegistryError> {
+        *lock(&self.reads) += 1;
+        lock(&self.images)
+            .get(repository)
+            .cloned()
+            .ok_or_else(|| RegistryError::Missing(format!("RepositoryNotFoundException: {repository}")))
+    }
+
+    async fn pushed_at(&self, repository: &str, _: &str, digest: &str) -> Result<Option<DateTime<Utc>>, RegistryError> {
+        let images = self.images(repository).await?;
+        Ok(images.into_iter().find(|i| i.digest == digest).map(|i| i.pushed_at))
+    }
+}
+
+/// Answers health checks from a script: each GET takes the next answer (the last repeats).
+#[derive(Debug, Default)]
+pub struct ScriptedProbe {
+    answers: Mutex<Vec<Result<ProbeResponse, String>>>,
+    requests: Mutex<Vec<(String, Duration)>>,
+}
+
+impl ScriptedProbe {
+    pub fn answering(answers: Vec<Result<ProbeResponse, String>>) -> Self {
+        ScriptedProbe { answers: Mutex::new(answers), requests: Mutex::default() }
+    }
+
+    /// Every request made: URL and timeout.
+    pub fn requests(&self) -> Vec<(String, Duration)> {
+        lock(&self.requests).clone()
+    }
+}
+
+impl HealthProbe for ScriptedProbe {
+    async fn get(&self, url: &str, timeout: Duration) -> Result<ProbeResponse, String> {
+        lock(&self.requests).push((url.to_string(), timeout));
+        let mut answers = lock(&self.answers);
+        match answers.len() {
+            0 => Err("no answer scripted".into()),
+            1 => answers[0].clone(),
+            _ => answers.remove(0),
+        }
+    }
+}
