@@ -14,7 +14,7 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Migration};
-use crate::event::{DeployEvent, Received, parse_deploy_event};
+use crate::event::{DeployEvent, parse_deploy_event};
 use crate::model::{Deployment, Push, Refusal, State};
 use crate::notify::Notification;
 use crate::plan::{Plan, TargetPlan, plan};
@@ -22,8 +22,8 @@ use crate::ports::{
     Begin, Clock, Ecs, EcsError, Finish, Ledger, Notifier, Registry, RegistryError, Revision, ServiceInfo,
 };
 
-use crate::invocation::update_service;
 pub use crate::invocation::{Invocation, LEASE, Retryable};
+use crate::invocation::{Unacted, receive, update_service};
 
 /// Timings of the deploy handler.
 #[derive(Debug, Clone)]
@@ -141,23 +141,15 @@ impl From<EcsError> for Stop {
 impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N, C, R> {
     /// Handles one EventBridge event. `Err` only for what a retry can fix.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<Outcome, Retryable> {
-        let push = match parse_deploy_event(event) {
-            Ok(Received::Act(DeployEvent::Push(push))) => push,
-            Ok(Received::Act(DeployEvent::Reconcile { account })) if self.config.is_home(&account) => {
+        let push = match receive(parse_deploy_event(event)) {
+            Ok(DeployEvent::Push(push)) => push,
+            Ok(DeployEvent::Reconcile { account }) if self.config.is_home(&account) => {
                 return self.reconcile(invocation, false).await.map(Outcome::Reconciled);
             }
-            Ok(Received::Act(DeployEvent::Reconcile { account })) => {
+            Ok(DeployEvent::Reconcile { account }) => {
                 return Ok(rejected(format!("a reconciliation schedule of account {account}, not Ferry's")));
             }
-            Ok(Received::Ignored(why)) => {
-                info!(reason = %why, "event ignored");
-                return Ok(Outcome::Ignored(why));
-            }
-            Ok(Received::Rejected(why)) => return Ok(rejected(why)),
-            Err(malformed) => {
-                warn!(error = %malformed, "malformed event acknowledged without action");
-                return Ok(Outcome::Ignored(malformed.to_string()));
-            }
+            Err(unacted) => return Ok(unacted.into()),
         };
         info!(event = %push.event_id, repository = %push.repository, tag = %push.tag, digest = %push.digest, "push received");
         if !self.config.takes_pushes_from(&push.registry_account) {
@@ -474,8 +466,16 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
 }
 
 fn rejected(why: String) -> Outcome {
-    warn!(reason = %why, "event rejected");
-    Outcome::Rejected(why)
+    Unacted::rejected(why).into()
+}
+
+impl From<Unacted> for Outcome {
+    fn from(unacted: Unacted) -> Self {
+        match unacted {
+            Unacted::Ignored(why) => Outcome::Ignored(why),
+            Unacted::Rejected(why) => Outcome::Rejected(why),
+        }
+    }
 }
 
 enum Acquired {

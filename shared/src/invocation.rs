@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::event::{MalformedEvent, Received};
 use crate::ports::{Claim, Clock, Ecs, EcsError, LedgerError, ServiceInfo};
 
 /// How long a target's lock is held at most: longer than any Ferry function runs (the deploy
@@ -15,6 +16,39 @@ pub const LEASE: Duration = Duration::from_secs(16 * 60);
 /// How long after its invocation's deadline a lock or claim lapses: Lambda's own retries come
 /// a minute or more after the deadline.
 const LAPSE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Why an event is acknowledged without action: nothing in it for this function (ignored),
+/// or not to be trusted (rejected). Each function's outcome has both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unacted {
+    Ignored(String),
+    Rejected(String),
+}
+
+impl Unacted {
+    /// A rejected event, logged as a warning.
+    pub fn rejected(why: String) -> Unacted {
+        warn!(reason = %why, "event rejected");
+        Unacted::Rejected(why)
+    }
+}
+
+/// The event a handler acts on, or why it does not, logged the same way for every function
+/// (a malformed event is acknowledged: a retry cannot mend it).
+pub fn receive<T>(parsed: Result<Received<T>, MalformedEvent>) -> Result<T, Unacted> {
+    match parsed {
+        Ok(Received::Act(event)) => Ok(event),
+        Ok(Received::Ignored(why)) => {
+            info!(reason = %why, "event ignored");
+            Err(Unacted::Ignored(why))
+        }
+        Ok(Received::Rejected(why)) => Err(Unacted::rejected(why)),
+        Err(malformed) => {
+            warn!(error = %malformed, "malformed event acknowledged without action");
+            Err(Unacted::Ignored(malformed.to_string()))
+        }
+    }
+}
 
 /// A failure a retry can fix: returned as the function's error so EventBridge redelivers
 /// the event. Targets already handled are recognised as duplicates then.

@@ -21,8 +21,8 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::event::{Received, RollbackTrigger, parse_rollback_trigger};
-use crate::invocation::{Invocation, Retryable};
+use crate::event::{RollbackTrigger, parse_rollback_trigger};
+use crate::invocation::{Invocation, Retryable, Unacted, receive};
 use crate::lookup;
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::Notification;
@@ -122,17 +122,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
     /// Handles one EventBridge event; one outcome per target it concerns. `Err` only for
     /// what a retry can fix.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<Vec<RollbackOutcome>, Retryable> {
-        let trigger = match parse_rollback_trigger(event) {
-            Ok(Received::Act(trigger)) => trigger,
-            Ok(Received::Ignored(why)) => {
-                info!(reason = %why, "event ignored");
-                return Ok(vec![RollbackOutcome::Ignored(why)]);
-            }
-            Ok(Received::Rejected(why)) => return Ok(vec![rejected(why)]),
-            Err(malformed) => {
-                warn!(error = %malformed, "malformed event acknowledged without action");
-                return Ok(vec![RollbackOutcome::Ignored(malformed.to_string())]);
-            }
+        let trigger = match receive(parse_rollback_trigger(event)) {
+            Ok(trigger) => trigger,
+            Err(unacted) => return Ok(vec![unacted.into()]),
         };
         if let Some(why) = self.distrust(&trigger) {
             return Ok(vec![rejected(why)]);
@@ -371,6 +363,14 @@ fn quarantine(d: &Deployment) -> HeadChange {
 }
 
 fn rejected(why: String) -> RollbackOutcome {
-    warn!(reason = %why, "event rejected");
-    RollbackOutcome::Rejected(why)
+    Unacted::rejected(why).into()
+}
+
+impl From<Unacted> for RollbackOutcome {
+    fn from(unacted: Unacted) -> Self {
+        match unacted {
+            Unacted::Ignored(why) => RollbackOutcome::Ignored(why),
+            Unacted::Rejected(why) => RollbackOutcome::Rejected(why),
+        }
+    }
 }

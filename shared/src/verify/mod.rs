@@ -13,8 +13,8 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::event::{EcsDeploymentEvent, EcsEventKind, Received, VerifyEvent, parse_verify_event};
-use crate::invocation::{Invocation, Retryable};
+use crate::event::{EcsDeploymentEvent, EcsEventKind, VerifyEvent, parse_verify_event};
+use crate::invocation::{Invocation, Retryable, Unacted, receive};
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::Notification;
 use crate::ports::{Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, LoadBalancers, Notifier};
@@ -115,23 +115,15 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
 {
     /// Handles one EventBridge event. `Err` only for what a retry can fix.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<VerifyOutcome, Retryable> {
-        let ev = match parse_verify_event(event) {
-            Ok(Received::Act(VerifyEvent::Ecs(ev))) => ev,
-            Ok(Received::Act(VerifyEvent::Sweep { account })) if self.config.is_home(&account) => {
+        let ev = match receive(parse_verify_event(event)) {
+            Ok(VerifyEvent::Ecs(ev)) => ev,
+            Ok(VerifyEvent::Sweep { account }) if self.config.is_home(&account) => {
                 return self.sweep(invocation).await.map(VerifyOutcome::Swept);
             }
-            Ok(Received::Act(VerifyEvent::Sweep { account })) => {
+            Ok(VerifyEvent::Sweep { account }) => {
                 return Ok(rejected(format!("a sweep schedule of account {account}, not Ferry's")));
             }
-            Ok(Received::Ignored(why)) => {
-                info!(reason = %why, "event ignored");
-                return Ok(VerifyOutcome::Ignored(why));
-            }
-            Ok(Received::Rejected(why)) => return Ok(rejected(why)),
-            Err(malformed) => {
-                warn!(error = %malformed, "malformed event acknowledged without action");
-                return Ok(VerifyOutcome::Ignored(malformed.to_string()));
-            }
+            Err(unacted) => return Ok(unacted.into()),
         };
         if !self.config.knows_account(&ev.account) {
             return Ok(rejected(format!(
@@ -299,7 +291,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
     /// recorded; a rollback overtaken so leaves the deployment it undid ROLLED_BACK all the
     /// same. (A burst of pushes leaves many SKIPPED records in between: look far enough back.)
     async fn supersede_older(&self, d: &Deployment) -> Result<(), Retryable> {
-        for older in self.ledger.history(&d.target, 100).await? {
+        for older in self.ledger.history(&d.target, crate::lookup::PAGE).await? {
             let before = if older.origin == Origin::Ferry { older.id < d.id } else { older.created_at < d.created_at };
             if older.id == d.id || !before || !matches!(older.state, State::InProgress | State::Verifying) {
                 continue;
@@ -397,8 +389,16 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
 }
 
 fn rejected(why: String) -> VerifyOutcome {
-    warn!(reason = %why, "event rejected");
-    VerifyOutcome::Rejected(why)
+    Unacted::rejected(why).into()
+}
+
+impl From<Unacted> for VerifyOutcome {
+    fn from(unacted: Unacted) -> Self {
+        match unacted {
+            Unacted::Ignored(why) => VerifyOutcome::Ignored(why),
+            Unacted::Rejected(why) => VerifyOutcome::Rejected(why),
+        }
+    }
 }
 
 fn describe(ev: &EcsDeploymentEvent) -> String {

@@ -14,7 +14,7 @@ use crate::ports::{
 
 /// How far back a target's history is searched for the record of an ECS deployment the
 /// GSI does not know (yet).
-pub(super) const UNKNOWN_HISTORY: usize = 100;
+pub(super) const UNKNOWN_HISTORY: usize = crate::lookup::PAGE;
 
 /// Whether the invocation that wrote PENDING record `d` may still be at work on it: it was
 /// written less than a lock's lease ago, and no Ferry function runs that long.
