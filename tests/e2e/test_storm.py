@@ -138,7 +138,10 @@ def test_a_thousand_shuffled_and_duplicated_events_cause_no_double_effect_no_bac
         succeeded = [r for r in rs if r["origin"] == "ferry" and r["state"] == "SUCCEEDED"]
         if succeeded:
             newest = max(succeeded, key=lambda r: index[r["digest"]])
-            assert world.live_images(world.target(service))["app"] == world.image(newest["repository"], newest["digest"])
+            story = [(index.get(r["digest"]), r["state"], r["origin"], r.get("ecs_deployment_id"), r.get("reason"))
+                     for r in sorted(rs, key=lambda r: (r["created_at"], r["id"]))]
+            assert world.live_images(world.target(service))["app"] == world.image(
+                newest["repository"], newest["digest"]), f"{service}: not on its newest verified push: {story}"
             assert not [r for r in rs if r["origin"] == "ferry" and r["state"] in ("SUCCEEDED", "IN_PROGRESS")
                         and index[r["digest"]] > index[newest["digest"]]]
 

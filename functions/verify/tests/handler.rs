@@ -1164,3 +1164,51 @@ async fn an_unknown_rollout_is_not_judged_while_the_service_cannot_be_read() {
     assert!(matches!(outcome, Ok(VerifyOutcome::External { origin: Origin::EcsRollback, .. })), "{outcome:?}");
     assert_eq!(w.record(&id).state, State::Failed);
 }
+
+#[tokio::test]
+async fn a_push_that_starts_while_a_rollback_is_verified_is_not_superseded_by_it() {
+    let w = World::new(vec![ok("ok")]);
+    let api = target("shop-staging-api");
+    let good = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.complete(&api);
+    w.verify(completed("shop-staging-api", &good)).await.expect("good verified");
+    let bad = w.deploy("shop/api", "staging-bbbbbbbb", 2).await;
+    // A minute later Ferry rolls the bad push back (pushes are named by their push time,
+    // rollbacks by when they were made); ECS completes the rollback's rollout.
+    w.clock.advance(Duration::from_secs(60));
+    let d = Deployment { state: State::RollingBack, ..w.record(&bad) };
+    assert!(w.ledger.transition(&d, &[State::InProgress], HeadChange::Quarantine).await.expect("claim"));
+    let good_revision = w.record(&good).task_definition.expect("revision");
+    let rollback = Deployment {
+        id: format!("{}-rollback-{}", w.clock.now().format("%Y%m%dT%H%M%SZ"), d.id),
+        state: State::Pending,
+        origin: Origin::Rollback,
+        rolls_back: Some(d.id.clone()),
+        ecs_deployment_id: None,
+        task_definition: Some(good_revision.clone()),
+        created_at: w.clock.now(),
+        updated_at: w.clock.now(),
+        ..w.record(&good)
+    };
+    assert!(w.ledger.record_external(&rollback, HeadChange::None).await.expect("rollback record"));
+    let service = w.ecs.service(&api).await.expect("service");
+    let ecs_rollback = w.ecs.update_service(&api, &service, &good_revision).await.expect("update");
+    w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &ecs_rollback)).await.expect("adopted");
+    w.ecs.complete(&api);
+    let rolled_back = w.ecs.service_of(&api).expect("service").deployments;
+    // A push that waited for the rollback's lock starts its rollout while the rollback's
+    // smoke test runs: its record is newer than the rollback's, its push time older.
+    w.clock.advance(Duration::from_secs(1));
+    let newer = w.deploy("shop/api", "staging-cccccccc", 3).await;
+    let pushed = w.ecs.service_of(&api).expect("service").deployments;
+    w.ecs.set_deployments(&api, rolled_back);
+    w.ecs.after_reads(&api, 1, pushed);
+
+    w.verify(completed("shop-staging-api", &ecs_rollback)).await.expect("rollback verified");
+    assert_eq!(w.record(&ecs_rollback).state, State::Succeeded);
+    assert_eq!(w.record(&bad).state, State::RolledBack);
+    assert_eq!(w.record(&newer).state, State::InProgress, "the newer push's rollout runs on");
+    w.ecs.complete(&api);
+    let done = w.verify(completed("shop-staging-api", &newer)).await;
+    assert!(matches!(done, Ok(VerifyOutcome::Succeeded { .. })), "{done:?}");
+}

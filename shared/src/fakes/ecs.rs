@@ -24,6 +24,8 @@ pub struct FakeService {
     pub breaker: Option<(bool, bool)>,
     /// Deployment alarms ECS watches with rollback.
     pub alarm_rollback: Vec<String>,
+    /// Deployments that replace `deployments` after this many more DescribeServices reads.
+    pub later: Option<(u32, Vec<EcsDeployment>)>,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +80,7 @@ impl FakeEcs {
                 alarm_rollback: Vec::new(),
                 target_groups: Vec::new(),
                 addresses: HashMap::new(),
+                later: None,
             },
         );
         arn
@@ -145,6 +148,14 @@ impl FakeEcs {
         }
     }
 
+    /// The service's deployments become `deployments` once it has been read `reads` more
+    /// times: a rollout that starts while a handler is at work (say, during a smoke test).
+    pub fn after_reads(&self, target: &Target, reads: u32, deployments: Vec<EcsDeployment>) {
+        if let Some(s) = lock(&self.0).services.get_mut(&service_key(target)) {
+            s.later = Some((reads, deployments));
+        }
+    }
+
     pub fn service_of(&self, target: &Target) -> Option<FakeService> {
         lock(&self.0).services.get(&service_key(target)).cloned()
     }
@@ -203,9 +214,9 @@ impl FakeEcs {
 
 impl Ecs for FakeEcs {
     async fn service(&self, target: &Target) -> Result<ServiceInfo, EcsError> {
-        let w = self.call("DescribeServices", target)?;
-        let s = w.services.get(&service_key(target)).ok_or_else(|| EcsError::NotFound(target.service.clone()))?;
-        Ok(ServiceInfo {
+        let mut w = self.call("DescribeServices", target)?;
+        let s = w.services.get_mut(&service_key(target)).ok_or_else(|| EcsError::NotFound(target.service.clone()))?;
+        let info = ServiceInfo {
             task_definition: s.task_definition.clone(),
             primary: s.deployments.last().cloned(),
             deployment_controller: Some("ECS".into()),
@@ -216,7 +227,18 @@ impl Ecs for FakeEcs {
                 alarms: s.alarm_rollback.clone(),
             },
             settings: Default::default(),
-        })
+        };
+        if let Some((reads, deployments)) = s.later.take() {
+            match reads.checked_sub(1).filter(|left| *left > 0) {
+                Some(left) => s.later = Some((left, deployments)),
+                None => {
+                    s.task_definition =
+                        deployments.last().map_or(s.task_definition.clone(), |d| d.task_definition.clone());
+                    s.deployments = deployments;
+                }
+            }
+        }
+        Ok(info)
     }
 
     async fn register_revision(

@@ -127,12 +127,17 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
 
     /// A completed rollout Ferry did not start becomes what the head calls live, unless it
     /// runs the revision of Ferry's deployment live there (a `--force-new-deployment`): that
-    /// deployment stays live on record, with its alarm window and its digest.
+    /// deployment stays live on record, with its alarm window and its digest. Nor does it
+    /// take over from a deployment recorded after it (a push that waited for a rollback's
+    /// lock and started while the rollback was being verified).
     pub(super) async fn follows(&self, d: &Deployment) -> Result<HeadChange, Retryable> {
         let Some((active, _)) = self.ledger.head(&d.target).await?.active else { return Ok(HeadChange::Active) };
-        let same = self.ledger.deployment(&d.target, &active).await?.is_some_and(|live| {
-            live.origin == Origin::Ferry && live.task_definition.is_some() && live.task_definition == d.task_definition
+        let stays = self.ledger.deployment(&d.target, &active).await?.is_some_and(|live| {
+            let same = live.origin == Origin::Ferry
+                && live.task_definition.is_some()
+                && live.task_definition == d.task_definition;
+            same || (live.id != d.id && live.created_at > d.created_at)
         });
-        Ok(if same { HeadChange::None } else { HeadChange::Active })
+        Ok(if stays { HeadChange::None } else { HeadChange::Active })
     }
 }
