@@ -383,7 +383,7 @@ def test_the_stack_resources_are_granted_one_by_one(name: str, expected: dict[st
 
 @pytest.mark.parametrize("function", ["verify", "rollback"])
 def test_verify_and_rollback_query_the_table_and_only_the_index_they_use(function: str) -> None:
-    index = code_constant("shared/src/adapters/dynamodb.rs", "ECS_DEPLOYMENT_INDEX")
+    index = code_constant("shared/src/adapters/dynamodb/mod.rs", "ECS_DEPLOYMENT_INDEX")
     s = only_statement("dynamodb:Query", role=ROLES[function])
     # history: the table; by_ecs_deployment (an ECS event's deployment): the GSI, which IAM
     # authorises on its own ARN.
@@ -401,7 +401,7 @@ def test_only_verify_announces_failures() -> None:
 
 @pytest.mark.parametrize("bus", ["default", "ferry-events"])
 def test_verify_announces_on_the_configured_bus_only_and_only_as_ferry(bus: str) -> None:
-    source = code_constant("shared/core/src/event.rs", "EVENT_SOURCE")
+    source = code_constant("shared/core/src/event/mod.rs", "EVENT_SOURCE")
     s = only_statement("events:PutEvents", {**PARAMETERS, "EventBusName": bus}, ROLES["verify"])
     assert s["Resource"] == f"arn:aws:events:eu-west-1:123456789012:event-bus/{bus}"
     # events:source holds one value per entry of the request: every one must be Ferry's.
@@ -540,7 +540,7 @@ def test_logs_are_json_with_retention(logical: str, name: str) -> None:
 
 
 def test_the_ledger_table_is_the_one_the_adapter_uses() -> None:
-    code = (REPO / "shared" / "src" / "adapters" / "dynamodb.rs").read_text()
+    code = "".join(f.read_text() for f in sorted((REPO / "shared" / "src" / "adapters" / "dynamodb").glob("*.rs")))
     index = re.search(r'ECS_DEPLOYMENT_INDEX: &str = "([^"]+)"', code).group(1)
     table = template()["Resources"]["LedgerTable"]
     props = table["Properties"]
@@ -666,7 +666,7 @@ def ferry_event(detail_type: str) -> dict:
     """An event as Ferry puts it (EventBridgeBus, or `ferry rollback`): its source and detail-type."""
     return {
         "version": "0", "id": "e1", "detail-type": detail_type,
-        "source": code_constant("shared/core/src/event.rs", "EVENT_SOURCE"),
+        "source": code_constant("shared/core/src/event/mod.rs", "EVENT_SOURCE"),
         "account": "123456789012", "time": "2026-11-16T02:10:00Z", "region": "eu-west-1", "resources": [],
         "detail": {"deployment": "d1", "environment": "staging", "service": "shop-staging-api"},
     }
@@ -674,8 +674,8 @@ def ferry_event(detail_type: str) -> dict:
 
 @pytest.mark.parametrize("bus", ["default", "ferry-events"])
 def test_ferrys_own_events_reach_rollback_on_the_configured_bus_only(bus: str) -> None:
-    failed = ferry_event(code_constant("shared/core/src/event.rs", "DEPLOYMENT_FAILED"))
-    requested = ferry_event(code_constant("shared/core/src/event.rs", "ROLLBACK_REQUESTED"))
+    failed = ferry_event(code_constant("shared/core/src/event/mod.rs", "DEPLOYMENT_FAILED"))
+    requested = ferry_event(code_constant("shared/core/src/event/mod.rs", "ROLLBACK_REQUESTED"))
     for event in (failed, requested):
         assert reached(event, bus, configured_bus=bus) == {"rollback"}
         if bus != "default":
@@ -715,10 +715,10 @@ def test_deploy_and_verify_run_on_the_reconciliation_schedule_a_parameter() -> N
     assert iam.schedules(template(), {**PARAMETERS, "ReconcileSchedule": hourly}) == {"deploy": [hourly], "verify": [hourly]}
     # What the schedule sends: EventBridge's own "Scheduled Event", which the deploy function
     # takes as its reconciliation and verify as its sweep (SCHEDULED_SOURCE and
-    # SCHEDULED_EVENT in shared/core/src/event.rs).
+    # SCHEDULED_EVENT in shared/core/src/event/mod.rs).
     event = next(iter(deploy_function()["Properties"]["Events"][e] for e, v in deploy_function()["Properties"]["Events"].items() if v["Type"] == "Schedule"))
     assert "Input" not in event["Properties"] and "InputPath" not in event["Properties"], "delivered as is"
-    assert (code_constant("shared/core/src/event.rs", "SCHEDULED_SOURCE"), code_constant("shared/core/src/event.rs", "SCHEDULED_EVENT")) == ("aws.events", "Scheduled Event")
+    assert (code_constant("shared/core/src/event/mod.rs", "SCHEDULED_SOURCE"), code_constant("shared/core/src/event/mod.rs", "SCHEDULED_EVENT")) == ("aws.events", "Scheduled Event")
     scheduled = {"version": "0", "id": "s", "detail-type": "Scheduled Event", "source": "aws.events",
                  "account": "123456789012", "time": "2026-11-16T02:00:00Z", "region": "eu-west-1", "resources": [], "detail": {}}
     assert reached(scheduled, "default") == set(), "no event rule takes the schedule's events: only its own target does"
