@@ -9,6 +9,7 @@
 //!   ports so tests drive them with [`fakes`]; what they share about the invocation they run
 //!   in: [`invocation`]. The Lambda bootstrap is the `ferry-runtime` crate's.
 
+pub use deploy::reconcile;
 pub use ferry_core::{config, event, model, notify, plan, render, rules};
 
 pub mod adapters;
@@ -16,7 +17,6 @@ pub mod deploy;
 pub mod invocation;
 pub mod lookup;
 pub mod ports;
-pub mod reconcile;
 pub mod rollback;
 pub mod verify;
 
