@@ -24,7 +24,7 @@ use ferry::adapters::eventbridge::EventBridgeBus;
 use ferry::adapters::http::HttpProbe;
 use ferry::adapters::notifiers::Notifiers;
 use ferry::config::Config;
-use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome};
+use ferry::deploy::{DeployOutcome, DeploySettings, Deployer, Invocation};
 use ferry::model::{Deployment, State, Target};
 use ferry::plan::targets_of;
 use ferry::ports::{Ledger, SystemClock};
@@ -303,7 +303,7 @@ impl Ctx<'_> {
     }
 
     /// The deploy function's handler, run here with this operator's credentials, on `event`.
-    async fn handle(&self, event: Value) -> Result<Outcome, Failure> {
+    async fn handle(&self, event: Value) -> Result<DeployOutcome, Failure> {
         self.deployer(async |deployer, invocation| deployer.handle(event, &invocation).await).await
     }
 

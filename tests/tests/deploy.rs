@@ -6,7 +6,7 @@ mod common;
 
 use aws_sdk_ecs::types::{Tag, TaskDefinition};
 use common::{ACCOUNT, PROXY, REGION, World, comparable};
-use ferry::deploy::{Outcome, TargetOutcome};
+use ferry::deploy::{DeployOutcome, TargetOutcome};
 use ferry::model::State;
 use ferry::ports::Ledger;
 use ferry_tests::{recorded, save_recorded};
@@ -21,7 +21,7 @@ async fn an_ecr_push_deploys_the_digest_records_it_and_notifies_once() {
     let digest = event["detail"]["image-digest"].as_str().expect("digest").to_string();
 
     let outcome = w.deploy(&config, event.clone(), "attempt-1").await;
-    let Outcome::Deployed(targets) = &outcome else { panic!("{outcome:?}") };
+    let DeployOutcome::Deployed(targets) = &outcome else { panic!("{outcome:?}") };
     let [TargetOutcome::Started { ecs_deployment_id, .. }] = targets.as_slice() else { panic!("{outcome:?}") };
 
     // The service runs a new revision whose only change is the api image, pinned by digest.
@@ -83,7 +83,7 @@ async fn an_ecr_push_deploys_the_digest_records_it_and_notifies_once() {
     // The same event again: nothing changes, nothing is sent.
     let again = w.deploy(&config, event, "attempt-2").await;
     assert!(
-        matches!(&again, Outcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Duplicate { .. }])),
+        matches!(&again, DeployOutcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Duplicate { .. }])),
         "{again:?}"
     );
     assert_eq!(w.describe().await.task_definition, Some(new_arn));
@@ -105,7 +105,7 @@ async fn a_failing_migration_leaves_the_service_untouched() {
     let outcome = w.deploy(&config, event.clone(), "attempt-1").await;
     w.emulator.control("/_ferry/ecs/exit-codes", json!({"region": REGION, "exitCode": 0})).await;
 
-    let Outcome::Deployed(targets) = &outcome else { panic!("{outcome:?}") };
+    let DeployOutcome::Deployed(targets) = &outcome else { panic!("{outcome:?}") };
     let [TargetOutcome::Failed { reason, .. }] = targets.as_slice() else { panic!("{outcome:?}") };
     assert!(reason.contains("exited with code 1"), "{reason}");
     let after = w.describe().await;
@@ -126,7 +126,7 @@ async fn a_failing_migration_leaves_the_service_untouched() {
     let event = w.push("staging-cafef00d", &"d".repeat(64)).await;
     let outcome = w.deploy(&config, event, "attempt-2").await;
     assert!(
-        matches!(&outcome, Outcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
+        matches!(&outcome, DeployOutcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
         "{outcome:?}"
     );
     save_recorded("deploy", "migration", &recorded("deploy"));
@@ -141,7 +141,7 @@ async fn a_target_in_another_account_is_deployed_through_the_assumed_role() {
     let event = w.push("staging-0badf00d", &"e".repeat(64)).await;
     let outcome = w.deploy(&config, event, "attempt-1").await;
     assert!(
-        matches!(&outcome, Outcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
+        matches!(&outcome, DeployOutcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
         "{outcome:?}"
     );
 
@@ -168,7 +168,7 @@ async fn slack_down_is_recorded_without_the_webhook_and_never_fails_the_deployme
     let event = w.push("staging-5ac4d0a1", &"f".repeat(64)).await;
     let outcome = w.deploy(&config, event.clone(), "attempt-1").await;
     assert!(
-        matches!(&outcome, Outcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
+        matches!(&outcome, DeployOutcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
         "{outcome:?}"
     );
     assert_eq!(w.sink.hits("/slack"), 2, "retried once, briefly");
@@ -199,7 +199,7 @@ async fn reconciliation_finds_a_push_whose_event_never_came_and_deploys_it_once(
         "account": ACCOUNT, "time": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(), "region": REGION,
         "resources": [format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/ferry-reconcile")], "detail": {}});
     let outcome = w.deploy(&config, tick.clone(), "tick-1").await;
-    let Outcome::Reconciled(found) = &outcome else { panic!("{outcome:?}") };
+    let DeployOutcome::Reconciled(found) = &outcome else { panic!("{outcome:?}") };
     let [found] = found.as_slice() else { panic!("{found:?}") };
     assert_eq!((found.tag.as_str(), found.digest.as_str()), ("staging-00000002", lost_digest.as_str()));
     assert!(
@@ -214,12 +214,12 @@ async fn reconciliation_finds_a_push_whose_event_never_came_and_deploys_it_once(
     // The next run finds nothing to do, and the event arriving late after all is skipped.
     let again = w.deploy(&config, tick, "tick-2").await;
     assert!(
-        matches!(&again, Outcome::Reconciled(f) if matches!(f.as_slice(), [r] if matches!(r.finding, ferry::reconcile::Finding::UpToDate(_)))),
+        matches!(&again, DeployOutcome::Reconciled(f) if matches!(f.as_slice(), [r] if matches!(r.finding, ferry::reconcile::Finding::UpToDate(_)))),
         "{again:?}"
     );
     let late = w.deploy(&config, lost.clone(), "attempt-late").await;
     assert!(
-        matches!(&late, Outcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Skipped { .. }])),
+        matches!(&late, DeployOutcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Skipped { .. }])),
         "{late:?}"
     );
     let records = w.ledger().history(&w.target(), 10).await.expect("history");

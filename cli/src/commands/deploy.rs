@@ -1,7 +1,7 @@
 //! `ferry deploy REPO:TAG`: a push handed to the deploy function's handler, as if its event came.
 
 use chrono::Utc;
-use ferry::deploy::Outcome;
+use ferry::deploy::DeployOutcome;
 use serde_json::{Value, json};
 
 use crate::render::*;
@@ -24,10 +24,10 @@ impl Ctx<'_> {
                        "action-type": "PUSH", "image-tag": tag},
         });
         let rows: Vec<Value> = match self.handle(event).await? {
-            Outcome::Deployed(targets) => targets.iter().map(target_outcome_json).collect(),
-            Outcome::Unplanned(plan) => return Ok(nothing(output, format!("{plan:?}"))),
-            Outcome::Ignored(why) | Outcome::Rejected(why) => return Ok(nothing(output, why)),
-            Outcome::Reconciled(_) => return Err(fail("the deploy handler reconciled instead of deploying")),
+            DeployOutcome::Deployed(targets) => targets.iter().map(target_outcome_json).collect(),
+            DeployOutcome::Unplanned(plan) => return Ok(nothing(output, format!("{plan:?}"))),
+            DeployOutcome::Ignored(why) | DeployOutcome::Rejected(why) => return Ok(nothing(output, why)),
+            DeployOutcome::Reconciled(_) => return Err(fail("the deploy handler reconciled instead of deploying")),
         };
         Ok(match output {
             Output::Json => pretty(&json!(rows)),

@@ -1,13 +1,13 @@
 //! `ferry-deploy`: the Lambda that turns an "ECR Image Action" push event into ECS
 //! deployments, and on its schedule reconciles the pushes whose events never came. Everything it decides lives in `ferry::deploy`; this only wires it up.
 
-use ferry::deploy::{DeploySettings, Deployer, Outcome};
+use ferry::deploy::{DeployOutcome, DeploySettings, Deployer};
 use ferry::ports::SystemClock;
 use ferry_runtime::{FunctionEnv, Retry, invocation};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
-fn summary(outcome: &Outcome) -> Value {
+fn summary(outcome: &DeployOutcome) -> Value {
     json!({ "outcome": format!("{outcome:?}") })
 }
 

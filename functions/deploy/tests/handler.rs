@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use ferry::config::Config;
-use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
+use ferry::deploy::{DeployOutcome, DeploySettings, Deployer, Invocation, Retryable, TargetOutcome};
 use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, MemoryRegistry, RecordingNotifier, sample_event};
 use ferry::model::{Head, Lock, State, Target};
 use ferry::plan::Plan;
@@ -122,13 +122,13 @@ impl World {
         }
     }
 
-    async fn handle_as(&self, event: Value, attempt: &str) -> Result<Outcome, Retryable> {
+    async fn handle_as(&self, event: Value, attempt: &str) -> Result<DeployOutcome, Retryable> {
         let invocation =
             Invocation { attempt: attempt.into(), deadline: Some(self.clock.now() + Duration::from_secs(60)) };
         self.deployer().handle(event, &invocation).await
     }
 
-    async fn handle(&self, event: Value) -> Result<Outcome, Retryable> {
+    async fn handle(&self, event: Value) -> Result<DeployOutcome, Retryable> {
         self.handle_as(event, "attempt-1").await
     }
 
@@ -137,9 +137,9 @@ impl World {
     }
 }
 
-fn outcomes(outcome: Result<Outcome, Retryable>) -> Vec<TargetOutcome> {
+fn outcomes(outcome: Result<DeployOutcome, Retryable>) -> Vec<TargetOutcome> {
     match outcome {
-        Ok(Outcome::Deployed(targets)) => targets,
+        Ok(DeployOutcome::Deployed(targets)) => targets,
         other => panic!("expected deployments, got {other:?}"),
     }
 }
@@ -246,14 +246,14 @@ async fn the_same_event_delivered_again_changes_nothing_and_sends_nothing() {
 async fn events_that_are_not_successful_pushes_are_acknowledged_without_action() {
     let w = World::new();
     for name in ["ecr-push-failed.json", "ecr-delete.json"] {
-        assert!(matches!(w.handle(sample_event(name)).await, Ok(Outcome::Ignored(_))), "{name}");
+        assert!(matches!(w.handle(sample_event(name)).await, Ok(DeployOutcome::Ignored(_))), "{name}");
     }
     // Events the push rule never sends: rejected, by their source.
     for (name, source) in
         [("ecs-deployment-completed.json", "aws.ecs"), ("cloudwatch-alarm-state-change.json", "aws.cloudwatch")]
     {
         let outcome = w.handle(sample_event(name)).await;
-        assert!(matches!(&outcome, Ok(Outcome::Rejected(why)) if why.contains(source)), "{name}: {outcome:?}");
+        assert!(matches!(&outcome, Ok(DeployOutcome::Rejected(why)) if why.contains(source)), "{name}: {outcome:?}");
     }
     for malformed in [serde_json::json!("hello"), serde_json::json!({"detail-type": "ECR Image Action"}), {
         let mut e = sample_event("ecr-push-staging.json");
@@ -261,7 +261,7 @@ async fn events_that_are_not_successful_pushes_are_acknowledged_without_action()
         e
     }] {
         let outcome = w.handle(malformed).await;
-        assert!(matches!(&outcome, Ok(Outcome::Ignored(why)) if why.starts_with("malformed")), "{outcome:?}");
+        assert!(matches!(&outcome, Ok(DeployOutcome::Ignored(why)) if why.starts_with("malformed")), "{outcome:?}");
     }
     assert!(w.ecs.calls().is_empty());
     assert!(w.ledger.records().is_empty());
@@ -273,15 +273,15 @@ async fn an_unknown_repository_or_an_unmatched_tag_deploys_nothing() {
     let w = World::new();
     assert_eq!(
         w.handle(push("e1", "shop/web", "staging-1a2b3c4d", DIGEST, t0())).await,
-        Ok(Outcome::Unplanned(Plan::UnknownRepository))
+        Ok(DeployOutcome::Unplanned(Plan::UnknownRepository))
     );
     assert_eq!(
         w.handle(push("e2", "shop/api", "feature-x", DIGEST, t0())).await,
-        Ok(Outcome::Unplanned(Plan::UnmatchedTag))
+        Ok(DeployOutcome::Unplanned(Plan::UnmatchedTag))
     );
     assert_eq!(
         w.handle(push("e3", "shop/api", "v1.0.0-rc.1", DIGEST, t0())).await,
-        Ok(Outcome::Unplanned(Plan::UnmatchedTag)),
+        Ok(DeployOutcome::Unplanned(Plan::UnmatchedTag)),
         "a pre-release is not a final release"
     );
     assert!(w.ecs.calls().is_empty());
@@ -577,7 +577,7 @@ async fn a_push_from_a_registry_ferry_does_not_take_images_from_is_rejected() {
     let mut foreign = sample_event("ecr-push-staging.json");
     foreign["account"] = "999999999999".into();
     let outcome = w.handle(foreign).await;
-    assert!(matches!(&outcome, Ok(Outcome::Rejected(why)) if why.contains("999999999999")), "{outcome:?}");
+    assert!(matches!(&outcome, Ok(DeployOutcome::Rejected(why)) if why.contains("999999999999")), "{outcome:?}");
     assert!(w.ecs.calls().is_empty() && w.ledger.records().is_empty());
     // Ferry's own registry is taken.
     assert!(matches!(
@@ -602,7 +602,7 @@ async fn an_environment_takes_images_only_from_its_registry_accounts_and_reposit
     // From Ferry's own registry: not one production takes.
     let outcome = w.handle(push("e1", "shop/api", "v1.2.3", DIGEST, t0())).await;
     assert!(
-        matches!(&outcome, Ok(Outcome::Unplanned(Plan::NotAllowed { environment, reason }))
+        matches!(&outcome, Ok(DeployOutcome::Unplanned(Plan::NotAllowed { environment, reason }))
             if environment == "production" && reason.contains("111111111111") && reason.contains("123456789012")),
         "{outcome:?}"
     );
@@ -611,7 +611,7 @@ async fn an_environment_takes_images_only_from_its_registry_accounts_and_reposit
     db["account"] = "111111111111".into();
     let outcome = w.handle(db).await;
     assert!(
-        matches!(&outcome, Ok(Outcome::Unplanned(Plan::NotAllowed { reason, .. })) if reason.contains("shop/a*")),
+        matches!(&outcome, Ok(DeployOutcome::Unplanned(Plan::NotAllowed { reason, .. })) if reason.contains("shop/a*")),
         "{outcome:?}"
     );
     assert!(w.ecs.calls().is_empty() && w.ledger.records().is_empty(), "nothing touched");
@@ -645,9 +645,9 @@ fn scheduled(account: &str) -> Value {
         "resources": ["arn:aws:events:ap-southeast-1:123456789012:rule/ferry-reconcile"], "detail": {}})
 }
 
-fn findings(outcome: Result<Outcome, Retryable>) -> Vec<(String, Finding)> {
+fn findings(outcome: Result<DeployOutcome, Retryable>) -> Vec<(String, Finding)> {
     match outcome {
-        Ok(Outcome::Reconciled(found)) => found.into_iter().map(|r| (r.tag, r.finding)).collect(),
+        Ok(DeployOutcome::Reconciled(found)) => found.into_iter().map(|r| (r.tag, r.finding)).collect(),
         other => panic!("expected a reconciliation, got {other:?}"),
     }
 }
@@ -704,7 +704,7 @@ async fn reconciliation_leaves_alone_what_ferry_never_deployed_or_already_took()
     // Another account's schedule, or a repository ECR does not show: nothing done.
     let mut w = w;
     w.config.home_account = Some("123456789012".into());
-    assert!(matches!(w.handle(scheduled("999999999999")).await, Ok(Outcome::Rejected(_))));
+    assert!(matches!(w.handle(scheduled("999999999999")).await, Ok(DeployOutcome::Rejected(_))));
     let empty = World::new();
     assert!(findings(empty.handle(scheduled("123456789012")).await).is_empty(), "no repository in ECR: nothing");
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use ferry::config::Config;
-use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
+use ferry::deploy::{DeployOutcome, DeploySettings, Deployer, Invocation, Retryable, TargetOutcome};
 use ferry::event::failure_detail;
 use ferry::fakes::{
     FakeBalancers, FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, invocation,
@@ -112,7 +112,7 @@ impl World {
         };
         let invocation = Invocation { attempt: format!("deploy-{n}"), deadline: None };
         match deployer.handle(e, &invocation).await {
-            Ok(Outcome::Deployed(t)) => match t.as_slice() {
+            Ok(DeployOutcome::Deployed(t)) => match t.as_slice() {
                 [TargetOutcome::Started { ecs_deployment_id, .. }] => ecs_deployment_id.clone(),
                 other => panic!("{other:?}"),
             },
@@ -249,7 +249,7 @@ async fn a_quarantined_digest_is_not_redeployed_until_another_digest_is_pushed()
     };
     let outcome = deployer.handle(again, &Invocation { attempt: "x".into(), deadline: None }).await;
     assert!(
-        matches!(&outcome, Ok(Outcome::Deployed(t)) if matches!(t.as_slice(), [TargetOutcome::Skipped { reason, .. }] if reason.starts_with("quarantined"))),
+        matches!(&outcome, Ok(DeployOutcome::Deployed(t)) if matches!(t.as_slice(), [TargetOutcome::Skipped { reason, .. }] if reason.starts_with("quarantined"))),
         "{outcome:?}"
     );
     let told = w.notifier.sent().pop().expect("the team is told");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use ferry::config::Config;
-use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, Retryable, TargetOutcome};
+use ferry::deploy::{DeployOutcome, DeploySettings, Deployer, Invocation, Retryable, TargetOutcome};
 use ferry::fakes::{
     FakeBalancers, FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, invocation,
     sample_event,
@@ -99,7 +99,7 @@ impl World {
         e["detail"]["image-digest"] = digest(n).into();
         let invocation = Invocation { attempt: format!("deploy-{n}"), deadline: None };
         match self.deploy_event(e, &invocation).await {
-            Ok(Outcome::Deployed(t)) => match t.as_slice() {
+            Ok(DeployOutcome::Deployed(t)) => match t.as_slice() {
                 [TargetOutcome::Started { ecs_deployment_id, .. }] => ecs_deployment_id.clone(),
                 other => panic!("{other:?}"),
             },
@@ -108,7 +108,7 @@ impl World {
     }
 
     /// The deploy handler (its messages not kept) on a push event.
-    async fn deploy_event(&self, event: Value, invocation: &Invocation) -> Result<Outcome, Retryable> {
+    async fn deploy_event(&self, event: Value, invocation: &Invocation) -> Result<DeployOutcome, Retryable> {
         Deployer {
             config: &self.config,
             ecs: &self.ecs,
@@ -826,7 +826,7 @@ async fn a_rollout_reported_before_the_deploy_function_recorded_it_is_adopted_an
     let updates = w.ecs.count("UpdateService");
     let again = w.deploy_event(e, &Invocation { attempt: "redelivered".into(), deadline: None }).await;
     assert!(
-        matches!(&again, Ok(Outcome::Deployed(t)) if matches!(t.as_slice(), [TargetOutcome::Duplicate { state: State::Succeeded, .. }])),
+        matches!(&again, Ok(DeployOutcome::Deployed(t)) if matches!(t.as_slice(), [TargetOutcome::Duplicate { state: State::Succeeded, .. }])),
         "{again:?}"
     );
     assert_eq!(w.ecs.count("UpdateService"), updates);

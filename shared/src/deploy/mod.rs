@@ -46,7 +46,7 @@ impl Default for DeploySettings {
 
 /// What the handler did with one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum DeployOutcome {
     /// Not a push Ferry acts on (a failed push, a delete, malformed).
     Ignored(String),
     /// An event the deploy function's rules never send it (another source), or a push from
@@ -141,11 +141,11 @@ impl From<EcsError> for Stop {
 
 impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N, C, R> {
     /// Handles one EventBridge event. `Err` only for what a retry can fix.
-    pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<Outcome, Retryable> {
+    pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<DeployOutcome, Retryable> {
         let push = match receive(parse_deploy_event(event)) {
             Ok(DeployEvent::Push(push)) => push,
             Ok(DeployEvent::Reconcile { account }) if self.config.is_home(&account) => {
-                return self.reconcile(invocation, false).await.map(Outcome::Reconciled);
+                return self.reconcile(invocation, false).await.map(DeployOutcome::Reconciled);
             }
             Ok(DeployEvent::Reconcile { account }) => {
                 return Ok(rejected(format!("a reconciliation schedule of account {account}, not Ferry's")));
@@ -178,7 +178,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     }
 
     /// Deploys `push` to every target it plans to, concurrently.
-    async fn deploy_push(&self, push: Push, invocation: &Invocation) -> Result<Outcome, Retryable> {
+    async fn deploy_push(&self, push: Push, invocation: &Invocation) -> Result<DeployOutcome, Retryable> {
         let targets = match plan(self.config, &push) {
             Plan::Deploy { environment, targets } => {
                 info!(environment = %environment, targets = targets.len(), "push matched");
@@ -186,11 +186,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             }
             Plan::NotAllowed { environment, reason } => {
                 warn!(environment = %environment, repository = %push.repository, account = %push.registry_account, reason = %reason, "push refused");
-                return Ok(Outcome::Unplanned(Plan::NotAllowed { environment, reason }));
+                return Ok(DeployOutcome::Unplanned(Plan::NotAllowed { environment, reason }));
             }
             unplanned => {
                 info!(repository = %push.repository, tag = %push.tag, outcome = ?unplanned, "push deploys nothing");
-                return Ok(Outcome::Unplanned(unplanned));
+                return Ok(DeployOutcome::Unplanned(unplanned));
             }
         };
         // Asked only of a push that deploys somewhere: ECR's own push time orders it.
@@ -209,7 +209,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             error!(errors = ?retry, "some targets need a retry");
             return Err(Retryable(retry.join("; ")));
         }
-        Ok(Outcome::Deployed(outcomes))
+        Ok(DeployOutcome::Deployed(outcomes))
     }
 
     pub(crate) async fn deploy_target(
@@ -380,15 +380,15 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     }
 }
 
-fn rejected(why: String) -> Outcome {
+fn rejected(why: String) -> DeployOutcome {
     Unacted::rejected(why).into()
 }
 
-impl From<Unacted> for Outcome {
+impl From<Unacted> for DeployOutcome {
     fn from(unacted: Unacted) -> Self {
         match unacted {
-            Unacted::Ignored(why) => Outcome::Ignored(why),
-            Unacted::Rejected(why) => Outcome::Rejected(why),
+            Unacted::Ignored(why) => DeployOutcome::Ignored(why),
+            Unacted::Rejected(why) => DeployOutcome::Rejected(why),
         }
     }
 }

@@ -21,7 +21,7 @@ use ferry::adapters::notifiers::Notifiers;
 use ferry::adapters::slack::SlackNotifier;
 use ferry::adapters::sns::SnsNotifier;
 use ferry::config::Config;
-use ferry::deploy::{DeploySettings, Deployer, Invocation, Outcome, TargetOutcome};
+use ferry::deploy::{DeployOutcome, DeploySettings, Deployer, Invocation, TargetOutcome};
 use ferry::model::Target;
 use ferry::ports::SystemClock;
 use ferry::rollback::{RollbackHandler, RollbackOutcome, RollbackSettings};
@@ -335,7 +335,7 @@ containers = ["api"]
         }
     }
 
-    pub async fn deploy(&self, config: &Config, event: Value, attempt: &str) -> Outcome {
+    pub async fn deploy(&self, config: &Config, event: Value, attempt: &str) -> DeployOutcome {
         // The function's clients record every AWS action they make.
         ferry_tests::acting_as("deploy");
         let ecs = clients::ecs_adapter(self.home.clone());
@@ -358,7 +358,7 @@ containers = ["api"]
     pub async fn deployed(&self, config: &Config, tag: &str, layer: char) -> String {
         let event = self.push(tag, &layer.to_string().repeat(64)).await;
         match self.deploy(config, event, tag).await {
-            Outcome::Deployed(t) => match t.as_slice() {
+            DeployOutcome::Deployed(t) => match t.as_slice() {
                 [TargetOutcome::Started { ecs_deployment_id, .. }] => ecs_deployment_id.clone(),
                 other => panic!("{other:?}"),
             },
