@@ -1,7 +1,7 @@
 //! Finding a target's records at any depth: by key where the id is known, otherwise by
 //! reading its history a page at a time, newest first, never a fixed window of it.
 
-use crate::model::{Deployment, Target};
+use crate::model::{Deployment, Origin, Target};
 use crate::ports::{Ledger, LedgerError};
 
 /// Records read per page.
@@ -28,6 +28,16 @@ pub async fn newest<L: Ledger>(
         }
         page = ledger.history_before(target, &last.id.clone(), PAGE).await?;
     }
+}
+
+/// The newest record of `origin` (a rollback's, Ferry's or ECS's) that rolls `d` back.
+pub async fn rollback_of<L: Ledger>(
+    ledger: &L,
+    d: &Deployment,
+    origin: Origin,
+) -> Result<Option<Deployment>, LedgerError> {
+    let of_d = |r: &Deployment| r.origin == origin && r.rolls_back.as_deref() == Some(d.id.as_str());
+    newest(ledger, &d.target, Some(&d.id), of_d).await
 }
 
 /// The time an id starts with (`%Y%m%dT%H%M%SZ`, 16 characters).

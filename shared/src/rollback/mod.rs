@@ -260,8 +260,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
     /// The record of `d`'s rollback by `origin` (Ferry's or ECS's), if one was made; it is
     /// newer than `d`.
     async fn rollback_of(&self, d: &Deployment, origin: Origin) -> Result<Option<Deployment>, Retryable> {
-        let of_d = |r: &Deployment| r.origin == origin && r.rolls_back.as_deref() == Some(&d.id);
-        Ok(lookup::newest(self.ledger, &d.target, Some(&d.id), of_d).await?)
+        Ok(lookup::rollback_of(self.ledger, d, origin).await?)
     }
 
     async fn roll_back(

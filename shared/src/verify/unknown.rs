@@ -12,10 +12,6 @@ use crate::ports::{
     Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, LoadBalancers, Notifier, ServiceInfo,
 };
 
-/// How far back a target's history is searched for the record of an ECS deployment the
-/// GSI does not know (yet).
-pub(super) const UNKNOWN_HISTORY: usize = crate::lookup::PAGE;
-
 /// Whether the invocation that wrote PENDING record `d` may still be at work on it: it was
 /// written less than a lock's lease ago, and no Ferry function runs that long.
 pub(super) fn in_flight(d: &Deployment, now: chrono::DateTime<chrono::Utc>) -> bool {
@@ -75,7 +71,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         // The GSI is eventually consistent: a record written a moment ago may not be in it
         // yet, but the target's history (a consistent read) has it. A push left PENDING by an
         // attempt that gave its lock up can be older than a burst of newer pushes' records.
-        let history = self.ledger.history(&target, UNKNOWN_HISTORY).await?;
+        let history = self.ledger.history(&target, crate::lookup::PAGE).await?;
         if let Some(d) = history.iter().find(|d| d.is_rollout_id(&ev.deployment_id)) {
             return self.dispatch(d.clone(), ev, invocation).await;
         }
@@ -86,7 +82,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
             Err(_) => None,
         };
         let undone = match &service {
-            Some(service) => self.ecs_rolls_back(&target, ev, service, &history).await?,
+            Some(service) => self.ecs_rolls_back(&target, ev, service).await?,
             None => None,
         };
         if undone.is_none() {
@@ -127,13 +123,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
     /// revision that deployment replaced, or ECS failed that deployment (then its next one is
     /// the rollback, even before the API shows which revision it runs). Decided from settings and
     /// deployments, never from the wording of the event. Never while Ferry's own rollback of
-    /// that deployment (in `history`) waits for its rollout.
+    /// that deployment waits for its rollout.
     pub(super) async fn ecs_rolls_back(
         &self,
         target: &Target,
         ev: &EcsDeploymentEvent,
         service: &ServiceInfo,
-        history: &[Deployment],
     ) -> Result<Option<Deployment>, Retryable> {
         if !service.rollbacks.any() {
             return Ok(None);
@@ -144,10 +139,10 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         if d.origin != Origin::Ferry || !open || d.is_rollout_id(&ev.deployment_id) {
             return Ok(None);
         }
-        let ferrys = |r: &Deployment| {
-            r.origin == Origin::Rollback && r.state == State::Pending && r.rolls_back.as_deref() == Some(d.id.as_str())
-        };
-        if history.iter().any(ferrys) {
+        if crate::lookup::rollback_of(self.ledger, &d, Origin::Rollback)
+            .await?
+            .is_some_and(|r| r.state == State::Pending)
+        {
             return Ok(None);
         }
         let failed = d.failed_by_ecs() || d.ecs_deployment_id.as_ref().is_some_and(|id| service.failed.contains(id));
