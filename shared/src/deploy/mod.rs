@@ -148,16 +148,19 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                 return self.reconcile(invocation, false).await.map(DeployOutcome::Reconciled);
             }
             Ok(DeployEvent::Reconcile { account }) => {
-                return Ok(rejected(format!("a reconciliation schedule of account {account}, not Ferry's")));
+                return Ok(
+                    Unacted::rejected(format!("a reconciliation schedule of account {account}, not Ferry's")).into()
+                );
             }
             Err(unacted) => return Ok(unacted.into()),
         };
         info!(event = %push.event_id, repository = %push.repository, tag = %push.tag, digest = %push.digest, "push received");
         if !self.config.takes_pushes_from(&push.registry_account) {
-            return Ok(rejected(format!(
+            return Ok(Unacted::rejected(format!(
                 "a push to the registry of account {}, which no environment takes images from",
                 push.registry_account
-            )));
+            ))
+            .into());
         }
         self.deploy_push(push, invocation).await
     }
@@ -378,10 +381,6 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     async fn notify(&self, deployment: &Deployment) {
         crate::ports::notify(self.notifier, self.ledger, Notification::about(self.config, deployment, None)).await;
     }
-}
-
-fn rejected(why: String) -> DeployOutcome {
-    Unacted::rejected(why).into()
 }
 
 impl From<Unacted> for DeployOutcome {

@@ -127,7 +127,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
             Err(unacted) => return Ok(vec![unacted.into()]),
         };
         if let Some(why) = self.distrust(&trigger) {
-            return Ok(vec![rejected(why)]);
+            return Ok(vec![Unacted::rejected(why).into()]);
         }
         info!(trigger = ?trigger, "rollback trigger");
         let mut outcomes = Vec::new();
@@ -359,10 +359,6 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
 /// A failed digest is quarantined on its target; a rollout by hand names none.
 fn quarantine(d: &Deployment) -> HeadChange {
     if d.digest.is_empty() { HeadChange::None } else { HeadChange::Quarantine }
-}
-
-fn rejected(why: String) -> RollbackOutcome {
-    Unacted::rejected(why).into()
 }
 
 impl From<Unacted> for RollbackOutcome {

@@ -121,15 +121,16 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
                 return self.sweep(invocation).await.map(VerifyOutcome::Swept);
             }
             Ok(VerifyEvent::Sweep { account }) => {
-                return Ok(rejected(format!("a sweep schedule of account {account}, not Ferry's")));
+                return Ok(Unacted::rejected(format!("a sweep schedule of account {account}, not Ferry's")).into());
             }
             Err(unacted) => return Ok(unacted.into()),
         };
         if !self.config.knows_account(&ev.account) {
-            return Ok(rejected(format!(
+            return Ok(Unacted::rejected(format!(
                 "an ECS event from account {}, which is neither Ferry's nor a target's",
                 ev.account
-            )));
+            ))
+            .into());
         }
         info!(ecs_deployment = %ev.deployment_id, event = ?ev.kind, service = %ev.service, "ECS deployment event");
         match self.ledger.by_ecs_deployment(&ev.deployment_id).await? {
@@ -386,10 +387,6 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
     async fn notify_with(&self, d: &Deployment, live_now: Option<String>) {
         crate::ports::notify(self.notifier, self.ledger, Notification::about(self.config, d, live_now)).await;
     }
-}
-
-fn rejected(why: String) -> VerifyOutcome {
-    Unacted::rejected(why).into()
 }
 
 impl From<Unacted> for VerifyOutcome {
