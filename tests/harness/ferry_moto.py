@@ -76,6 +76,8 @@ import socket
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -1129,6 +1131,17 @@ def start_server(port: int = 0):
     os.environ["MOTO_PORT"] = str(server.server_port)  # moto builds some URLs (SQS, S3) from it
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def control(endpoint: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """A request to a served harness's control endpoint (`/_ferry/...`): status and JSON answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(endpoint + path, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
 
 
 def main() -> None:

@@ -12,12 +12,9 @@ items never meet.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -28,26 +25,10 @@ from botocore.exceptions import ClientError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ferry_moto  # noqa: E402
+from ferry_moto import control  # noqa: E402
 from moto.dynamodb import models as moto_models  # noqa: E402
 
 TABLE = "ledger"
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    server = ferry_moto.start_server(0)
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
-def control(endpoint: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(endpoint + path, data=data, method=method)
-    try:
-        with urllib.request.urlopen(request) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import boto3
@@ -23,28 +21,12 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ferry_moto  # noqa: E402
+from ferry_moto import control  # noqa: E402
 
 ACCOUNT, REGION = ferry_moto.DEFAULT_ACCOUNT, ferry_moto.DEFAULT_REGION
 CLUSTER, SERVICE = "shop-staging", "shop-staging-api"
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "events" / "cloudwatch-alarm-state-change.json"
 BREAKER_ROLLBACK = {"deploymentCircuitBreaker": {"enable": True, "rollback": True}}
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    server = ferry_moto.start_server(0)
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
-def control(endpoint: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(endpoint + path, data=data, method=method)
-    try:
-        with urllib.request.urlopen(request) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
 
 
 def client(endpoint: str, service: str, region: str = REGION):
