@@ -977,7 +977,10 @@ class Sandbox:
 
 
 def outcome_of(body) -> str:
-    """The handler's outcome, by name: the functions answer `{"outcome": "Succeeded { ... }"}`
-    (deploy and verify) or `{"outcomes": "[RollingBack { ... }]"}` (rollback)."""
-    text = (body.get("outcome") or body.get("outcomes")) if isinstance(body, dict) else None
-    return re.split(r"[ ({]", str(text).lstrip("["), maxsplit=1)[0] if text else json.dumps(body)
+    """The handler's outcome, by name: deploy and verify answer `{"outcome": "Succeeded", "detail": ...}`,
+    rollback `{"outcomes": [{"outcome": "RollingBack", "detail": ...}, ...]}`."""
+    if isinstance(body, dict) and "outcome" in body:
+        return str(body["outcome"])
+    if isinstance(body, dict) and isinstance(body.get("outcomes"), list):
+        return ", ".join(str(o.get("outcome")) for o in body["outcomes"] if isinstance(o, dict)) or "nothing"
+    return json.dumps(body)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::event::{MalformedEvent, Received};
-use crate::ports::{Claim, Clock, Ecs, EcsError, LedgerError, ServiceInfo};
+use crate::ports::{BusError, Claim, Clock, Ecs, EcsError, LedgerError, RegistryError, ServiceInfo};
 
 /// How long a target's lock is held at most: longer than any Ferry function runs (the deploy
 /// function's timeout is 15 minutes), so an invocation never loses its lock while it works.
@@ -50,16 +50,32 @@ pub fn receive<T>(parsed: Result<Received<T>, MalformedEvent>) -> Result<T, Unac
     }
 }
 
-/// A failure a retry can fix: returned as the function's error so EventBridge redelivers
-/// the event. Targets already handled are recognised as duplicates then.
+/// A failure a retry can fix: returned as the function's error so Lambda redelivers the
+/// event. Targets already handled are recognised as duplicates then.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("retryable: {0}")]
-pub struct Retryable(pub String);
-
-impl From<LedgerError> for Retryable {
-    fn from(e: LedgerError) -> Self {
-        Retryable(e.to_string())
-    }
+pub enum Retryable {
+    #[error("retryable: {0}")]
+    Ledger(#[from] LedgerError),
+    /// ECS failed, or a service could not be read, in a step a later attempt takes again.
+    #[error("retryable: ECS: {0}")]
+    Ecs(#[from] EcsError),
+    #[error("retryable: ECR: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("retryable: {0}")]
+    Bus(#[from] BusError),
+    /// Another invocation holds what this one needs (a target's lock, a deployment's claim)
+    /// or has not recorded yet what it did.
+    #[error("retryable: {0}")]
+    Busy(String),
+    /// ECS's API does not show yet what its event reported.
+    #[error("retryable: {0}")]
+    Lagging(String),
+    /// One target of a push failed so.
+    #[error("{target}: {source}")]
+    Target { target: String, source: Box<Retryable> },
+    /// Several targets of a push did.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Targets(Vec<Retryable>),
 }
 
 /// The invocation handling an event: its id owns the target locks and the claims it takes,

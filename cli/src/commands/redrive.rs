@@ -6,7 +6,7 @@ use chrono::Utc;
 use ferry::adapters::notifiers::Notifiers;
 use ferry::deploy::Invocation;
 use ferry::ports::SystemClock;
-use ferry::rollback::{RollbackHandler, RollbackSettings};
+use ferry::rollback::{RollbackSettings, Rollbacker};
 use serde_json::{Value, json};
 
 use crate::render::*;
@@ -102,11 +102,11 @@ impl Ctx<'_> {
         let outcome = match letter.function {
             crate::dead_letters::Function::Deploy => {
                 let deployed = self.deployer(async |deployer, invocation| deployer.handle(event, &invocation).await);
-                deployed.await.map(|o| format!("{o:?}")).map_err(|f| f.message)?
+                deployed.await.map(|o| serde_json::json!(o).to_string()).map_err(|f| f.message)?
             }
             crate::dead_letters::Function::Verify => {
                 let verified = self.verifier(async |verifier, invocation| verifier.handle(event, &invocation).await);
-                verified.await.map(|o| format!("{o:?}")).map_err(|f| f.message)?
+                verified.await.map(|o| serde_json::json!(o).to_string()).map_err(|f| f.message)?
             }
             crate::dead_letters::Function::Rollback => {
                 let attempt = format!("ferry-redrive-{}-{}", std::process::id(), Utc::now().timestamp_millis());
@@ -114,7 +114,7 @@ impl Ctx<'_> {
                 let (ecs, ledger) = (self.ecs(), self.ledger().map_err(|f| f.message)?);
                 let notifier =
                     Notifiers::new(self.aws, self.cli.topic_arn.as_deref(), self.cli.slack_secret.as_deref());
-                let handler = RollbackHandler {
+                let handler = Rollbacker {
                     config: &self.config,
                     ecs: &ecs,
                     ledger: &ledger,
@@ -122,7 +122,11 @@ impl Ctx<'_> {
                     clock: &SystemClock,
                     settings: RollbackSettings::default(),
                 };
-                handler.handle(event, &invocation).await.map(|o| format!("{o:?}")).map_err(|e| e.to_string())?
+                handler
+                    .handle(event, &invocation)
+                    .await
+                    .map(|o| serde_json::json!(o).to_string())
+                    .map_err(|e| e.to_string())?
             }
         };
         Ok(outcome)

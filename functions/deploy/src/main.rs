@@ -1,15 +1,11 @@
 //! `ferry-deploy`: the Lambda that turns an "ECR Image Action" push event into ECS
 //! deployments, and on its schedule reconciles the pushes whose events never came. Everything it decides lives in `ferry::deploy`; this only wires it up.
 
-use ferry::deploy::{DeployOutcome, DeploySettings, Deployer};
+use ferry::deploy::{DeploySettings, Deployer};
 use ferry::ports::SystemClock;
 use ferry_runtime::{FunctionEnv, Retry, invocation};
 use lambda_runtime::{LambdaEvent, service_fn};
-use serde_json::{Value, json};
-
-fn summary(outcome: &DeployOutcome) -> Value {
-    json!({ "outcome": format!("{outcome:?}") })
-}
+use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -26,7 +22,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     let deployer = &deployer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        deployer.handle(event.payload, &invocation(&event.context)).await.map(|o| summary(&o)).map_err(Retry)
+        deployer.handle(event.payload, &invocation(&event.context)).await.map_err(Retry)
     }))
     .await
 }

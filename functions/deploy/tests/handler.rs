@@ -10,7 +10,7 @@ use ferry::model::{Head, Lock, State, Target};
 use ferry::plan::Plan;
 use ferry::ports::{Clock, EcsError, Image, Ledger, LedgerError};
 use ferry::reconcile::Finding;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
 [[environments]]
@@ -194,6 +194,26 @@ async fn a_push_deploys_only_the_configured_container_pinned_by_digest() {
     assert_eq!(sent.route.as_deref(), Some("shop-team"));
 }
 
+/// What the function answers Lambda (and `ferry redrive` prints): the outcome as JSON, by name.
+#[tokio::test]
+async fn the_outcome_is_answered_as_json_naming_each_targets_outcome() {
+    let w = World::new();
+    let outcome = w.handle(sample_event("ecr-push-staging.json")).await.expect("deployed");
+    assert_eq!(
+        serde_json::to_value(&outcome).expect("serializable"),
+        json!({"outcome": "Deployed", "detail": [{
+            "outcome": "Started",
+            "target": "shop-staging-api (shop-staging, ap-southeast-1)",
+            "ecs_deployment_id": "ecs-svc/1",
+        }]})
+    );
+    let unplanned = w.handle(push("e2", "shop/api", "feature-x", DIGEST, t0())).await.expect("handled");
+    assert_eq!(
+        serde_json::to_value(&unplanned).expect("serializable"),
+        json!({"outcome": "Unplanned", "detail": {"plan": "UnmatchedTag"}})
+    );
+}
+
 #[tokio::test]
 async fn a_push_fans_out_to_every_service_and_region_of_its_environment() {
     let w = World::new();
@@ -327,8 +347,8 @@ async fn a_locked_target_is_waited_for_then_retried_without_any_change() {
         Lock { deployment: "other".into(), attempt: "other-attempt".into(), until: t0() + Duration::from_secs(600) };
     w.ledger.set_head(&staging_api(), Head { lock: Some(holder), ..Head::default() });
     let result = w.handle(sample_event("ecr-push-staging.json")).await;
-    let Err(Retryable(why)) = result else { panic!("{result:?}") };
-    assert!(why.contains("locked by deployment other"), "{why}");
+    let Err(Retryable::Target { source, .. }) = result else { panic!("{result:?}") };
+    assert!(matches!(&*source, Retryable::Busy(why) if why.contains("locked by deployment other")), "{source:?}");
     assert!(w.clock.now() >= t0() + Duration::from_secs(30), "it waited for the lock first");
     assert!(w.ecs.calls().is_empty(), "nothing touched while another deployment holds the target");
     assert!(w.ledger.records().is_empty());
@@ -457,7 +477,11 @@ async fn a_transient_failure_is_retried_and_the_redelivery_finishes_once() {
     let w = World::new();
     w.ecs.fail("UpdateService", EcsError::Transient("ThrottlingException".into()));
     let first = w.handle_as(sample_event("ecr-push-staging.json"), "attempt-1").await;
-    assert!(matches!(&first, Err(Retryable(why)) if why.contains("ThrottlingException")), "{first:?}");
+    assert!(
+        matches!(&first, Err(Retryable::Target { source, .. })
+        if matches!(&**source, Retryable::Ecs(EcsError::Transient(why)) if why.contains("ThrottlingException"))),
+        "{first:?}"
+    );
     assert_eq!(w.states(), [("shop-staging-api".into(), State::Pending)]);
     assert!(w.notifier.sent().is_empty());
 
@@ -533,7 +557,11 @@ async fn an_unreachable_ledger_is_retried_before_anything_changes() {
     let w = World::new();
     w.ledger.fail(Some(LedgerError("ProvisionedThroughputExceededException".into())));
     let result = w.handle(sample_event("ecr-push-staging.json")).await;
-    assert!(matches!(&result, Err(Retryable(why)) if why.contains("ProvisionedThroughput")), "{result:?}");
+    assert!(
+        matches!(&result, Err(Retryable::Target { source, .. })
+        if matches!(&**source, Retryable::Ledger(LedgerError(why)) if why.contains("ProvisionedThroughput"))),
+        "{result:?}"
+    );
     assert!(w.ecs.calls().is_empty());
 }
 
@@ -555,7 +583,11 @@ async fn a_push_whose_outcome_cannot_be_recorded_gives_the_lock_up_and_the_redel
     let w = World::new();
     w.ledger.fail_only("finish", Some(LedgerError("InternalServerError".into())));
     let first = w.handle_as(sample_event("ecr-push-staging.json"), "attempt-1").await;
-    assert!(matches!(&first, Err(Retryable(why)) if why.contains("InternalServerError")), "{first:?}");
+    assert!(
+        matches!(&first, Err(Retryable::Target { source, .. })
+        if matches!(&**source, Retryable::Ledger(LedgerError(why)) if why.contains("InternalServerError"))),
+        "{first:?}"
+    );
     assert_eq!(w.ecs.count("UpdateService"), 1, "the service was updated");
     assert_eq!(w.ledger.head(&staging_api()).await.expect("head").lock, None, "the lock was given up");
 

@@ -3,7 +3,7 @@
 //! operator's request). The decisions live in `ferry::rollback`; this only wires them up.
 
 use ferry::ports::SystemClock;
-use ferry::rollback::{RollbackHandler, RollbackSettings};
+use ferry::rollback::{RollbackSettings, Rollbacker};
 use ferry_runtime::{FunctionEnv, Retry, invocation};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 async fn main() -> Result<(), lambda_runtime::Error> {
     let (env, aws) = FunctionEnv::start().await?;
     let (ecs, ledger, notifier) = (env.ecs(&aws), env.ledger(&aws), env.notifiers(&aws));
-    let handler = RollbackHandler {
+    let handler = Rollbacker {
         config: &env.config,
         ecs: &ecs,
         ledger: &ledger,
@@ -25,7 +25,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         handler
             .handle(event.payload, &invocation(&event.context))
             .await
-            .map(|o| json!({ "outcomes": format!("{o:?}") }))
+            .map(|outcomes| json!({ "outcomes": outcomes }))
             .map_err(Retry)
     }))
     .await

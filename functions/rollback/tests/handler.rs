@@ -13,7 +13,7 @@ use ferry::fakes::{
 };
 use ferry::model::{Deployment, Origin, State, Target};
 use ferry::ports::{Claim, Clock, Ecs, EcsDeployment, EcsError, HeadChange, Ledger, LedgerError, ProbeResponse};
-use ferry::rollback::{RollbackHandler, RollbackOutcome, RollbackSettings, last_known_good};
+use ferry::rollback::{RollbackOutcome, RollbackSettings, Rollbacker, last_known_good};
 use ferry::verify::{Verifier, VerifyOutcome, VerifySettings};
 use serde_json::{Value, json};
 
@@ -151,7 +151,7 @@ impl World {
 
     /// The rollback handler on `event`, in an invocation of its own.
     async fn try_rollback(&self, event: Value) -> Result<Vec<RollbackOutcome>, Retryable> {
-        RollbackHandler {
+        Rollbacker {
             config: &self.config,
             ecs: &self.ecs,
             ledger: &self.ledger,
@@ -874,7 +874,7 @@ async fn a_rollback_never_puts_the_known_good_back_over_a_push_not_yet_recorded(
 
     let failed = w.announced().pop().expect("announced");
     let waited = w.try_rollback(failed.clone()).await;
-    assert!(matches!(&waited, Err(Retryable(why)) if why.contains("locked")), "{waited:?}");
+    assert!(matches!(&waited, Err(Retryable::Busy(why)) if why.contains("locked")), "{waited:?}");
     assert_eq!(w.ecs.count("UpdateService"), updates, "nothing put back over the fix");
 
     // The fix's invocation records its rollout: the redelivered trigger finds the failure replaced.

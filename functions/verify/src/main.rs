@@ -9,7 +9,7 @@ use ferry::ports::SystemClock;
 use ferry::verify::{Verifier, VerifySettings};
 use ferry_runtime::{FunctionEnv, Retry, invocation};
 use lambda_runtime::{LambdaEvent, service_fn};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
@@ -30,11 +30,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     let verifier = &verifier;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        verifier
-            .handle(event.payload, &invocation(&event.context))
-            .await
-            .map(|o| json!({ "outcome": format!("{o:?}") }))
-            .map_err(Retry)
+        verifier.handle(event.payload, &invocation(&event.context)).await.map_err(Retry)
     }))
     .await
 }

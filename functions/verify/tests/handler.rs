@@ -286,7 +286,7 @@ async fn a_completed_event_ahead_of_ecss_api_is_looked_at_again_never_failed() {
     let id = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
     // The event says COMPLETED; DescribeServices still shows the rollout IN_PROGRESS.
     let outcome = w.verify(completed("shop-staging-api", &id)).await;
-    assert!(matches!(&outcome, Err(Retryable(why)) if why.contains("still IN_PROGRESS")), "{outcome:?}");
+    assert!(matches!(&outcome, Err(Retryable::Lagging(why)) if why.contains("still IN_PROGRESS")), "{outcome:?}");
     assert_eq!(w.record(&id).state, State::Verifying, "not failed; the claim is given back for the redelivery");
     assert!(w.bus.sent().is_empty(), "nothing announced");
     assert!(w.probe.requests().is_empty());

@@ -5,26 +5,27 @@ use crate::model::{Push, Target};
 use crate::render::ImageChange;
 
 /// What a push means, before anything is touched.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "plan")]
 pub enum Plan {
     /// No service is built from this repository.
     UnknownRepository,
     /// No environment's rules match the tag.
     UnmatchedTag,
     /// The tag matches `environment`, but none of the repository's services deploy there.
-    NoServiceInEnvironment {
-        environment: String,
-    },
+    NoServiceInEnvironment { environment: String },
     /// The tag matches `environment`, which does not take images from this registry account
     /// or repository (its `registry_accounts`, `repositories`).
-    NotAllowed {
-        environment: String,
-        reason: String,
-    },
+    NotAllowed { environment: String, reason: String },
     Deploy {
         environment: String,
+        #[serde(serialize_with = "target_names")]
         targets: Vec<TargetPlan>,
     },
+}
+
+fn target_names<S: serde::Serializer>(targets: &[TargetPlan], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(targets.iter().map(|t| t.target.to_string()))
 }
 
 /// One target's share of a push.

@@ -45,7 +45,8 @@ impl Default for DeploySettings {
 }
 
 /// What the handler did with one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", content = "detail")]
 pub enum DeployOutcome {
     /// Not a push Ferry acts on (a failed push, a delete, malformed).
     Ignored(String),
@@ -60,7 +61,8 @@ pub enum DeployOutcome {
 }
 
 /// What happened on one target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome")]
 pub enum TargetOutcome {
     /// The service is rolling out the new revision (IN_PROGRESS).
     Started {
@@ -96,7 +98,7 @@ pub struct Deployer<'a, E, L, N, C, R> {
 }
 
 /// What reconciliation found on one target.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Reconciled {
     pub target: String,
     pub repository: String,
@@ -106,7 +108,8 @@ pub struct Reconciled {
     pub finding: Finding,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "finding", content = "detail")]
 pub enum Finding {
     /// The target has what it should: why this image is not deployed.
     UpToDate(String),
@@ -127,13 +130,13 @@ pub enum Finding {
 enum Stop {
     Failed(String),
     Skipped(String),
-    Retry(String),
+    Retry(Retryable),
 }
 
 impl From<EcsError> for Stop {
     fn from(e: EcsError) -> Self {
         match e {
-            EcsError::Transient(m) => Stop::Retry(m),
+            transient @ EcsError::Transient(_) => Stop::Retry(transient.into()),
             other => Stop::Failed(other.to_string()),
         }
     }
@@ -175,7 +178,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             Err(RegistryError::Missing(why)) => {
                 info!(repository = %push.repository, reason = %why, "ECR's push time unknown: the event's second orders it");
             }
-            Err(RegistryError::Transient(why)) => return Err(Retryable(why)),
+            Err(transient @ RegistryError::Transient(_)) => return Err(transient.into()),
         }
         Ok(push)
     }
@@ -204,13 +207,13 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         for result in results {
             match result {
                 Ok(outcome) => outcomes.push(outcome),
-                Err(e) => retry.push(e.0),
+                Err(e) => retry.push(e),
             }
         }
         if !retry.is_empty() {
             // Completed targets are duplicates on redelivery, so retrying the whole event is safe.
             error!(errors = ?retry, "some targets need a retry");
-            return Err(Retryable(retry.join("; ")));
+            return Err(if retry.len() == 1 { retry.remove(0) } else { Retryable::Targets(retry) });
         }
         Ok(DeployOutcome::Deployed(outcomes))
     }
@@ -226,7 +229,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         let acquired = match self.acquire(&deployment, invocation).await {
             Ok(acquired) => acquired,
             // The write that takes the lock may have gone through with its answer lost.
-            Err(e) => return Err(self.give_up(plan, invocation, e.0).await),
+            Err(e) => return Err(self.give_up(plan, invocation, e).await),
         };
         match acquired {
             Acquired::Yes => {}
@@ -265,7 +268,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                 TargetOutcome::Skipped { target: target.clone(), reason }
             }
             Err(Stop::Retry(reason)) => {
-                return Err(self.give_up(plan, invocation, format!("{target}: {reason}")).await);
+                return Err(self.give_up(plan, invocation, reason).await);
             }
         };
         deployment.updated_at = self.clock.now();
@@ -278,7 +281,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                 return Ok(TargetOutcome::Duplicate { target, state });
             }
             // The redelivered event finds the service updated and adopts the rollout.
-            Err(e) => return Err(self.give_up(plan, invocation, format!("{target}: {e}")).await),
+            Err(e) => return Err(self.give_up(plan, invocation, e.into()).await),
         }
         match &outcome {
             TargetOutcome::Failed { reason, .. } => error!(target = %target, reason = %reason, "deployment failed"),
@@ -292,11 +295,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
 
     /// Gives up the target's lock for a retry: the record stays PENDING, and the redelivered
     /// event resumes the deployment at once (if this fails too, the lease lapses).
-    async fn give_up(&self, plan: &TargetPlan, invocation: &Invocation, reason: String) -> Retryable {
+    async fn give_up(&self, plan: &TargetPlan, invocation: &Invocation, reason: Retryable) -> Retryable {
         if let Err(e) = self.ledger.unlock(&plan.target, &invocation.attempt).await {
             warn!(target = %plan.target, error = %e, "could not give up the lock; it lapses with the lease");
         }
-        Retryable(reason)
+        Retryable::Target { target: plan.target.to_string(), source: Box::new(reason) }
     }
 
     /// Records the deployment and takes the target's lock, waiting a while for another
@@ -317,7 +320,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                 Err(Refusal::Locked { by, .. }) => {
                     let waited = (now - started).to_std().unwrap_or_default();
                     if waited >= self.settings.lock_wait {
-                        return Err(Retryable(format!("{} is locked by deployment {by}", deployment.target)));
+                        return Err(Retryable::Busy(format!("{} is locked by deployment {by}", deployment.target)));
                     }
                     info!(target = %deployment.target, holder = %by, "target locked; waiting");
                     self.clock.sleep(backoff).await;

@@ -73,7 +73,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                     warn!(repository = %repository, error = %why, "cannot reconcile a repository ECR does not show");
                     continue;
                 }
-                Err(RegistryError::Transient(why)) => return Err(Retryable(why)),
+                Err(transient @ RegistryError::Transient(_)) => return Err(transient.into()),
             };
             for push in candidates(self.config, repository, &images) {
                 let Plan::Deploy { targets, .. } = plan(self.config, &push) else { continue };

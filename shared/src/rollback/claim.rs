@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{RollbackHandler, RollbackOutcome, quarantine};
+use super::{RollbackOutcome, Rollbacker, quarantine};
 use crate::invocation::{Invocation, Retryable};
 use crate::model::{Deployment, Origin, State, Target};
 use crate::ports::{Claim, Clock, Ecs, Ledger, Notifier};
 
-impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
+impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Rollbacker<'_, E, L, N, C> {
     /// Claims the rollback of `d` (FAILED → ROLLING_BACK, quarantining its digest) or takes
     /// it over from an invocation that died or failed part-way. While another invocation
     /// holds it and shows no progress (a rollback record past PENDING), waits for it to
@@ -36,7 +36,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 return Ok(Err(RollbackOutcome::AlreadyHandled { deployment: d.id.clone(), state }));
             }
             if (now - started).to_std().unwrap_or_default() >= self.settings.wait {
-                return Err(Retryable(format!("the rollback of {} is claimed by another invocation", d.id)));
+                return Err(Retryable::Busy(format!("the rollback of {} is claimed by another invocation", d.id)));
             }
             info!(deployment = %d.id, "another invocation is rolling this deployment back; waiting");
             self.clock.sleep(backoff).await;
@@ -65,7 +65,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
                 }
             }
             if (now - started).to_std().unwrap_or_default() >= self.settings.lock_wait {
-                return Err(Retryable(format!("{target} is locked by a deployment in flight")));
+                return Err(Retryable::Busy(format!("{target} is locked by a deployment in flight")));
             }
             info!(target = %target, deployment = %d.id, "a deployment holds the target; waiting to roll back");
             self.clock.sleep(backoff).await;

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use super::{Alarm, RollbackHandler, RollbackOutcome, quarantine};
+use super::{Alarm, RollbackOutcome, Rollbacker, quarantine};
 use crate::invocation::Retryable;
 use crate::lookup;
 use crate::model::{Deployment, Origin, State, Target};
@@ -90,7 +90,7 @@ pub fn ecs_rollback<'r>(
     (rollbacks.any() && (failed_by_ecs || watched || moved_back)).then_some(None)
 }
 
-impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
+impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Rollbacker<'_, E, L, N, C> {
     /// An alarm that is not the deployment's to answer for: logged, and the team told if it
     /// went off after the window (the service is in trouble, but not by this deployment).
     pub(super) async fn not_this_deployments(&self, d: Deployment, alarm: &Alarm, why: String) -> RollbackOutcome {
@@ -177,6 +177,6 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
     }
 
     pub(super) async fn service(&self, target: &Target) -> Result<ServiceInfo, Retryable> {
-        self.ecs.service(target).await.map_err(|e| Retryable(e.to_string()))
+        self.ecs.service(target).await.map_err(Retryable::from)
     }
 }

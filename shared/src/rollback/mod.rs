@@ -36,7 +36,8 @@ mod put_back;
 pub use decisions::{AlarmVerdict, Failure, alarm_concerns, ecs_rollback, last_known_good};
 
 /// What the handler did about one failing deployment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", content = "detail")]
 pub enum RollbackOutcome {
     /// Nothing to roll back (irrelevant or malformed event, unknown service, no Ferry deployment live).
     Ignored(String),
@@ -85,7 +86,7 @@ struct Alarm {
 }
 
 #[derive(Debug)]
-pub struct RollbackHandler<'a, E, L, N, C> {
+pub struct Rollbacker<'a, E, L, N, C> {
     pub config: &'a Config,
     pub ecs: &'a E,
     pub ledger: &'a L,
@@ -118,7 +119,7 @@ impl Default for RollbackSettings {
     }
 }
 
-impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
+impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Rollbacker<'_, E, L, N, C> {
     /// Handles one EventBridge event; one outcome per target it concerns. `Err` only for
     /// what a retry can fix.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<Vec<RollbackOutcome>, Retryable> {

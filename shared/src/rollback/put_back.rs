@@ -2,12 +2,12 @@
 
 use tracing::{error, info, warn};
 
-use super::{Failure, RollbackHandler, RollbackOutcome};
+use super::{Failure, RollbackOutcome, Rollbacker};
 use crate::invocation::{Retryable, update_service};
 use crate::model::{Deployment, Origin, State, Target};
 use crate::ports::{Clock, Ecs, HeadChange, Ledger, Notifier};
 
-impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> RollbackHandler<'_, E, L, N, C> {
+impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Rollbacker<'_, E, L, N, C> {
     /// Points the service back at the last-known-good revision, `d` ROLLING_BACK under this
     /// invocation's claim. What an invocation that held the claim before and died did is read
     /// afresh: a rollback record still PENDING is finished (by UpdateService, or by recording

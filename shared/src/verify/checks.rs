@@ -9,9 +9,7 @@ use super::Verifier;
 use crate::config::Health;
 use crate::invocation::Retryable;
 use crate::model::{Deployment, Target};
-use crate::ports::{
-    Clock, Ecs, EcsError, EventBus, HealthProbe, Ledger, LoadBalancers, Notifier, ProbeResponse, ServiceInfo,
-};
+use crate::ports::{Clock, Ecs, EventBus, HealthProbe, Ledger, LoadBalancers, Notifier, ProbeResponse, ServiceInfo};
 
 /// Why a service does not (yet) run a deployment ECS reported complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +88,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         d: &Deployment,
         groups: &[String],
     ) -> Result<Result<String, String>, Retryable> {
-        let transient = |e: EcsError| Retryable(e.to_string());
+        let transient = Retryable::from;
         let ecs_id = d.ecs_deployment_id.clone().unwrap_or_default();
         let addresses = self.ecs.task_addresses(&d.target, &ecs_id).await.map_err(transient)?;
         if addresses.is_empty() {

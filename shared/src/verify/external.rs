@@ -65,7 +65,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
             return Ok(VerifyOutcome::Unchanged { deployment: d.id, state: State::Verifying });
         }
         let outcome = async {
-            let service = self.ecs.service(&d.target).await.map_err(|e| Retryable(e.to_string()))?;
+            let service = self.ecs.service(&d.target).await.map_err(Retryable::from)?;
             if let Some(p) = service.primary.filter(|p| !d.is_rollout_id(&p.id)) {
                 let superseded = self.supersede(verifying.clone(), &format!("ECS deployment {}", p.id)).await?;
                 if d.origin == Origin::Rollback && matches!(superseded, VerifyOutcome::Superseded { .. }) {
@@ -113,7 +113,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         d.reason = Some(shown);
         let by_hand = d.origin == Origin::External;
         if state == State::Failed && by_hand && self.service_of(&d.target).is_some_and(|s| s.roll_back_external) {
-            self.bus.deployment_failed(&d).await.map_err(|e| Retryable(e.to_string()))?;
+            self.bus.deployment_failed(&d).await.map_err(Retryable::from)?;
         }
         if self.ledger.transition(&d, &[from], head).await? {
             self.settle_rollback(&d).await?;

@@ -53,7 +53,8 @@ impl Default for VerifySettings {
 }
 
 /// What the handler did with one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", content = "detail")]
 pub enum VerifyOutcome {
     /// Not an ECS deployment event for a service Ferry deploys, or malformed.
     Ignored(String),
@@ -223,7 +224,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
             let service = match self.ecs.service(&d.target).await {
                 Ok(service) => service,
                 // The claim lapses and the redelivered event verifies again.
-                Err(EcsError::Transient(e)) => return Err(Retryable(e)),
+                Err(e @ EcsError::Transient(_)) => return Err(e.into()),
                 Err(e) => return self.fail(d, format!("cannot read the service: {e}")).await,
             };
             match check_rollout(&d, &service).map(|()| service) {
@@ -234,7 +235,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
                 }
                 // The redelivered event (or the sweep) looks again later.
                 Err(RolloutProblem::NotYet(why)) => {
-                    return Err(Retryable(format!("ECS reported the deployment complete, but {why} ({looks} looks)")));
+                    return Err(Retryable::Lagging(format!(
+                        "ECS reported the deployment complete, but {why} ({looks} looks)"
+                    )));
                 }
                 checked => break checked,
             }
@@ -313,7 +316,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         d.state = State::Failed;
         d.reason = Some(reason.clone());
         d.updated_at = self.clock.now();
-        self.bus.deployment_failed(&d).await.map_err(|e| Retryable(e.to_string()))?;
+        self.bus.deployment_failed(&d).await.map_err(Retryable::from)?;
         if !self.ledger.transition(&d, &[State::InProgress, State::Verifying], HeadChange::None).await? {
             return self.unchanged(d).await;
         }

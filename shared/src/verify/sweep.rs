@@ -58,7 +58,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
             return Ok(None);
         }
         let Some(ecs_id) = d.ecs_deployment_id.clone() else { return Ok(None) };
-        let service = self.ecs.service(target).await.map_err(|e| Retryable(e.to_string()))?;
+        let service = self.ecs.service(target).await.map_err(Retryable::from)?;
         let Some(primary) = service.primary else { return Ok(None) };
         let kind = match primary.rollout_state.as_str() {
             _ if primary.id != ecs_id => {
@@ -93,7 +93,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
     /// before recording it. Settled from what the service runs: back off `d`'s revision and
     /// completed, ROLLED_BACK; still on it (or failed), ROLLBACK_FAILED, which pages.
     pub(super) async fn sweep_rollback(&self, mut d: Deployment) -> Result<Option<VerifyOutcome>, Retryable> {
-        let service = self.ecs.service(&d.target).await.map_err(|e| Retryable(e.to_string()))?;
+        let service = self.ecs.service(&d.target).await.map_err(Retryable::from)?;
         let Some(primary) = service.primary else { return Ok(None) };
         let on_ours =
             d.is_rollout_id(&primary.id) || d.task_definition.as_deref() == Some(primary.task_definition.as_str());

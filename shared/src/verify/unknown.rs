@@ -78,7 +78,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         let service = match self.ecs.service(&target).await {
             Ok(service) => Some(service),
             // Whether ECS is rolling back cannot be told without it: the redelivery looks again.
-            Err(EcsError::Transient(e)) => return Err(Retryable(e)),
+            Err(e @ EcsError::Transient(_)) => return Err(e.into()),
             Err(_) => None,
         };
         let undone = match &service {
@@ -185,7 +185,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
     ) -> Result<Option<VerifyOutcome>, Retryable> {
         let Some(target) = pending.first().map(|d| d.target.clone()) else { return Ok(None) };
         let transient = |e: EcsError| match e {
-            EcsError::Transient(m) => Err(Retryable(m)),
+            e @ EcsError::Transient(_) => Err(e.into()),
             _ => Ok(None),
         };
         let service = match self.ecs.service(&target).await {
@@ -199,7 +199,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
             // rollout a second time as someone else's.
             let now = self.clock.now();
             return match pending.iter().find(|d| in_flight(d, now)) {
-                Some(d) => Err(Retryable(format!(
+                Some(d) => Err(Retryable::Busy(format!(
                     "ECS deployment {} may be the rollout of {}, whose invocation has not recorded it yet",
                     ev.deployment_id, d.id
                 ))),
@@ -222,9 +222,10 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
                 Some(now) if now.is_rollout_id(&ev.deployment_id) => self.dispatch(now, ev, invocation).await.map(Some),
                 // Still PENDING: another deployment holds the target; once it lets go, the
                 // redelivered event adopts the rollout.
-                Some(now) if now.state == State::Pending => {
-                    Err(Retryable(format!("the rollout of {} cannot be recorded while another holds the target", d.id)))
-                }
+                Some(now) if now.state == State::Pending => Err(Retryable::Busy(format!(
+                    "the rollout of {} cannot be recorded while another holds the target",
+                    d.id
+                ))),
                 _ => Ok(None),
             };
         }

@@ -24,7 +24,7 @@ use ferry::config::Config;
 use ferry::deploy::{DeployOutcome, DeploySettings, Deployer, Invocation, TargetOutcome};
 use ferry::model::Target;
 use ferry::ports::SystemClock;
-use ferry::rollback::{RollbackHandler, RollbackOutcome, RollbackSettings};
+use ferry::rollback::{RollbackOutcome, RollbackSettings, Rollbacker};
 use ferry::verify::{Verifier, VerifyOutcome, VerifySettings};
 use ferry_tests::{Emulator, HttpSink, clients, unique};
 use serde_json::{Value, json};
@@ -395,7 +395,7 @@ containers = ["api"]
         ferry_tests::acting_as("rollback");
         let ecs = clients::ecs_adapter(self.home.clone());
         let ledger = DynamoLedger::new(clients::dynamodb(&self.home), &self.table);
-        RollbackHandler {
+        Rollbacker {
             config,
             ecs: &ecs,
             ledger: &ledger,
