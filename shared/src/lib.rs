@@ -2,7 +2,7 @@
 //! beyond the pure core.
 //!
 //! - The pure core is the `ferry-core` crate, re-exported here: [`config`], [`rules`],
-//!   [`event`], [`model`], [`plan`], [`render`], [`notify`].
+//!   [`event`], [`hook`], [`model`], [`plan`], [`render`], [`notify`].
 //! - [`ports`]: what the handlers need from the world, in Ferry's words; [`adapters`]
 //!   implement them on AWS.
 //! - Handlers: [`deploy`] (and its [`reconcile`]), [`verify`], [`rollback`], generic over the
@@ -10,7 +10,7 @@
 //!   in: [`invocation`]. The Lambda bootstrap is the `ferry-runtime` crate's.
 
 pub use deploy::reconcile;
-pub use ferry_core::{config, event, model, notify, plan, render, rules};
+pub use ferry_core::{config, event, hook, model, notify, plan, render, rules};
 
 pub mod adapters;
 pub mod deploy;

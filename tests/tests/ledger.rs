@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use ferry::adapters::dynamodb::DynamoLedger;
+use ferry::hook::{HookRecord, HookStatus};
 use ferry::model::{Deployment, Push, Refusal, State, Target};
 use ferry::ports::{Begin, Claim, Finish, HeadChange, Ledger};
 use ferry_tests::{Emulator, unique};
@@ -326,6 +327,35 @@ async fn a_record_with_an_unknown_origin_is_an_error_not_taken_for_ferrys() {
     assert!(matches!(&read, Err(e) if e.to_string().contains("unknown origin \"martian\"")), "{read:?}");
 }
 
+async fn a_hooks_answer_is_kept_through_every_write_and_decided_once_per_execution(ledger: &impl Ledger) {
+    let t = target("api");
+    let d = recorded(ledger, &t, "sha256:aaaa", State::InProgress).await;
+    let hook = |execution: &str, status: HookStatus, attempts: u32| HookRecord {
+        stage: "POST_TEST_TRAFFIC_SHIFT".into(),
+        execution_id: execution.into(),
+        status,
+        attempts,
+        evidence: format!("#{attempts} HTTP 503"),
+        at: at(200 + u64::from(attempts)),
+    };
+    assert_eq!(ledger.note_hook(&d, &hook("x1", HookStatus::InProgress, 1)).await, Ok(None));
+    assert_eq!(ledger.note_hook(&d, &hook("x1", HookStatus::Failed, 2)).await, Ok(None), "IN_PROGRESS is replaced");
+    let decided = ledger.note_hook(&d, &hook("x1", HookStatus::Succeeded, 3)).await;
+    assert_eq!(decided, Ok(Some(hook("x1", HookStatus::Failed, 2))), "a decided execution answers as it did");
+    // A whole-record write (the verification's claim) keeps the hook's answer.
+    let verifying = Deployment { state: State::Verifying, updated_at: at(300), ..d.clone() };
+    let claim = Claim { by: "v1".into(), until: at(600) };
+    assert!(ledger.claim(&verifying, State::InProgress, HeadChange::None, at(300), &claim).await.expect("claim"));
+    let read = ledger.deployment(&t, &d.id).await.expect("read").expect("record");
+    assert_eq!(read.hooks, [hook("x1", HookStatus::Failed, 2)]);
+    // Another execution of the stage (a new rollout of the revision) is answered afresh.
+    assert_eq!(ledger.note_hook(&d, &hook("x2", HookStatus::Succeeded, 1)).await, Ok(None));
+    let read = ledger.deployment(&t, &d.id).await.expect("read").expect("record");
+    assert_eq!(read.hooks, [hook("x2", HookStatus::Succeeded, 1)]);
+    let unknown = deployment(&t, "e9", "sha256:9999", 900);
+    assert!(ledger.note_hook(&unknown, &hook("x1", HookStatus::Succeeded, 1)).await.is_err(), "no record, no answer");
+}
+
 /// Each case once against DynamoDB (on the emulator) and once in memory.
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
@@ -359,4 +389,5 @@ contract!(
     a_write_repeated_after_it_took_effect_is_done_and_no_other_write_passes_for_it,
     a_failed_write_repeated_after_the_rollback_moved_the_record_on_is_done,
     history_pages_follow_each_other_newest_first_without_gaps,
+    a_hooks_answer_is_kept_through_every_write_and_decided_once_per_execution,
 );

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod event;
+pub mod hook;
 pub mod model;
 pub mod notify;
 pub mod plan;

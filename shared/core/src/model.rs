@@ -204,6 +204,8 @@ pub struct Deployment {
     pub rolls_back: Option<String>,
     /// When it was proven live (SUCCEEDED): an alarm's window starts here.
     pub live_at: Option<DateTime<Utc>>,
+    /// What ECS's lifecycle hooks were answered, one per stage (blue/green, linear, canary).
+    pub hooks: Vec<crate::hook::HookRecord>,
 }
 
 impl Deployment {
@@ -230,6 +232,7 @@ impl Deployment {
             ecs_event: None,
             rolls_back: None,
             live_at: None,
+            hooks: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use super::lock;
+use crate::hook::HookRecord;
 use crate::model::{Deployment, Head, Lock, Origin, State, Target};
 use crate::ports::{Begin, Claim, Finish, HeadChange, Ledger, LedgerError};
 
@@ -41,12 +42,14 @@ impl LedgerWorld {
         }
     }
 
-    /// Replaces a record, keeping when it was first written.
+    /// Replaces a record, keeping when it was first written and its hooks' answers (which
+    /// only `note_hook` writes).
     fn put(&mut self, d: &Deployment) {
         let key = record_key(d);
         let mut record = d.clone();
         if let Some(existing) = self.records.get(&key) {
             record.created_at = existing.created_at;
+            record.hooks = existing.hooks.clone();
         }
         if d.state == State::Failed {
             self.failed_at.insert(key.clone(), d.updated_at);
@@ -140,6 +143,7 @@ impl Ledger for MemoryLedger {
         let mut record = d.clone();
         if let Some(existing) = existing {
             record.created_at = existing.created_at;
+            record.hooks = existing.hooks.clone();
         }
         w.records.insert(record_key(d), record);
         Ok(Begin::Started)
@@ -169,9 +173,11 @@ impl Ledger for MemoryLedger {
                 head.active = Some((d.id.clone(), d.digest.clone()));
             }
         }
-        let created_at = w.records.get(&record_key(d)).map(|r| r.created_at);
+        let existing = w.records.get(&record_key(d)).map(|r| (r.created_at, r.hooks.clone()));
         let mut record = d.clone();
-        record.created_at = created_at.unwrap_or(d.created_at);
+        if let Some((created_at, hooks)) = existing {
+            (record.created_at, record.hooks) = (created_at, hooks);
+        }
         w.records.insert(record_key(d), record);
         Ok(Finish::Recorded)
     }
@@ -265,6 +271,27 @@ impl Ledger for MemoryLedger {
                 Ok(true)
             }
             None => Ok(false),
+        }
+    }
+
+    async fn note_hook(&self, d: &Deployment, hook: &HookRecord) -> Result<Option<HookRecord>, LedgerError> {
+        let mut w = self.world("note_hook")?;
+        let Some(record) = w.records.get_mut(&record_key(d)) else {
+            return Err(LedgerError(format!("no deployment record {} to note a hook on", d.id)));
+        };
+        let same = |h: &&mut HookRecord| h.stage == hook.stage;
+        match record.hooks.iter_mut().find(same) {
+            Some(decided) if decided.execution_id == hook.execution_id && decided.status.is_final() => {
+                Ok(Some(decided.clone()))
+            }
+            Some(earlier) => {
+                *earlier = hook.clone();
+                Ok(None)
+            }
+            None => {
+                record.hooks.push(hook.clone());
+                Ok(None)
+            }
         }
     }
 

@@ -152,6 +152,15 @@ pub trait Ledger: Send + Sync {
         state: State,
     ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
 
+    /// Records a lifecycle hook's answer on `deployment` (one per stage, the latest), unless
+    /// that stage's execution was decided already (SUCCEEDED or FAILED): `Some(decided)`
+    /// then, so a hook invoked again answers as it did.
+    fn note_hook(
+        &self,
+        deployment: &Deployment,
+        hook: &crate::hook::HookRecord,
+    ) -> impl Future<Output = Result<Option<crate::hook::HookRecord>, LedgerError>> + Send;
+
     /// Lifts the quarantine of `digest` on `target` (an operator's decision).
     fn release(&self, target: &Target, digest: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
 

@@ -73,6 +73,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Rollbacker<'_, E, L, N, C> {
                     notify_error: None,
                     ecs_event: None,
                     live_at: None,
+                    hooks: Vec::new(),
                     ..good.clone()
                 };
                 self.ledger.record_external(&rollback, HeadChange::None).await?;

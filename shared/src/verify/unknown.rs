@@ -48,6 +48,7 @@ pub(super) fn external_record(
         ecs_event: Some(describe(ev)),
         rolls_back: None,
         live_at: None,
+        hooks: Vec::new(),
     }
 }
 

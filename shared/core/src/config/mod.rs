@@ -141,6 +141,9 @@ pub const MAX_ALARM_WINDOW_MINUTES: u32 = 1440;
 pub struct Health {
     /// Health URL, with placeholders (see [`PLACEHOLDERS`]) filled per target.
     pub url: String,
+    /// The URL of the new revision behind a blue/green service's test listener, placeholders
+    /// as `url`: probed when ECS calls Ferry's lifecycle hook after test traffic shifted.
+    pub test_url: Option<String>,
     /// URLs for some targets instead of `url`: the first that matches a target wins.
     pub overrides: Vec<HealthOverride>,
     /// Status codes that pass, inclusive (default: any 2xx).
@@ -192,15 +195,26 @@ impl Health {
             .iter()
             .find(|o| o.matches(&t.environment, &t.region, &t.cluster, account))
             .map_or(&self.url, |o| &o.url);
-        let url = url
-            .replace("{env}", &t.environment)
-            .replace("{region}", &t.region)
-            .replace("{cluster}", &t.cluster)
-            .replace("{service}", &t.service);
-        match account {
-            Some(account) => url.replace("{account}", account),
-            None => url,
-        }
+        fill(url, target, account)
+    }
+
+    /// The test route's URL for `target` (see [`Health::url_for`]), if the service has one.
+    pub fn test_url_for(&self, target: &crate::model::Target, home: Option<&str>) -> Option<String> {
+        let account = target.account.as_deref().or(home);
+        self.test_url.as_deref().map(|url| fill(url, target, account))
+    }
+}
+
+/// `url` with the placeholders filled for `t` (`{account}` left as it is if unknown).
+fn fill(url: &str, t: &crate::model::Target, account: Option<&str>) -> String {
+    let url = url
+        .replace("{env}", &t.environment)
+        .replace("{region}", &t.region)
+        .replace("{cluster}", &t.cluster)
+        .replace("{service}", &t.service);
+    match account {
+        Some(account) => url.replace("{account}", account),
+        None => url,
     }
 }
 

@@ -31,6 +31,8 @@ pub(super) struct RawService {
 #[serde(deny_unknown_fields)]
 struct RawHealth {
     url: Spanned<String>,
+    /// The test route of a blue/green service: the new revision behind the test listener.
+    test_url: Option<Spanned<String>>,
     #[serde(default)]
     overrides: Vec<Spanned<RawHealthOverride>>,
     /// `200`, or a range such as `"200-299"`.
@@ -75,6 +77,7 @@ impl RawHealth {
         targets: &[(&str, &str, &str, Option<&str>)],
     ) -> Result<Health, Invalid> {
         let url = health_url(&self.url)?;
+        let test_url = self.test_url.as_ref().map(health_url).transpose()?;
         let mut overrides = Vec::new();
         for o in self.overrides {
             let raw = o.get_ref();
@@ -129,6 +132,7 @@ impl RawHealth {
         }
         Ok(Health {
             url,
+            test_url,
             overrides,
             expect_status,
             body_contains: self.body_contains,

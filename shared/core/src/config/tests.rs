@@ -22,7 +22,7 @@ targets = [
 repository = "shop/api"
 name = "shop-{env}-api"
 containers = ["api"]
-health = { url = "https://api.{env}.shop.example/healthz", expect_status = 204, body_contains = "ok" }
+health = { url = "https://api.{env}.shop.example/healthz", test_url = "https://test.api.{env}.shop.example:8443/healthz", expect_status = 204, body_contains = "ok" }
 migration = { command = ["bin/migrate", "up"] }
 notify = "shop-team"
 alarms = ["shop-{env}-api-5xx"]
@@ -59,6 +59,7 @@ fn a_valid_file_resolves_every_part() {
         api.health,
         Some(Health {
             url: "https://api.{env}.shop.example/healthz".into(),
+            test_url: Some("https://test.api.{env}.shop.example:8443/healthz".into()),
             overrides: vec![],
             expect_status: (204, 204),
             body_contains: Some("ok".into()),
@@ -71,6 +72,10 @@ fn a_valid_file_resolves_every_part() {
     assert_eq!(
         api.health.as_ref().map(|h| h.url_for(&staging[0], None)).as_deref(),
         Some("https://api.staging.shop.example/healthz")
+    );
+    assert_eq!(
+        api.health.as_ref().and_then(|h| h.test_url_for(&staging[0], None)).as_deref(),
+        Some("https://test.api.staging.shop.example:8443/healthz")
     );
     assert!(!c.services[1].deploys_to("staging"));
     assert_eq!(api.alarms, ["shop-{env}-api-5xx"]);

@@ -10,7 +10,7 @@ mod verify;
 
 pub use deploy::{DeployEvent, parse_deploy_event};
 pub use rollback::{RollbackTrigger, parse_rollback_trigger};
-pub use verify::{EcsDeploymentEvent, EcsEventKind, VerifyEvent, parse_ecs_event, parse_verify_event};
+pub use verify::{EcsDeploymentEvent, EcsEventKind, VerifyEvent, parse_ecs_event, parse_verify_event, service_arn};
 
 /// An event that cannot be what it claims to be. It is logged and acknowledged: a retry
 /// would fail the same way.

@@ -50,25 +50,13 @@ pub fn parse_ecs_event(event: Value) -> Result<Received<EcsDeploymentEvent>, Mal
         Some("SERVICE_DEPLOYMENT_FAILED") => EcsEventKind::Failed,
         other => return Ok(Received::Ignored(format!("ECS deployment event {other:?} is not one Ferry acts on"))),
     };
-    // arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/SERVICE
     let arn = envelope
         .resources
         .unwrap_or_default()
         .into_iter()
         .find(|r| r.contains(":service/"))
         .ok_or_else(|| MalformedEvent("no service ARN in resources".into()))?;
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let (region, account, resource) = match parts.as_slice() {
-        ["arn", _, "ecs", region, account, resource] => (*region, *account, *resource),
-        _ => return Err(MalformedEvent(format!("{arn:?} is not an ECS service ARN"))),
-    };
-    // `service/CLUSTER/SERVICE`, or the old format `service/SERVICE`, which names no cluster
-    // (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-account-settings.html).
-    let (cluster, service) = match resource.split('/').collect::<Vec<_>>().as_slice() {
-        ["service", cluster, service] if !cluster.is_empty() && !service.is_empty() => (*cluster, *service),
-        ["service", service] if !service.is_empty() => ("", *service),
-        _ => return Err(MalformedEvent(format!("{arn:?} does not name a service"))),
-    };
+    let (region, account, cluster, service) = service_arn(&arn)?;
     let deployment_id = detail
         .deployment_id
         .filter(|d| !d.is_empty())
@@ -78,12 +66,30 @@ pub fn parse_ecs_event(event: Value) -> Result<Received<EcsDeploymentEvent>, Mal
         kind,
         deployment_id,
         reason: detail.reason.unwrap_or_default(),
-        account: account.to_string(),
-        region: region.to_string(),
-        cluster: cluster.to_string(),
-        service: service.to_string(),
+        account,
+        region,
+        cluster,
+        service,
         at: envelope.time.ok_or_else(|| MalformedEvent("missing time".into()))?,
     }))
+}
+
+/// The region, account, cluster and service an ECS service ARN names
+/// (`arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/SERVICE`); the cluster is empty for the old
+/// format `service/SERVICE`
+/// (<https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-account-settings.html>).
+pub fn service_arn(arn: &str) -> Result<(String, String, String, String), MalformedEvent> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let (region, account, resource) = match parts.as_slice() {
+        ["arn", _, "ecs", region, account, resource] => (*region, *account, *resource),
+        _ => return Err(MalformedEvent(format!("{arn:?} is not an ECS service ARN"))),
+    };
+    let (cluster, service) = match resource.split('/').collect::<Vec<_>>().as_slice() {
+        ["service", cluster, service] if !cluster.is_empty() && !service.is_empty() => (*cluster, *service),
+        ["service", service] if !service.is_empty() => ("", *service),
+        _ => return Err(MalformedEvent(format!("{arn:?} does not name a service"))),
+    };
+    Ok((region.to_string(), account.to_string(), cluster.to_string(), service.to_string()))
 }
 
 /// What the verify function is asked to do.

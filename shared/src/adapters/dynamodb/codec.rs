@@ -114,6 +114,7 @@ pub(super) fn deployment_from(item: &Item) -> Result<Deployment, LedgerError> {
         ecs_event: text(item, "ecs_event"),
         rolls_back: text(item, "rolls_back"),
         live_at: time(item, "live_at"),
+        hooks: super::hooks::hooks_from(item),
     })
 }
 

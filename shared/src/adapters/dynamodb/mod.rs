@@ -23,6 +23,7 @@ use crate::ports::{Begin, Claim, Finish, HeadChange, Ledger, LedgerError};
 mod codec;
 mod contention;
 mod expression;
+mod hooks;
 
 use codec::{deployment_fields, deployment_from, head_from, millis, s};
 use contention::{contended, failed_check, ledger_error};
@@ -375,6 +376,14 @@ impl Ledger for DynamoLedger {
             .await
             .map_err(|e| ledger_error("reading a target's head", e))?;
         Ok(out.item.as_ref().map(head_from).unwrap_or_default())
+    }
+
+    async fn note_hook(
+        &self,
+        d: &Deployment,
+        hook: &crate::hook::HookRecord,
+    ) -> Result<Option<crate::hook::HookRecord>, LedgerError> {
+        self.write_hook(d, hook).await
     }
 
     async fn deployment(&self, target: &Target, id: &str) -> Result<Option<Deployment>, LedgerError> {
