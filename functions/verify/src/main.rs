@@ -6,7 +6,7 @@ use ferry::adapters::elb::ElbAdapter;
 use ferry::adapters::eventbridge::EventBridgeBus;
 use ferry::adapters::http::HttpProbe;
 use ferry::ports::SystemClock;
-use ferry::verify::{Verifier, VerifySettings};
+use ferry::verify::{Verifier, VerifySettings, response};
 use ferry_runtime::{FunctionEnv, Retry, invocation};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
@@ -30,7 +30,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     };
     let verifier = &verifier;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        verifier.handle(event.payload, &invocation(&event.context)).await.map_err(Retry)
+        verifier.handle(event.payload, &invocation(&event.context)).await.map(|o| response(&o)).map_err(Retry)
     }))
     .await
 }

@@ -136,7 +136,9 @@ impl Ecs for EcsAdapter {
             .collect();
         let target_groups = service.load_balancers().iter().filter_map(|lb| lb.target_group_arn.clone()).collect();
         let configuration = service.deployment_configuration.as_ref();
+        let strategy = configuration.and_then(|c| c.strategy.as_ref()).map(|s| s.as_str().to_string());
         let rollbacks = EcsRollbacks {
+            blue_green: strategy.as_deref().is_some_and(|s| s != "ROLLING"),
             circuit_breaker: configuration
                 .and_then(|c| c.deployment_circuit_breaker.as_ref())
                 .is_some_and(|b| b.enable && b.rollback),
@@ -150,6 +152,7 @@ impl Ecs for EcsAdapter {
             task_definition: service.task_definition.clone().unwrap_or_default(),
             primary,
             deployment_controller: service.deployment_controller.as_ref().map(|c| c.r#type.as_str().to_string()),
+            strategy,
             failed,
             target_groups,
             rollbacks,
@@ -341,6 +344,21 @@ impl Ecs for EcsAdapter {
             .await
             .map(|_| ())
             .map_err(ecs_error)
+    }
+
+    async fn service_revision(&self, target: &Target, revision_arn: &str) -> Result<String, EcsError> {
+        let out = self
+            .client(target)
+            .await
+            .describe_service_revisions()
+            .service_revision_arns(revision_arn)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        out.service_revisions()
+            .iter()
+            .find_map(|r| r.task_definition.clone())
+            .ok_or_else(|| EcsError::NotFound(format!("service revision {revision_arn}")))
     }
 
     async fn containers(&self, target: &Target, task_definition: &str) -> Result<Vec<Container>, EcsError> {

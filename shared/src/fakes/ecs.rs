@@ -26,6 +26,8 @@ pub struct FakeService {
     pub alarm_rollback: Vec<String>,
     /// Deployments that replace `deployments` after this many more DescribeServices reads.
     pub later: Option<(u32, Vec<EcsDeployment>)>,
+    /// `BLUE_GREEN`, `LINEAR` or `CANARY`; `None` for a rolling update.
+    pub strategy: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +49,8 @@ struct EcsWorld {
     stopped: Vec<String>,
     /// Revision → the deployment that registered it.
     registered_for: HashMap<String, String>,
+    /// Service revision ARN → its task definition: one per UpdateService, as ECS makes them.
+    service_revisions: Vec<(String, String)>,
 }
 
 /// ECS in memory: services, task definitions, tasks; every call is logged as
@@ -81,9 +85,26 @@ impl FakeEcs {
                 target_groups: Vec::new(),
                 addresses: HashMap::new(),
                 later: None,
+                strategy: None,
             },
         );
         arn
+    }
+
+    /// Makes the service deploy by `strategy` (`BLUE_GREEN`, `LINEAR`, `CANARY`).
+    pub fn set_strategy(&self, target: &Target, strategy: &str) {
+        if let Some(s) = lock(&self.0).services.get_mut(&service_key(target)) {
+            s.strategy = Some(strategy.to_string());
+        }
+    }
+
+    /// The service revision the latest UpdateService of `target` made, as a hook names it.
+    pub fn latest_service_revision(&self, target: &Target) -> Option<String> {
+        let prefix = format!(
+            "arn:aws:ecs:{}:123456789012:service-revision/{}/{}/",
+            target.region, target.cluster, target.service
+        );
+        lock(&self.0).service_revisions.iter().rev().map(|(arn, _)| arn).find(|arn| arn.starts_with(&prefix)).cloned()
     }
 
     /// Sets what ECS rolls back by itself: the circuit breaker's `(enable, rollback)` and the
@@ -121,7 +142,7 @@ impl FakeEcs {
         let s = w.services.get_mut(&service_key(target))?;
         let primary = s.deployments.last_mut()?;
         primary.rollout_state = "FAILED".into();
-        let rolls_back = s.breaker == Some((true, true)) || !s.alarm_rollback.is_empty();
+        let rolls_back = s.breaker == Some((true, true)) || !s.alarm_rollback.is_empty() || s.strategy.is_some();
         let to = s.deployments.iter().rev().find(|d| d.rollout_state == "COMPLETED")?.task_definition.clone();
         if !rolls_back {
             return None;
@@ -222,9 +243,11 @@ impl Ecs for FakeEcs {
             deployment_controller: Some("ECS".into()),
             failed: s.deployments.iter().filter(|d| d.rollout_state == "FAILED").map(|d| d.id.clone()).collect(),
             target_groups: s.target_groups.clone(),
+            strategy: s.strategy.clone(),
             rollbacks: EcsRollbacks {
                 circuit_breaker: s.breaker == Some((true, true)),
                 alarms: s.alarm_rollback.clone(),
+                blue_green: s.strategy.is_some(),
             },
             settings: Default::default(),
         };
@@ -320,6 +343,15 @@ impl Ecs for FakeEcs {
         }))
     }
 
+    async fn service_revision(&self, target: &Target, revision_arn: &str) -> Result<String, EcsError> {
+        let w = self.call("DescribeServiceRevisions", target)?;
+        w.service_revisions
+            .iter()
+            .find(|(arn, _)| arn == revision_arn)
+            .map(|(_, task_definition)| task_definition.clone())
+            .ok_or_else(|| EcsError::NotFound(format!("service revision {revision_arn}")))
+    }
+
     async fn containers(&self, target: &Target, task_definition: &str) -> Result<Vec<Container>, EcsError> {
         let w = self.call("DescribeTaskDefinition", target)?;
         let containers =
@@ -339,8 +371,21 @@ impl Ecs for FakeEcs {
             w.services.get_mut(&service_key(target)).ok_or_else(|| EcsError::NotFound(target.service.clone()))?;
         let id = format!("ecs-svc/{n}");
         service.task_definition = task_definition.to_string();
-        // As the adapter does: the breaker on, with rollback unless the team turned it off.
-        service.breaker = Some((true, service.breaker.is_none_or(|(enable, rollback)| !enable || rollback)));
+        // As the adapter does: a rolling service's breaker on, with rollback unless the team
+        // turned that off; a blue/green one's settings untouched.
+        if service.strategy.is_none() {
+            service.breaker = Some((true, service.breaker.is_none_or(|(enable, rollback)| !enable || rollback)));
+        }
+        let revision = format!(
+            "arn:aws:ecs:{}:123456789012:service-revision/{}/{}/{}",
+            target.region,
+            target.cluster,
+            target.service,
+            w.service_revisions.len() + 1
+        );
+        w.service_revisions.push((revision, task_definition.to_string()));
+        let service =
+            w.services.get_mut(&service_key(target)).ok_or_else(|| EcsError::NotFound(target.service.clone()))?;
         service.deployments.push(EcsDeployment {
             id: id.clone(),
             task_definition: task_definition.to_string(),

@@ -47,6 +47,8 @@ pub struct ServiceInfo {
     pub primary: Option<EcsDeployment>,
     /// `ECS` for rolling updates; Ferry cannot drive CODE_DEPLOY or EXTERNAL services.
     pub deployment_controller: Option<String>,
+    /// The ECS controller's strategy: `ROLLING` (also when unset), `BLUE_GREEN`, `LINEAR` or `CANARY`.
+    pub strategy: Option<String>,
     /// The ids of its deployments whose rollout ECS failed (and has not cleared away yet).
     pub failed: Vec<String>,
     /// The load balancer target groups its tasks are registered in.
@@ -90,13 +92,16 @@ pub struct EcsRollbacks {
     pub circuit_breaker: bool,
     /// The deployment alarms ECS watches with rollback on (empty if off).
     pub alarms: Vec<String>,
+    /// The service deploys blue/green, linear or canary: ECS rolls a failed rollout back to
+    /// blue, which still runs (a lifecycle hook's FAILED, or a failure of green).
+    pub blue_green: bool,
 }
 
 impl EcsRollbacks {
     /// Whether ECS rolls back a rollout it failed: a failure is the circuit breaker's or an
     /// alarm's, and either one on means ECS puts the last completed deployment back.
     pub fn any(&self) -> bool {
-        self.circuit_breaker || !self.alarms.is_empty()
+        self.circuit_breaker || !self.alarms.is_empty() || self.blue_green
     }
 }
 
@@ -166,6 +171,14 @@ pub trait Ecs: Send + Sync {
         task: &str,
         container: &str,
     ) -> impl Future<Output = Result<Option<TaskExit>, EcsError>> + Send;
+
+    /// The task definition of a service revision (what a lifecycle hook names as the
+    /// revision being deployed).
+    fn service_revision(
+        &self,
+        target: &Target,
+        revision_arn: &str,
+    ) -> impl Future<Output = Result<String, EcsError>> + Send;
 
     /// The containers of a task definition, as `(name, image)`.
     fn containers(

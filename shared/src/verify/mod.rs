@@ -21,6 +21,7 @@ use crate::ports::{Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledg
 
 mod checks;
 mod external;
+mod hook;
 mod sweep;
 mod unknown;
 
@@ -96,6 +97,22 @@ pub enum VerifyOutcome {
     },
     /// The sweep schedule fired: what became of each stale rollout it found.
     Swept(Vec<VerifyOutcome>),
+    /// ECS invoked the function as a lifecycle hook: what it answered, and why.
+    Hook {
+        stage: String,
+        deployment: Option<String>,
+        answer: crate::hook::HookAnswer,
+        why: String,
+    },
+}
+
+/// What the function answers Lambda: a hook's answer exactly as ECS reads it, else the outcome.
+pub fn response(outcome: &VerifyOutcome) -> Value {
+    match outcome {
+        VerifyOutcome::Hook { answer, .. } => serde_json::to_value(answer),
+        other => serde_json::to_value(other),
+    }
+    .unwrap_or_else(|e| serde_json::json!({ "outcome": "Unserializable", "detail": e.to_string() }))
 }
 
 #[derive(Debug)]
@@ -114,8 +131,12 @@ pub struct Verifier<'a, E, L, N, B, H, C, LB> {
 impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers>
     Verifier<'_, E, L, N, B, H, C, LB>
 {
-    /// Handles one EventBridge event. `Err` only for what a retry can fix.
+    /// Handles one EventBridge event, or one lifecycle hook invocation (never an error:
+    /// ECS would take it for FAILED). `Err` only for what a retry can fix.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<VerifyOutcome, Retryable> {
+        if crate::hook::is_hook_call(&event) {
+            return Ok(self.hook(&event).await);
+        }
         let ev = match receive(parse_verify_event(event)) {
             Ok(VerifyEvent::Ecs(ev)) => ev,
             Ok(VerifyEvent::Sweep { account }) if self.config.is_home(&account) => {
@@ -180,8 +201,14 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
                 Ok(VerifyOutcome::Progress { deployment: d.id })
             }
             EcsEventKind::Failed => {
+                // A lifecycle hook's FAILED is why ECS failed a blue/green rollout: say what it saw.
+                let hook = d.hooks.iter().find(|h| h.status == crate::hook::HookStatus::Failed);
+                let reason = match hook {
+                    Some(h) => format!("lifecycle hook {} failed: {} (ECS: {})", h.stage, h.evidence, ev.reason),
+                    None => format!("ECS: {}", ev.reason),
+                };
                 let d = Deployment { ecs_event: Some(describe(ev)), ..d };
-                self.fail(d, format!("ECS: {}", ev.reason)).await
+                self.fail(d, reason).await
             }
             EcsEventKind::Completed => self.verify(d, ev, invocation).await,
         }

@@ -85,7 +85,7 @@ fn a_valid_file_resolves_every_part() {
 #[test]
 fn a_health_url_names_each_target_by_its_placeholders_or_its_override() {
     let text = GOOD.replace(
-        r#"health = { url = "https://api.{env}.shop.example/healthz", expect_status = 204, body_contains = "ok" }"#,
+        r#"health = { url = "https://api.{env}.shop.example/healthz", test_url = "https://test.api.{env}.shop.example:8443/healthz", expect_status = 204, body_contains = "ok" }"#,
         r#"health = { url = "https://{service}.{region}.{env}.example/{cluster}/{account}", overrides = [
   { environment = "production", region = "us-east-1", url = "https://us.api.example/healthz" },
 ] }"#,
@@ -228,6 +228,13 @@ fn invalid_files_name_the_line_and_reason() {
             ),
             10,
             "may use only {env}, {region}, {cluster}, {account}, {service}",
+        ),
+        (
+            &format!(
+                "{env}\n[[services]]\nrepository = \"shop\"\nname = \"x\"\ncontainers = [\"a\"]\nhealth = {{ url = \"https://x/\", test_url = \"ftp://{{env}}.x/\" }}\n"
+            ),
+            10,
+            "must be http(s)://",
         ),
         (
             &format!(

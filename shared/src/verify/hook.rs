@@ -1,0 +1,174 @@
+//! The verify function as a blue/green, linear or canary service's lifecycle hook: green's
+//! test route must pass the smoke test before ECS shifts production traffic to it.
+//!
+//! ECS takes an error, or no valid answer, for FAILED and rolls back
+//! (<https://docs.aws.amazon.com/AmazonECS/latest/developerguide/lambda-lifecycle-hooks.html>),
+//! so this path never returns one: what Ferry cannot judge yet (the ledger or ECS failing,
+//! the deploy function not having recorded the rollout yet) is answered IN_PROGRESS, and ECS
+//! asks again.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tracing::{error, info, warn};
+
+use super::checks::{excerpt, judge};
+use super::{Verifier, VerifyOutcome};
+use crate::hook::{HookAnswer, HookCall, HookRecord, HookStatus, POST_TEST_TRAFFIC_SHIFT, RETRY_DELAY_SECONDS};
+use crate::lookup;
+use crate::model::{Deployment, Origin, State, Target};
+use crate::plan::find_target;
+use crate::ports::{Clock, Ecs, EcsError, EventBus, HealthProbe, Ledger, LoadBalancers, Notifier};
+
+/// What one hook invocation decided, before it is answered.
+struct Decision {
+    deployment: Option<String>,
+    answer: HookAnswer,
+    why: String,
+}
+
+impl Decision {
+    fn new(answer: HookAnswer, why: impl Into<String>) -> Decision {
+        Decision { deployment: None, answer, why: why.into() }
+    }
+
+    fn again(why: impl Into<String>) -> Decision {
+        Decision::new(HookAnswer::again_in(RETRY_DELAY_SECONDS), why)
+    }
+}
+
+impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers>
+    Verifier<'_, E, L, N, B, H, C, LB>
+{
+    /// Answers one lifecycle hook invocation.
+    pub(super) async fn hook(&self, payload: &Value) -> VerifyOutcome {
+        let stage = payload.get("lifecycleStage").and_then(Value::as_str).unwrap_or_default().to_string();
+        let decision = match crate::hook::parse_hook_call(payload) {
+            Ok(call) => self.decide(&call).await,
+            // Blue keeps serving: a rollback of a blue/green rollout costs nothing.
+            Err(malformed) => Decision::new(
+                HookAnswer { status: HookStatus::Failed, call_back_delay: None },
+                format!("a hook call Ferry cannot read ({malformed}): green gets no traffic"),
+            ),
+        };
+        let Decision { deployment, answer, why } = decision;
+        match answer.status {
+            HookStatus::Failed => {
+                error!(stage = %stage, deployment = ?deployment, reason = %why, "lifecycle hook FAILED")
+            }
+            status => {
+                info!(stage = %stage, deployment = ?deployment, status = status.as_str(), reason = %why, "lifecycle hook answered")
+            }
+        }
+        VerifyOutcome::Hook { stage, deployment, answer, why }
+    }
+
+    async fn decide(&self, call: &HookCall) -> Decision {
+        if !self.config.knows_account(&call.account) {
+            warn!(account = %call.account, "a hook call for an account that is neither Ferry's nor a target's");
+            return Decision::new(
+                HookAnswer { status: HookStatus::Failed, call_back_delay: None },
+                format!("account {} is neither Ferry's nor a target's", call.account),
+            );
+        }
+        let Some(target) = find_target(self.config, &call.account, &call.region, &call.cluster, &call.service) else {
+            return Decision::new(HookAnswer::succeeded(), "not a service Ferry deploys: not gated");
+        };
+        let rollout = match self.rollout(&target, call).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return Decision::new(HookAnswer::succeeded(), "not a rollout Ferry started: not gated"),
+            Err(why) => return Decision::again(why),
+        };
+        let id = Some(rollout.id.clone());
+        let test_url = self
+            .health_of(&target)
+            .and_then(|h| Some((h, h.test_url_for(&target, self.config.home_account.as_deref())?)));
+        let decision = match test_url {
+            Some((health, url)) if call.stage == POST_TEST_TRAFFIC_SHIFT => {
+                self.test_route(&rollout, call, health, &url).await
+            }
+            Some(_) => self.pass(&rollout, call, "not a stage Ferry gates").await,
+            None if call.stage == POST_TEST_TRAFFIC_SHIFT => {
+                self.pass(&rollout, call, "no health.test_url: the test route is not probed").await
+            }
+            None => self.pass(&rollout, call, "not a stage Ferry gates").await,
+        };
+        Decision { deployment: id, ..decision }
+    }
+
+    /// Ferry's open record of the rollout the hook is called for: the one whose revision is
+    /// the service revision's task definition. `Err` when that cannot be told yet.
+    async fn rollout(&self, target: &Target, call: &HookCall) -> Result<Option<Deployment>, String> {
+        let revision = match self.ecs.service_revision(target, &call.target_revision).await {
+            Ok(revision) => revision,
+            Err(EcsError::Transient(why)) => return Err(format!("ECS: {why}")),
+            Err(e) => {
+                warn!(revision = %call.target_revision, error = %e, "the hook's service revision cannot be read");
+                return Ok(None);
+            }
+        };
+        let ours = |d: &Deployment| {
+            d.origin == Origin::Ferry
+                && matches!(d.state, State::InProgress | State::Verifying)
+                && d.task_definition.as_deref() == Some(revision.as_str())
+        };
+        let found = lookup::newest(self.ledger, target, None, ours).await.map_err(|e| e.to_string())?;
+        if found.is_some() {
+            return Ok(found);
+        }
+        // The deploy function holds the target until it has recorded its rollout.
+        let head = self.ledger.head(target).await.map_err(|e| e.to_string())?;
+        match head.lock.filter(|l| l.until > self.clock.now()) {
+            Some(lock) => Err(format!("deployment {} has not recorded its rollout yet", lock.deployment)),
+            None => Ok(None),
+        }
+    }
+
+    /// A stage Ferry does not gate: SUCCEEDED, and said so on the record.
+    async fn pass(&self, d: &Deployment, call: &HookCall, why: &str) -> Decision {
+        let record = HookRecord {
+            stage: call.stage.clone(),
+            execution_id: call.execution_id.clone(),
+            status: HookStatus::Succeeded,
+            attempts: 0,
+            evidence: why.to_string(),
+            at: self.clock.now(),
+        };
+        if let Err(e) = self.ledger.note_hook(d, &record).await {
+            warn!(deployment = %d.id, stage = %call.stage, error = %e, "could not note the hook's answer");
+        }
+        Decision::new(HookAnswer::succeeded(), why)
+    }
+
+    /// One probe of green's test route; FAILED once the smoke test's attempts are spent.
+    async fn test_route(&self, d: &Deployment, call: &HookCall, health: &crate::config::Health, url: &str) -> Decision {
+        let previous = d.hooks.iter().find(|h| h.stage == call.stage);
+        if let Some(decided) = previous.filter(|h| h.execution_id == call.execution_id && h.status.is_final()) {
+            return Decision::new(
+                decided.answer(health.interval_seconds),
+                format!("decided already: {}", decided.evidence),
+            );
+        }
+        let started = Instant::now();
+        let answer = self.probe.get(url, Duration::from_secs(health.timeout_seconds)).await;
+        let took = started.elapsed().as_millis();
+        let probed = match (judge(health, &answer), &answer) {
+            (Ok(()), Ok(response)) => Ok(format!("{url}: HTTP {} after {took} ms", response.status)),
+            (Ok(()), Err(_)) => Ok(format!("{url}: passed after {took} ms")),
+            (Err(why), answer) => {
+                let body = answer.as_ref().map(|r| excerpt(&r.body)).unwrap_or_default();
+                let body = if body.is_empty() { String::new() } else { format!(": {body:?}") };
+                Err(format!("{url}: {why} after {took} ms{body}"))
+            }
+        };
+        let record = crate::hook::after_probe(previous, call, probed, health.attempts, self.clock.now());
+        match self.ledger.note_hook(d, &record).await {
+            Ok(None) => Decision::new(record.answer(health.interval_seconds), record.evidence),
+            Ok(Some(decided)) => {
+                Decision::new(decided.answer(health.interval_seconds), format!("decided already: {}", decided.evidence))
+            }
+            // Unrecorded, the probe counts for nothing: ECS asks again.
+            Err(e) => Decision::again(format!("the answer could not be recorded: {e}")),
+        }
+    }
+}
