@@ -35,6 +35,10 @@ connections, lost answers) can be injected per action and caller. Control endpoi
                                 the PRIMARY deployment; autoscaling sets desiredCount without starting a
                                 deployment, M running tasks (default: as before) lag N, and k running tasks
                                 are being replaced (Spot interruption, failed health check): running drops by k
+  POST /_ferry/ecs/hook-call    {"cluster", "service", "stage", "execution"} -> the payload ECS invokes a
+                                lifecycle hook with at that stage of the PRIMARY deployment (its service revision,
+                                traffic weights); every deployment has a service revision DescribeServiceRevisions
+                                answers with its task definition
   POST /_ferry/cloudwatch/alarm {"name", "state": "ALARM" | "OK" | "INSUFFICIENT_DATA", "at": RFC 3339 (default
                                 now), "reason"} -> the "CloudWatch Alarm State Change" event; previousState is
                                 the state this endpoint last gave the alarm (at first OK); the same state again
@@ -96,7 +100,7 @@ from moto.dynamodb.exceptions import (
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 from moto.ec2 import ec2_backends
-from moto.ecs.exceptions import ClusterNotFoundException, ServiceNotFoundException
+from moto.ecs.exceptions import ClusterNotFoundException, InvalidParameterException, ServiceNotFoundException
 from moto.ecs.models import Container, EC2ContainerServiceBackend, Service, Task, ecs_backends
 from moto.ecs.responses import EC2ContainerServiceResponse
 from moto.moto_api._internal.models import moto_api_backend
@@ -184,6 +188,42 @@ def primary_of(service: Service) -> dict:
 ROLLOUTS: dict[str, list[str]] = {}
 
 
+# Service revisions: one for every deployment ECS starts, holding what it deploys
+# ("Amazon ECS service revisions", https://docs.aws.amazon.com/AmazonECS/latest/developerguide/service-revision.html;
+# DescribeServiceRevisions, https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DescribeServiceRevisions.html).
+# ARN -> the revision as DescribeServiceRevisions answers it; deployment id -> its revision's ARN.
+SERVICE_REVISIONS: dict[str, dict] = {}
+REVISION_OF: dict[str, str] = {}
+
+
+def new_revision(service: Service, deployment_id: str, task_definition_arn: str) -> str:
+    """The service revision a deployment rolls out:
+    arn:aws:ecs:REGION:ACCOUNT:service-revision/CLUSTER/SERVICE/ID."""
+    cluster = service.cluster_arn.split("/")[-1]
+    arn = (f"arn:aws:ecs:{service.region_name}:{service._account_id}:service-revision/"
+           f"{cluster}/{service.name}/{uuid.uuid4().int % 10**19}")
+    SERVICE_REVISIONS[arn] = {
+        "serviceRevisionArn": arn,
+        "serviceArn": service.arn,
+        "clusterArn": service.cluster_arn,
+        "taskDefinition": task_definition_arn,
+        "launchType": service.launch_type,
+        "createdAt": time.time(),
+    }
+    REVISION_OF[deployment_id] = arn
+    return arn
+
+
+def _describe_service_revisions(self):
+    """DescribeServiceRevisions: up to 20 ARNs; an unknown one is a failure, not an error."""
+    arns = self._get_param("serviceRevisionArns") or []
+    if not 1 <= len(arns) <= 20:
+        raise InvalidParameterException("serviceRevisionArns must name 1 to 20 service revisions")
+    found = [SERVICE_REVISIONS[a] for a in arns if a in SERVICE_REVISIONS]
+    failures = [{"arn": a, "reason": "MISSING"} for a in arns if a not in SERVICE_REVISIONS]
+    return json.dumps({"serviceRevisions": found, "failures": failures})
+
+
 def start_deployment(service: Service, task_definition_arn: str) -> dict:
     """Make a new PRIMARY deployment; the old PRIMARY stays on as ACTIVE."""
     now = utcnow()
@@ -191,6 +231,7 @@ def start_deployment(service: Service, task_definition_arn: str) -> dict:
         if dep["status"] == "PRIMARY":
             dep["status"], dep["updatedAt"] = "ACTIVE", now
     dep = new_deployment(service, task_definition_arn)
+    new_revision(service, dep["id"], task_definition_arn)
     ROLLOUTS.setdefault(service.arn, []).append(dep["id"])
     service.deployments.insert(0, dep)
     service.task_definition = task_definition_arn
@@ -209,6 +250,7 @@ def _service_init(self, *args, **kwargs):
     self.running_count, self.pending_count = self.desired_count, 0
     for dep in self.deployments:
         dep["id"] = new_deployment_id()
+        new_revision(self, dep["id"], dep["taskDefinition"])
         dep.update(
             rolloutState="COMPLETED",
             rolloutStateReason=f"ECS deployment {dep['id']} completed.",
@@ -513,6 +555,7 @@ Service.__init__ = _service_init
 EC2ContainerServiceResponse.create_service = _create_service_response
 EC2ContainerServiceResponse.describe_services = _describe_services_response
 EC2ContainerServiceBackend.update_service = _update_service
+EC2ContainerServiceResponse.describe_service_revisions = _describe_service_revisions
 Task.__init__ = _task_init
 EC2ContainerServiceBackend.describe_tasks = _describe_tasks
 EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(_task_requirements)
@@ -854,6 +897,37 @@ def set_conflicts(params: dict) -> dict:
     return conflicts(params)
 
 
+def hook_call(params: dict) -> dict:
+    """What ECS sends a lifecycle hook Lambda at `stage` (default POST_TEST_TRAFFIC_SHIFT) of the
+    service's PRIMARY deployment: green (its revision) takes all test traffic after
+    TEST_TRAFFIC_SHIFT, no production traffic before PRODUCTION_TRAFFIC_SHIFT
+    ("Lifecycle hooks for Amazon ECS service deployments", payloads:
+    https://docs.aws.amazon.com/AmazonECS/latest/developerguide/deployment-lifecycle-hooks.html)."""
+    service = find_service(params)
+    stage = params.get("stage", "POST_TEST_TRAFFIC_SHIFT")
+    green = REVISION_OF.get(primary_of(service)["id"])
+    blue = next((REVISION_OF.get(d["id"]) for d in service.deployments if d["status"] == "ACTIVE"), None)
+    if green is None:
+        raise HarnessError(409, f"service {service.name} has no deployment with a service revision")
+    tested = stage in ("TEST_TRAFFIC_SHIFT", "POST_TEST_TRAFFIC_SHIFT", "PRODUCTION_TRAFFIC_SHIFT",
+                       "POST_PRODUCTION_TRAFFIC_SHIFT")
+    produced = stage in ("POST_PRODUCTION_TRAFFIC_SHIFT",)
+    weights = lambda on: {**({blue: 0 if on else 100} if blue else {}), green: 100 if on else 0}
+    cluster = service.cluster_arn.split("/")[-1]
+    return {
+        "executionId": params.get("execution", str(uuid.uuid4())),
+        "lifecycleStage": stage,
+        "resourceArn": (f"arn:aws:ecs:{service.region_name}:{service._account_id}:service-deployment/"
+                        f"{cluster}/{service.name}/{primary_of(service)['id'].split('/')[-1]}"),
+        "executionDetails": {
+            "serviceArn": service.arn,
+            "targetServiceRevisionArn": green,
+            "testTrafficWeights": weights(tested),
+            "productionTrafficWeights": weights(produced),
+        },
+    }
+
+
 def reset(params: dict) -> dict:
     moto_api_backend.reset()
     EXIT_CODES.clear()
@@ -867,6 +941,8 @@ def reset(params: dict) -> dict:
         MET.update(transactions=0, writes=0)
     STATE_LOG.clear()
     ROLLOUTS.clear()
+    SERVICE_REVISIONS.clear()
+    REVISION_OF.clear()
     with _LAG_LOCK:
         LAGGING.clear()
     with _ALARM_LOCK:
@@ -881,6 +957,7 @@ ROUTES = {
     ("POST", "/_ferry/ecs/complete"): complete,
     ("POST", "/_ferry/ecs/fail"): fail,
     ("POST", "/_ferry/ecs/scale"): scale,
+    ("POST", "/_ferry/ecs/hook-call"): hook_call,
     ("POST", "/_ferry/cloudwatch/alarm"): alarm,
     ("GET", "/_ferry/ec2/default-network"): default_network,
     ("GET", "/_ferry/sns/published"): published,

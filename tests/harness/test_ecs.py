@@ -309,3 +309,27 @@ def test_an_alarm_state_change_sets_the_state_of_cloudwatchs_alarm_of_that_name(
     described = cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"][0]
     assert (described["StateValue"], described["StateReason"]) == ("ALARM", event["detail"]["state"]["reason"])
     assert described["StateUpdatedTimestamp"].isoformat().startswith("2026-11-16T02:10:00")
+
+
+# --- Service revisions and lifecycle hook calls --------------------------------------------------
+
+
+def test_every_deployment_has_a_service_revision_a_hook_call_names_with_its_traffic(world) -> None:
+    world.create()
+    blue = world.describe()["taskDefinition"]
+    world.deploy("shop/api:v2")
+    green = world.describe()["taskDefinition"]
+    call = world.control("/_ferry/ecs/hook-call", {"stage": "POST_TEST_TRAFFIC_SHIFT", "execution": "x1"})
+    assert (call["executionId"], call["lifecycleStage"]) == ("x1", "POST_TEST_TRAFFIC_SHIFT")
+    details = call["executionDetails"]
+    assert details["serviceArn"] == world.describe()["serviceArn"]
+    revision = details["targetServiceRevisionArn"]
+    assert f":service-revision/{CLUSTER}/{SERVICE}/" in revision
+    assert details["testTrafficWeights"][revision] == 100 and details["productionTrafficWeights"][revision] == 0
+    [blue_revision] = [r for r in details["productionTrafficWeights"] if r != revision]
+    answer = world.ecs.describe_service_revisions(serviceRevisionArns=[revision, blue_revision, revision + "0"])
+    assert {r["serviceRevisionArn"]: r["taskDefinition"] for r in answer["serviceRevisions"]} == {
+        revision: green, blue_revision: blue}
+    assert answer["failures"] == [{"arn": revision + "0", "reason": "MISSING"}]
+    later = world.control("/_ferry/ecs/hook-call", {"stage": "POST_PRODUCTION_TRAFFIC_SHIFT"})
+    assert later["executionDetails"]["productionTrafficWeights"] == {revision: 100, blue_revision: 0}

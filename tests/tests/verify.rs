@@ -100,6 +100,42 @@ async fn an_unhealthy_service_fails_with_evidence_and_the_failure_is_announced()
     save_recorded("verify", "unhealthy", &recorded("verify"));
 }
 
+/// ECS invoking the verify function as the service's lifecycle hook, with the payload the
+/// harness makes as ECS does: the service revision it names is read back with
+/// DescribeServiceRevisions, and green's test route (not production's) gates the stage.
+#[tokio::test(flavor = "multi_thread")]
+async fn green_is_let_through_its_test_route_only_when_it_passes() {
+    let w = World::new().await;
+    let health = format!(
+        "health = {{ url = \"{0}/health\", test_url = \"{0}/test\", attempts = 2, interval_seconds = 3, timeout_seconds = 1 }}",
+        w.sink.url
+    );
+    let config = w.config_with(&health);
+    let hook = async |execution: &str| {
+        let body = json!({"region": REGION, "cluster": w.cluster, "service": w.service, "execution": execution});
+        let call = w.emulator.control("/_ferry/ecs/hook-call", body).await;
+        let outcome = w.verify(&config, call).await;
+        ferry::verify::response(&outcome)
+    };
+
+    let id = w.deployed(&config, "staging-11111111", '1').await;
+    assert_eq!(hook("x1").await, json!({"hookStatus": "SUCCEEDED"}));
+    assert_eq!((w.sink.hits("/test"), w.sink.hits("/health")), (1, 0));
+    let record = w.ledger().by_ecs_deployment(&id).await.expect("lookup").expect("record");
+    assert_eq!(record.hooks.iter().map(|h| h.status.as_str()).collect::<Vec<_>>(), ["SUCCEEDED"]);
+
+    w.sink.answer_with(503);
+    let id = w.deployed(&config, "staging-22222222", '2').await;
+    assert_eq!(hook("x2").await, json!({"hookStatus": "IN_PROGRESS", "callBackDelay": 3}));
+    assert_eq!(hook("x2").await, json!({"hookStatus": "FAILED"}));
+    assert_eq!(hook("x2").await, json!({"hookStatus": "FAILED"}), "decided once");
+    assert_eq!(w.sink.hits("/test"), 3);
+    let record = w.ledger().by_ecs_deployment(&id).await.expect("lookup").expect("record");
+    let [hook] = record.hooks.as_slice() else { panic!("{:?}", record.hooks) };
+    assert!(hook.evidence.contains("HTTP 503"), "{hook:?}");
+    save_recorded("verify", "hook", &recorded("verify"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_circuit_breaker_rollback_fails_the_deployment_once() {
     let w = World::new().await;
