@@ -5,8 +5,9 @@ use aws_sdk_ecs::Client;
 use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
 use aws_sdk_ecs::types::{
-    CapacityProviderStrategyItem, ContainerOverride, DeploymentCircuitBreaker, DeploymentConfiguration, DesiredStatus,
-    LaunchType, NetworkConfiguration, Tag, TaskDefinition, TaskDefinitionField, TaskOverride,
+    CapacityProviderStrategyItem, ContainerOverride, DeploymentCircuitBreaker, DeploymentConfiguration,
+    DeploymentStrategy, DesiredStatus, LaunchType, NetworkConfiguration, Tag, TaskDefinition, TaskDefinitionField,
+    TaskOverride,
 };
 
 use super::aws::{AwsClients, ErrorKind, classify};
@@ -31,6 +32,24 @@ struct Settings {
 /// The settings this adapter read with the service; none (all defaults) if it did not.
 fn settings(service: &ServiceInfo) -> Settings {
     service.settings.get::<Settings>().cloned().unwrap_or_default()
+}
+
+/// The deployment configuration to send with UpdateService: none (the service keeps its
+/// own) unless a rolling service's circuit breaker is off, when it is the service's own with
+/// the breaker and its rollback on (one the team set on is left as the team set it). A blue/green, linear
+/// or canary service, or one with lifecycle hooks (whose roles a resend would have to pass),
+/// is left exactly as it is.
+fn with_breaker(existing: Option<DeploymentConfiguration>) -> Option<DeploymentConfiguration> {
+    let mut configuration = existing.unwrap_or_else(|| DeploymentConfiguration::builder().build());
+    let rolling = configuration.strategy.as_ref().is_none_or(|s| *s == DeploymentStrategy::Rolling);
+    let hooks = !configuration.lifecycle_hooks().is_empty();
+    let breaker = configuration.deployment_circuit_breaker.as_ref();
+    if !rolling || hooks || breaker.is_some_and(|b| b.enable) {
+        return None;
+    }
+    configuration.deployment_circuit_breaker =
+        Some(DeploymentCircuitBreaker::builder().enable(true).rollback(true).build());
+    Some(configuration)
 }
 
 /// The tag naming the Ferry deployment that registered a revision.
@@ -380,16 +399,6 @@ impl Ecs for EcsAdapter {
         service: &ServiceInfo,
         task_definition: &str,
     ) -> Result<String, EcsError> {
-        // Keep every deployment setting the service has; only make sure the circuit
-        // breaker is on (with ECS's own rollback unless the team turned that off).
-        let existing: DeploymentConfiguration = settings(service)
-            .deployment_configuration
-            .clone()
-            .unwrap_or_else(|| DeploymentConfiguration::builder().build());
-        let rollback = existing.deployment_circuit_breaker.as_ref().is_none_or(|b| !b.enable || b.rollback);
-        let breaker = DeploymentCircuitBreaker::builder().enable(true).rollback(rollback).build();
-        let mut configuration = existing;
-        configuration.deployment_circuit_breaker = Some(breaker);
         let out = self
             .client(target)
             .await
@@ -397,7 +406,7 @@ impl Ecs for EcsAdapter {
             .cluster(&target.cluster)
             .service(&target.service)
             .task_definition(task_definition)
-            .deployment_configuration(configuration)
+            .set_deployment_configuration(with_breaker(settings(service).deployment_configuration))
             // One attempt: UpdateService is not idempotent. Repeated after a timeout whose
             // request went through, it would put this revision back over whatever replaced it
             // meanwhile (a rollback, say). The callers decide what a failure means.
@@ -410,5 +419,38 @@ impl Ecs for EcsAdapter {
             .and_then(|s| s.deployments().iter().find(|d| d.status() == Some("PRIMARY")))
             .and_then(|d| d.id.clone())
             .ok_or_else(|| EcsError::Transient("UpdateService returned no PRIMARY deployment".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ecs::types::{
+        DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentLifecycleHook, DeploymentStrategy,
+    };
+
+    use super::with_breaker;
+
+    fn breaker(enable: bool, rollback: bool) -> Option<DeploymentCircuitBreaker> {
+        Some(DeploymentCircuitBreaker::builder().enable(enable).rollback(rollback).build())
+    }
+
+    #[test]
+    fn update_service_sends_a_deployment_configuration_only_to_switch_a_rolling_breaker_on() {
+        let rolling = DeploymentConfiguration::builder().maximum_percent(150).build();
+        let sent = with_breaker(Some(rolling)).expect("the breaker switched on");
+        assert_eq!((sent.deployment_circuit_breaker, sent.maximum_percent), (breaker(true, true), Some(150)));
+        assert!(with_breaker(None).is_some_and(|c| c.deployment_circuit_breaker == breaker(true, true)));
+
+        let on_without_rollback =
+            DeploymentConfiguration::builder().set_deployment_circuit_breaker(breaker(true, false)).build();
+        assert_eq!(with_breaker(Some(on_without_rollback)), None, "the team's own breaker is left alone");
+        for strategy in [DeploymentStrategy::BlueGreen, DeploymentStrategy::Linear, DeploymentStrategy::Canary] {
+            let configuration = DeploymentConfiguration::builder().strategy(strategy.clone()).build();
+            assert_eq!(with_breaker(Some(configuration)), None, "{strategy:?}: its settings untouched");
+        }
+        let hooked = DeploymentConfiguration::builder()
+            .lifecycle_hooks(DeploymentLifecycleHook::builder().hook_target_arn("arn:aws:lambda:x").build())
+            .build();
+        assert_eq!(with_breaker(Some(hooked)), None, "hooks are never resent");
     }
 }
