@@ -22,7 +22,7 @@ connections, lost answers) can be injected per action and caller. Control endpoi
                                 answers for the service still show it as before (rollout IN_PROGRESS);
                                 "old_arn": true names the service in resources[0] by its short ARN
                                 arn:aws:ecs:REGION:ACCOUNT:service/NAME
-  POST /_ferry/ecs/fail         {"cluster", "service", "cause": "circuit-breaker" | "alarm", "alarms": [names],
+  POST /_ferry/ecs/fail         {"cluster", "service", "cause": "circuit-breaker" | "alarm" | "hook", "alarms": [names],
                                 "rollback": true, "old_arn": false}
                                 -> {"events", "failedDeploymentId", "rollbackDeploymentId",
                                 "rolledBackToDeploymentId"}; ECS fails the IN_PROGRESS PRIMARY deployment by
@@ -39,6 +39,8 @@ connections, lost answers) can be injected per action and caller. Control endpoi
                                 lifecycle hook with at that stage of the PRIMARY deployment (its service revision,
                                 traffic weights); every deployment has a service revision DescribeServiceRevisions
                                 answers with its task definition
+  GET  /_ferry/ecs/events       -> {"events"}: the events ECS emitted by itself in answer to an API call
+                                (StopServiceDeployment's rollback), each once
   POST /_ferry/cloudwatch/alarm {"name", "state": "ALARM" | "OK" | "INSUFFICIENT_DATA", "at": RFC 3339 (default
                                 now), "reason"} -> the "CloudWatch Alarm State Change" event; previousState is
                                 the state this endpoint last gave the alarm (at first OK); the same state again
@@ -123,6 +125,12 @@ DEFAULT_DEPLOYMENT_CONFIGURATION = {
 # events", https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs_service_deployment_events.html).
 CIRCUIT_BREAKER_REASON = "ECS deployment circuit breaker: task failed to start."
 CIRCUIT_BREAKER_ROLLBACK_REASON = "ECS deployment circuit breaker: rolling back to deploymentId {}."
+# Not documented either: the reasons when a lifecycle hook failed a deployment, or
+# StopServiceDeployment stopped it, and of the rollback that follows.
+HOOK_REASON = "ECS deployment lifecycle hook failed."
+HOOK_ROLLBACK_REASON = "ECS deployment lifecycle hook failed: rolling back to deploymentId {}."
+STOP_REASON = "ECS deployment stopped by StopServiceDeployment."
+STOP_ROLLBACK_REASON = "ECS deployment stopped: rolling back to deploymentId {}."
 # Not documented: AWS gives no example of the reasons when an alarm failed the deployment, nor of
 # the rollback that follows. Plausible texts; Ferry must not rely on any reason's wording.
 ALARM_REASON = "ECS deployment alarms: {} in ALARM state."
@@ -222,6 +230,62 @@ def _describe_service_revisions(self):
     found = [SERVICE_REVISIONS[a] for a in arns if a in SERVICE_REVISIONS]
     failures = [{"arn": a, "reason": "MISSING"} for a in arns if a not in SERVICE_REVISIONS]
     return json.dumps({"serviceRevisions": found, "failures": failures})
+
+
+# What ECS did by itself in answer to an API call (StopServiceDeployment): its events, in order,
+# until a test takes them (GET /_ferry/ecs/events).
+ECS_EVENTS: list[dict] = []
+
+
+def service_deployment_arn(service: Service, deployment_id: str) -> str:
+    cluster = service.cluster_arn.split("/")[-1]
+    return (f"arn:aws:ecs:{service.region_name}:{service._account_id}:service-deployment/"
+            f"{cluster}/{service.name}/{deployment_id.split('/')[-1]}")
+
+
+def service_deployment_status(dep: dict) -> str:
+    """A deployment's rollout as ListServiceDeployments names it
+    (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ServiceDeploymentBrief.html)."""
+    return {"IN_PROGRESS": "IN_PROGRESS", "COMPLETED": "SUCCESSFUL"}.get(dep["rolloutState"], "ROLLBACK_SUCCESSFUL")
+
+
+def _list_service_deployments(self):
+    """ListServiceDeployments of one service, filtered by status, newest first."""
+    cluster, name = self._get_param("cluster", "default"), self._get_param("service").split("/")[-1]
+    service = self.ecs_backend._get_service(cluster, name)
+    wanted = self._get_param("status") or []
+    briefs = [{
+        "serviceDeploymentArn": service_deployment_arn(service, d["id"]),
+        "serviceArn": service.arn,
+        "clusterArn": service.cluster_arn,
+        "targetServiceRevisionArn": REVISION_OF.get(d["id"]),
+        "status": service_deployment_status(d),
+    } for d in service.deployments]
+    return json.dumps({"serviceDeployments": [b for b in briefs if not wanted or b["status"] in wanted]})
+
+
+def _stop_service_deployment(self):
+    """StopServiceDeployment: ROLLBACK fails the rollout in progress and rolls back to the last
+    COMPLETED deployment, "even if you didn't configure the service deployment for the rollback
+    option" (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_StopServiceDeployment.html);
+    ECS's events go to ECS_EVENTS."""
+    arn = self._get_param("serviceDeploymentArn") or ""
+    stop_type = self._get_param("stopType", "ROLLBACK")
+    match = re.fullmatch(r"arn:aws:ecs:[^:]+:\d{12}:service-deployment/([^/]+)/([^/]+)/(.+)", arn)
+    if not match:
+        raise InvalidParameterException(f"{arn!r} is not a service deployment ARN")
+    service = self.ecs_backend._get_service(match.group(1), match.group(2))
+    dep = next((d for d in service.deployments if d["id"].split("/")[-1] == match.group(3)), None)
+    if dep is None or dep["status"] != "PRIMARY" or dep["rolloutState"] != "IN_PROGRESS":
+        raise InvalidParameterException(f"service deployment {arn} is not in progress")
+    ECS_EVENTS.extend(fail_primary(service, STOP_REASON, STOP_ROLLBACK_REASON, stop_type == "ROLLBACK")["events"])
+    return json.dumps({"serviceDeploymentArn": arn})
+
+
+def take_ecs_events(params: dict) -> dict:
+    events = list(ECS_EVENTS)
+    ECS_EVENTS.clear()
+    return {"events": events}
 
 
 def start_deployment(service: Service, task_definition_arn: str) -> dict:
@@ -556,6 +620,8 @@ EC2ContainerServiceResponse.create_service = _create_service_response
 EC2ContainerServiceResponse.describe_services = _describe_services_response
 EC2ContainerServiceBackend.update_service = _update_service
 EC2ContainerServiceResponse.describe_service_revisions = _describe_service_revisions
+EC2ContainerServiceResponse.list_service_deployments = _list_service_deployments
+EC2ContainerServiceResponse.stop_service_deployment = _stop_service_deployment
 Task.__init__ = _task_init
 EC2ContainerServiceBackend.describe_tasks = _describe_tasks
 EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(_task_requirements)
@@ -678,8 +744,21 @@ def fail(params: dict) -> dict:
         if not method.get("enable") or not watched:
             raise HarnessError(409, f"ECS watches none of {alarms} for service {service.name}: they fail no deployment")
         reason, rollback_reason = ALARM_REASON.format(", ".join(watched)), ALARM_ROLLBACK_REASON
+    elif cause == "hook":
+        # A lifecycle hook answered FAILED (or failed): a blue/green, linear or canary service
+        # "rolls back to the last successful deployment", blue still running
+        # (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/lambda-lifecycle-hooks.html).
+        if config.get("strategy", "ROLLING") == "ROLLING":
+            raise HarnessError(409, f"service {service.name} deploys ROLLING: it calls no lifecycle hook Ferry gates")
+        method, reason, rollback_reason = {"rollback": True}, HOOK_REASON, HOOK_ROLLBACK_REASON
     else:
-        raise HarnessError(400, "'cause' must be \"circuit-breaker\" or \"alarm\"")
+        raise HarnessError(400, "'cause' must be \"circuit-breaker\", \"alarm\" or \"hook\"")
+    return fail_primary(service, reason, rollback_reason, method.get("rollback") and allowed, old_arn)
+
+
+def fail_primary(service: Service, reason: str, rollback_reason: str, roll_back: bool, old_arn: bool = False) -> dict:
+    """The IN_PROGRESS PRIMARY deployment FAILED, and (`roll_back`) ECS's rollback to the last
+    COMPLETED one started; see `fail`."""
     failed = primary_of(service)
     if failed["rolloutState"] != "IN_PROGRESS":
         raise HarnessError(409, f"deployment {failed['id']} is {failed['rolloutState']}, not IN_PROGRESS")
@@ -691,7 +770,7 @@ def fail(params: dict) -> dict:
         None,
     )
     rollback = None
-    if method.get("rollback") and allowed and target is not None:
+    if roll_back and target is not None:
         rollback = start_deployment(service, target["taskDefinition"])
         target.update(rolloutState="IN_PROGRESS", rolloutStateReason=f"ECS deployment {target['id']} in progress.",
                       updatedAt=now)
@@ -942,6 +1021,7 @@ def reset(params: dict) -> dict:
     STATE_LOG.clear()
     ROLLOUTS.clear()
     SERVICE_REVISIONS.clear()
+    ECS_EVENTS.clear()
     REVISION_OF.clear()
     with _LAG_LOCK:
         LAGGING.clear()
@@ -958,6 +1038,7 @@ ROUTES = {
     ("POST", "/_ferry/ecs/fail"): fail,
     ("POST", "/_ferry/ecs/scale"): scale,
     ("POST", "/_ferry/ecs/hook-call"): hook_call,
+    ("GET", "/_ferry/ecs/events"): take_ecs_events,
     ("POST", "/_ferry/cloudwatch/alarm"): alarm,
     ("GET", "/_ferry/ec2/default-network"): default_network,
     ("GET", "/_ferry/sns/published"): published,

@@ -333,3 +333,30 @@ def test_every_deployment_has_a_service_revision_a_hook_call_names_with_its_traf
     assert answer["failures"] == [{"arn": revision + "0", "reason": "MISSING"}]
     later = world.control("/_ferry/ecs/hook-call", {"stage": "POST_PRODUCTION_TRAFFIC_SHIFT"})
     assert later["executionDetails"]["productionTrafficWeights"] == {revision: 100, blue_revision: 0}
+
+
+def test_stopping_a_rollout_in_progress_rolls_it_back_and_reports_it_as_ecs_does(world) -> None:
+    first = world.create()
+    rollout = world.deploy("shop/api:v2")
+    [brief] = world.ecs.list_service_deployments(cluster=CLUSTER, service=SERVICE, status=["IN_PROGRESS"])[
+        "serviceDeployments"]
+    assert brief["targetServiceRevisionArn"] in ferry_moto.SERVICE_REVISIONS
+    world.ecs.stop_service_deployment(serviceDeploymentArn=brief["serviceDeploymentArn"], stopType="ROLLBACK")
+    events = control(world.endpoint, "GET", "/_ferry/ecs/events")[1]["events"]
+    assert [(e["detail"]["eventName"], e["detail"]["deploymentId"] == rollout) for e in events] == [
+        ("SERVICE_DEPLOYMENT_FAILED", True), ("SERVICE_DEPLOYMENT_IN_PROGRESS", False)]
+    assert first in events[1]["detail"]["reason"]
+    assert world.deployment(rollout)["rolloutState"] == "FAILED"
+    assert control(world.endpoint, "GET", "/_ferry/ecs/events")[1]["events"] == [], "each event once"
+    with pytest.raises(world.ecs.exceptions.InvalidParameterException):
+        world.ecs.stop_service_deployment(serviceDeploymentArn=brief["serviceDeploymentArn"], stopType="ROLLBACK")
+
+
+def test_a_hook_fails_only_a_blue_green_rollout_and_ecs_always_rolls_it_back(world) -> None:
+    world.create()
+    world.deploy("shop/api:v2")
+    world.control("/_ferry/ecs/fail", {"cause": "hook"}, expect=409)
+    world.ecs.update_service(cluster=CLUSTER, service=SERVICE, deploymentConfiguration={"strategy": "BLUE_GREEN"})
+    world.deploy("shop/api:v3")
+    answer = world.control("/_ferry/ecs/fail", {"cause": "hook"})
+    assert answer["rollbackDeploymentId"], "blue/green rolls back by itself"

@@ -72,6 +72,59 @@ async fn a_failed_smoke_test_puts_the_last_known_good_revision_back() {
     save_recorded("verify", "rollback", &recorded("verify"));
 }
 
+/// A blue/green rollout an operator rolls back while it runs is stopped (StopServiceDeployment):
+/// ECS moves traffic back to blue and reports its rollback, which verify records; the bad
+/// rollout ends ROLLED_BACK and nothing of Ferry's is deployed over it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blue_green_rollout_rolled_back_while_it_runs_is_stopped_and_ecs_moves_back_to_blue() {
+    let w = World::new().await;
+    let config = w.config(false);
+    let good = w.deployed(&config, "staging-eeee0005", 'e').await;
+    assert!(matches!(w.verify(&config, w.complete().await).await, VerifyOutcome::Succeeded { .. }));
+    let blue = w.describe().await.task_definition;
+    // The team's own change (not recorded as Ferry's).
+    aws_sdk_ecs::Client::new(&w.aws)
+        .update_service()
+        .cluster(&w.cluster)
+        .service(&w.service)
+        .deployment_configuration(
+            aws_sdk_ecs::types::DeploymentConfiguration::builder()
+                .strategy(aws_sdk_ecs::types::DeploymentStrategy::BlueGreen)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("blue/green");
+    let bad = w.deployed(&config, "staging-ffff0006", 'f').await;
+
+    let request = json!({"version": "0", "id": ferry_tests::unique("request"), "detail-type": "Rollback Requested",
+        "source": "ferry", "account": ACCOUNT, "time": "2026-11-16T03:00:00Z", "region": REGION, "resources": [],
+        "detail": {"environment": "staging", "service": w.service, "region": REGION, "requested_by": "alice"}});
+    let outcome = w.rollback(&config, request).await;
+    assert!(matches!(outcome.as_slice(), [RollbackOutcome::EcsRollingBack { .. }]), "{outcome:?}");
+    let events = w.emulator.control("/_ferry/ecs/events", Value::Null).await["events"].clone();
+    let [failed, rolling_back] = events.as_array().expect("events").clone().try_into().expect("two events");
+    assert_eq!(failed["detail"]["deploymentId"], bad.as_str());
+    assert!(matches!(w.verify(&config, failed).await, VerifyOutcome::Unchanged { state: State::RollingBack, .. }));
+    assert!(matches!(
+        w.verify(&config, rolling_back).await,
+        VerifyOutcome::External { origin: Origin::EcsRollback, .. }
+    ));
+    let done = w.verify(&config, w.complete().await).await;
+    assert!(
+        matches!(done, VerifyOutcome::External { origin: Origin::EcsRollback, state: State::Succeeded, .. }),
+        "{done:?}"
+    );
+
+    let ledger = w.ledger();
+    let bad_record = ledger.by_ecs_deployment(&bad).await.expect("lookup").expect("bad");
+    assert_eq!(bad_record.state, State::RolledBack);
+    assert_eq!(ledger.head(&w.target()).await.expect("head").quarantine, vec![bad_record.digest.clone()]);
+    assert_eq!(w.describe().await.task_definition, blue, "blue serves again");
+    assert!(ledger.by_ecs_deployment(&good).await.expect("lookup").is_some());
+    save_recorded("rollback", "blue-green", &recorded("rollback"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_request_rolls_a_verified_deployment_back() {
     let w = World::new().await;

@@ -460,6 +460,36 @@ async fn an_alarm_ecs_watches_with_rollback_is_left_to_ecs_while_the_rollout_run
     assert_eq!(w.record(&verified).state, State::RollingBack);
 }
 
+/// During a blue/green (linear, canary) rollout blue still runs: Ferry stops the rollout and
+/// ECS moves traffic back, rather than starting a second deployment over the first.
+#[tokio::test]
+async fn a_blue_green_rollout_under_way_is_stopped_so_ecs_moves_traffic_back_to_blue() {
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    w.ecs.set_strategy(&api(), "BLUE_GREEN");
+    let bad = w.deploy(2).await;
+    let outcome = w.rollback(alarm_at(w.clock.now())).await;
+    assert!(matches!(outcome.as_slice(), [RollbackOutcome::EcsRollingBack { .. }]), "{outcome:?}");
+    assert_eq!(w.ecs.count("StopServiceDeployment"), 1);
+    assert_eq!(w.ecs.count("UpdateService"), 2, "no deployment of Ferry's over the stopped one");
+    let record = w.record(&bad);
+    assert_eq!(record.state, State::RollingBack, "until ECS reports its rollback done");
+    assert!(w.ledger.head(&api()).await.expect("head").quarantine.contains(&record.digest));
+    // The same alarm again changes nothing.
+    let again = w.rollback(alarm_at(w.clock.now())).await;
+    assert!(matches!(again.as_slice(), [RollbackOutcome::AlreadyHandled { .. }]), "{again:?}");
+    assert_eq!(w.ecs.count("StopServiceDeployment"), 1);
+
+    // Once verified, blue is gone: the last-known-good revision is put back the usual way.
+    let w = World::new();
+    w.deploy_and_verify(1, true).await;
+    w.ecs.set_strategy(&api(), "BLUE_GREEN");
+    let verified = w.deploy_and_verify(2, true).await;
+    let outcome = w.rollback(alarm_at(w.clock.now())).await;
+    assert!(matches!(outcome.as_slice(), [RollbackOutcome::RollingBack { .. }]), "{outcome:?}");
+    assert_eq!((w.ecs.count("StopServiceDeployment"), w.record(&verified).state), (0, State::RollingBack));
+}
+
 #[tokio::test]
 async fn a_rollout_by_hand_that_fails_its_smoke_test_is_rolled_back_only_where_the_config_says_so() {
     for roll_back in [true, false] {

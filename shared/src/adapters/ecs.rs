@@ -1,13 +1,13 @@
 //! The ECS port on the AWS SDK: read services, render and register revisions, run
-//! migration tasks, update services.
+//! migration tasks, update services, stop a blue/green rollout.
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::config::retry::RetryConfig;
 use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
 use aws_sdk_ecs::types::{
     CapacityProviderStrategyItem, ContainerOverride, DeploymentCircuitBreaker, DeploymentConfiguration,
-    DeploymentStrategy, DesiredStatus, LaunchType, NetworkConfiguration, Tag, TaskDefinition, TaskDefinitionField,
-    TaskOverride,
+    DeploymentStrategy, DesiredStatus, LaunchType, NetworkConfiguration, ServiceDeploymentStatus,
+    StopServiceDeploymentStopType, Tag, TaskDefinition, TaskDefinitionField, TaskOverride,
 };
 
 use super::aws::{AwsClients, ErrorKind, classify};
@@ -378,6 +378,39 @@ impl Ecs for EcsAdapter {
             .iter()
             .find_map(|r| r.task_definition.clone())
             .ok_or_else(|| EcsError::NotFound(format!("service revision {revision_arn}")))
+    }
+
+    async fn stop_rollout(&self, target: &Target, task_definition: &str) -> Result<bool, EcsError> {
+        // https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_StopServiceDeployment.html
+        let client = self.client(target).await;
+        let listed = client
+            .list_service_deployments()
+            .cluster(&target.cluster)
+            .service(&target.service)
+            .status(ServiceDeploymentStatus::InProgress)
+            .status(ServiceDeploymentStatus::Pending)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        for deployment in listed.service_deployments() {
+            let (Some(arn), Some(revision)) =
+                (&deployment.service_deployment_arn, &deployment.target_service_revision_arn)
+            else {
+                continue;
+            };
+            if self.service_revision(target, revision).await? != task_definition {
+                continue;
+            }
+            client
+                .stop_service_deployment()
+                .service_deployment_arn(arn)
+                .stop_type(StopServiceDeploymentStopType::Rollback)
+                .send()
+                .await
+                .map_err(ecs_error)?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     async fn containers(&self, target: &Target, task_definition: &str) -> Result<Vec<Container>, EcsError> {

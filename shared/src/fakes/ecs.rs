@@ -352,6 +352,22 @@ impl Ecs for FakeEcs {
             .ok_or_else(|| EcsError::NotFound(format!("service revision {revision_arn}")))
     }
 
+    async fn stop_rollout(&self, target: &Target, task_definition: &str) -> Result<bool, EcsError> {
+        {
+            let w = self.call("StopServiceDeployment", target)?;
+            let s = w.services.get(&service_key(target)).ok_or_else(|| EcsError::NotFound(target.service.clone()))?;
+            let rolling_out = s
+                .deployments
+                .last()
+                .is_some_and(|d| d.task_definition == task_definition && d.rollout_state == "IN_PROGRESS");
+            if s.strategy.is_none() || !rolling_out {
+                return Ok(false);
+            }
+        }
+        // ECS fails green and moves back to blue, as it does on a hook's FAILED.
+        Ok(self.fail_primary(target).is_some())
+    }
+
     async fn containers(&self, target: &Target, task_definition: &str) -> Result<Vec<Container>, EcsError> {
         let w = self.call("DescribeTaskDefinition", target)?;
         let containers =

@@ -180,6 +180,15 @@ pub trait Ecs: Send + Sync {
         revision_arn: &str,
     ) -> impl Future<Output = Result<String, EcsError>> + Send;
 
+    /// Stops the service's blue/green, linear or canary rollout of `task_definition` while it
+    /// is in progress, rolling back to blue (StopServiceDeployment, stop type ROLLBACK): ECS
+    /// moves traffic back and reports its rollback. `false` if no such rollout is in progress.
+    fn stop_rollout(
+        &self,
+        target: &Target,
+        task_definition: &str,
+    ) -> impl Future<Output = Result<bool, EcsError>> + Send;
+
     /// The containers of a task definition, as `(name, image)`.
     fn containers(
         &self,

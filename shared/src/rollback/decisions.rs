@@ -176,6 +176,16 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Rollbacker<'_, E, L, N, C> {
         Ok(ecs_rollback(d, recorded.as_ref(), &service, failure).map(|r| r.cloned()))
     }
 
+    /// Stops `d`'s rollout if the service deploys blue/green, linear or canary and it is
+    /// still under way; whether it did.
+    pub(super) async fn stop_rollout(&self, d: &Deployment) -> Result<bool, Retryable> {
+        let Some(revision) = d.task_definition.as_deref() else { return Ok(false) };
+        if !self.service(&d.target).await?.rollbacks.blue_green {
+            return Ok(false);
+        }
+        Ok(self.ecs.stop_rollout(&d.target, revision).await?)
+    }
+
     pub(super) async fn service(&self, target: &Target) -> Result<ServiceInfo, Retryable> {
         self.ecs.service(target).await.map_err(Retryable::from)
     }

@@ -316,6 +316,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Rollbacker<'_, E, L, N, C> {
             if let Some(ecs_rollback) = self.ecs_rollback(&d, failure).await? {
                 return self.leave_to_ecs(target, d, ecs_rollback).await;
             }
+            // A blue/green, linear or canary rollout still under way is stopped instead: ECS
+            // moves traffic back to blue, which still runs, and reports its own rollback.
+            if failure.rolling_out && self.stop_rollout(&d).await? {
+                warn!(deployment = %d.id, "stopped the rollout: ECS rolls back to blue");
+                return self.leave_to_ecs(target, d, None).await;
+            }
             if self.known_good(&d, to).await?.is_none() {
                 return self.no_known_good(target, d, to).await;
             }
