@@ -81,6 +81,10 @@ struct Cli {
     /// The rollback function's dead-letter queue (RollbackDeadLetterQueueUrl).
     #[arg(long, global = true, env = "FERRY_ROLLBACK_DLQ")]
     rollback_dlq: Option<String>,
+    /// The verify function's ARN as a lifecycle hook (the stack's LifecycleHookTargetArn): `ferry
+    /// plan` warns when a blue/green service's hooks do not call it.
+    #[arg(long, global = true, env = "FERRY_HOOK_ARN")]
+    hook_arn: Option<String>,
     /// Seconds between two looks at the ledger while waiting.
     #[arg(long, global = true, default_value_t = 2.0, hide = true)]
     poll_seconds: f64,

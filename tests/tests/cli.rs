@@ -141,6 +141,52 @@ async fn plan_shows_the_change_per_target_or_why_it_would_skip_and_changes_nothi
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn plan_shows_a_blue_green_services_strategy_and_warns_until_ferrys_hook_gates_it() {
+    let w = World::new().await;
+    let hook_arn = "arn:aws:lambda:us-east-1:123456789012:function:ferry-verify";
+    let health = format!("health = {{ url = \"{0}/health\", test_url = \"{0}/test\" }}", w.sink.url);
+    let config = config_file(&w, &health);
+    w.push("staging-aaaa0001", &"a".repeat(64)).await;
+    let image = format!("{}:staging-aaaa0001", w.repository);
+    let set = async |hooks: Vec<aws_sdk_ecs::types::DeploymentLifecycleHook>| {
+        let configuration = aws_sdk_ecs::types::DeploymentConfiguration::builder()
+            .strategy(aws_sdk_ecs::types::DeploymentStrategy::BlueGreen)
+            .set_lifecycle_hooks(Some(hooks))
+            .build();
+        let ecs = aws_sdk_ecs::Client::new(&w.aws);
+        ecs.update_service()
+            .cluster(&w.cluster)
+            .service(&w.service)
+            .deployment_configuration(configuration)
+            .send()
+            .await
+            .expect("update");
+    };
+    let plan = async || -> Value {
+        let out = ok(ferry(&w, &config, &["plan", &image, "--output", "json", "--hook-arn", hook_arn]).await);
+        serde_json::from_str(&out).expect("json")
+    };
+
+    set(vec![]).await;
+    let unhooked = plan().await;
+    assert_eq!(unhooked[0]["strategy"], "BLUE_GREEN");
+    assert!(unhooked[0]["warnings"][0].as_str().is_some_and(|w| w.contains("POST_TEST_TRAFFIC_SHIFT")), "{unhooked}");
+
+    let hook = aws_sdk_ecs::types::DeploymentLifecycleHook::builder()
+        .hook_target_arn(hook_arn)
+        .role_arn("arn:aws:iam::123456789012:role/ferry-hook")
+        .lifecycle_stages(aws_sdk_ecs::types::DeploymentLifecycleHookStage::PostTestTrafficShift)
+        .build();
+    set(vec![hook]).await;
+    let hooked = plan().await;
+    assert_eq!((hooked[0]["strategy"].as_str(), hooked[0].get("warnings")), (Some("BLUE_GREEN"), None), "{hooked}");
+    let table = ok(ferry(&w, &config, &["plan", &image, "--hook-arn", hook_arn]).await);
+    assert!(table.contains("strategy BLUE_GREEN") && !table.contains("warning"), "{table}");
+    let shown = ok(ferry(&w, &config, &["check"]).await);
+    assert!(shown.contains(&format!("test route {}/test", w.sink.url)), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn deploy_replays_a_lost_push_once_through_the_deploy_handler() {
     let w = World::new().await;
     let config = config_file(&w, "");

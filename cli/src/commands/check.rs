@@ -31,6 +31,9 @@ pub(crate) fn check(config: &Config, term: Term) -> String {
                 for t in ferry::plan::targets_of(config, &env.name, &s.service_name(&env.name)) {
                     let url = h.url_for(&t, config.home_account.as_deref());
                     out.push_str(&format!("    health {url} ({} attempts) for {t}\n", h.attempts));
+                    if let Some(test) = h.test_url_for(&t, config.home_account.as_deref()) {
+                        out.push_str(&format!("    test route {test} (blue/green: gates green) for {t}\n"));
+                    }
                 }
             }
         }

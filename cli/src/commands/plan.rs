@@ -1,9 +1,10 @@
 //! `ferry plan REPO:TAG`: what a push would do at each target, changing nothing.
 
 use chrono::{DateTime, Utc};
+use ferry::hook::POST_TEST_TRAFFIC_SHIFT;
 use ferry::model::{Deployment, Push};
 use ferry::plan::{Plan, plan};
-use ferry::ports::{Ecs, Ledger};
+use ferry::ports::{Ecs, Ledger, LifecycleHook};
 use ferry::render::Images;
 use serde_json::{Value, json};
 
@@ -56,6 +57,23 @@ impl Ctx<'_> {
             }
             let service = ecs.service(t).await.map_err(|e| fail(format!("{t}: {e}")))?;
             row["current_task_definition"] = json!(service.task_definition);
+            row["strategy"] = json!(service.strategy.as_deref().unwrap_or("ROLLING"));
+            let test_url = self
+                .config
+                .services
+                .iter()
+                .find(|s| s.deploys_to(&t.environment) && s.service_name(&t.environment) == t.service)
+                .and_then(|s| s.health.as_ref())
+                .and_then(|h| h.test_url_for(t, self.config.home_account.as_deref()));
+            let warnings = blue_green_warnings(
+                service.strategy.as_deref(),
+                &service.lifecycle_hooks,
+                test_url.as_deref(),
+                self.cli.hook_arn.as_deref(),
+            );
+            if !warnings.is_empty() {
+                row["warnings"] = json!(warnings);
+            }
             let containers =
                 ecs.containers(t, &service.task_definition).await.map_err(|e| fail(format!("{t}: {e}")))?;
             let pairs: Vec<_> = containers.iter().map(|(n, i)| (n.as_deref(), i.as_deref())).collect();
@@ -120,6 +138,33 @@ impl Ctx<'_> {
     }
 }
 
+/// What keeps a blue/green, linear or canary service's test route from gating its rollouts:
+/// no lifecycle hook calls Ferry (`ferry_hook`, if known: else any Lambda hook) after test
+/// traffic shifted, or the service has no `health.test_url`. None for a rolling service.
+pub(crate) fn blue_green_warnings(
+    strategy: Option<&str>,
+    hooks: &[LifecycleHook],
+    test_url: Option<&str>,
+    ferry_hook: Option<&str>,
+) -> Vec<String> {
+    let Some(strategy) = strategy.filter(|s| *s != "ROLLING") else { return Vec::new() };
+    let mut warnings = Vec::new();
+    let gated = hooks.iter().any(|h| {
+        h.stages.iter().any(|s| s == POST_TEST_TRAFFIC_SHIFT)
+            && h.target.as_deref().is_some_and(|t| ferry_hook.is_none_or(|f| f == t))
+    });
+    if !gated {
+        let whose = ferry_hook.map_or("a Lambda hook".to_string(), |f| format!("Ferry's hook ({f})"));
+        warnings.push(format!(
+            "{strategy}: no {whose} at {POST_TEST_TRAFFIC_SHIFT}: green takes production traffic untested"
+        ));
+    }
+    if test_url.is_none() {
+        warnings.push(format!("{strategy}: no health.test_url: Ferry's hook lets green through untested"));
+    }
+    warnings
+}
+
 /// An image as ECR describes it.
 pub(crate) struct EcrImage {
     pub(crate) account: String,
@@ -137,6 +182,12 @@ pub(crate) fn plan_text(term: Term, r: &Value) -> String {
         s(&r["cluster"]),
         s(&r["region"])
     );
+    if let Some(strategy) = r["strategy"].as_str().filter(|s| *s != "ROLLING") {
+        out.push_str(&format!("  strategy {strategy}: ECS shifts traffic; Ferry gates the test route\n"));
+    }
+    for w in r["warnings"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {} {}\n", term.bold("warning:"), s(w)));
+    }
     match r["action"].as_str() {
         Some("deploy") => {
             out.push_str(&format!("  deploy: a new revision of {}\n", s(&r["current_task_definition"])));
@@ -157,4 +208,36 @@ pub(crate) fn plan_text(term: Term, r: &Value) -> String {
         None => {}
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry::ports::LifecycleHook;
+
+    use super::blue_green_warnings;
+
+    const FERRY: &str = "arn:aws:lambda:eu-west-1:123456789012:function:ferry-verify";
+
+    fn hook(target: &str, stages: &[&str]) -> LifecycleHook {
+        LifecycleHook { target: Some(target.into()), stages: stages.iter().map(|s| s.to_string()).collect() }
+    }
+
+    #[test]
+    fn a_blue_green_service_is_warned_about_until_ferrys_hook_gates_its_test_route() {
+        assert!(blue_green_warnings(None, &[], None, Some(FERRY)).is_empty(), "rolling: nothing to gate");
+        assert!(blue_green_warnings(Some("ROLLING"), &[], None, None).is_empty());
+        let ours = [hook(FERRY, &["PRE_SCALE_UP", "POST_TEST_TRAFFIC_SHIFT"])];
+        assert!(blue_green_warnings(Some("BLUE_GREEN"), &ours, Some("https://test/"), Some(FERRY)).is_empty());
+        assert!(blue_green_warnings(Some("CANARY"), &ours, Some("https://test/"), None).is_empty());
+
+        let elsewhere = [hook("arn:aws:lambda:eu-west-1:123456789012:function:other", &["POST_TEST_TRAFFIC_SHIFT"])];
+        let [w] = blue_green_warnings(Some("BLUE_GREEN"), &elsewhere, Some("https://test/"), Some(FERRY))
+            .try_into()
+            .expect("one warning");
+        assert!(w.contains("no Ferry's hook") && w.contains(FERRY), "{w}");
+        let late = [hook(FERRY, &["POST_PRODUCTION_TRAFFIC_SHIFT"])];
+        assert_eq!(blue_green_warnings(Some("LINEAR"), &late, Some("https://test/"), Some(FERRY)).len(), 1);
+        let [w] = blue_green_warnings(Some("BLUE_GREEN"), &ours, None, Some(FERRY)).try_into().expect("one warning");
+        assert!(w.contains("no health.test_url"), "{w}");
+    }
 }

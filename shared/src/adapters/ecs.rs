@@ -14,7 +14,8 @@ use super::aws::{AwsClients, ErrorKind, classify};
 use crate::config::Migration;
 use crate::model::Target;
 use crate::ports::{
-    Container, Ecs, EcsDeployment, EcsError, EcsRollbacks, Revision, ServiceInfo, ServiceSettings, TaskExit,
+    Container, Ecs, EcsDeployment, EcsError, EcsRollbacks, LifecycleHook, Revision, ServiceInfo, ServiceSettings,
+    TaskExit,
 };
 use crate::render::{ImageChange, Images};
 
@@ -172,6 +173,15 @@ impl Ecs for EcsAdapter {
             primary,
             deployment_controller: service.deployment_controller.as_ref().map(|c| c.r#type.as_str().to_string()),
             strategy,
+            lifecycle_hooks: configuration
+                .map(|c| c.lifecycle_hooks())
+                .unwrap_or_default()
+                .iter()
+                .map(|h| LifecycleHook {
+                    target: h.hook_target_arn.clone(),
+                    stages: h.lifecycle_stages().iter().map(|s| s.as_str().to_string()).collect(),
+                })
+                .collect(),
             failed,
             target_groups,
             rollbacks,

@@ -244,6 +244,7 @@ impl Ecs for FakeEcs {
             failed: s.deployments.iter().filter(|d| d.rollout_state == "FAILED").map(|d| d.id.clone()).collect(),
             target_groups: s.target_groups.clone(),
             strategy: s.strategy.clone(),
+            lifecycle_hooks: Vec::new(),
             rollbacks: EcsRollbacks {
                 circuit_breaker: s.breaker == Some((true, true)),
                 alarms: s.alarm_rollback.clone(),

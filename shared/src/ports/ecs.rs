@@ -38,6 +38,14 @@ pub struct EcsDeployment {
     pub desired: i32,
 }
 
+/// A lifecycle hook of a service's deployments: the Lambda function it invokes (none for a
+/// PAUSE hook), at which stages.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LifecycleHook {
+    pub target: Option<String>,
+    pub stages: Vec<String>,
+}
+
 /// An ECS service as the deploy function needs to see it.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceInfo {
@@ -49,6 +57,8 @@ pub struct ServiceInfo {
     pub deployment_controller: Option<String>,
     /// The ECS controller's strategy: `ROLLING` (also when unset), `BLUE_GREEN`, `LINEAR` or `CANARY`.
     pub strategy: Option<String>,
+    /// The lifecycle hooks its deployments call.
+    pub lifecycle_hooks: Vec<LifecycleHook>,
     /// The ids of its deployments whose rollout ECS failed (and has not cleared away yet).
     pub failed: Vec<String>,
     /// The load balancer target groups its tasks are registered in.

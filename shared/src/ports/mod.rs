@@ -13,8 +13,8 @@ mod ecs;
 mod ledger;
 
 pub use ecs::{
-    Container, Ecs, EcsDeployment, EcsError, EcsRollbacks, LoadBalancers, Revision, ServiceInfo, ServiceSettings,
-    TargetHealth, TaskExit,
+    Container, Ecs, EcsDeployment, EcsError, EcsRollbacks, LifecycleHook, LoadBalancers, Revision, ServiceInfo,
+    ServiceSettings, TargetHealth, TaskExit,
 };
 pub use ledger::{Begin, Claim, Finish, HeadChange, Ledger, LedgerError};
 
