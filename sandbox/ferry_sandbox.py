@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO / "tests" / "infra"))
 import boto3  # noqa: E402
 import ferry_moto  # noqa: E402  (patches moto's ECS on import)
 import iam  # noqa: E402
+from lifecycle import Lifecycle, Traffic, strategy_of  # noqa: E402
 from moto.ecr.models import ECRBackend  # noqa: E402
 from moto.ecs.models import ecs_backends  # noqa: E402
 from moto.events.models import EventPattern, EventsBackend  # noqa: E402
@@ -249,6 +250,18 @@ class Function:
             self.queue.append({"id": str(uuid.uuid4()), "event": event, "attempt": attempt, "started": None})
             self.cond.notify_all()
 
+    def invoke_sync(self, event: dict, timeout: float = 60) -> dict:
+        """A synchronous invocation (RequestResponse: ECS invokes lifecycle hooks this way):
+        the result, as `results` keeps it; never retried, never dead-lettered."""
+        done = threading.Event()
+        with self.cond:
+            self.queue.append({"id": str(uuid.uuid4()), "event": event, "attempt": 1, "started": None,
+                               "sync": done})
+            self.cond.notify_all()
+        if not done.wait(timeout):
+            raise TimeoutError(f"ferry-{self.name} did not answer in {timeout} s")
+        return done.result
+
     def _next(self, slot: int) -> dict | None:
         with self.cond:
             while not self.queue and not self.stopping:
@@ -272,10 +285,17 @@ class Function:
             result = {"function": self.name, "event": invocation["event"], "attempt": invocation["attempt"],
                       "ok": ok, "body": body, "seconds": time.perf_counter() - invocation["started"]}
             self.results.append(result)
-            retry = not ok and invocation["attempt"] <= len(RETRY_DELAYS)
+            if "sync" in invocation:
+                invocation["sync"].result = result
+                invocation["sync"].set()
+                self.cond.notify_all()
+                sync = True
+            else:
+                sync = False
+            retry = not sync and not ok and invocation["attempt"] <= len(RETRY_DELAYS)
             if retry:
                 self.scheduled += 1
-            elif not ok:
+            elif not ok and not sync:
                 self.dead_letters.append(result)
             self.cond.notify_all()
         self.sandbox._on_invocation(result)
@@ -382,6 +402,9 @@ class EcsAgent:
             return bool(self.rolling)
 
     def tick(self) -> None:
+        # What ECS did in answer to Ferry's calls (StopServiceDeployment) reaches the bus.
+        while ferry_moto.ECS_EVENTS:
+            self.sandbox.put_event(ferry_moto.ECS_EVENTS.pop(0))
         now = time.monotonic()
         primaries = set()
         for account, region, service in self.services():
@@ -389,12 +412,13 @@ class EcsAgent:
                 if dep["status"] != "PRIMARY" or dep.get("rolloutState") != "IN_PROGRESS":
                     continue
                 primaries.add(dep["id"])
+                staged = strategy_of(service) != "ROLLING" and dep["id"] not in ferry_moto.ROLLBACK_DEPLOYMENTS
                 with self.lock:
                     started = dep["id"] not in self.seen
                     if started:
                         self.seen.add(dep["id"])
                         self.started[service.arn].append(dep["taskDefinition"])
-                        self.rolling[dep["id"]] = now + ROLLOUT_SECONDS
+                        self.rolling[dep["id"]] = float("inf") if staged else now + ROLLOUT_SECONDS
                     elif self.rolling.get(dep["id"], now + 1) > now:
                         continue
                     else:
@@ -402,12 +426,19 @@ class EcsAgent:
                 if started:
                     self.sandbox.put_event(ferry_moto.deployment_event(
                         service, "SERVICE_DEPLOYMENT_IN_PROGRESS", dep["id"], f"ECS deployment {dep['id']} in progress."))
+                    if staged:
+                        Lifecycle(self.sandbox, account, region, service, dep, self.lifecycle_done).start()
                 else:
                     with self.acting:
                         self.finish(account, region, service, dep)
         with self.lock:  # a deployment replaced before its rollout ended never finishes
             for gone in set(self.rolling) - primaries:
-                del self.rolling[gone]
+                if self.rolling[gone] != float("inf"):  # a lifecycle ends by itself
+                    del self.rolling[gone]
+
+    def lifecycle_done(self, deployment_id: str) -> None:
+        with self.lock:
+            self.rolling.pop(deployment_id, None)
 
     def finish(self, account: str, region: str, service, dep: dict) -> None:
         if dep["status"] != "PRIMARY" or dep["rolloutState"] != "IN_PROGRESS":
@@ -471,6 +502,9 @@ class Sandbox:
         self.slack: list[dict] = []  # {"route", "body"}
         self.behaviours: dict[str, str] = {}  # digest -> healthy | unhealthy | crash
         self.health_targets: dict[str, list[Target]] = {}  # health URL -> the targets behind it
+        self.test_targets: dict[str, list[Target]] = {}  # test route URL -> the targets whose green it reaches
+        self.traffic = Traffic()  # production traffic weights of blue/green, linear and canary services
+        self.alarmed: set[str] = set()  # deployments whose green raised its service's alarm
         self.health_override: dict[str, int] = {}
         self.events_seen = 0
         self.pending = 0  # calls scheduled with later()
@@ -630,6 +664,10 @@ class Sandbox:
     def health_of(self, url: str) -> int:
         if url in self.health_override:
             return self.health_override[url]
+        # A test route reaches green: the revision the service's PRIMARY deployment rolls out.
+        for t in self.test_targets.get(url, []):
+            if any(self.behaviour(i) == "unhealthy" for i in self.live_images(t).values()):
+                return 503
         for t in self.health_targets.get(url, []):
             for image in self.live_images(t).values():
                 if self.behaviour(image) == "unhealthy":
@@ -683,6 +721,9 @@ class Sandbox:
 
         self.targets: list[Target] = []
         self.health_targets = {}
+        self.test_targets = {}
+        self.traffic = Traffic()
+        self.alarmed = set()
         for env in config["environments"]:
             for spec in env["targets"]:
                 account = account_of(spec.get("role_arn"))
@@ -699,6 +740,8 @@ class Sandbox:
                     self.targets.append(t)
                     if "health" in svc:
                         self.health_targets.setdefault(health_url(svc["health"]["url"], t), []).append(t)
+                    if "test_url" in svc.get("health", {}):
+                        self.test_targets.setdefault(health_url(svc["health"]["test_url"], t), []).append(t)
         self.start_functions(concurrency, timeouts or {})
         return self.config_path
 
@@ -781,7 +824,8 @@ class Sandbox:
     def push(self, repository: str, tag: str, *, health: str = "healthy", migration_exit: int | None = None,
              announced: bool = True) -> str:
         """CI pushes an image: `health` says how it behaves once running (healthy, unhealthy:
-        its health URL fails, crash: its tasks never start); `migration_exit` is the exit
+        its health URL and test route fail, crash: its tasks never start, alarming: healthy on
+        its test route but sets its service's alarm off under production traffic); `migration_exit` is the exit
         code of a migration task run from it; `announced=False` loses its push event (ECR
         sends them best-effort). Returns the image digest."""
         if not announced:
@@ -797,6 +841,41 @@ class Sandbox:
         self._record("push", f"CI pushes {repository}:{tag} ({short(digest)})"
                              + ("" if health == "healthy" else f" — an image that is {health}"))
         return digest
+
+    def blue_green(self, t: Target, strategy: str = "BLUE_GREEN", *, stages: tuple[str, ...] = ("POST_TEST_TRAFFIC_SHIFT",),
+                   bake_minutes: float = 1, canary: tuple[float, float] | None = None,
+                   linear: tuple[float, float] | None = None) -> None:
+        """The team switches a target's service to `strategy` with Ferry's verify function as its
+        lifecycle hook at `stages` (the stack's LifecycleHookTargetArn and LifecycleHookRoleArn):
+        `canary` is (canaryPercent, canaryBakeTimeInMinutes), `linear` (stepPercent,
+        stepBakeTimeInMinutes)."""
+        configuration: dict = {
+            "strategy": strategy, "bakeTimeInMinutes": bake_minutes,
+            "lifecycleHooks": [{"hookTargetArn": f"arn:aws:lambda:{self.region}:{HOME_ACCOUNT}:function:ferry-verify",
+                                "roleArn": f"arn:aws:iam::{HOME_ACCOUNT}:role/ferry-lifecycle-hook",
+                                "lifecycleStages": list(stages)}],
+        }
+        if canary:
+            configuration["canaryConfiguration"] = {"canaryPercent": canary[0], "canaryBakeTimeInMinutes": canary[1]}
+        if linear:
+            configuration["linearConfiguration"] = {"stepPercent": linear[0], "stepBakeTimeInMinutes": linear[1]}
+        self.client("ecs", t.region, t.account).update_service(cluster=t.cluster, service=t.service,
+                                                              deploymentConfiguration=configuration)
+        self._record("ecs", f"{t.service} ({t.region}) now deploys {strategy}, Ferry's hook at {', '.join(stages)}")
+
+    def green_serves(self, account: str, region: str, service, dep: dict) -> None:
+        """Green takes production traffic: an image that is "alarming" (healthy on its test route,
+        failing real users) sets off its service's first configured alarm, once per deployment."""
+        images = self.images_of(account, region, dep["taskDefinition"])
+        if dep["id"] in self.alarmed or not any(self.behaviour(i) == "alarming" for i in images):
+            return
+        self.alarmed.add(dep["id"])
+        t = next(t for t in self.targets if (t.account, t.region, t.service) == (account, region, service.name))
+        svc = next(s for s in self.config["services"] if s["name"].replace("{env}", t.environment) == t.service)
+        names = [a.replace("{env}", t.environment) for a in svc.get("alarms", [])]
+        if names:
+            self.alarm(names[0], "ALARM", reason=f"5xx from {short(images[0])} under production traffic",
+                       account=account, region=region)
 
     def scale(self, t: Target, desired: int | None = None, *, running: int | None = None, replace: int = 0) -> dict:
         """Autoscaling churn on a target's service: its desired count becomes `desired`, and no

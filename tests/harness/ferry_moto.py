@@ -232,6 +232,8 @@ def _describe_service_revisions(self):
     return json.dumps({"serviceRevisions": found, "failures": failures})
 
 
+# The deployments ECS started to roll a failed one back.
+ROLLBACK_DEPLOYMENTS: set[str] = set()
 # What ECS did by itself in answer to an API call (StopServiceDeployment): its events, in order,
 # until a test takes them (GET /_ferry/ecs/events).
 ECS_EVENTS: list[dict] = []
@@ -285,16 +287,20 @@ def _stop_service_deployment(self):
 def take_ecs_events(params: dict) -> dict:
     events = list(ECS_EVENTS)
     ECS_EVENTS.clear()
+    ROLLBACK_DEPLOYMENTS.clear()
     return {"events": events}
 
 
-def start_deployment(service: Service, task_definition_arn: str) -> dict:
-    """Make a new PRIMARY deployment; the old PRIMARY stays on as ACTIVE."""
+def start_deployment(service: Service, task_definition_arn: str, rollback: bool = False) -> dict:
+    """Make a new PRIMARY deployment (ECS's `rollback` of a failed one, or not); the old PRIMARY
+    stays on as ACTIVE."""
     now = utcnow()
     for dep in service.deployments:
         if dep["status"] == "PRIMARY":
             dep["status"], dep["updatedAt"] = "ACTIVE", now
     dep = new_deployment(service, task_definition_arn)
+    if rollback:
+        ROLLBACK_DEPLOYMENTS.add(dep["id"])
     new_revision(service, dep["id"], task_definition_arn)
     ROLLOUTS.setdefault(service.arn, []).append(dep["id"])
     service.deployments.insert(0, dep)
@@ -771,7 +777,7 @@ def fail_primary(service: Service, reason: str, rollback_reason: str, roll_back:
     )
     rollback = None
     if roll_back and target is not None:
-        rollback = start_deployment(service, target["taskDefinition"])
+        rollback = start_deployment(service, target["taskDefinition"], rollback=True)
         target.update(rolloutState="IN_PROGRESS", rolloutStateReason=f"ECS deployment {target['id']} in progress.",
                       updatedAt=now)
         events.append(deployment_event(
@@ -988,10 +994,11 @@ def hook_call(params: dict) -> dict:
     blue = next((REVISION_OF.get(d["id"]) for d in service.deployments if d["status"] == "ACTIVE"), None)
     if green is None:
         raise HarnessError(409, f"service {service.name} has no deployment with a service revision")
-    tested = stage in ("TEST_TRAFFIC_SHIFT", "POST_TEST_TRAFFIC_SHIFT", "PRODUCTION_TRAFFIC_SHIFT",
-                       "POST_PRODUCTION_TRAFFIC_SHIFT")
-    produced = stage in ("POST_PRODUCTION_TRAFFIC_SHIFT",)
-    weights = lambda on: {**({blue: 0 if on else 100} if blue else {}), green: 100 if on else 0}
+    # The weights are given at the traffic-shift stages only, empty at the others (the payloads
+    # of https://docs.aws.amazon.com/AmazonECS/latest/developerguide/lambda-lifecycle-hooks.html).
+    shifting = stage in ("TEST_TRAFFIC_SHIFT", "PRE_PRODUCTION_TRAFFIC_SHIFT", "PRODUCTION_TRAFFIC_SHIFT")
+    produced = stage == "PRODUCTION_TRAFFIC_SHIFT"
+    weights = lambda on: {**({blue: 0 if on else 100} if blue else {}), green: 100 if on else 0} if shifting else {}
     cluster = service.cluster_arn.split("/")[-1]
     return {
         "executionId": params.get("execution", str(uuid.uuid4())),
@@ -1001,7 +1008,7 @@ def hook_call(params: dict) -> dict:
         "executionDetails": {
             "serviceArn": service.arn,
             "targetServiceRevisionArn": green,
-            "testTrafficWeights": weights(tested),
+            "testTrafficWeights": weights(True),
             "productionTrafficWeights": weights(produced),
         },
     }

@@ -325,13 +325,15 @@ def test_every_deployment_has_a_service_revision_a_hook_call_names_with_its_traf
     assert details["serviceArn"] == world.describe()["serviceArn"]
     revision = details["targetServiceRevisionArn"]
     assert f":service-revision/{CLUSTER}/{SERVICE}/" in revision
-    assert details["testTrafficWeights"][revision] == 100 and details["productionTrafficWeights"][revision] == 0
-    [blue_revision] = [r for r in details["productionTrafficWeights"] if r != revision]
+    assert details["testTrafficWeights"] == {} and details["productionTrafficWeights"] == {}, "none after a shift"
+    shifting = world.control("/_ferry/ecs/hook-call", {"stage": "TEST_TRAFFIC_SHIFT"})["executionDetails"]
+    assert shifting["testTrafficWeights"][revision] == 100 and shifting["productionTrafficWeights"][revision] == 0
+    [blue_revision] = [r for r in shifting["productionTrafficWeights"] if r != revision]
     answer = world.ecs.describe_service_revisions(serviceRevisionArns=[revision, blue_revision, revision + "0"])
     assert {r["serviceRevisionArn"]: r["taskDefinition"] for r in answer["serviceRevisions"]} == {
         revision: green, blue_revision: blue}
     assert answer["failures"] == [{"arn": revision + "0", "reason": "MISSING"}]
-    later = world.control("/_ferry/ecs/hook-call", {"stage": "POST_PRODUCTION_TRAFFIC_SHIFT"})
+    later = world.control("/_ferry/ecs/hook-call", {"stage": "PRODUCTION_TRAFFIC_SHIFT"})
     assert later["executionDetails"]["productionTrafficWeights"] == {revision: 100, blue_revision: 0}
 
 

@@ -150,6 +150,15 @@ impl HookRecord {
     }
 }
 
+/// Why ECS failed a rollout: a lifecycle hook's FAILED, with what it saw, when one is on
+/// record (ECS's own reason says only that a hook failed), else ECS's reason.
+pub fn failure_reason(hooks: &[HookRecord], ecs_reason: &str) -> String {
+    match hooks.iter().find(|h| h.status == HookStatus::Failed) {
+        Some(h) => format!("lifecycle hook {} failed: {} (ECS: {ecs_reason})", h.stage, h.evidence),
+        None => format!("ECS: {ecs_reason}"),
+    }
+}
+
 /// The next record of a gated stage after one probe of the test route: passed → SUCCEEDED;
 /// failed with attempts left → IN_PROGRESS; failed `max_attempts` times → FAILED. Counting
 /// goes on from `previous` only if it is this execution's.

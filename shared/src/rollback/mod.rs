@@ -214,7 +214,13 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Rollbacker<'_, E, L, N, C> {
                         recent.into_iter().find(|d| d.ecs_deployment_id.as_deref() == Some(id.as_str()))
                     }
                 };
-                vec![Failing { by_ecs: true, ..failing(target, failed, format!("ECS: {}", ev.reason)) }]
+                // Read afresh: a lifecycle hook's FAILED, noted just before, may not be in the GSI yet.
+                let failed = match failed {
+                    Some(d) => self.ledger.deployment(&target, &d.id).await?.or(Some(d)),
+                    None => None,
+                };
+                let reason = crate::hook::failure_reason(failed.as_ref().map_or(&[], |d| &d.hooks), &ev.reason);
+                vec![Failing { by_ecs: true, ..failing(target, failed, reason) }]
             }
             RollbackTrigger::Alarm { name, account, region, reason, at } => {
                 let mut found = Vec::new();

@@ -201,12 +201,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
                 Ok(VerifyOutcome::Progress { deployment: d.id })
             }
             EcsEventKind::Failed => {
-                // A lifecycle hook's FAILED is why ECS failed a blue/green rollout: say what it saw.
-                let hook = d.hooks.iter().find(|h| h.status == crate::hook::HookStatus::Failed);
-                let reason = match hook {
-                    Some(h) => format!("lifecycle hook {} failed: {} (ECS: {})", h.stage, h.evidence, ev.reason),
-                    None => format!("ECS: {}", ev.reason),
-                };
+                // The hook's answer, read afresh: the GSI that found `d` may not show it yet.
+                let hooks = self.ledger.deployment(&d.target, &d.id).await?.map_or(d.hooks.clone(), |r| r.hooks);
+                let reason = crate::hook::failure_reason(&hooks, &ev.reason);
                 let d = Deployment { ecs_event: Some(describe(ev)), ..d };
                 self.fail(d, reason).await
             }
