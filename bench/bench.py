@@ -12,6 +12,7 @@ this needs and passes the paths in the environment:
    the Lambda Runtime API (a local stub), peak RSS while it handles a burst of events, and
    the size of its bootstrap.zip.
 3. and 4. Round trips and fan-out, and a concurrent burst: bench/sandbox_bench.py.
+5. A bad image's exposure to production traffic, rolling against blue/green and canary: bench/sandbox_bench.py.
 
 This machine is shared and noisy: read the ratios, not the absolute times.
 """
@@ -271,6 +272,12 @@ def main() -> None:
           f"{b['doubled']} recorded twice, {b['missing']} missing; {b['started']} deployments started "
           f"and {b['updates']} UpdateService calls seen by ECS; DynamoDB conflicts met and absorbed: "
           f"{b['conflicts']['transactions']} transactions cancelled, {b['conflicts']['writes']} writes refused.")
+
+    print("\n5. A bad image's production traffic, by the service's strategy (sandbox seconds)\n")
+    print("| strategy | bad image | ended | most production traffic | exposure %·s | verdict → previous revision serving all |")
+    print("|---|---|---|---|---|---|")
+    for e in sandbox_bench.exposure(bins):
+        print(f"| {e['strategy']} | {e['image']} | {e['state']} | {e['peak']:g}% | {e['exposure']:.0f} | {e['to_blue']:.2f} s |")
 
 
 if __name__ == "__main__":

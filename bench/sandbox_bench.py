@@ -145,3 +145,65 @@ def burst(bin_dir: Path, events: int, services: int, duplicates: float, concurre
         }
     finally:
         sandbox.close()
+
+
+EXPOSURE_CONFIG = """\
+[[environments]]
+name = "staging"
+rules = [{ glob = "staging-*" }]
+targets = [{ region = "eu-west-1", cluster = "shop-staging" }]
+
+[[services]]
+repository = "shop/api"
+name = "shop-{env}-api"
+containers = ["api"]
+alarms = ["shop-{env}-api-5xx"]
+health = { url = "https://api.{env}.shop.example/healthz", test_url = "https://test.api.{env}.shop.example/healthz", attempts = 3, interval_seconds = 2 }
+"""
+
+
+def exposure(bin_dir: Path) -> list[dict]:
+    """5. A bad image's exposure to production traffic, by strategy: the largest share of
+    production traffic its revision took, share × seconds, and the time from Ferry's verdict
+    (the smoke test's FAILED, the hook's FAILED, the alarm acted on) to the previous revision
+    serving everything again. Sandbox seconds: ECS's rollouts take 0.4 s here, its waits (bake
+    times, callBackDelay) 1/100 of theirs, the smoke test's intervals are real."""
+    work = Path(tempfile.mkdtemp(prefix="ferry-bench-"))
+    sandbox = fs.Sandbox(bin_dir, work)
+    cases = [("ROLLING", "unhealthy", {}), ("BLUE_GREEN", "unhealthy", {}),
+             ("CANARY", "alarming", {"canary": (10, 5)})]
+    rows = []
+    try:
+        for strategy, health, kw in cases:
+            sandbox.load(EXPOSURE_CONFIG)
+            t = sandbox.target("shop-staging-api")
+            if strategy != "ROLLING":
+                sandbox.blue_green(t, strategy, **kw)
+            sandbox.push("shop/api", "staging-00000001")
+            sandbox.settle()
+            bad = sandbox.push("shop/api", "staging-00000002", health=health)
+            sandbox.settle()
+            arn = sandbox.service(t)["serviceArn"]
+            revisions = [a for a, r in ferry_moto.SERVICE_REVISIONS.items() if f"/{t.service}/" in a
+                         and any(i.endswith(bad) for i in sandbox.images_of(t.account, t.region, r["taskDefinition"]))]
+            verdicts = [r["finished"] for f in ("verify", "rollback") for r in sandbox.results(f) if _verdict(r)]
+            verdict = min(verdicts)
+            log = sandbox.traffic.of(arn)
+            peak = max((w.get(r, 0) for _, w in log for r in revisions), default=0)
+            area = sum(sandbox.traffic.exposure(arn, r)[1] for r in revisions)
+            cleared = next((at for at, w in log if at >= verdict and all(not w.get(r) for r in revisions)
+                            and any(v == 100 for v in w.values())), verdict)
+            (record,) = sandbox.deployments(digest=bad)
+            rows.append({"strategy": strategy, "image": health, "state": record["state"], "peak": peak,
+                         "exposure": area, "to_blue": max(0.0, cleared - verdict) if peak else 0.0})
+        return rows
+    finally:
+        sandbox.close()
+
+
+def _verdict(result: dict) -> bool:
+    """Whether an invocation gave Ferry's verdict on the bad image."""
+    body = result["body"] if isinstance(result["body"], dict) else {}
+    outcomes = [body] + [o for o in body.get("outcomes", []) if isinstance(o, dict)]
+    return body.get("hookStatus") == "FAILED" or any(
+        o.get("outcome") in ("Failed", "RollingBack", "EcsRollingBack") for o in outcomes)

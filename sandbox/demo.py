@@ -1,4 +1,5 @@
-"""Ferry's demo: a good push goes live and is proven, a bad push is rolled back.
+"""Ferry's demo: a good push goes live and is proven, a bad push is rolled back, and on a
+blue/green service a bad push never takes production traffic.
 
 Run through sandbox/run, which builds the release binaries and passes their directory in
 FERRY_BIN_DIR. Everything happens in the local sandbox (sandbox/ferry_sandbox.py): the three
@@ -31,7 +32,8 @@ targets = [{ region = "eu-west-1", cluster = "shop-staging" }]
 repository = "shop/api"
 name = "shop-{env}-api"
 containers = ["api"]          # the task also runs an envoy proxy sidecar, which never changes
-health = { url = "https://api.{env}.shop.example/healthz", attempts = 3, interval_seconds = 1 }
+health = { url = "https://api.{env}.shop.example/healthz", attempts = 3, interval_seconds = 1,
+           test_url = "https://test.api.{env}.shop.example/healthz" }   # blue/green's test route
 """
 
 TTY = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
@@ -154,7 +156,21 @@ def main() -> int:
         ledger(sandbox)
 
         live = sandbox.live_images(t)
-        say(f"{BOLD}Live now{RESET}: api = …@{fs.short(live['api'])}, proxy = {live['proxy']}")
+        say(f"{BOLD}Live now{RESET}: api = …@{fs.short(live['api'])}, proxy = {live['proxy']}\n")
+
+        say(f"{BOLD}3. The team switches the service to ECS blue/green, Ferry as its lifecycle hook; "
+            f"the bad image again, under a new tag{RESET}\n")
+        sandbox.blue_green(t)
+        again = sandbox.push("shop/api", "staging-9c0d1e2f", health="unhealthy")
+        with Spinner("green beside blue, its test route probed by Ferry's hook, ECS rolling back"):
+            sandbox.settle()
+        ledger(sandbox)
+        arn = sandbox.service(t)["serviceArn"]
+        green = [r for r, rev in fs.ferry_moto.SERVICE_REVISIONS.items() if f"/{t.service}/" in r
+                 and any(i.endswith(again) for i in sandbox.images_of(t.account, t.region, rev["taskDefinition"]))]
+        peak = max((w.get(r, 0) for _, w in sandbox.traffic.of(arn) for r in green), default=0)
+        say(f"{BOLD}Production traffic the bad green ever took{RESET}: {peak:g}%\n")
+        live = sandbox.live_images(t)
         history = sandbox.ferry("history", "--service", "shop-staging-api", "--env", "staging").stdout
         say(f"\n{BOLD}$ ferry history --service shop-staging-api --env staging{RESET}\n{history}")
 
@@ -163,6 +179,8 @@ def main() -> int:
             "the good image was deployed and proven (SUCCEEDED)": by_digest.get(good) == "SUCCEEDED",
             "the bad image failed its smoke test and was rolled back (ROLLED_BACK)": by_digest.get(bad) == "ROLLED_BACK",
             "the good image is live again": live["api"].endswith(good),
+            "on blue/green, Ferry's hook failed the bad green before production traffic (ROLLED_BACK, 0%)":
+                by_digest.get(again) == "ROLLED_BACK" and peak == 0,
             "the sidecar never changed": live["proxy"] == fs.SIDECAR_IMAGE,
             "Slack heard about the failure and the rollback":
                 any("rolled back" in m["body"].get("text", "") for m in sandbox.slack),

@@ -283,7 +283,8 @@ class Function:
             except json.JSONDecodeError:
                 body = payload.decode(errors="replace")
             result = {"function": self.name, "event": invocation["event"], "attempt": invocation["attempt"],
-                      "ok": ok, "body": body, "seconds": time.perf_counter() - invocation["started"]}
+                      "ok": ok, "body": body, "seconds": time.perf_counter() - invocation["started"],
+                      "finished": time.perf_counter()}
             self.results.append(result)
             if "sync" in invocation:
                 invocation["sync"].result = result
@@ -428,6 +429,10 @@ class EcsAgent:
                         service, "SERVICE_DEPLOYMENT_IN_PROGRESS", dep["id"], f"ECS deployment {dep['id']} in progress."))
                     if staged:
                         Lifecycle(self.sandbox, account, region, service, dep, self.lifecycle_done).start()
+                    else:  # a rolling update: old and new tasks serve side by side until it ends
+                        crashes = any(self.sandbox.behaviour(i) == "crash"
+                                      for i in self.sandbox.images_of(account, region, dep["taskDefinition"]))
+                        self.serve(service, dep, 0.0 if crashes else 50.0)
                 else:
                     with self.acting:
                         self.finish(account, region, service, dep)
@@ -435,6 +440,13 @@ class EcsAgent:
             for gone in set(self.rolling) - primaries:
                 if self.rolling[gone] != float("inf"):  # a lifecycle ends by itself
                     del self.rolling[gone]
+
+    def serve(self, service, dep: dict, percent: float) -> None:
+        """A rolling deployment takes `percent` of production traffic; the one before, the rest."""
+        new = ferry_moto.REVISION_OF.get(dep["id"])
+        before = next((d for d in service.deployments if d["status"] == "ACTIVE"), None)
+        old = before and ferry_moto.REVISION_OF.get(before["id"])
+        self.sandbox.traffic.set(service.arn, {r: w for r, w in ((old, 100 - percent), (new, percent)) if r})
 
     def lifecycle_done(self, deployment_id: str) -> None:
         with self.lock:
@@ -446,6 +458,7 @@ class EcsAgent:
         params = {"account": account, "region": region, "cluster": service.cluster_name, "service": service.name}
         images = self.sandbox.images_of(account, region, dep["taskDefinition"])
         crashing = [i for i in images if self.sandbox.behaviour(i) == "crash"]
+        self.serve(service, dep, 0.0 if crashing else 100.0)  # a task that never starts serves nothing
         if crashing:
             self.fail(params, f"{service.name}: tasks of {short(crashing[0])} fail to start; "
                               "the circuit breaker stops the deployment")

@@ -392,6 +392,7 @@ impl Ecs for EcsAdapter {
 
     async fn stop_rollout(&self, target: &Target, task_definition: &str) -> Result<bool, EcsError> {
         // https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_StopServiceDeployment.html
+        // A service has one rollout in progress at a time: the first page holds it.
         let client = self.client(target).await;
         let listed = client
             .list_service_deployments()

@@ -112,9 +112,10 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
                 && matches!(d.state, State::InProgress | State::Verifying)
                 && d.task_definition.as_deref() == Some(revision.as_str())
         };
-        let found = lookup::newest(self.ledger, target, None, ours).await.map_err(|e| e.to_string())?;
-        if found.is_some() {
-            return Ok(found);
+        // An open rollout is among the target's newest records.
+        let recent = self.ledger.history(target, lookup::PAGE).await.map_err(|e| e.to_string())?;
+        if let Some(found) = recent.into_iter().find(ours) {
+            return Ok(Some(found));
         }
         // The deploy function holds the target until it has recorded its rollout.
         let head = self.ledger.head(target).await.map_err(|e| e.to_string())?;
