@@ -32,8 +32,8 @@ targets = [{ region = "eu-west-1", cluster = "shop-staging" }]
 repository = "shop/api"
 name = "shop-{env}-api"
 containers = ["api"]          # the task also runs an envoy proxy sidecar, which never changes
-health = { url = "https://api.{env}.shop.example/healthz", attempts = 3, interval_seconds = 1,
-           test_url = "https://test.api.{env}.shop.example/healthz" }   # blue/green's test route
+# test_url: the route to green, while a blue/green deployment tests it
+health = { url = "https://api.{env}.shop.example/healthz", test_url = "https://test.api.{env}.shop.example/healthz", attempts = 3, interval_seconds = 1 }
 """
 
 TTY = sys.stdout.isatty() and not os.environ.get("NO_COLOR")

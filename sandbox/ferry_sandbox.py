@@ -429,6 +429,8 @@ class EcsAgent:
                         service, "SERVICE_DEPLOYMENT_IN_PROGRESS", dep["id"], f"ECS deployment {dep['id']} in progress."))
                     if staged:
                         Lifecycle(self.sandbox, account, region, service, dep, self.lifecycle_done).start()
+                    elif strategy_of(service) != "ROLLING":  # ECS's rollback: blue, still running, takes it all back
+                        self.serve(service, dep, 100.0)
                     else:  # a rolling update: old and new tasks serve side by side until it ends
                         crashes = any(self.sandbox.behaviour(i) == "crash"
                                       for i in self.sandbox.images_of(account, region, dep["taskDefinition"]))
