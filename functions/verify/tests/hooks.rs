@@ -13,7 +13,7 @@ use ferry::fakes::{
 };
 use ferry::hook::{HookAnswer, HookStatus};
 use ferry::model::{Deployment, State, Target};
-use ferry::ports::{Ecs, EcsError, Ledger, LedgerError, ProbeResponse};
+use ferry::ports::{Ecs, EcsError, HeadChange, Ledger, LedgerError, ProbeResponse};
 use ferry::verify::{Verifier, VerifyOutcome, VerifySettings, response};
 use serde_json::{Value, json};
 
@@ -284,4 +284,27 @@ async fn a_hook_call_that_cannot_be_read_or_comes_from_a_stranger_keeps_blue() {
     assert_eq!(response(&w.verify(stranger).await), json!({"hookStatus": "FAILED"}));
     assert!(w.probe.requests().is_empty());
     assert!(w.ledger.records().iter().all(|d| d.hooks.is_empty()), "nothing recorded");
+}
+
+#[tokio::test]
+async fn a_rollout_ferry_has_failed_meanwhile_is_failed_at_every_later_stage_and_blue_is_let_back() {
+    let w = World::new(vec![answer(200, "ok")]);
+    let (d, green) = w.deploy(1).await;
+    assert_eq!(w.hook("x1", "POST_TEST_TRAFFIC_SHIFT", &green).await, HookAnswer::succeeded());
+    // An alarm in its window: Ferry's rollback fails the deployment while ECS bakes it.
+    let now = w.record(d.ecs_deployment_id.as_deref().expect("rollout"));
+    let failing = Deployment { state: State::Failed, reason: Some("alarm shop-staging-api-5xx: ALARM".into()), ..now };
+    assert!(w.ledger.transition(&failing, &[State::InProgress], HeadChange::None).await.expect("transition"));
+
+    let outcome = w.verify(call("x2", "POST_PRODUCTION_TRAFFIC_SHIFT", &green)).await;
+    let VerifyOutcome::Hook { answer, why, deployment, .. } = &outcome else { panic!("{outcome:?}") };
+    assert_eq!((*answer, deployment.as_deref()), (failed(), Some(d.id.as_str())));
+    assert!(why.contains("alarm shop-staging-api-5xx"), "{why}");
+
+    // ECS's rollback to blue calls the hooks again, for blue's revision: let through.
+    let service = w.ecs.service(&api()).await.expect("service");
+    w.ecs.update_service(&api(), &service, &service.task_definition.replace(":2", ":1")).await.expect("update");
+    let blue = w.ecs.latest_service_revision(&api()).expect("revision");
+    assert_eq!(w.hook("x3", "POST_TEST_TRAFFIC_SHIFT", &blue).await, HookAnswer::succeeded());
+    assert_eq!(w.probe.requests().len(), 1, "nothing probed after the failure");
 }

@@ -121,6 +121,10 @@ impl HookAnswer {
         HookAnswer { status: HookStatus::Succeeded, call_back_delay: None }
     }
 
+    pub fn failed() -> HookAnswer {
+        HookAnswer { status: HookStatus::Failed, call_back_delay: None }
+    }
+
     /// Asked again after `seconds`.
     pub fn again_in(seconds: u32) -> HookAnswer {
         HookAnswer { status: HookStatus::InProgress, call_back_delay: Some(seconds.max(1)) }

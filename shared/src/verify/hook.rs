@@ -20,6 +20,16 @@ use crate::model::{Deployment, Origin, State, Target};
 use crate::plan::find_target;
 use crate::ports::{Clock, Ecs, EcsError, EventBus, HealthProbe, Ledger, LoadBalancers, Notifier};
 
+/// Ferry's record of the rollout a hook is called for.
+enum Rollout {
+    /// Ferry's, still rolling out: gated.
+    Open(Deployment),
+    /// Ferry's, and Ferry has already judged it failed.
+    Failed(Deployment),
+    /// Not a rollout Ferry started, or one already settled.
+    None,
+}
+
 /// What one hook invocation decided, before it is answered.
 struct Decision {
     deployment: Option<String>,
@@ -47,7 +57,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
             Ok(call) => self.decide(&call).await,
             // Blue keeps serving: a rollback of a blue/green rollout costs nothing.
             Err(malformed) => Decision::new(
-                HookAnswer { status: HookStatus::Failed, call_back_delay: None },
+                HookAnswer::failed(),
                 format!("a hook call Ferry cannot read ({malformed}): green gets no traffic"),
             ),
         };
@@ -67,7 +77,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         if !self.config.knows_account(&call.account) {
             warn!(account = %call.account, "a hook call for an account that is neither Ferry's nor a target's");
             return Decision::new(
-                HookAnswer { status: HookStatus::Failed, call_back_delay: None },
+                HookAnswer::failed(),
                 format!("account {} is neither Ferry's nor a target's", call.account),
             );
         }
@@ -75,8 +85,15 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
             return Decision::new(HookAnswer::succeeded(), "not a service Ferry deploys: not gated");
         };
         let rollout = match self.rollout(&target, call).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return Decision::new(HookAnswer::succeeded(), "not a rollout Ferry started: not gated"),
+            Ok(Rollout::Open(d)) => d,
+            Ok(Rollout::Failed(d)) => {
+                let why =
+                    format!("Ferry failed this deployment: {}", d.reason.as_deref().unwrap_or("no reason recorded"));
+                return Decision { deployment: Some(d.id), ..Decision::new(HookAnswer::failed(), why) };
+            }
+            Ok(Rollout::None) => {
+                return Decision::new(HookAnswer::succeeded(), "not a rollout Ferry started: not gated");
+            }
             Err(why) => return Decision::again(why),
         };
         let id = Some(rollout.id.clone());
@@ -96,32 +113,40 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         Decision { deployment: id, ..decision }
     }
 
-    /// Ferry's open record of the rollout the hook is called for: the one whose revision is
-    /// the service revision's task definition. `Err` when that cannot be told yet.
-    async fn rollout(&self, target: &Target, call: &HookCall) -> Result<Option<Deployment>, String> {
+    /// Ferry's record of the rollout the hook is called for: the newest of the target's whose
+    /// revision is the service revision's task definition. `Err` when that cannot be told yet.
+    async fn rollout(&self, target: &Target, call: &HookCall) -> Result<Rollout, String> {
         let revision = match self.ecs.service_revision(target, &call.target_revision).await {
             Ok(revision) => revision,
             Err(EcsError::Transient(why)) => return Err(format!("ECS: {why}")),
             Err(e) => {
                 warn!(revision = %call.target_revision, error = %e, "the hook's service revision cannot be read");
-                return Ok(None);
+                return Ok(Rollout::None);
             }
         };
-        let ours = |d: &Deployment| {
-            d.origin == Origin::Ferry
-                && matches!(d.state, State::InProgress | State::Verifying)
-                && d.task_definition.as_deref() == Some(revision.as_str())
-        };
-        // An open rollout is among the target's newest records.
+        // An open rollout is among the target's newest records (newest first).
         let recent = self.ledger.history(target, lookup::PAGE).await.map_err(|e| e.to_string())?;
-        if let Some(found) = recent.into_iter().find(ours) {
-            return Ok(Some(found));
+        let newest = recent.into_iter().enumerate().find(|(_, d)| {
+            matches!(d.origin, Origin::Ferry | Origin::Rollback)
+                && d.task_definition.as_deref() == Some(revision.as_str())
+        });
+        match newest {
+            Some((_, d)) if d.origin == Origin::Ferry && matches!(d.state, State::InProgress | State::Verifying) => {
+                return Ok(Rollout::Open(d));
+            }
+            // The target's latest deployment, failed by Ferry (an alarm, an operator's rollback)
+            // while ECS still rolls it out: its rollback may be stopping it, and ECS must not go on.
+            Some((0, d)) if d.origin == Origin::Ferry && matches!(d.state, State::Failed | State::RollingBack) => {
+                return Ok(Rollout::Failed(d));
+            }
+            Some(_) => return Ok(Rollout::None),
+            None => {}
         }
         // The deploy function holds the target until it has recorded its rollout.
         let head = self.ledger.head(target).await.map_err(|e| e.to_string())?;
         match head.lock.filter(|l| l.until > self.clock.now()) {
             Some(lock) => Err(format!("deployment {} has not recorded its rollout yet", lock.deployment)),
-            None => Ok(None),
+            None => Ok(Rollout::None),
         }
     }
 
