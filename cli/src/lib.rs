@@ -16,6 +16,7 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
+use ferry::adapters::cloudwatch::CloudWatchAdapter;
 use ferry::adapters::dynamodb::DynamoLedger;
 use ferry::adapters::ecr::EcrRegistry;
 use ferry::adapters::ecs::EcsAdapter;
@@ -342,10 +343,12 @@ impl Ctx<'_> {
         let notifier = Notifiers::new(self.aws, self.cli.topic_arn.as_deref(), self.cli.slack_secret.as_deref());
         let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(self.aws), &self.cli.event_bus);
         let balancers = ElbAdapter::new(self.aws.clone());
+        let alarms = CloudWatchAdapter::new(self.aws.clone());
         let verifier = Verifier {
             config: &self.config,
             ecs: &ecs,
             balancers: &balancers,
+            alarms: &alarms,
             ledger: &ledger,
             notifier: &notifier,
             bus: &bus,
@@ -402,5 +405,14 @@ impl Ctx<'_> {
 /// The deploy function's handler with the operator's clients.
 type OperatorDeployer<'a> = Deployer<'a, EcsAdapter, DynamoLedger, Notifiers, SystemClock, EcrRegistry>;
 
-type OperatorVerifier<'a> =
-    Verifier<'a, EcsAdapter, DynamoLedger, Notifiers, EventBridgeBus, HttpProbe, SystemClock, ElbAdapter>;
+type OperatorVerifier<'a> = Verifier<
+    'a,
+    EcsAdapter,
+    DynamoLedger,
+    Notifiers,
+    EventBridgeBus,
+    HttpProbe,
+    SystemClock,
+    ElbAdapter,
+    CloudWatchAdapter,
+>;

@@ -88,6 +88,9 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
+import botocore.session
+from botocore.parsers import JSONParser, RpcV2CBORParser
+from botocore.serialize import RpcV2CBORSerializer
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
@@ -907,6 +910,57 @@ def alarm(params: dict) -> dict:
     }
 
 
+# --- Smithy RPC v2 CBOR ---------------------------------------------------------------
+
+# The AWS SDK for Rust calls CloudWatch in Smithy RPC v2 CBOR
+# (https://smithy.io/2.0/additional-specs/protocols/smithy-rpc-v2.html: POST
+# /service/{prefix}/operation/{Operation}, header smithy-protocol: rpc-v2-cbor, CBOR bodies,
+# timestamps as tag 1); moto serves CloudWatch's JSON protocol (the one botocore picks). The
+# front translates the request to JSON for moto and moto's answer back to CBOR, by botocore's
+# model of the operation.
+CBOR_PATH = re.compile(r"^/service/([A-Za-z0-9]+)/operation/([A-Za-z0-9]+)$")
+CBOR_SERVICES = {"GraniteServiceVersion20100801": "cloudwatch"}
+
+
+@functools.lru_cache(maxsize=None)
+def cbor_operation(prefix: str, operation: str):
+    return botocore.session.get_session().get_service_model(CBOR_SERVICES[prefix]).operation_model(operation)
+
+
+def _cbor_text(text: str) -> bytes:
+    data = text.encode()
+    head = bytes([0x60 | len(data)]) if len(data) < 24 else bytes([0x79]) + len(data).to_bytes(2, "big")
+    return head + data
+
+
+def cbor_front(environ, start_response, moto_app):
+    prefix, operation = CBOR_PATH.match(environ["PATH_INFO"]).groups()
+    model = cbor_operation(prefix, operation)
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    parser = RpcV2CBORParser()
+    params = parser.parse_data_item(parser.get_peekable_stream_from_bytes(body)) if body else {}
+    request = json.dumps(params, default=str).encode()
+    inner = {k: v for k, v in environ.items() if k != "HTTP_SMITHY_PROTOCOL"}
+    inner.update({"PATH_INFO": "/", "HTTP_X_AMZ_TARGET": f"{prefix}.{operation}", "CONTENT_TYPE": "application/x-amz-json-1.0",
+                  "CONTENT_LENGTH": str(len(request)), "wsgi.input": io.BytesIO(request)})
+    answer: dict = {}
+    raw = b"".join(moto_app(inner, lambda status, headers, exc_info=None: answer.update(status=status)))
+    if answer["status"].startswith("200") and model.output_shape is None:
+        out = b""  # an operation without output answers an empty body
+    elif answer["status"].startswith("200"):
+        parsed = JSONParser().parse({"body": raw, "headers": {}, "status_code": 200}, model.output_shape)
+        parsed.pop("ResponseMetadata", None)
+        out = bytearray()
+        RpcV2CBORSerializer()._serialize_data_item(out, parsed, model.output_shape)
+    else:  # the error's type and message, as an RPC v2 CBOR error body
+        error = json.loads(raw or b"{}") if raw.strip().startswith(b"{") else {}
+        out = b"\xa2" + _cbor_text("__type") + _cbor_text(str(error.get("__type", ""))) + _cbor_text("message") \
+            + _cbor_text(str(error.get("message", error.get("Message", ""))))
+    start_response(answer["status"], [("Content-Type", "application/cbor"), ("smithy-protocol", "rpc-v2-cbor"),
+                                      ("Content-Length", str(len(out)))])
+    return [bytes(out)]
+
+
 _sns_publish = SNSBackend.publish
 
 
@@ -1243,8 +1297,11 @@ def signer(environ) -> tuple[str, str, str]:
 
 
 def action_of(environ, service: str) -> str:
-    """`ecs:UpdateService` from a request's X-Amz-Target (JSON protocols) or Action (query)."""
+    """`ecs:UpdateService` from a request's X-Amz-Target (JSON protocols), path (RPC v2 CBOR) or
+    Action (query)."""
     target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if cbor := CBOR_PATH.match(environ.get("PATH_INFO", "")):
+        return f"{service}:{cbor.group(2)}"
     if target:
         return f"{service}:{target.rpartition('.')[2]}"
     match = re.search(r"(?:^|&)Action=([A-Za-z]+)", f"{environ.get('QUERY_STRING', '')}&{environ.get('ferry.body', '')}")
@@ -1255,6 +1312,8 @@ def make_app():
     moto_app = DomainDispatcherApplication(create_backend_app)
 
     def serve(environ, start_response):
+        if environ.get("HTTP_SMITHY_PROTOCOL") == "rpc-v2-cbor" and CBOR_PATH.match(environ.get("PATH_INFO", "")):
+            return cbor_front(environ, start_response, moto_app)
         if environ.get("HTTP_X_AMZ_TARGET") == "DynamoDB_20120810.TransactWriteItems":
             return idempotent_transaction(environ, start_response, moto_app)
         return moto_app(environ, start_response)

@@ -46,6 +46,10 @@ IAM_PREFIX = {
     "elasticloadbalancingv2": "elasticloadbalancing",
 }
 
+#: Crates whose SigV4 signing name is not their IAM prefix: CloudWatch signs as "monitoring"
+#: (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html).
+SIGNED_AS = {"cloudwatch": "monitoring"}
+
 #: A DynamoDB transaction is authorised per contained item, by the item's own action.
 TRANSACT_WRITE_ITEM_ACTIONS = {
     "update": "dynamodb:UpdateItem",

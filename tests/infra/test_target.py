@@ -42,11 +42,12 @@ def resolver(**parameters: str) -> iam.Resolver:
 
 def ecs_statements(statements: list[dict]) -> dict[str, tuple]:
     """action -> (resources, condition) for the grants on a target's resources (ECS, its load
-    balancers' health, iam:PassRole)."""
+    balancers' health, its alarms, iam:PassRole)."""
     return {
         a: (sorted(as_list(s["Resource"])), json.dumps(s.get("Condition"), sort_keys=True))
         for s in statements for a in iam.actions_of(s)
-        if a.startswith("ecs:") or a in ("iam:PassRole", "elasticloadbalancing:DescribeTargetHealth")
+        if a.startswith("ecs:")
+        or a in ("iam:PassRole", "elasticloadbalancing:DescribeTargetHealth", "cloudwatch:DescribeAlarms")
     }
 
 

@@ -284,6 +284,11 @@ pub mod clients {
             aws_sdk_elasticloadbalancingv2::config::Builder::from(c).interceptor(ActionRecorder).build(),
         )
     }
+    pub fn cloudwatch(c: &SdkConfig) -> aws_sdk_cloudwatch::Client {
+        aws_sdk_cloudwatch::Client::from_conf(
+            aws_sdk_cloudwatch::config::Builder::from(c).interceptor(ActionRecorder).build(),
+        )
+    }
     pub fn ecs(c: &SdkConfig) -> aws_sdk_ecs::Client {
         aws_sdk_ecs::Client::from_conf(aws_sdk_ecs::config::Builder::from(c).interceptor(ActionRecorder).build())
     }

@@ -110,13 +110,16 @@ async fn green_is_let_through_its_test_route_only_when_it_passes() {
         "health = {{ url = \"{0}/health\", test_url = \"{0}/test\", attempts = 2, interval_seconds = 3, timeout_seconds = 1 }}",
         w.sink.url
     );
-    let config = w.config_with(&health);
-    let hook = async |execution: &str| {
-        let body = json!({"region": REGION, "cluster": w.cluster, "service": w.service, "execution": execution});
+    // An alarm of this test's own: the emulator's alarms outlive a test.
+    let alarm = "shop-staging-api-hook-5xx";
+    let config = w.config_with(&format!("{health}\nalarms = [\"shop-{{env}}-api-hook-5xx\"]"));
+    let hook_at = async |execution: &str, stage: &str| {
+        let body = json!({"region": REGION, "cluster": w.cluster, "service": w.service, "execution": execution, "stage": stage});
         let call = w.emulator.control("/_ferry/ecs/hook-call", body).await;
         let outcome = w.verify(&config, call).await;
         ferry::verify::response(&outcome)
     };
+    let hook = async |execution: &str| hook_at(execution, "POST_TEST_TRAFFIC_SHIFT").await;
 
     let id = w.deployed(&config, "staging-11111111", '1').await;
     assert_eq!(hook("x1").await, json!({"hookStatus": "SUCCEEDED"}));
@@ -131,8 +134,32 @@ async fn green_is_let_through_its_test_route_only_when_it_passes() {
     assert_eq!(hook("x2").await, json!({"hookStatus": "FAILED"}), "decided once");
     assert_eq!(w.sink.hits("/test"), 3);
     let record = w.ledger().by_ecs_deployment(&id).await.expect("lookup").expect("record");
-    let [hook] = record.hooks.as_slice() else { panic!("{:?}", record.hooks) };
-    assert!(hook.evidence.contains("HTTP 503"), "{hook:?}");
+    let [noted] = record.hooks.as_slice() else { panic!("{:?}", record.hooks) };
+    assert!(noted.evidence.contains("HTTP 503"), "{noted:?}");
+
+    // Once production traffic moved, the service's alarms as CloudWatch shows them decide.
+    aws_sdk_cloudwatch::Client::new(&w.home)
+        .put_metric_alarm()
+        .alarm_name(alarm)
+        .namespace("AWS/ApplicationELB")
+        .metric_name("HTTPCode_Target_5XX_Count")
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(0.0)
+        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .expect("alarm");
+    w.sink.answer_with(200);
+    let id = w.deployed(&config, "staging-33333333", '3').await;
+    assert_eq!(hook("x3").await, json!({"hookStatus": "SUCCEEDED"}));
+    assert_eq!(hook_at("x4", "PRODUCTION_TRAFFIC_SHIFT").await, json!({"hookStatus": "SUCCEEDED"}));
+    w.emulator.control("/_ferry/cloudwatch/alarm", json!({"region": REGION, "name": alarm, "state": "ALARM"})).await;
+    assert_eq!(hook_at("x5", "POST_PRODUCTION_TRAFFIC_SHIFT").await, json!({"hookStatus": "FAILED"}));
+    let record = w.ledger().by_ecs_deployment(&id).await.expect("lookup").expect("record");
+    let failed = record.hooks.iter().find(|h| h.stage == "POST_PRODUCTION_TRAFFIC_SHIFT").expect("recorded");
+    assert!(failed.evidence.contains(&format!("alarm {alarm} in ALARM")), "{failed:?}");
     save_recorded("verify", "hook", &recorded("verify"));
 }
 

@@ -2,6 +2,7 @@
 //! records whether a deployment Ferry started is healthy. The decisions live in
 //! `ferry::verify`; this only wires them up.
 
+use ferry::adapters::cloudwatch::CloudWatchAdapter;
 use ferry::adapters::elb::ElbAdapter;
 use ferry::adapters::eventbridge::EventBridgeBus;
 use ferry::adapters::http::HttpProbe;
@@ -17,10 +18,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (ecs, ledger, notifier) = (env.ecs(&aws), env.ledger(&aws), env.notifiers(&aws));
     let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&aws), &env.event_bus);
     let balancers = ElbAdapter::new(aws.clone());
+    let alarms = CloudWatchAdapter::new(aws.clone());
     let verifier = Verifier {
         config: &env.config,
         ecs: &ecs,
         balancers: &balancers,
+        alarms: &alarms,
         ledger: &ledger,
         notifier: &notifier,
         bus: &bus,

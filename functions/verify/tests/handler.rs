@@ -127,6 +127,7 @@ impl World {
             config: &self.config,
             ecs: &self.ecs,
             balancers: &self.balancers,
+            alarms: &ferry::fakes::FakeAlarms::default(),
             ledger: &self.ledger,
             notifier: &self.notifier,
             bus: &self.bus,

@@ -8,8 +8,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use ferry::config::Config;
 use ferry::deploy::{DeployOutcome, DeploySettings, Deployer, Invocation, TargetOutcome};
 use ferry::fakes::{
-    FakeBalancers, FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe, invocation,
-    sample_event,
+    FakeAlarms, FakeBalancers, FakeClock, FakeEcs, MemoryLedger, RecordingBus, RecordingNotifier, ScriptedProbe,
+    invocation, sample_event,
 };
 use ferry::hook::{HookAnswer, HookStatus};
 use ferry::model::{Deployment, State, Target};
@@ -27,6 +27,7 @@ targets = [{ region = "ap-southeast-1", cluster = "shop-staging" }]
 repository = "shop/api"
 name = "shop-{env}-api"
 containers = ["api"]
+alarms = ["shop-{env}-api-5xx"]
 health = { url = "https://api.{env}.shop.example/healthz", test_url = "https://api.{env}.shop.example:8443/healthz", body_contains = "ok", attempts = 3, interval_seconds = 4, timeout_seconds = 2 }
 
 [[services]]
@@ -67,6 +68,7 @@ struct World {
     bus: RecordingBus,
     probe: ScriptedProbe,
     clock: FakeClock,
+    alarms: FakeAlarms,
 }
 
 impl World {
@@ -81,6 +83,7 @@ impl World {
             bus: RecordingBus::default(),
             probe: ScriptedProbe::answering(answers),
             clock: FakeClock::at(t0()),
+            alarms: FakeAlarms::default(),
         };
         w.ecs.add_service(&api(), "api", &[("api", "old")]);
         w.ecs.set_strategy(&api(), "BLUE_GREEN");
@@ -120,6 +123,7 @@ impl World {
             config: &self.config,
             ecs: &self.ecs,
             balancers: &FakeBalancers::default(),
+            alarms: &self.alarms,
             ledger: &self.ledger,
             notifier: &RecordingNotifier::default(),
             bus: &self.bus,
@@ -140,6 +144,14 @@ impl World {
         assert_eq!(body, serde_json::to_value(answer).expect("json"), "Lambda answers the hook's answer alone");
         answer
     }
+}
+
+/// ECS's "deployment failed" event for `d`'s rollout.
+fn ecs_failed(d: &Deployment) -> Value {
+    let mut event = sample_event("ecs-deployment-failed.json");
+    event["resources"] = json!(["arn:aws:ecs:ap-southeast-1:123456789012:service/shop-staging/shop-staging-api"]);
+    event["detail"]["deploymentId"] = d.ecs_deployment_id.clone().expect("rollout").into();
+    event
 }
 
 /// A lifecycle hook invocation as ECS sends it.
@@ -213,11 +225,7 @@ async fn ecs_rolling_green_back_after_the_hook_failed_records_the_failure_with_t
     // ECS fails the deployment on the hook's FAILED and rolls back to blue by itself.
     let rollback = w.ecs.fail_primary(&api());
     assert!(rollback.is_some(), "a blue/green service rolls back by itself");
-    let mut failed_event = sample_event("ecs-deployment-failed.json");
-    failed_event["resources"] =
-        json!(["arn:aws:ecs:ap-southeast-1:123456789012:service/shop-staging/shop-staging-api"]);
-    failed_event["detail"]["deploymentId"] = d.ecs_deployment_id.clone().expect("rollout").into();
-    let outcome = w.verify(failed_event).await;
+    let outcome = w.verify(ecs_failed(&d)).await;
     let VerifyOutcome::Failed { reason, .. } = &outcome else { panic!("{outcome:?}") };
     assert!(reason.contains("POST_TEST_TRAFFIC_SHIFT") && reason.contains("HTTP 503"), "{reason}");
     let [announced] = w.bus.sent().try_into().expect("one Deployment Failed");
@@ -307,4 +315,45 @@ async fn a_rollout_ferry_has_failed_meanwhile_is_failed_at_every_later_stage_and
     let blue = w.ecs.latest_service_revision(&api()).expect("revision");
     assert_eq!(w.hook("x3", "POST_TEST_TRAFFIC_SHIFT", &blue).await, HookAnswer::succeeded());
     assert_eq!(w.probe.requests().len(), 1, "nothing probed after the failure");
+}
+
+#[tokio::test]
+async fn green_serving_production_is_failed_by_an_alarm_that_went_off_during_the_deployment_only() {
+    let w = World::new(vec![answer(200, "ok")]);
+    let (d, green) = w.deploy(1).await;
+    let alarm = "shop-staging-api-5xx";
+    // In ALARM since before the deployment started: not its doing.
+    w.alarms.set(alarm, true, d.created_at - chrono::Duration::minutes(10));
+    let outcome = w.verify(call("x1", "PRODUCTION_TRAFFIC_SHIFT", &green)).await;
+    let VerifyOutcome::Hook { answer, why, .. } = &outcome else { panic!("{outcome:?}") };
+    assert_eq!(*answer, HookAnswer::succeeded());
+    assert!(why.contains("ALARM from before the deployment started"), "{why}");
+    // CloudWatch failing: asked again, never answered with an error.
+    w.alarms.fail_with(Some(EcsError::Transient("throttled".into())));
+    assert_eq!(w.hook("x2", "POST_PRODUCTION_TRAFFIC_SHIFT", &green).await, HookAnswer::again_in(15));
+    // Refused (a role without the grant): let through, said on the record, not asked for ever.
+    w.alarms.fail_with(Some(EcsError::Rejected("AccessDenied".into())));
+    assert_eq!(w.hook("x9", "PRODUCTION_TRAFFIC_SHIFT", &green).await, HookAnswer::succeeded());
+    w.alarms.fail_with(None);
+    // It went off again while green served production traffic.
+    w.alarms.set(alarm, false, d.created_at + chrono::Duration::minutes(1));
+    w.alarms.set(alarm, true, d.created_at + chrono::Duration::minutes(3));
+    assert_eq!(w.hook("x2", "POST_PRODUCTION_TRAFFIC_SHIFT", &green).await, failed());
+    w.alarms.set(alarm, false, d.created_at + chrono::Duration::minutes(4));
+    assert_eq!(w.hook("x2", "POST_PRODUCTION_TRAFFIC_SHIFT", &green).await, failed(), "decided once");
+    assert!(w.probe.requests().is_empty(), "alarms, not the test route, after production traffic moved");
+
+    let record = w.record(d.ecs_deployment_id.as_deref().expect("rollout"));
+    let stages: Vec<(&str, HookStatus)> = record.hooks.iter().map(|h| (h.stage.as_str(), h.status)).collect();
+    assert_eq!(
+        stages,
+        [("PRODUCTION_TRAFFIC_SHIFT", HookStatus::Succeeded), ("POST_PRODUCTION_TRAFFIC_SHIFT", HookStatus::Failed)]
+    );
+    assert_eq!(record.hooks[0].evidence, "alarms not read: AccessDenied");
+
+    // ECS rolls back on the FAILED; the failure names the alarm.
+    assert!(w.ecs.fail_primary(&api()).is_some());
+    let outcome = w.verify(ecs_failed(&d)).await;
+    let VerifyOutcome::Failed { reason, .. } = &outcome else { panic!("{outcome:?}") };
+    assert!(reason.contains("POST_PRODUCTION_TRAFFIC_SHIFT") && reason.contains(alarm), "{reason}");
 }

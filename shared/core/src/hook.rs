@@ -18,6 +18,10 @@ use crate::event::{MalformedEvent, service_arn};
 /// The stage Ferry gates: green serves the test listener, blue all production traffic.
 pub const POST_TEST_TRAFFIC_SHIFT: &str = "POST_TEST_TRAFFIC_SHIFT";
 
+/// The stages at which green serves production traffic (after each linear or canary step,
+/// and after the last): Ferry checks the service's alarms there.
+pub const PRODUCTION_STAGES: [&str; 2] = ["PRODUCTION_TRAFFIC_SHIFT", "POST_PRODUCTION_TRAFFIC_SHIFT"];
+
 /// How long ECS is asked to wait before invoking a hook again when Ferry cannot answer yet
 /// (the ledger or ECS failed, or the deploy function has not recorded the rollout yet).
 pub const RETRY_DELAY_SECONDS: u32 = 15;
@@ -154,6 +158,36 @@ impl HookRecord {
     }
 }
 
+/// An alarm as CloudWatch shows it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmState {
+    pub name: String,
+    pub in_alarm: bool,
+    /// When it last changed state.
+    pub since: Option<DateTime<Utc>>,
+    pub reason: String,
+}
+
+/// Whether a rollout's alarms let it go on: `Err` names an alarm that went into ALARM after
+/// the deployment started (one in ALARM from before is not its doing, as on the alarm path of
+/// the rollback function); `Ok` says what was seen, including configured alarms CloudWatch
+/// does not have.
+pub fn alarms_verdict(configured: &[String], seen: &[AlarmState], started: DateTime<Utc>) -> Result<String, String> {
+    let mut notes = Vec::new();
+    for name in configured {
+        match seen.iter().find(|a| a.name == *name) {
+            None => notes.push(format!("{name}: not found")),
+            Some(a) if a.in_alarm && a.since.is_none_or(|at| at >= started) => {
+                let since = a.since.map(|at| format!(" since {}", at.to_rfc3339())).unwrap_or_default();
+                return Err(format!("alarm {name} in ALARM{since}: {}", a.reason));
+            }
+            Some(a) if a.in_alarm => notes.push(format!("{name}: ALARM from before the deployment started")),
+            Some(_) => notes.push(format!("{name}: not in ALARM")),
+        }
+    }
+    Ok(notes.join("; "))
+}
+
 /// Why ECS failed a rollout: a lifecycle hook's FAILED, with what it saw, when one is on
 /// record (ECS's own reason says only that a hook failed), else ECS's reason.
 pub fn failure_reason(hooks: &[HookRecord], ecs_reason: &str) -> String {
@@ -238,6 +272,25 @@ mod tests {
         let no_service = json!({"executionId": "x", "lifecycleStage": "PRE_SCALE_UP"});
         assert!(parse_hook_call(&no_service).is_err());
         assert!(!is_hook_call(&json!({"detail-type": "ECS Deployment State Change", "lifecycleStage": "x"})));
+    }
+
+    #[test]
+    fn only_an_alarm_that_went_off_after_the_deployment_started_fails_it() {
+        let started = Utc::now();
+        let alarm = |name: &str, in_alarm: bool, minutes: i64| AlarmState {
+            name: name.into(),
+            in_alarm,
+            since: Some(started + chrono::Duration::minutes(minutes)),
+            reason: "Threshold Crossed".into(),
+        };
+        let names = ["5xx".to_string(), "latency".to_string(), "gone".to_string()];
+        let calm = [alarm("5xx", false, 2), alarm("latency", true, -3)];
+        let seen = alarms_verdict(&names, &calm, started).expect("nothing went off during it");
+        assert!(seen.contains("latency: ALARM from before") && seen.contains("gone: not found"), "{seen}");
+        let off = [alarm("5xx", true, 2), alarm("latency", true, -3)];
+        let why = alarms_verdict(&names, &off, started).expect_err("5xx went off during it");
+        assert!(why.starts_with("alarm 5xx in ALARM since") && why.ends_with("Threshold Crossed"), "{why}");
+        assert!(alarms_verdict(&[], &off, started).is_ok(), "no alarm configured, none checked");
     }
 
     #[test]

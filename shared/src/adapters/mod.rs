@@ -2,6 +2,7 @@
 //! `SdkError` stay in here; what leaves speaks Ferry's words.
 
 pub mod aws;
+pub mod cloudwatch;
 pub mod dynamodb;
 pub mod ecr;
 pub mod ecs;

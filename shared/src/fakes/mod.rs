@@ -176,3 +176,35 @@ impl HealthProbe for ScriptedProbe {
         }
     }
 }
+
+/// CloudWatch alarms in memory: each alarm's state as the next reads see it, or a failure.
+#[derive(Debug, Default)]
+pub struct FakeAlarms(Mutex<(BTreeMap<String, crate::hook::AlarmState>, Option<crate::ports::EcsError>)>);
+
+impl FakeAlarms {
+    /// `name` is in ALARM (or not) since `since`.
+    pub fn set(&self, name: &str, in_alarm: bool, since: DateTime<Utc>) {
+        let reason = if in_alarm { "Threshold Crossed: 1 datapoint was greater than the threshold" } else { "OK" };
+        let state = crate::hook::AlarmState { name: name.into(), in_alarm, since: Some(since), reason: reason.into() };
+        lock(&self.0).0.insert(name.into(), state);
+    }
+
+    /// Reads fail so until `None`.
+    pub fn fail_with(&self, error: Option<crate::ports::EcsError>) {
+        lock(&self.0).1 = error;
+    }
+}
+
+impl crate::ports::Alarms for FakeAlarms {
+    async fn states(
+        &self,
+        _: &crate::model::Target,
+        names: &[String],
+    ) -> Result<Vec<crate::hook::AlarmState>, crate::ports::EcsError> {
+        let alarms = lock(&self.0);
+        if let Some(e) = &alarms.1 {
+            return Err(e.clone());
+        }
+        Ok(names.iter().filter_map(|n| alarms.0.get(n).cloned()).collect())
+    }
+}

@@ -3,6 +3,7 @@
 use std::future::Future;
 
 use crate::config::Migration;
+use crate::hook::AlarmState;
 use crate::model::Target;
 use crate::render::{ImageChange, RenderError};
 
@@ -236,4 +237,15 @@ pub trait LoadBalancers: Send + Sync {
         target: &Target,
         target_group: &str,
     ) -> impl Future<Output = Result<Vec<TargetHealth>, EcsError>> + Send;
+}
+
+/// CloudWatch alarms, as the lifecycle hook reads them. Failures are classified as ECS's are.
+pub trait Alarms: Send + Sync {
+    /// The alarms named `names` (metric or composite) in `target`'s account and region; a name
+    /// CloudWatch does not have is left out.
+    fn states(
+        &self,
+        target: &Target,
+        names: &[String],
+    ) -> impl Future<Output = Result<Vec<AlarmState>, EcsError>> + Send;
 }

@@ -13,7 +13,7 @@ mod ecs;
 mod ledger;
 
 pub use ecs::{
-    Container, Ecs, EcsDeployment, EcsError, EcsRollbacks, LifecycleHook, LoadBalancers, Revision, ServiceInfo,
+    Alarms, Container, Ecs, EcsDeployment, EcsError, EcsRollbacks, LifecycleHook, LoadBalancers, Revision, ServiceInfo,
     ServiceSettings, TargetHealth, TaskExit,
 };
 pub use ledger::{Begin, Claim, Finish, HeadChange, Ledger, LedgerError};

@@ -9,7 +9,9 @@ use super::Verifier;
 use crate::config::Health;
 use crate::invocation::Retryable;
 use crate::model::{Deployment, Target};
-use crate::ports::{Clock, Ecs, EventBus, HealthProbe, Ledger, LoadBalancers, Notifier, ProbeResponse, ServiceInfo};
+use crate::ports::{
+    Alarms, Clock, Ecs, EventBus, HealthProbe, Ledger, LoadBalancers, Notifier, ProbeResponse, ServiceInfo,
+};
 
 /// Why a service does not (yet) run a deployment ECS reported complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +79,8 @@ pub(super) fn excerpt(body: &str) -> String {
     cut
 }
 
-impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers>
-    Verifier<'_, E, L, N, B, H, C, LB>
+impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers, A: Alarms>
+    Verifier<'_, E, L, N, B, H, C, LB, A>
 {
     /// Whether every task of `d`'s rollout is healthy in each of the service's target groups
     /// (a check that needs no network path to the service). Targets still settling (initial,

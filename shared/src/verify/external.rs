@@ -8,10 +8,10 @@ use crate::config::Health;
 use crate::event::{EcsDeploymentEvent, EcsEventKind};
 use crate::invocation::{Invocation, Retryable};
 use crate::model::{Deployment, Origin, State};
-use crate::ports::{Clock, Ecs, EventBus, HeadChange, HealthProbe, Ledger, LoadBalancers, Notifier};
+use crate::ports::{Alarms, Clock, Ecs, EventBus, HeadChange, HealthProbe, Ledger, LoadBalancers, Notifier};
 
-impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers>
-    Verifier<'_, E, L, N, B, H, C, LB>
+impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers, A: Alarms>
+    Verifier<'_, E, L, N, B, H, C, LB, A>
 {
     /// A later event about a deployment Ferry did not start.
     pub(super) async fn externals(

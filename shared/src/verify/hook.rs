@@ -1,5 +1,7 @@
 //! The verify function as a blue/green, linear or canary service's lifecycle hook: green's
-//! test route must pass the smoke test before ECS shifts production traffic to it.
+//! test route must pass the smoke test before ECS shifts production traffic to it, and once
+//! production traffic moved (each step, and after the last) none of the service's alarms may
+//! have gone off since the deployment started.
 //!
 //! ECS takes an error, or no valid answer, for FAILED and rolls back
 //! (<https://docs.aws.amazon.com/AmazonECS/latest/developerguide/lambda-lifecycle-hooks.html>),
@@ -14,11 +16,14 @@ use tracing::{error, info, warn};
 
 use super::checks::{excerpt, judge};
 use super::{Verifier, VerifyOutcome};
-use crate::hook::{HookAnswer, HookCall, HookRecord, HookStatus, POST_TEST_TRAFFIC_SHIFT, RETRY_DELAY_SECONDS};
+use crate::hook::{
+    HookAnswer, HookCall, HookRecord, HookStatus, POST_TEST_TRAFFIC_SHIFT, PRODUCTION_STAGES, RETRY_DELAY_SECONDS,
+    alarms_verdict,
+};
 use crate::lookup;
 use crate::model::{Deployment, Origin, State, Target};
 use crate::plan::find_target;
-use crate::ports::{Clock, Ecs, EcsError, EventBus, HealthProbe, Ledger, LoadBalancers, Notifier};
+use crate::ports::{Alarms, Clock, Ecs, EcsError, EventBus, HealthProbe, Ledger, LoadBalancers, Notifier};
 
 /// Ferry's record of the rollout a hook is called for.
 enum Rollout {
@@ -47,8 +52,8 @@ impl Decision {
     }
 }
 
-impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers>
-    Verifier<'_, E, L, N, B, H, C, LB>
+impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers, A: Alarms>
+    Verifier<'_, E, L, N, B, H, C, LB, A>
 {
     /// Answers one lifecycle hook invocation.
     pub(super) async fn hook(&self, payload: &Value) -> VerifyOutcome {
@@ -97,6 +102,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
             Err(why) => return Decision::again(why),
         };
         let id = Some(rollout.id.clone());
+        if PRODUCTION_STAGES.contains(&call.stage.as_str()) {
+            return Decision { deployment: id, ..self.production(&rollout, call, &target).await };
+        }
         let test_url = self
             .health_of(&target)
             .and_then(|h| Some((h, h.test_url_for(&target, self.config.home_account.as_deref())?)));
@@ -164,6 +172,49 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
             warn!(deployment = %d.id, stage = %call.stage, error = %e, "could not note the hook's answer");
         }
         Decision::new(HookAnswer::succeeded(), why)
+    }
+
+    /// Green serves production traffic: FAILED if one of the service's alarms went off since
+    /// the deployment started, read from CloudWatch (an alarm's event may come late, or never).
+    async fn production(&self, d: &Deployment, call: &HookCall, target: &Target) -> Decision {
+        let previous = d.hooks.iter().find(|h| h.stage == call.stage);
+        if let Some(decided) = previous.filter(|h| h.execution_id == call.execution_id && h.status.is_final()) {
+            return Decision::new(decided.answer(0), format!("decided already: {}", decided.evidence));
+        }
+        let names: Vec<String> = self
+            .service_of(target)
+            .map(|s| s.alarms.iter().map(|a| a.replace("{env}", &target.environment)).collect())
+            .unwrap_or_default();
+        if names.is_empty() {
+            return self.pass(d, call, "no alarms configured").await;
+        }
+        let seen = match self.alarms.states(target, &names).await {
+            Ok(seen) => seen,
+            Err(e @ EcsError::Transient(_)) => return Decision::again(format!("CloudWatch: {e}")),
+            // Refused (a target role without the grant): asking again would hold the rollout for
+            // ever; the alarms' events still reach the rollback function.
+            Err(e) => {
+                warn!(deployment = %d.id, error = %e, "the service's alarms cannot be read");
+                return self.pass(d, call, &format!("alarms not read: {e}")).await;
+            }
+        };
+        let (status, evidence) = match alarms_verdict(&names, &seen, d.created_at) {
+            Ok(seen) => (HookStatus::Succeeded, format!("alarms: {seen}")),
+            Err(why) => (HookStatus::Failed, why),
+        };
+        let record = HookRecord {
+            stage: call.stage.clone(),
+            execution_id: call.execution_id.clone(),
+            status,
+            attempts: 1,
+            evidence,
+            at: self.clock.now(),
+        };
+        match self.ledger.note_hook(d, &record).await {
+            Ok(None) => Decision::new(record.answer(0), record.evidence),
+            Ok(Some(decided)) => Decision::new(decided.answer(0), format!("decided already: {}", decided.evidence)),
+            Err(e) => Decision::again(format!("the answer could not be recorded: {e}")),
+        }
     }
 
     /// One probe of green's test route; FAILED once the smoke test's attempts are spent.

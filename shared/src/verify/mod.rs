@@ -17,7 +17,7 @@ use crate::event::{EcsDeploymentEvent, EcsEventKind, VerifyEvent, parse_verify_e
 use crate::invocation::{Invocation, Retryable, Unacted, receive};
 use crate::model::{Deployment, Origin, State, Target};
 use crate::notify::Notification;
-use crate::ports::{Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, LoadBalancers, Notifier};
+use crate::ports::{Alarms, Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, LoadBalancers, Notifier};
 
 mod checks;
 mod external;
@@ -116,10 +116,12 @@ pub fn response(outcome: &VerifyOutcome) -> Value {
 }
 
 #[derive(Debug)]
-pub struct Verifier<'a, E, L, N, B, H, C, LB> {
+pub struct Verifier<'a, E, L, N, B, H, C, LB, A> {
     pub config: &'a Config,
     pub ecs: &'a E,
     pub balancers: &'a LB,
+    /// Read by the lifecycle hook once production traffic has moved.
+    pub alarms: &'a A,
     pub ledger: &'a L,
     pub notifier: &'a N,
     pub bus: &'a B,
@@ -128,8 +130,8 @@ pub struct Verifier<'a, E, L, N, B, H, C, LB> {
     pub settings: VerifySettings,
 }
 
-impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers>
-    Verifier<'_, E, L, N, B, H, C, LB>
+impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers, A: Alarms>
+    Verifier<'_, E, L, N, B, H, C, LB, A>
 {
     /// Handles one EventBridge event, or one lifecycle hook invocation (never an error:
     /// ECS would take it for FAILED). `Err` only for what a retry can fix.

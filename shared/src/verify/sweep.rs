@@ -9,13 +9,13 @@ use super::{Verifier, VerifyOutcome};
 use crate::event::{EcsDeploymentEvent, EcsEventKind};
 use crate::invocation::{Invocation, Retryable};
 use crate::model::{Deployment, Origin, State, Target};
-use crate::ports::{Clock, Ecs, EventBus, HeadChange, HealthProbe, Ledger, LoadBalancers, Notifier};
+use crate::ports::{Alarms, Clock, Ecs, EventBus, HeadChange, HealthProbe, Ledger, LoadBalancers, Notifier};
 
 /// The time a sweep keeps for settling one more target (a verification with its smoke test).
 pub(super) const SWEEP_RESERVE: Duration = Duration::from_secs(270);
 
-impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers>
-    Verifier<'_, E, L, N, B, H, C, LB>
+impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers, A: Alarms>
+    Verifier<'_, E, L, N, B, H, C, LB, A>
 {
     /// Settles every target's active rollout still IN_PROGRESS or VERIFYING long after its
     /// last change, as the ECS event it is missing would have: COMPLETED (verify it), FAILED

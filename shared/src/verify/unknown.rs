@@ -9,7 +9,7 @@ use crate::event::{EcsDeploymentEvent, EcsEventKind};
 use crate::invocation::{Invocation, Retryable};
 use crate::model::{Deployment, Origin, State, Target};
 use crate::ports::{
-    Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, LoadBalancers, Notifier, ServiceInfo,
+    Alarms, Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, LoadBalancers, Notifier, ServiceInfo,
 };
 
 /// Whether the invocation that wrote PENDING record `d` may still be at work on it: it was
@@ -52,8 +52,8 @@ pub(super) fn external_record(
     }
 }
 
-impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers>
-    Verifier<'_, E, L, N, B, H, C, LB>
+impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: LoadBalancers, A: Alarms>
+    Verifier<'_, E, L, N, B, H, C, LB, A>
 {
     /// An event about a deployment Ferry has no record of: someone else's, or ECS's own
     /// rollback of Ferry's deployment.

@@ -376,10 +376,14 @@ containers = ["api"]
             self.home.clone(),
             clients::elb,
         ));
+        let alarms = ferry::adapters::cloudwatch::CloudWatchAdapter::with_clients(
+            ferry::adapters::aws::AwsClients::new(self.home.clone(), clients::cloudwatch),
+        );
         let verifier = Verifier {
             config,
             ecs: &ecs,
             balancers: &balancers,
+            alarms: &alarms,
             ledger: &ledger,
             notifier: &self.notifiers(),
             bus: &bus,

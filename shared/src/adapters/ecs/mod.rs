@@ -3,6 +3,7 @@
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::config::retry::RetryConfig;
+use aws_sdk_ecs::operation::register_task_definition::builders::RegisterTaskDefinitionInputBuilder;
 use aws_sdk_ecs::types::{
     CapacityProviderStrategyItem, ContainerOverride, DeploymentConfiguration, DesiredStatus, LaunchType,
     NetworkConfiguration, ServiceDeploymentStatus, StopServiceDeploymentStopType, Tag, TaskDefinitionField,
@@ -184,7 +185,8 @@ impl Ecs for EcsAdapter {
         let mut tags: Vec<Tag> =
             out.tags.unwrap_or_default().into_iter().filter(|t| t.key() != Some(DEPLOYMENT_TAG)).collect();
         tags.push(Tag::builder().key(DEPLOYMENT_TAG).value(deployment).build());
-        let registered = render(definition, tags, images).send_with(&client).await.map_err(ecs_error)?;
+        let request: RegisterTaskDefinitionInputBuilder = render(definition, tags, images);
+        let registered = request.send_with(&client).await.map_err(ecs_error)?;
         registered
             .task_definition
             .and_then(|td| td.task_definition_arn)
