@@ -117,10 +117,17 @@ enum Command {
     },
     /// Deploy the image ECR has under a tag, as its push event would: the deploy function's own
     /// handler, run here (to replay a push whose event was lost: ECR sends them best-effort).
-    #[command(after_help = "Example:\n  ferry deploy shop/api:staging-1a2b3c4d")]
+    #[command(after_help = "Example:\n  ferry deploy shop/api:staging-1a2b3c4d\n  \
+                             ferry deploy shop/api:v1.4.1 --override-freeze --reason \"fix for INC-231\"")]
     Deploy {
         /// REPOSITORY:TAG, as pushed to ECR.
         image: String,
+        /// Deploy even if the environment is in a freeze window (recorded with who and why).
+        #[arg(long, requires = "reason")]
+        override_freeze: bool,
+        /// Why the freeze is overridden.
+        #[arg(long, requires = "override_freeze")]
+        reason: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -239,9 +246,15 @@ where
     let config = Config::load(&cli.config).map_err(|e| fail(e.to_string()))?;
     let ctx = Ctx { config, aws, cli: &cli, term };
     let text = match &cli.command {
-        Command::Check => commands::check::check(&ctx.config, term),
+        Command::Check => commands::check::check(&ctx.config, term, Utc::now()),
         Command::Plan { image, digest, output } => ctx.plan(image, digest.as_deref(), *output).await?,
-        Command::Deploy { image, output } => ctx.deploy(image, *output).await?,
+        Command::Deploy { image, override_freeze, reason, output } => {
+            let freeze_override = override_freeze.then(|| ferry::deploy::FreezeOverride {
+                by: commands::operator(),
+                reason: reason.clone().unwrap_or_default(),
+            });
+            Box::pin(ctx.deploy(image, freeze_override, *output)).await?
+        }
         // Boxed: they run whole handlers, whose futures would make every command's stack large.
         Command::Reconcile { dry_run, output } => Box::pin(ctx.reconcile(*dry_run, *output)).await?,
         Command::Redrive { dry_run, output } => Box::pin(ctx.redrive(out, *dry_run, *output)).await?,
@@ -308,8 +321,15 @@ impl Ctx<'_> {
     }
 
     /// The deploy function's handler, run here with this operator's credentials, on `event`.
-    async fn handle(&self, event: Value) -> Result<DeployOutcome, Failure> {
-        self.deployer(async |deployer, invocation| deployer.handle(event, &invocation).await).await
+    async fn handle(
+        &self,
+        event: Value,
+        freeze_override: Option<&ferry::deploy::FreezeOverride>,
+    ) -> Result<DeployOutcome, Failure> {
+        self.deployer(async |deployer, invocation| {
+            deployer.handle_overriding(event, &invocation, freeze_override).await
+        })
+        .await
     }
 
     /// Runs `work` with the deploy function's handler, as the operator.

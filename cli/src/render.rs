@@ -12,6 +12,7 @@ pub(crate) fn target_outcome_json(o: &TargetOutcome) -> Value {
             json!({"target": target, "outcome": "started", "detail": format!("ECS deployment {ecs_deployment_id}")})
         }
         TargetOutcome::Skipped { target, reason } => json!({"target": target, "outcome": "skipped", "detail": reason}),
+        TargetOutcome::Held { target, reason, .. } => json!({"target": target, "outcome": "held", "detail": reason}),
         TargetOutcome::Failed { target, reason } => json!({"target": target, "outcome": "failed", "detail": reason}),
         TargetOutcome::Duplicate { target, state } => {
             json!({"target": target, "outcome": "already handled", "detail": state.as_str()})

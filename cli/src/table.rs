@@ -20,7 +20,7 @@ impl Term {
         let code = match state {
             State::Succeeded | State::RolledBack => "32",
             State::Failed | State::RollbackFailed => "31",
-            State::Pending | State::InProgress | State::Verifying | State::RollingBack => "33",
+            State::Pending | State::Held | State::InProgress | State::Verifying | State::RollingBack => "33",
             State::Superseded | State::Skipped => "2",
         };
         self.paint(code, state.as_str())

@@ -56,6 +56,7 @@ async fn begin(ledger: &impl Ledger, d: &Deployment, attempt: &str, now: u64) ->
         Begin::Refused(head) => match head.admit(d, at(now)) {
             Err(Refusal::Locked { by, .. }) => Err(format!("locked by {by}")),
             Err(Refusal::Stale { .. }) => Err("stale".into()),
+            Err(Refusal::Older { newest }) => Err(format!("older than {newest}")),
             Err(Refusal::SameDigest { deployment }) => Err(format!("same digest as {deployment}")),
             Err(Refusal::Quarantined) => Err("quarantined".into()),
             Ok(()) => Err("refused by DynamoDB but admitted by Head::admit".into()),
@@ -123,6 +124,61 @@ async fn conditional_writes_refuse_what_admit_refuses_and_never_move_backwards(l
     assert_eq!(head.lock.map(|l| (l.deployment, l.attempt)), Some((second.id.clone(), "a2".into())));
     assert_eq!(head.active, Some((first.id.clone(), "sha256:aaaa".into())));
     assert_eq!(head.newest_pushed_at, Some(at(200)));
+}
+
+/// `tag` on `t`, in an environment ordered by version.
+fn release(t: &Target, tag: &str, digest: &str, pushed: u64) -> Deployment {
+    let mut d = deployment(t, &format!("e-{tag}"), digest, pushed);
+    d.tag = tag.into();
+    d.version = ferry::rules::version_key(tag);
+    d
+}
+
+async fn by_version_a_lower_version_is_refused_whenever_it_was_pushed(ledger: &impl Ledger) {
+    let t = target("versions");
+    let finish = |d: &Deployment, attempt: &'static str| {
+        let mut d = d.clone();
+        d.state = State::InProgress;
+        d.ecs_deployment_id = Some(format!("ecs-{}", d.tag));
+        async move { ledger.finish(&d, attempt).await.expect("finish") }
+    };
+    let minor = release(&t, "v1.3.0", "sha256:1300", 100);
+    let hotfix = release(&t, "v1.2.4", "sha256:1240", 200);
+    let patch = release(&t, "v1.3.1", "sha256:1310", 150);
+    assert_eq!(begin(ledger, &minor, "a1", 100).await, Ok(()));
+    finish(&minor, "a1").await;
+    assert_eq!(begin(ledger, &hotfix, "a2", 200).await, Err("older than v1.3.0".into()), "pushed later, lower version");
+    assert_eq!(begin(ledger, &patch, "a3", 300).await, Ok(()), "pushed before the hotfix, higher version");
+    finish(&patch, "a3").await;
+    let head = ledger.head(&t).await.expect("head");
+    assert_eq!(head.newest_version, Some((patch.version.clone().expect("key"), "v1.3.1".into())));
+    let [stored, _] = ledger.history(&t, 10).await.expect("history").try_into().expect("two");
+    assert_eq!(stored.version, patch.version, "the record keeps its version key");
+}
+
+async fn a_held_push_is_the_heads_until_the_next_one_is_recorded_and_resumes_from_held(ledger: &impl Ledger) {
+    let t = target("held");
+    let mut held = deployment(&t, "e1", "sha256:1111", 100);
+    assert_eq!(begin(ledger, &held, "a1", 100).await, Ok(()));
+    held.state = State::Held;
+    assert_eq!(ledger.finish(&held, "a1").await, Ok(Finish::Recorded));
+    let head = ledger.head(&t).await.expect("head");
+    assert_eq!((head.held.as_deref(), head.lock, head.active), (Some(held.id.as_str()), None, None));
+    assert_eq!(begin(ledger, &held, "a1-again", 110).await, Err("done HELD".into()), "its event again");
+
+    // The freeze ends: back to PENDING, then deployed as any push is.
+    let mut released = held.clone();
+    released.state = State::Pending;
+    assert!(ledger.transition(&released, &[State::Held], HeadChange::None).await.expect("release"));
+    assert_eq!(begin(ledger, &released, "a2", 200).await, Ok(()));
+    // Another run releasing it too repeats a write that took effect; its attempt then waits on the lock.
+    assert!(ledger.transition(&released, &[State::Held], HeadChange::None).await.expect("again"));
+    assert_eq!(begin(ledger, &released, "a3", 201).await, Err(format!("locked by {}", held.id)));
+    released.state = State::InProgress;
+    released.ecs_deployment_id = Some("ecs-held/1".into());
+    assert_eq!(ledger.finish(&released, "a2").await, Ok(Finish::Recorded));
+    let head = ledger.head(&t).await.expect("head");
+    assert_eq!((head.held, head.active), (None, Some((held.id.clone(), "sha256:1111".into()))));
 }
 
 async fn a_record_keeps_every_field_through_the_ledger(ledger: &impl Ledger) {
@@ -382,6 +438,8 @@ macro_rules! contract {
 contract!(
     conditional_writes_refuse_what_admit_refuses_and_never_move_backwards,
     a_record_keeps_every_field_through_the_ledger,
+    by_version_a_lower_version_is_refused_whenever_it_was_pushed,
+    a_held_push_is_the_heads_until_the_next_one_is_recorded_and_resumes_from_held,
     a_quarantined_digest_is_refused_until_released_or_overtaken,
     only_the_attempt_holding_the_lock_gives_it_up_and_the_record_stays_pending,
     a_verification_claim_is_taken_once_retaken_by_its_own_retry_and_given_back_only_by_its_holder,

@@ -8,7 +8,12 @@ use crate::render::*;
 use crate::{Ctx, Failure, Output, fail, table};
 
 impl Ctx<'_> {
-    pub(crate) async fn deploy(&self, image: &str, output: Output) -> Result<String, Failure> {
+    pub(crate) async fn deploy(
+        &self,
+        image: &str,
+        freeze_override: Option<ferry::deploy::FreezeOverride>,
+        output: Output,
+    ) -> Result<String, Failure> {
         let (repository, tag) =
             image.rsplit_once(':').ok_or_else(|| fail(format!("{image:?} is not REPOSITORY:TAG")))?;
         let found = self.image_of(repository, tag, None).await?;
@@ -23,7 +28,7 @@ impl Ctx<'_> {
             "detail": {"result": "SUCCESS", "repository-name": repository, "image-digest": found.digest,
                        "action-type": "PUSH", "image-tag": tag},
         });
-        let rows: Vec<Value> = match self.handle(event).await? {
+        let rows: Vec<Value> = match self.handle(event, freeze_override.as_ref()).await? {
             DeployOutcome::Deployed(targets) => targets.iter().map(target_outcome_json).collect(),
             DeployOutcome::Unplanned(plan) => return Ok(nothing(output, format!("{plan:?}"))),
             DeployOutcome::Ignored(why) | DeployOutcome::Rejected(why) => return Ok(nothing(output, why)),

@@ -10,3 +10,8 @@ pub(crate) mod redrive;
 pub(crate) mod release;
 pub(crate) mod rollback;
 pub(crate) mod status;
+
+/// Who runs this command, as records and messages name them.
+pub(crate) fn operator() -> String {
+    std::env::var("USER").map_or_else(|_| "ferry CLI".to_string(), |u| format!("{u} (ferry CLI)"))
+}

@@ -46,12 +46,18 @@ pub(crate) fn reconciled_json(r: &Reconciled, dry_run: bool) -> Value {
         Finding::UpToDate(why) => ("up to date", why.clone()),
         Finding::NeverDeployed => ("not yet deployed by Ferry", "its first push will deploy it".to_string()),
         Finding::Busy(why) => ("busy", why.clone()),
+        Finding::Held(why) => ("held by a freeze", why.clone()),
+        Finding::Released(None) => ("freeze over", if dry_run { "would deploy the held push" } else { "" }.to_string()),
         Finding::Missed(None) => ("missed", if dry_run { "would deploy it" } else { "" }.to_string()),
         Finding::Stranded(None) => ("stranded", if dry_run { "would deploy it again" } else { "" }.to_string()),
-        Finding::Missed(Some(outcome)) | Finding::Stranded(Some(outcome)) => {
+        Finding::Missed(Some(outcome)) | Finding::Stranded(Some(outcome)) | Finding::Released(Some(outcome)) => {
             let o = target_outcome_json(outcome);
             (
-                if matches!(r.finding, Finding::Missed(_)) { "missed" } else { "stranded" },
+                match r.finding {
+                    Finding::Missed(_) => "missed",
+                    Finding::Stranded(_) => "stranded",
+                    _ => "freeze over",
+                },
                 format!("{}: {}", o["outcome"].as_str().unwrap_or_default(), o["detail"].as_str().unwrap_or_default()),
             )
         }

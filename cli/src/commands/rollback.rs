@@ -42,7 +42,7 @@ impl Ctx<'_> {
             }
         }
         let requested_at = Utc::now();
-        let by = std::env::var("USER").map_or_else(|_| "ferry CLI".to_string(), |u| format!("{u} (ferry CLI)"));
+        let by = super::operator();
         let detail = json!({"environment": env, "service": service, "region": region, "to": to, "requested_by": by});
         let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
             .source(ferry::event::EVENT_SOURCE)

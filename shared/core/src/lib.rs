@@ -5,10 +5,12 @@
 //! - [`event`]: the EventBridge events Ferry acts on, parsed or refused.
 //! - [`model`]: a deployment, a target's head, and the state machine between them.
 //! - [`plan`]: what a push deploys where; [`render`]: the image change in a task definition.
+//! - [`freeze`]: when an environment takes no deployments.
 //! - [`notify`]: what Slack and SNS are told, escaped and clipped to their limits.
 
 pub mod config;
 pub mod event;
+pub mod freeze;
 pub mod hook;
 pub mod model;
 pub mod notify;

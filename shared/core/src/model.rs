@@ -61,6 +61,8 @@ impl fmt::Display for Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     Pending,
+    /// Recorded during a freeze window: nothing in ECS changed; deployed when the window ends.
+    Held,
     InProgress,
     Verifying,
     Succeeded,
@@ -73,8 +75,9 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 10] = [
+    pub const ALL: [State; 11] = [
         State::Pending,
+        State::Held,
         State::InProgress,
         State::Verifying,
         State::Succeeded,
@@ -89,6 +92,7 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Pending => "PENDING",
+            State::Held => "HELD",
             State::InProgress => "IN_PROGRESS",
             State::Verifying => "VERIFYING",
             State::Succeeded => "SUCCEEDED",
@@ -112,7 +116,10 @@ impl State {
         match self {
             // FAILED from PENDING: the deployment stopped before the service was updated
             // (a failing migration, a service that does not exist).
-            Pending => &[InProgress, Skipped, Failed],
+            Pending => &[InProgress, Held, Skipped, Failed],
+            // Released when the freeze ends (back to PENDING, to be deployed), or overtaken by
+            // a newer push.
+            Held => &[Pending, Superseded],
             InProgress => &[Verifying, Succeeded, Failed, Superseded],
             Verifying => &[Succeeded, Failed, Superseded],
             // A verified deployment can still fail: an alarm, or an operator's rollback request.
@@ -206,6 +213,9 @@ pub struct Deployment {
     pub live_at: Option<DateTime<Utc>>,
     /// What ECS's lifecycle hooks were answered, one per stage (blue/green, linear, canary).
     pub hooks: Vec<crate::hook::HookRecord>,
+    /// The tag's version key ([`crate::rules::version_key`]) when the environment orders
+    /// pushes by version: the push is newer than another when this is greater.
+    pub version: Option<String>,
 }
 
 impl Deployment {
@@ -233,6 +243,7 @@ impl Deployment {
             rolls_back: None,
             live_at: None,
             hooks: Vec::new(),
+            version: None,
         }
     }
 
@@ -279,10 +290,16 @@ pub struct Head {
     pub newest_pushed_at: Option<DateTime<Utc>>,
     /// The deployment of that newest push.
     pub newest: Option<String>,
+    /// The newest version accepted for the target, in an environment ordered by version:
+    /// its key and its tag. A push of a lower version is older, whenever it was pushed.
+    pub newest_version: Option<(String, String)>,
     /// The deployment in flight or live, and its digest.
     pub active: Option<(String, String)>,
     /// The last deployment that passed verification: its task definition and digest.
     pub last_known_good: Option<(String, String)>,
+    /// The push held by a freeze (HELD), to deploy when the freeze ends: the newest push,
+    /// while it waits.
+    pub held: Option<String>,
     /// Digests that failed and were rolled back here: not deployed again automatically
     /// until another digest is pushed or an operator releases them.
     pub quarantine: Vec<String>,
@@ -305,6 +322,8 @@ pub enum Refusal {
     Locked { by: String, until: DateTime<Utc> },
     /// A newer push was already accepted for the target.
     Stale { newest: DateTime<Utc> },
+    /// A higher version (this tag) was already accepted for the target.
+    Older { newest: String },
     /// This digest is already live or in flight on the target.
     SameDigest { deployment: String },
     /// This digest failed here and was rolled back.
@@ -319,6 +338,9 @@ impl Refusal {
             Refusal::Stale { newest } => {
                 Some(format!("stale: a newer push (from {}) was already accepted for this target", newest.to_rfc3339()))
             }
+            Refusal::Older { newest } => {
+                Some(format!("older: version {newest} was already accepted for this target (order = \"semver\")"))
+            }
             Refusal::SameDigest { deployment } => {
                 Some(format!("this digest is already live or in flight (deployment {deployment})"))
             }
@@ -331,14 +353,29 @@ impl Refusal {
 }
 
 impl Head {
+    /// Why the target has already taken a push newer than `d`, if it has: by version when `d`
+    /// has one (the same version again is not older), else by push time (the same second is
+    /// not older).
+    pub fn newer_than(&self, d: &Deployment) -> Option<Refusal> {
+        match &d.version {
+            Some(version) => match &self.newest_version {
+                Some((key, tag)) if key > version => Some(Refusal::Older { newest: tag.clone() }),
+                _ => None,
+            },
+            None => {
+                self.newest_pushed_at.filter(|newest| *newest > d.pushed_at).map(|newest| Refusal::Stale { newest })
+            }
+        }
+    }
+
     /// Whether `deployment` may take the target's lock at `now`; the DynamoDB ledger
     /// enforces the same rules in one conditional write.
     pub fn admit(&self, deployment: &Deployment, now: DateTime<Utc>) -> Result<(), Refusal> {
         if let Some(lock) = self.lock.as_ref().filter(|lock| lock.until > now) {
             return Err(Refusal::Locked { by: lock.deployment.clone(), until: lock.until });
         }
-        if let Some(newest) = self.newest_pushed_at.filter(|newest| *newest > deployment.pushed_at) {
-            return Err(Refusal::Stale { newest });
+        if let Some(refusal) = self.newer_than(deployment) {
+            return Err(refusal);
         }
         if self.quarantine.contains(&deployment.digest) {
             return Err(Refusal::Quarantined);
@@ -385,7 +422,11 @@ mod tests {
         for state in State::ALL {
             assert_eq!(State::parse(state.as_str()), Some(state));
             assert!(!state.can_become(state), "{state} never moves to itself");
-            assert!(!state.can_become(State::Pending), "nothing goes back to PENDING");
+            assert_eq!(
+                state.can_become(State::Pending),
+                state == State::Held,
+                "only a held push goes back to PENDING, when its freeze ends"
+            );
         }
         assert_eq!(State::parse("DONE"), None);
         let allowed: Vec<(State, State)> = State::ALL
@@ -396,9 +437,12 @@ mod tests {
         assert_eq!(
             allowed,
             vec![
+                (Pending, Held),
                 (Pending, InProgress),
                 (Pending, Failed),
                 (Pending, Skipped),
+                (Held, Pending),
+                (Held, Superseded),
                 (InProgress, Verifying),
                 (InProgress, Succeeded),
                 (InProgress, Failed),
@@ -462,6 +506,28 @@ mod tests {
         for (name, head, expected) in cases {
             assert_eq!(head.admit(&d, at(100)), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn by_version_a_lower_version_is_older_whenever_it_was_pushed() {
+        let key = |tag: &str| crate::rules::version_key(tag).expect("version");
+        let mut hotfix = deployment(100, "sha256:hotfix");
+        hotfix.version = Some(key("v1.2.4"));
+        let took = |tag: &str, pushed: i64| Head {
+            newest_pushed_at: Some(at(pushed)),
+            newest_version: Some((key(tag), tag.to_string())),
+            ..Head::default()
+        };
+        assert_eq!(hotfix.clone().version, Some(key("1.2.4")));
+        assert_eq!(took("v1.3.0", 50).admit(&hotfix, at(100)), Err(Refusal::Older { newest: "v1.3.0".into() }));
+        assert_eq!(took("v1.2.3", 500).admit(&hotfix, at(100)), Ok(()), "a higher version pushed earlier is newer");
+        assert_eq!(took("v1.2.4", 500).admit(&hotfix, at(100)), Ok(()), "the same version again (a rebuild)");
+        let by_time = Head { newest_pushed_at: Some(at(500)), ..Head::default() };
+        assert_eq!(by_time.admit(&hotfix, at(100)), Ok(()), "the first push ordered by version");
+        assert!(
+            Refusal::Older { newest: "v1.3.0".into() }.skip_reason().is_some_and(|r| r.contains("v1.3.0")),
+            "the skip names the newer version"
+        );
     }
 
     #[test]

@@ -57,6 +57,7 @@ impl Notification {
             State::Succeeded => "deployed",
             State::Failed => "deployment failed",
             State::Skipped => "push skipped",
+            State::Held => "push held (freeze)",
             State::RollingBack => "rolling back",
             State::RolledBack => "rolled back",
             State::RollbackFailed => "ROLLBACK FAILED",

@@ -37,6 +37,17 @@ pub struct TargetPlan {
     /// Set when the migration runs at another target: once per environment, at its first
     /// target, whose migration this one waits for before it updates its service.
     pub migration_at: Option<Target>,
+    /// The tag's version key when the environment orders pushes by version.
+    pub version: Option<String>,
+}
+
+impl TargetPlan {
+    /// The new (PENDING) record of `push` on this target.
+    pub fn deployment(&self, push: &Push, now: chrono::DateTime<chrono::Utc>) -> crate::model::Deployment {
+        let mut d = crate::model::Deployment::new(push, self.target.clone(), now);
+        d.version = self.version.clone();
+        d
+    }
 }
 
 pub fn plan(config: &Config, push: &Push) -> Plan {
@@ -65,6 +76,7 @@ pub fn plan(config: &Config, push: &Push) -> Plan {
                     target: here,
                     change: ImageChange { containers: service.containers.clone(), image: push.image() },
                     migration: service.migration.clone(),
+                    version: environment.version_key(&push.tag),
                 }
             })
         })

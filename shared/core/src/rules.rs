@@ -17,6 +17,9 @@ pub enum TagRule {
     Regex { pattern: String, regex: regex::Regex },
     /// A semantic version, with or without a leading `v`.
     Semver { kind: SemverKind, pre: Option<String> },
+    /// A semantic version in a range (`>=1.4, <2`), as Cargo reads one: a pre-release
+    /// matches only a comparator that names a pre-release of the same `major.minor.patch`.
+    SemverRange { range: String, req: semver::VersionReq },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +56,16 @@ impl TagRule {
             "final" => SemverKind::Final,
             "prerelease" => SemverKind::Prerelease,
             "any" => SemverKind::Any,
-            other => {
-                return Err(RuleError(format!("semver {other:?} must be \"final\", \"prerelease\" or \"any\"")));
+            range => {
+                let req = semver::VersionReq::parse(range).map_err(|e| {
+                    RuleError(format!(
+                        "semver {range:?} must be \"final\", \"prerelease\", \"any\" or a range such as \">=1.4, <2\" ({e})"
+                    ))
+                })?;
+                if pre.is_some() {
+                    return Err(RuleError("`pre` only goes with `semver = \"prerelease\"`".into()));
+                }
+                return Ok(TagRule::SemverRange { range: range.to_string(), req });
             }
         };
         match pre {
@@ -68,6 +79,12 @@ impl TagRule {
         }
     }
 
+    /// Whether the rule reads tags as semantic versions (an environment ordered by version
+    /// takes only such rules).
+    pub fn is_semver(&self) -> bool {
+        matches!(self, TagRule::Semver { .. } | TagRule::SemverRange { .. })
+    }
+
     pub fn matches(&self, tag: &str) -> bool {
         if tag.is_empty() || tag.len() > MAX_TAG {
             return false;
@@ -75,8 +92,9 @@ impl TagRule {
         match self {
             TagRule::Glob(pattern) => glob_match(pattern.as_bytes(), tag.as_bytes()),
             TagRule::Regex { regex, .. } => regex.is_match(tag),
+            TagRule::SemverRange { req, .. } => version(tag).is_some_and(|v| req.matches(&v)),
             TagRule::Semver { kind, pre } => {
-                let Ok(version) = semver::Version::parse(tag.strip_prefix('v').unwrap_or(tag)) else {
+                let Some(version) = version(tag) else {
                     return false;
                 };
                 match kind {
@@ -106,8 +124,36 @@ impl fmt::Display for TagRule {
             TagRule::Regex { pattern, .. } => write!(f, "regex {pattern:?}"),
             TagRule::Semver { kind, pre: Some(label) } => write!(f, "semver {kind:?} ({label})"),
             TagRule::Semver { kind, pre: None } => write!(f, "semver {kind:?}"),
+            TagRule::SemverRange { range, .. } => write!(f, "semver {range:?}"),
         }
     }
+}
+
+/// The semantic version a tag names, with or without a leading `v`.
+pub fn version(tag: &str) -> Option<semver::Version> {
+    semver::Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()
+}
+
+/// A key whose byte order is `tag`'s semantic-version order (semver.org §11; build metadata
+/// ignored), so the ledger can compare versions in a conditional write. `None`: not a version.
+pub fn version_key(tag: &str) -> Option<String> {
+    let v = version(tag)?;
+    let mut key = format!("{:020}.{:020}.{:020}", v.major, v.minor, v.patch);
+    if v.pre.is_empty() {
+        // A release sorts after every pre-release of its version: '~' is above every identifier character.
+        key.push('~');
+    }
+    for id in v.pre.split('.').filter(|_| !v.pre.is_empty()) {
+        // '!' sorts below every identifier character, so a shorter list of identifiers sorts first;
+        // numeric identifiers ('0' + length + digits) sort numerically and below alphanumeric ones ('1').
+        key.push('!');
+        if id.bytes().all(|b| b.is_ascii_digit()) {
+            key.push_str(&format!("0{:03}{id}", id.len()));
+        } else {
+            key.push_str(&format!("1{id}"));
+        }
+    }
+    Some(key)
 }
 
 /// Iterative glob match with single-star backtracking: linear in practice, no recursion.
@@ -194,6 +240,54 @@ mod tests {
         assert!(TagRule::semver("newest", None).is_err());
         assert!(TagRule::semver("final", Some("rc")).is_err());
         assert!(TagRule::semver("prerelease", Some("r c")).is_err());
+    }
+
+    #[test]
+    fn ranges_take_versions_in_them_only() {
+        let range = TagRule::semver(">=1.4, <2", None).expect("range");
+        let cases = [("v1.4.0", true), ("1.9.12", true), ("v2.0.0", false), ("v1.3.9", false), ("v1.5.0-rc.1", false)];
+        for (tag, expected) in cases {
+            assert_eq!(range.matches(tag), expected, "{range} on {tag:?}");
+        }
+        assert!(range.is_semver());
+        assert!(!TagRule::glob("v*").expect("glob").is_semver());
+        assert!(TagRule::semver(">=1.4", Some("rc")).is_err(), "pre goes with prerelease only");
+        assert!(TagRule::semver(">=1.4,, <", None).is_err());
+    }
+
+    #[test]
+    fn version_keys_sort_as_semver_orders_versions() {
+        // semver.org §11's own example, then numeric fields past one digit.
+        let ordered = [
+            "1.0.0-alpha",
+            "1.0.0-alpha.1",
+            "1.0.0-alpha.beta",
+            "1.0.0-beta",
+            "1.0.0-beta.2",
+            "1.0.0-beta.11",
+            "1.0.0-rc.1",
+            "v1.0.0",
+            "1.0.1-0",
+            "1.0.1-a-b",
+            "1.0.1",
+            "1.2.4",
+            "1.3.0+build.7",
+            "1.10.0",
+            "2.0.0",
+        ];
+        let keys: Vec<String> = ordered.iter().map(|t| version_key(t).expect(t)).collect();
+        for (i, pair) in keys.windows(2).enumerate() {
+            assert!(pair[0] < pair[1], "{} sorts before {}", ordered[i], ordered[i + 1]);
+        }
+        // Against the semver crate's precedence, every pair both ways.
+        for a in ordered {
+            for b in ordered {
+                let by_crate = version(a).expect(a).cmp_precedence(&version(b).expect(b));
+                assert_eq!(version_key(a).cmp(&version_key(b)), by_crate, "{a} vs {b}");
+            }
+        }
+        assert_eq!(version_key("latest"), None);
+        assert_eq!(version_key("1.3.0+a"), version_key("v1.3.0+b"), "build metadata does not order");
     }
 
     #[test]

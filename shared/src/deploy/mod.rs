@@ -15,10 +15,13 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::event::{DeployEvent, parse_deploy_event};
+use crate::freeze::Frozen;
 use crate::model::{Deployment, Push, Refusal, State};
 use crate::notify::Notification;
 use crate::plan::{Plan, TargetPlan, plan};
-use crate::ports::{Begin, Clock, Ecs, EcsError, Finish, Ledger, Notifier, Registry, RegistryError, Revision};
+use crate::ports::{
+    Begin, Clock, Ecs, EcsError, Finish, HeadChange, Ledger, Notifier, Registry, RegistryError, Revision,
+};
 
 pub use crate::invocation::{Invocation, LEASE, Retryable};
 
@@ -73,6 +76,13 @@ pub enum TargetOutcome {
         target: String,
         reason: String,
     },
+    /// The environment is frozen: recorded HELD, nothing in ECS changed; deployed when the
+    /// freeze ends.
+    Held {
+        target: String,
+        reason: String,
+        until: chrono::DateTime<chrono::Utc>,
+    },
     Failed {
         target: String,
         reason: String,
@@ -120,10 +130,21 @@ pub enum Finding {
     /// A push newer than any Ferry took for the target: its event never came. Deployed
     /// through the normal path (`None` in a dry run).
     Missed(Option<TargetOutcome>),
+    /// The push a freeze held, its freeze over: deployed now (`None` in a dry run).
+    Released(Option<TargetOutcome>),
+    /// The target's newest push waits for its freeze to end.
+    Held(String),
     /// The newest push Ferry took for the target is still PENDING past the lease: every
     /// attempt at its event failed. Deployed again from its record (`None` in a dry run);
     /// the finding names that push, not ECR's newest image.
     Stranded(Option<TargetOutcome>),
+}
+
+/// An operator's decision to deploy during a freeze: who, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreezeOverride {
+    pub by: String,
+    pub reason: String,
 }
 
 /// Why a rollout stopped before the service was updated.
@@ -145,6 +166,17 @@ impl From<EcsError> for Stop {
 impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N, C, R> {
     /// Handles one EventBridge event. `Err` only for what a retry can fix.
     pub async fn handle(&self, event: Value, invocation: &Invocation) -> Result<DeployOutcome, Retryable> {
+        self.handle_overriding(event, invocation, None).await
+    }
+
+    /// [`Self::handle`], deploying a push now even if its environment is frozen (`ferry deploy
+    /// --override-freeze`): the record says who decided so and why.
+    pub async fn handle_overriding(
+        &self,
+        event: Value,
+        invocation: &Invocation,
+        freeze_override: Option<&FreezeOverride>,
+    ) -> Result<DeployOutcome, Retryable> {
         let push = match receive(parse_deploy_event(event)) {
             Ok(DeployEvent::Push(push)) => push,
             Ok(DeployEvent::Reconcile { account }) if self.config.is_home(&account) => {
@@ -165,7 +197,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             ))
             .into());
         }
-        self.deploy_push(push, invocation).await
+        self.deploy_push(push, invocation, freeze_override).await
     }
 
     /// `push` at the time ECR keeps for it, when that falls in the second its event says:
@@ -184,7 +216,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     }
 
     /// Deploys `push` to every target it plans to, concurrently.
-    async fn deploy_push(&self, push: Push, invocation: &Invocation) -> Result<DeployOutcome, Retryable> {
+    async fn deploy_push(
+        &self,
+        push: Push,
+        invocation: &Invocation,
+        freeze_override: Option<&FreezeOverride>,
+    ) -> Result<DeployOutcome, Retryable> {
         let targets = match plan(self.config, &push) {
             Plan::Deploy { environment, targets } => {
                 info!(environment = %environment, targets = targets.len(), "push matched");
@@ -201,7 +238,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         };
         // Asked only of a push that deploys somewhere: ECR's own push time orders it.
         let push = &self.ordered(push).await?;
-        let results = join_all(targets.iter().map(|t| self.deploy_target(push, t, invocation))).await;
+        let results = join_all(targets.iter().map(|t| self.deploy_target(push, t, invocation, freeze_override))).await;
         let mut outcomes = Vec::with_capacity(results.len());
         let mut retry = Vec::new();
         for result in results {
@@ -223,9 +260,10 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         push: &Push,
         plan: &TargetPlan,
         invocation: &Invocation,
+        freeze_override: Option<&FreezeOverride>,
     ) -> Result<TargetOutcome, Retryable> {
         let target = plan.target.to_string();
-        let mut deployment = Deployment::new(push, plan.target.clone(), self.clock.now());
+        let mut deployment = plan.deployment(push, self.clock.now());
         let acquired = match self.acquire(&deployment, invocation).await {
             Ok(acquired) => acquired,
             // The write that takes the lock may have gone through with its answer lost.
@@ -239,8 +277,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                 deployment.reason = Some(reason.clone());
                 self.ledger.record_skipped(&deployment).await?;
                 info!(target = %target, reason = %reason, "skipped");
-                // A routine skip says nothing; a quarantined digest coming back is news.
-                if refusal == Refusal::Quarantined {
+                // A routine skip says nothing; a quarantined digest coming back, or a release
+                // that will not deploy because a higher version is out, is news.
+                if matches!(refusal, Refusal::Quarantined | Refusal::Older { .. }) {
                     self.notify(&deployment).await;
                 }
                 return Ok(TargetOutcome::Skipped { target, reason });
@@ -250,26 +289,17 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                 return Ok(TargetOutcome::Duplicate { target, state });
             }
         };
-
-        let outcome = match self.roll_out(&mut deployment, plan).await {
-            Ok(ecs_id) => {
-                deployment.state = State::InProgress;
-                deployment.ecs_deployment_id = Some(ecs_id.clone());
-                TargetOutcome::Started { target: target.clone(), ecs_deployment_id: ecs_id }
-            }
-            Err(Stop::Failed(reason)) => {
-                deployment.state = State::Failed;
-                deployment.reason = Some(reason.clone());
-                TargetOutcome::Failed { target: target.clone(), reason }
-            }
-            Err(Stop::Skipped(reason)) => {
-                deployment.state = State::Skipped;
-                deployment.reason = Some(reason.clone());
-                TargetOutcome::Skipped { target: target.clone(), reason }
-            }
-            Err(Stop::Retry(reason)) => {
-                return Err(self.give_up(plan, invocation, reason).await);
-            }
+        if let Err(e) = self.supersede_held(&deployment).await {
+            return Err(self.give_up(plan, invocation, e.into()).await);
+        }
+        let outcome = if let Some(frozen) = self.held_by_freeze(&mut deployment, freeze_override) {
+            let reason =
+                format!("held: {}; deploys when the freeze ends ({})", frozen.reason, frozen.until.to_rfc3339());
+            deployment.state = State::Held;
+            deployment.reason = Some(reason.clone());
+            TargetOutcome::Held { target: target.clone(), reason, until: frozen.until }
+        } else {
+            self.rolled_out(&mut deployment, plan, invocation).await?
         };
         deployment.updated_at = self.clock.now();
         match self.ledger.finish(&deployment, &invocation.attempt).await {
@@ -291,6 +321,61 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             self.notify(&deployment).await;
         }
         Ok(outcome)
+    }
+
+    /// The deployment rolled out (or stopped before the service was updated), as an outcome.
+    async fn rolled_out(
+        &self,
+        d: &mut Deployment,
+        plan: &TargetPlan,
+        invocation: &Invocation,
+    ) -> Result<TargetOutcome, Retryable> {
+        Ok(match self.roll_out(d, plan).await {
+            Ok(ecs_id) => {
+                d.state = State::InProgress;
+                d.ecs_deployment_id = Some(ecs_id.clone());
+                TargetOutcome::Started { target: d.target.to_string(), ecs_deployment_id: ecs_id }
+            }
+            Err(Stop::Failed(reason)) => {
+                d.state = State::Failed;
+                d.reason = Some(reason.clone());
+                TargetOutcome::Failed { target: d.target.to_string(), reason }
+            }
+            Err(Stop::Skipped(reason)) => {
+                d.state = State::Skipped;
+                d.reason = Some(reason.clone());
+                TargetOutcome::Skipped { target: d.target.to_string(), reason }
+            }
+            Err(Stop::Retry(reason)) => {
+                return Err(self.give_up(plan, invocation, reason).await);
+            }
+        })
+    }
+
+    /// The freeze that holds `d`, if its environment is frozen and no operator overrode it
+    /// (an override is noted on the record).
+    fn held_by_freeze(&self, d: &mut Deployment, freeze_override: Option<&FreezeOverride>) -> Option<Frozen> {
+        let frozen = self.config.environment(&d.target.environment)?.frozen(self.clock.now())?;
+        let Some(o) = freeze_override else { return Some(frozen) };
+        warn!(target = %d.target, by = %o.by, reason = %o.reason, freeze = %frozen.reason, "deploying during a freeze");
+        d.reason = Some(format!("freeze ({}) overridden by {}: {}", frozen.reason, o.by, o.reason));
+        None
+    }
+
+    /// Marks the target's held push SUPERSEDED once a newer one (`d`) is taken there: a held
+    /// push older than the newest can never deploy.
+    async fn supersede_held(&self, d: &Deployment) -> Result<(), crate::ports::LedgerError> {
+        let Some(held) = self.ledger.head(&d.target).await?.held.filter(|h| *h != d.id) else { return Ok(()) };
+        let Some(mut old) = self.ledger.deployment(&d.target, &held).await?.filter(|o| o.state == State::Held) else {
+            return Ok(());
+        };
+        old.state = State::Superseded;
+        old.reason = Some(format!("superseded by a newer push ({}) while held", d.tag));
+        old.updated_at = self.clock.now();
+        if self.ledger.transition(&old, &[State::Held], HeadChange::None).await? {
+            info!(target = %d.target, deployment = %old.id, by = %d.id, "held push superseded");
+        }
+        Ok(())
     }
 
     /// Gives up the target's lock for a retry: the record stays PENDING, and the redelivered

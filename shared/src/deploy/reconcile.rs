@@ -8,6 +8,8 @@
 //! that), an image no newer than the newest push taken for the target (an older image, or
 //! the same push: its event came), a digest already live or quarantined there, a target
 //! locked by a deployment in progress (the next run looks again).
+//!
+//! It also deploys what a freeze held (the newest push on the target, once the freeze is over).
 
 use tracing::{info, warn};
 
@@ -16,8 +18,8 @@ use crate::deploy::Deployer;
 pub use crate::deploy::{Finding, Reconciled};
 use crate::invocation::{Invocation, Retryable};
 use crate::model::{Deployment, Head, Origin, Push, Refusal, State, Target};
-use crate::plan::{Plan, plan};
-use crate::ports::{Clock, Ecs, Image, Ledger, Notifier, Registry, RegistryError};
+use crate::plan::{Plan, TargetPlan, plan};
+use crate::ports::{Clock, Ecs, HeadChange, Image, Ledger, Notifier, Registry, RegistryError};
 
 /// The event id of a push replayed from ECR's record of it (by reconciliation or `ferry
 /// deploy`): derived from the image and tag, so replaying the same push twice is one push.
@@ -39,23 +41,27 @@ pub fn replayed_push(repository: &str, image: &Image, tag: &str) -> Push {
     }
 }
 
-/// Per environment, the newest of `repository`'s images whose tag deploys there: the
-/// pushes reconciliation compares with what each target took. Ties (one second, two
-/// images) go to the larger digest, so every run picks the same one.
+/// Per environment, the newest of `repository`'s images whose tag deploys there (the
+/// highest version where the environment orders by version): the pushes reconciliation
+/// compares with what each target took. Ties (one second, two images) go to the larger
+/// digest, so every run picks the same one.
 pub fn candidates(config: &Config, repository: &str, images: &[Image]) -> Vec<Push> {
-    let mut newest: Vec<(String, Push)> = Vec::new();
+    let mut newest: Vec<(String, (Option<String>, Push))> = Vec::new();
     for image in images {
         for tag in &image.tags {
             let push = replayed_push(repository, image, tag);
-            let Plan::Deploy { environment, .. } = plan(config, &push) else { continue };
+            let Plan::Deploy { environment, targets } = plan(config, &push) else { continue };
+            let version = targets.first().and_then(|t| t.version.clone());
+            let order = |(v, p): &(Option<String>, Push)| (v.clone(), p.pushed_at, p.digest.clone());
+            let candidate = (version, push);
             match newest.iter_mut().find(|(env, _)| *env == environment) {
-                Some((_, best)) if (best.pushed_at, &best.digest) >= (push.pushed_at, &push.digest) => {}
-                Some((_, best)) => *best = push,
-                None => newest.push((environment, push)),
+                Some((_, best)) if order(best) >= order(&candidate) => {}
+                Some((_, best)) => *best = candidate,
+                None => newest.push((environment, candidate)),
             }
         }
     }
-    newest.into_iter().map(|(_, push)| push).collect()
+    newest.into_iter().map(|(_, (_, push))| push).collect()
 }
 
 impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N, C, R> {
@@ -106,42 +112,65 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     async fn reconcile_target(
         &self,
         push: &Push,
-        tp: &crate::plan::TargetPlan,
+        tp: &TargetPlan,
         invocation: &Invocation,
         dry_run: bool,
     ) -> Result<(Finding, Push), Retryable> {
         let head = self.ledger.head(&tp.target).await?;
         let Some(newest) = head.newest_pushed_at else { return Ok((Finding::NeverDeployed, push.clone())) };
-        if push.pushed_at <= newest
-            && let Some(stranded) = self.stranded(&tp.target, &head).await?
-        {
-            let push = stranded_push(&stranded);
-            let Plan::Deploy { targets, .. } = plan(self.config, &push) else {
-                return Ok((Finding::UpToDate(format!("push {} no longer deploys here", stranded.id)), push));
+        let now = self.clock.now();
+        let candidate = tp.deployment(push, now);
+        let no_newer = match (&candidate.version, &head.newest_version) {
+            (Some(version), Some((taken, _))) => version <= taken,
+            (Some(_), None) => false,
+            (None, _) => push.pushed_at <= newest,
+        };
+        if no_newer && let Some(held) = self.held(&tp.target, &head).await? {
+            let push = stranded_push(&held);
+            let Some(plan) = self.replan(&push, &tp.target) else {
+                return Ok((Finding::UpToDate(format!("push {} no longer deploys here", held.id)), push));
             };
-            let Some(plan) = targets.iter().find(|t| t.target == tp.target) else {
+            if let Some(frozen) = self.config.environment(&tp.target.environment).and_then(|e| e.frozen(now)) {
+                return Ok((Finding::Held(format!("until {}: {}", frozen.until.to_rfc3339(), frozen.reason)), push));
+            }
+            info!(target = %tp.target, deployment = %held.id, dry_run, "the freeze is over: deploying the held push");
+            if dry_run {
+                return Ok((Finding::Released(None), push));
+            }
+            let mut released = held.clone();
+            released.state = State::Pending;
+            released.updated_at = now;
+            if !self.ledger.transition(&released, &[State::Held], HeadChange::None).await? {
+                return Ok((Finding::Busy(format!("push {} was released by another run", held.id)), push));
+            }
+            let outcome = self.deploy_target(&push, &plan, invocation, None).await?;
+            return Ok((Finding::Released(Some(outcome)), push));
+        }
+        if no_newer && let Some(stranded) = self.stranded(&tp.target, &head).await? {
+            let push = stranded_push(&stranded);
+            let Some(plan) = self.replan(&push, &tp.target) else {
                 return Ok((Finding::UpToDate(format!("push {} no longer deploys here", stranded.id)), push));
             };
             warn!(target = %tp.target, deployment = %stranded.id, dry_run, "a push left PENDING by every attempt");
             if dry_run {
                 return Ok((Finding::Stranded(None), push));
             }
-            let outcome = self.deploy_target(&push, plan, invocation).await?;
+            let outcome = self.deploy_target(&push, &plan, invocation, None).await?;
             return Ok((Finding::Stranded(Some(outcome)), push));
         }
-        if push.pushed_at <= newest {
+        if no_newer {
+            let taken = match &head.newest_version {
+                Some((_, tag)) if candidate.version.is_some() => format!("version {tag}"),
+                _ => format!("from {}", newest.to_rfc3339()),
+            };
             return Ok((
-                Finding::UpToDate(format!(
-                    "no newer than the newest push taken for the target (from {})",
-                    newest.to_rfc3339()
-                )),
+                Finding::UpToDate(format!("no newer than the newest push taken for the target ({taken})")),
                 push.clone(),
             ));
         }
-        let now = self.clock.now();
-        let finding = match head.admit(&Deployment::new(push, tp.target.clone(), now), now) {
+        let finding = match head.admit(&candidate, now) {
             Ok(()) if dry_run => Finding::Missed(None),
-            Ok(()) => Finding::Missed(Some(self.deploy_target(push, tp, invocation).await?)),
+            Ok(()) => Finding::Missed(Some(self.deploy_target(push, tp, invocation, None).await?)),
             Err(Refusal::Locked { by, .. }) => Finding::Busy(format!("deployment {by} holds the target")),
             Err(refusal) => Finding::UpToDate(refusal.skip_reason().unwrap_or_default()),
         };
@@ -150,6 +179,18 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
 }
 
 impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N, C, R> {
+    /// `push`'s plan for `target`, if it still deploys there.
+    fn replan(&self, push: &Push, target: &Target) -> Option<TargetPlan> {
+        let Plan::Deploy { targets, .. } = plan(self.config, push) else { return None };
+        targets.into_iter().find(|t| t.target == *target)
+    }
+
+    /// The push a freeze holds on the target, if one is still HELD.
+    async fn held(&self, target: &Target, head: &Head) -> Result<Option<Deployment>, Retryable> {
+        let Some(id) = &head.held else { return Ok(None) };
+        Ok(self.ledger.deployment(target, id).await?.filter(|d| d.state == State::Held))
+    }
+
     /// The target's newest push, if it is still PENDING though no invocation can hold it
     /// any more (its last attempt began longer ago than the lease): every attempt failed.
     async fn stranded(&self, target: &Target, head: &Head) -> Result<Option<Deployment>, Retryable> {
@@ -227,6 +268,18 @@ containers = ["api"]
             [("staging-00000002".to_string(), "sha256:bb".to_string()), ("v1.0.0".into(), "sha256:cc".into())]
         );
         assert!(candidates(&config, "shop/web", &images).is_empty(), "no service of another repository");
+    }
+
+    #[test]
+    fn by_version_the_highest_version_is_the_candidate_not_the_latest_push() {
+        let ordered = CONFIG.replace("name = \"production\"\n", "name = \"production\"\norder = \"semver\"\n");
+        let config = Config::parse("ferry.toml", &ordered).expect("config");
+        let images = [image("aa", 100, &["v1.3.0"]), image("bb", 200, &["v1.2.4"]), image("cc", 50, &["v1.10.0-rc.1"])];
+        let found: Vec<String> = candidates(&config, "shop/api", &images).into_iter().map(|p| p.tag).collect();
+        assert_eq!(found, ["v1.3.0"], "v1.2.4 was pushed later, v1.10.0-rc.1 is not final");
+        let by_push = Config::parse("ferry.toml", CONFIG).expect("config");
+        let found: Vec<String> = candidates(&by_push, "shop/api", &images).into_iter().map(|p| p.tag).collect();
+        assert_eq!(found, ["v1.2.4"], "ordered by push, the latest push");
     }
 
     #[test]

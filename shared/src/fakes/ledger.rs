@@ -139,6 +139,9 @@ impl Ledger for MemoryLedger {
         head.lock = Some(Lock { deployment: d.id.clone(), attempt: attempt.into(), until: lease_until });
         head.newest_pushed_at = Some(d.pushed_at);
         head.newest = Some(d.id.clone());
+        if let Some(version) = &d.version {
+            head.newest_version = Some((version.clone(), d.tag.clone()));
+        }
         head.quarantine.clear(); // a new digest lifts the quarantine of the ones before it
         let mut record = d.clone();
         if let Some(existing) = existing {
@@ -172,6 +175,7 @@ impl Ledger for MemoryLedger {
             if d.state == State::InProgress {
                 head.active = Some((d.id.clone(), d.digest.clone()));
             }
+            head.held = (d.state == State::Held).then(|| d.id.clone());
         }
         let existing = w.records.get(&record_key(d)).map(|r| (r.created_at, r.hooks.clone()));
         let mut record = d.clone();

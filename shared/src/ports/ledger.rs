@@ -53,9 +53,9 @@ pub trait Ledger: Send + Sync {
     /// Records a SKIPPED deployment, unless it is already recorded past PENDING.
     fn record_skipped(&self, deployment: &Deployment) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
-    /// Moves a PENDING deployment to its new state (IN_PROGRESS, FAILED or SKIPPED) and
+    /// Moves a PENDING deployment to its new state (IN_PROGRESS, HELD, FAILED or SKIPPED) and
     /// releases the lock `attempt` holds; IN_PROGRESS also makes it the target's active
-    /// deployment.
+    /// deployment, HELD the target's held push (any other state: no push is held).
     /// Nothing is written when the record had already moved on (the verify function adopted
     /// the rollout first).
     fn finish(

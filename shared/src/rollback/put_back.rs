@@ -74,6 +74,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Rollbacker<'_, E, L, N, C> {
                     ecs_event: None,
                     live_at: None,
                     hooks: Vec::new(),
+                    version: None,
                     ..good.clone()
                 };
                 self.ledger.record_external(&rollback, HeadChange::None).await?;

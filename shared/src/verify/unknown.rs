@@ -49,6 +49,7 @@ pub(super) fn external_record(
         rolls_back: None,
         live_at: None,
         hooks: Vec::new(),
+        version: None,
     }
 }
 

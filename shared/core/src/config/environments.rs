@@ -2,11 +2,13 @@
 
 use std::collections::HashSet;
 
+use chrono::{NaiveDateTime, NaiveTime, Weekday};
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::services::RawService;
-use super::{Config, Environment, Invalid, Service, SlackFilter, TargetSpec, invalid};
+use super::{Config, Environment, Invalid, Order, Service, SlackFilter, TargetSpec, invalid};
+use crate::freeze::{Freeze, When};
 use crate::rules::{RuleError, TagRule};
 
 #[derive(Deserialize)]
@@ -23,12 +25,28 @@ struct RawEnvironment {
     name: Spanned<String>,
     /// `"all"` (default) or `"failures"`.
     slack: Option<Spanned<String>>,
+    /// `"pushed"` (default) or `"semver"`: what makes one push newer than another.
+    order: Option<Spanned<String>>,
     rules: Spanned<Vec<Spanned<RawRule>>>,
     targets: Spanned<Vec<Spanned<RawTarget>>>,
     #[serde(default)]
     registry_accounts: Vec<Spanned<String>>,
     #[serde(default)]
     repositories: Vec<Spanned<String>>,
+    #[serde(default)]
+    freeze: Vec<Spanned<RawFreeze>>,
+}
+
+/// `{ days = ["Fri"], from = "17:00", to = "23:59", timezone = "Asia/Kolkata" }`, or dated:
+/// `{ from = "2026-12-24T00:00", to = "2026-12-27T00:00", reason = "holidays" }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFreeze {
+    days: Option<Vec<String>>,
+    from: String,
+    to: String,
+    timezone: Option<String>,
+    reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +178,12 @@ impl RawEnvironment {
             Some(f) if f.get_ref() == "failures" => SlackFilter::Failures,
             Some(f) => return Err(invalid(f, format!("slack {:?} must be \"all\" or \"failures\"", f.get_ref()))),
         };
+        let order = match &self.order {
+            None => Order::Pushed,
+            Some(o) if o.get_ref() == "pushed" => Order::Pushed,
+            Some(o) if o.get_ref() == "semver" => Order::Semver,
+            Some(o) => return Err(invalid(o, format!("order {:?} must be \"pushed\" or \"semver\"", o.get_ref()))),
+        };
         let name = self.name.into_inner();
         if self.rules.get_ref().is_empty() {
             return Err(invalid(&self.rules, format!("environment {name:?} needs at least one tag rule")));
@@ -167,6 +191,7 @@ impl RawEnvironment {
         if self.targets.get_ref().is_empty() {
             return Err(invalid(&self.targets, format!("environment {name:?} needs at least one target")));
         }
+        let rules_span = self.rules.span();
         let rules = self
             .rules
             .into_inner()
@@ -176,6 +201,15 @@ impl RawEnvironment {
                 rule.into_inner().validate().map_err(|e| (span, e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let (Order::Semver, Some(rule)) = (order, rules.iter().find(|r| !r.is_semver())) {
+            return Err((
+                rules_span,
+                format!(
+                    "environment {name:?} orders pushes by version (order = \"semver\"), so every rule must be a \
+                     semver rule; {rule} is not"
+                ),
+            ));
+        }
         for account in &self.registry_accounts {
             if !is_account(account.get_ref()) {
                 return Err(invalid(account, format!("{:?} is not a 12-digit AWS account id", account.get_ref())));
@@ -198,9 +232,19 @@ impl RawEnvironment {
             }
             targets.push(target);
         }
+        let freeze = self
+            .freeze
+            .into_iter()
+            .map(|f| {
+                let span = f.span();
+                f.into_inner().validate().map_err(|e| (span, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Environment {
             name,
             slack,
+            order,
+            freeze,
             rules,
             targets,
             registry_accounts: self.registry_accounts.into_iter().map(Spanned::into_inner).collect(),
@@ -219,6 +263,48 @@ impl RawRule {
             (None, None, None, None) => Err(RuleError("a rule needs one of `glob`, `regex` or `semver`".into())),
             _ => Err(RuleError("a rule takes exactly one of `glob`, `regex` or `semver`".into())),
         }
+    }
+}
+
+impl RawFreeze {
+    fn validate(self) -> Result<Freeze, String> {
+        let timezone = match self.timezone.as_deref() {
+            None => chrono_tz::Tz::UTC,
+            Some(name) => name
+                .parse()
+                .map_err(|_| format!("timezone {name:?} is not an IANA time zone such as \"Europe/Berlin\""))?,
+        };
+        let time = |s: &str| NaiveTime::parse_from_str(s, "%H:%M").ok();
+        let date_time = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M").ok();
+        let when = match (time(&self.from), time(&self.to), date_time(&self.from), date_time(&self.to)) {
+            (Some(from), Some(to), _, _) => {
+                let days = self
+                    .days
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|d| d.parse::<Weekday>().map_err(|_| format!("{d:?} is not a day such as \"Fri\"")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                When::Weekly { days, from, to }
+            }
+            (_, _, Some(from), Some(to)) if self.days.is_some() => {
+                return Err(format!("a dated window ({from} to {to}) takes no `days`"));
+            }
+            (_, _, Some(from), Some(to)) if to <= from => {
+                return Err(format!("the window ends ({to}) before it starts ({from})"));
+            }
+            (_, _, Some(from), Some(to)) => When::Once { from, to },
+            _ => {
+                return Err(format!(
+                    "from {:?} and to {:?} must both be times (\"17:00\") or both dates and times \
+                     (\"2026-12-24T00:00\")",
+                    self.from, self.to
+                ));
+            }
+        };
+        if let Some(reason) = self.reason.as_deref().filter(|r| r.trim().is_empty() || r.len() > 200) {
+            return Err(format!("reason {reason:?} must be 1 to 200 characters"));
+        }
+        Ok(Freeze { when, timezone, reason: self.reason })
     }
 }
 

@@ -40,10 +40,23 @@ pub enum SlackFilter {
     Failures,
 }
 
+/// What makes one push to an environment newer than another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// The later push (ECR's push time).
+    #[default]
+    Pushed,
+    /// The higher semantic version: a hotfix of an older line pushed later is older.
+    Semver,
+}
+
 #[derive(Debug, Clone)]
 pub struct Environment {
     pub name: String,
     pub slack: SlackFilter,
+    pub order: Order,
+    /// When the environment takes no deployments.
+    pub freeze: Vec<crate::freeze::Freeze>,
     /// Tag rules in the order written: first match wins.
     pub rules: Vec<TagRule>,
     pub targets: Vec<TargetSpec>,
@@ -54,6 +67,20 @@ pub struct Environment {
 }
 
 impl Environment {
+    /// The freeze the environment is in at `at`, if any.
+    pub fn frozen(&self, at: chrono::DateTime<chrono::Utc>) -> Option<crate::freeze::Frozen> {
+        crate::freeze::frozen(&self.freeze, at)
+    }
+
+    /// The key that orders `tag` among this environment's pushes, when it orders them by
+    /// version ([`crate::rules::version_key`]); `None` when pushes go by push time.
+    pub fn version_key(&self, tag: &str) -> Option<String> {
+        match self.order {
+            Order::Pushed => None,
+            Order::Semver => crate::rules::version_key(tag),
+        }
+    }
+
     /// Why a push from `repository` in `account`'s registry may not deploy here, if it may not.
     pub fn refuses(&self, account: &str, repository: &str, home: Option<&str>) -> Option<String> {
         let allowed = |a: &str| match self.registry_accounts.as_slice() {

@@ -142,6 +142,41 @@ fn invalid_files_name_the_line_and_reason() {
             "semver",
         ),
         (
+            "[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\nfreeze = [{ days = [\"Fri\"], from = \"17:00\", to = \"23:59\", timezone = \"India\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n",
+            4,
+            "IANA time zone",
+        ),
+        (
+            "[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\nfreeze = [{ days = [\"Friday!\"], from = \"17:00\", to = \"23:59\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n",
+            4,
+            "not a day",
+        ),
+        (
+            "[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\nfreeze = [{ from = \"17:00\", to = \"2026-12-27T00:00\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n",
+            4,
+            "must both be times",
+        ),
+        (
+            "[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\nfreeze = [{ from = \"2026-12-27T00:00\", to = \"2026-12-24T00:00\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n",
+            4,
+            "ends (2026-12-24 00:00:00) before it starts",
+        ),
+        (
+            "[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\nfreeze = [{ days = [\"Fri\"], from = \"2026-12-24T00:00\", to = \"2026-12-27T00:00\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n",
+            4,
+            "takes no `days`",
+        ),
+        (
+            "[[environments]]\nname = \"s\"\norder = \"newest\"\nrules = [{ semver = \"any\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n",
+            3,
+            "\"pushed\" or \"semver\"",
+        ),
+        (
+            "[[environments]]\nname = \"s\"\norder = \"semver\"\nrules = [{ semver = \">=1.4, <2\" }, { glob = \"v*\" }]\ntargets = [{ region = \"eu-west-1\", cluster = \"c\" }]\n",
+            4,
+            "every rule must be a semver rule; glob \"v*\" is not",
+        ),
+        (
             "[[environments]]\nname = \"s\"\nrules = [{ glob = \"a\" }]\ntargets = [\n  { region = \"europe\", cluster = \"c\" }]\n",
             5,
             "not an AWS region",
@@ -315,4 +350,55 @@ fn role_arns_are_parsed_strictly() {
     assert_eq!(role_account("arn:aws:iam::123456789012:user/ferry"), None);
     assert_eq!(role_account("arn:aws:sts::123456789012:role/ferry"), None);
     assert_eq!(role_account("arn:aws:iam::12345:role/ferry"), None);
+}
+
+#[test]
+fn an_environment_ordered_by_version_keys_its_tags_and_others_do_not() {
+    let config = Config::parse(
+        "ferry.toml",
+        r#"
+[[environments]]
+name = "staging"
+rules = [{ semver = "any" }]
+targets = [{ region = "eu-west-1", cluster = "c" }]
+
+[[environments]]
+name = "production"
+order = "semver"
+rules = [{ semver = ">=1.4, <2" }]
+targets = [{ region = "eu-west-1", cluster = "p" }]
+"#,
+    )
+    .expect("config");
+    let production = config.environment("production").expect("production");
+    assert_eq!(production.order, Order::Semver);
+    assert_eq!(production.version_key("v1.4.2"), crate::rules::version_key("1.4.2"));
+    assert_eq!(config.environment("staging").expect("staging").version_key("v1.4.2"), None);
+    assert_eq!(config.environment_for_tag("v2.0.0").map(|e| e.name.as_str()), Some("staging"));
+}
+
+#[test]
+fn freeze_windows_are_read_on_their_own_clock() {
+    let config = Config::parse(
+        "ferry.toml",
+        r#"
+[[environments]]
+name = "production"
+rules = [{ semver = "final" }]
+targets = [{ region = "eu-west-1", cluster = "p" }]
+freeze = [
+  { days = ["Fri"], from = "17:00", to = "23:59", timezone = "Asia/Kolkata" },
+  { from = "2026-12-24T00:00", to = "2026-12-27T00:00", timezone = "UTC", reason = "holidays" },
+]
+"#,
+    )
+    .expect("config");
+    let production = config.environment("production").expect("production");
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).expect(s).with_timezone(&chrono::Utc);
+    assert_eq!(production.freeze.len(), 2);
+    let friday = production.frozen(at("2026-12-04T12:00:00Z")).expect("Friday evening in India");
+    assert_eq!(friday.until, at("2026-12-04T18:29:00Z"));
+    let holidays = production.frozen(at("2026-12-26T23:00:00Z")).expect("holidays");
+    assert!(holidays.reason.starts_with("holidays"), "{}", holidays.reason);
+    assert!(production.frozen(at("2026-12-05T12:00:00Z")).is_none(), "Saturday");
 }

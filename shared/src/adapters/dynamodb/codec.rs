@@ -57,6 +57,7 @@ pub(super) fn deployment_fields(d: &Deployment, e: &mut Expression) {
         ("notify_error", &d.notify_error),
         ("ecs_event", &d.ecs_event),
         ("rolls_back", &d.rolls_back),
+        ("version", &d.version),
     ];
     for (field, value) in optional {
         if let Some(value) = value {
@@ -115,6 +116,7 @@ pub(super) fn deployment_from(item: &Item) -> Result<Deployment, LedgerError> {
         rolls_back: text(item, "rolls_back"),
         live_at: time(item, "live_at"),
         hooks: super::hooks::hooks_from(item),
+        version: text(item, "version"),
     })
 }
 
@@ -127,6 +129,8 @@ pub(super) fn head_from(item: &Item) -> Head {
         },
         newest_pushed_at: time(item, "newest_pushed_at"),
         newest: text(item, "newest_deployment"),
+        newest_version: pair("newest_version", "newest_version_tag"),
+        held: text(item, "held_deployment"),
         active: pair("active_deployment", "active_digest"),
         last_known_good: pair("lkg_task_definition", "lkg_digest"),
         quarantine: item.get("quarantine").and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default(),

@@ -91,14 +91,26 @@ impl Ledger for DynamoLedger {
         head.set("lock_until", millis(lease_until));
         head.set("newest_pushed_at", millis(d.pushed_at));
         head.set("newest_deployment", s(&d.id));
+        // Newer by version where the environment orders so (strings compare byte by byte), else by push time.
+        let newer = match &d.version {
+            Some(version) => {
+                head.set("newest_version", s(version));
+                head.set("newest_version_tag", s(&d.tag));
+                let newest = head.name("newest_version");
+                format!("(attribute_not_exists({newest}) OR {newest} <= :newest_version)")
+            }
+            None => {
+                let newest = head.name("newest_pushed_at");
+                format!("(attribute_not_exists({newest}) OR {newest} <= :newest_pushed_at)")
+            }
+        };
         let until = head.name("lock_until");
-        let newest = head.name("newest_pushed_at");
         let active = head.name("active_digest");
         let now = head.value("now", millis(now));
         let digest = head.value("digest", s(&d.digest));
         let condition = format!(
             "(attribute_not_exists({until}) OR {until} <= {now}) \
-             AND (attribute_not_exists({newest}) OR {newest} <= :newest_pushed_at) \
+             AND {newer} \
              AND (attribute_not_exists({active}) OR {active} <> {digest}) \
              AND NOT contains(#quarantine, {digest})"
         );
@@ -133,10 +145,16 @@ impl Ledger for DynamoLedger {
             head.set("active_deployment", s(&d.id));
             head.set("active_digest", s(&d.digest));
         }
+        // The newest push is the one held, or none is: an older held push can no longer deploy.
+        let mut release = vec!["lock_deployment", "lock_attempt", "lock_until"];
+        if d.state == State::Held {
+            head.set("held_deployment", s(&d.id));
+        } else {
+            release.push("held_deployment");
+        }
         head.set("updated_at", s(d.updated_at.to_rfc3339()));
         let owner = head.name("lock_attempt");
         let me = head.value("attempt", s(attempt));
-        let release = ["lock_deployment", "lock_attempt", "lock_until"];
         let head = head.update(Self::head_key(&d.target), &self.table, &release, &format!("{owner} = {me}"))?;
         let items = vec![
             TransactWriteItem::builder().update(record).build(),

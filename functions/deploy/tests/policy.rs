@@ -1,0 +1,246 @@
+//! Release policy in the deploy handler, with in-memory ports: version order and freeze windows.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use ferry::config::Config;
+use ferry::deploy::{DeployOutcome, Deployer, FreezeOverride, Invocation, TargetOutcome};
+use ferry::fakes::{FakeClock, FakeEcs, MemoryLedger, MemoryRegistry, RecordingNotifier, sample_event};
+use ferry::model::{State, Target};
+use ferry::ports::{Clock, Image, Ledger};
+use ferry::reconcile::Finding;
+use serde_json::{Value, json};
+
+/// Production orders by version and freezes over the holidays (t0 is 2026-12-24 10:00 UTC).
+const CONFIG: &str = r#"
+[[environments]]
+name = "production"
+order = "semver"
+rules = [{ semver = ">=1, <2" }]
+targets = [{ region = "eu-west-1", cluster = "shop-prod" }]
+freeze = [{ from = "2026-12-24T09:00", to = "2026-12-24T12:00", timezone = "UTC", reason = "holidays" }]
+
+[[services]]
+repository = "shop/api"
+name = "shop-{env}-api"
+containers = ["api"]
+"#;
+
+const OLD_IMAGE: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api@sha256:0000";
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 24, 10, 0, 0).single().expect("time")
+}
+
+fn digest(n: u8) -> String {
+    format!("sha256:{}", format!("{n:02x}").repeat(32))
+}
+
+fn push(tag: &str, n: u8, at: DateTime<Utc>) -> Value {
+    let mut e = sample_event("ecr-push-staging.json");
+    e["id"] = format!("evt-{tag}").into();
+    e["time"] = at.to_rfc3339().into();
+    e["region"] = "eu-west-1".into();
+    e["detail"]["repository-name"] = "shop/api".into();
+    e["detail"]["image-tag"] = tag.into();
+    e["detail"]["image-digest"] = digest(n).into();
+    e
+}
+
+fn production() -> Target {
+    Target {
+        environment: "production".into(),
+        account: None,
+        region: "eu-west-1".into(),
+        cluster: "shop-prod".into(),
+        service: "shop-production-api".into(),
+        role_arn: None,
+    }
+}
+
+struct World {
+    config: Config,
+    ecs: FakeEcs,
+    ledger: MemoryLedger,
+    notifier: RecordingNotifier,
+    clock: FakeClock,
+    registry: MemoryRegistry,
+}
+
+impl World {
+    /// `at` is when the pushes happen; the clock starts there.
+    fn new(at: DateTime<Utc>) -> World {
+        let w = World {
+            config: Config::parse("ferry.toml", CONFIG).expect("config"),
+            ecs: FakeEcs::default(),
+            ledger: MemoryLedger::default(),
+            notifier: RecordingNotifier::default(),
+            clock: FakeClock::at(at),
+            registry: MemoryRegistry::default(),
+        };
+        w.ecs.add_service(&production(), "shop-production-api", &[("api", OLD_IMAGE)]);
+        w
+    }
+
+    fn deployer(&self) -> Deployer<'_, FakeEcs, MemoryLedger, RecordingNotifier, FakeClock, MemoryRegistry> {
+        Deployer {
+            config: &self.config,
+            ecs: &self.ecs,
+            ledger: &self.ledger,
+            notifier: &self.notifier,
+            clock: &self.clock,
+            registry: &self.registry,
+            settings: Default::default(),
+        }
+    }
+
+    async fn handle(&self, event: Value, freeze_override: Option<&FreezeOverride>) -> Vec<TargetOutcome> {
+        let invocation = Invocation { attempt: "attempt".into(), deadline: None };
+        match self.deployer().handle_overriding(event, &invocation, freeze_override).await {
+            Ok(DeployOutcome::Deployed(targets)) => targets,
+            other => panic!("expected deployments, got {other:?}"),
+        }
+    }
+
+    async fn reconcile(&self) -> Vec<(String, Finding)> {
+        let tick = json!({"version": "0", "id": "tick", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": self.clock.now().to_rfc3339(), "region": "eu-west-1",
+            "resources": [], "detail": {}});
+        let invocation = Invocation { attempt: format!("tick-{}", self.clock.now()), deadline: None };
+        match self.deployer().handle(tick, &invocation).await {
+            Ok(DeployOutcome::Reconciled(found)) => found.into_iter().map(|r| (r.tag, r.finding)).collect(),
+            other => panic!("expected a reconciliation, got {other:?}"),
+        }
+    }
+
+    fn image(&self, tag: &str, n: u8, at: DateTime<Utc>) {
+        let image = Image {
+            digest: digest(n),
+            tags: vec![tag.into()],
+            pushed_at: at,
+            registry_account: "123456789012".into(),
+            registry_region: "eu-west-1".into(),
+        };
+        self.registry.add("shop/api", image);
+    }
+
+    fn live_digest(&self) -> String {
+        let service = self.ecs.service_of(&production()).expect("service");
+        self.ecs.definition(&service.task_definition)[0].1.rsplit('@').next().unwrap_or_default().to_string()
+    }
+
+    fn states(&self) -> Vec<(String, State)> {
+        let mut records: Vec<_> = self.ledger.records().into_iter().map(|d| (d.tag, d.state)).collect();
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        records
+    }
+}
+
+fn after_the_freeze() -> DateTime<Utc> {
+    t0() + Duration::from_secs(3 * 3600)
+}
+
+#[tokio::test]
+async fn by_version_a_hotfix_of_an_older_line_pushed_later_is_skipped_and_said() {
+    let w = World::new(after_the_freeze());
+    let at = after_the_freeze();
+    assert!(matches!(w.handle(push("v1.3.0", 1, at), None).await.as_slice(), [TargetOutcome::Started { .. }]));
+    let hotfix = w.handle(push("v1.2.4", 2, at + Duration::from_secs(60)), None).await;
+    let [TargetOutcome::Skipped { reason, .. }] = hotfix.as_slice() else { panic!("{hotfix:?}") };
+    assert!(reason.contains("older: version v1.3.0 was already accepted"), "{reason}");
+    assert_eq!(w.live_digest(), digest(1), "v1.3.0 stays live");
+    let sent = w.notifier.sent();
+    let said = sent.last().expect("a message");
+    assert_eq!((said.deployment.tag.as_str(), said.deployment.state), ("v1.2.4", State::Skipped), "the skip is said");
+    assert!(said.deployment.reason.as_deref().is_some_and(|r| r.contains("v1.3.0")));
+
+    // v2.0.0 is out of production's range: it deploys nowhere.
+    let invocation = Invocation { attempt: "major".into(), deadline: None };
+    let major = w.deployer().handle(push("v2.0.0", 3, at + Duration::from_secs(90)), &invocation).await;
+    assert!(matches!(major, Ok(DeployOutcome::Unplanned(_))), "{major:?}");
+
+    // v1.4.0 was pushed first and its event lost: reconciliation takes the highest version.
+    w.image("v1.4.0", 4, at - Duration::from_secs(600));
+    w.image("v1.3.0", 1, at);
+    w.image("v1.2.4", 2, at + Duration::from_secs(60));
+    w.clock.advance(Duration::from_secs(300));
+    let found = w.reconcile().await;
+    assert!(
+        matches!(found.as_slice(), [(tag, Finding::Missed(Some(TargetOutcome::Started { .. })))] if tag == "v1.4.0"),
+        "{found:?}"
+    );
+    assert_eq!(w.live_digest(), digest(4));
+}
+
+#[tokio::test]
+async fn a_push_during_a_freeze_is_held_and_only_the_newest_deploys_when_the_freeze_ends() {
+    let w = World::new(t0());
+    let held = w.handle(push("v1.3.0", 1, t0()), None).await;
+    let [TargetOutcome::Held { reason, until, .. }] = held.as_slice() else { panic!("{held:?}") };
+    assert!(reason.starts_with("held: holidays"), "{reason}");
+    assert_eq!(*until, t0() + Duration::from_secs(2 * 3600));
+    assert!(
+        w.ecs.calls().iter().all(|c| c == "DescribeServices") && w.ecs.count("UpdateService") == 0,
+        "ECS untouched"
+    );
+    assert_eq!(w.notifier.sent().last().map(|n| n.deployment.state), Some(State::Held), "said");
+    let sent = w.notifier.sent().len();
+
+    // The same event again: nothing more, nothing said again.
+    let again = w.handle(push("v1.3.0", 1, t0()), None).await;
+    assert!(matches!(again.as_slice(), [TargetOutcome::Duplicate { state: State::Held, .. }]), "{again:?}");
+    assert_eq!(w.notifier.sent().len(), sent);
+
+    // A newer push during the freeze is held in its place.
+    w.clock.advance(Duration::from_secs(60));
+    let newer = w.handle(push("v1.3.1", 2, t0() + Duration::from_secs(60)), None).await;
+    assert!(matches!(newer.as_slice(), [TargetOutcome::Held { .. }]), "{newer:?}");
+    assert_eq!(w.states(), [("v1.3.0".into(), State::Superseded), ("v1.3.1".into(), State::Held)]);
+
+    // Still frozen: reconciliation leaves it.
+    w.image("v1.3.0", 1, t0());
+    w.image("v1.3.1", 2, t0() + Duration::from_secs(60));
+    let found = w.reconcile().await;
+    assert!(matches!(found.as_slice(), [(_, Finding::Held(why))] if why.contains("holidays")), "{found:?}");
+    assert_eq!(w.ecs.count("UpdateService"), 0);
+
+    // The freeze is over: the newest held push deploys, once.
+    w.clock.advance(Duration::from_secs(2 * 3600));
+    let found = w.reconcile().await;
+    assert!(
+        matches!(found.as_slice(), [(tag, Finding::Released(Some(TargetOutcome::Started { .. })))] if tag == "v1.3.1"),
+        "{found:?}"
+    );
+    assert_eq!(w.live_digest(), digest(2));
+    assert_eq!(w.states(), [("v1.3.0".into(), State::Superseded), ("v1.3.1".into(), State::InProgress)]);
+    assert!(w.reconcile().await.iter().all(|(_, f)| matches!(f, Finding::UpToDate(_))), "nothing more to do");
+    assert_eq!(w.ecs.count("UpdateService"), 1);
+    assert_eq!(w.ledger.head(&production()).await.expect("head").held, None);
+}
+
+#[tokio::test]
+async fn an_operator_can_deploy_through_a_freeze_and_the_record_says_who_and_why() {
+    let w = World::new(t0());
+    let by = FreezeOverride { by: "alice (ferry CLI)".into(), reason: "fix for INC-231".into() };
+    let outcome = w.handle(push("v1.3.0", 1, t0()), Some(&by)).await;
+    assert!(matches!(outcome.as_slice(), [TargetOutcome::Started { .. }]), "{outcome:?}");
+    assert_eq!(w.live_digest(), digest(1));
+    let [record] = w.ledger.records().try_into().expect("one record");
+    assert_eq!(record.state, State::InProgress);
+    let reason = record.reason.unwrap_or_default();
+    assert!(
+        reason.contains("overridden by alice (ferry CLI): fix for INC-231") && reason.contains("holidays"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_held_push_overtaken_by_one_deployed_through_the_freeze_is_superseded() {
+    let w = World::new(t0());
+    w.handle(push("v1.3.0", 1, t0()), None).await;
+    let by = FreezeOverride { by: "alice".into(), reason: "hotfix".into() };
+    w.clock.advance(Duration::from_secs(60));
+    w.handle(push("v1.3.1", 2, t0() + Duration::from_secs(60)), Some(&by)).await;
+    assert_eq!(w.states(), [("v1.3.0".into(), State::Superseded), ("v1.3.1".into(), State::InProgress)]);
+    assert_eq!(w.ledger.head(&production()).await.expect("head").held, None, "nothing left to release");
+}
