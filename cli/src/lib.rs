@@ -215,6 +215,21 @@ enum Command {
         #[arg(long, default_value_t = 900)]
         timeout: u64,
     },
+    /// Approve a push awaiting approval (as a Slack approver's click would; recorded with
+    /// your name): the deploy function deploys it once enough approvals are in.
+    #[command(after_help = "Example:\n  ferry approve 20261224T100000Z-6f0c1a2b-8f3e-4d5c-9b7a-0e1f2a3b4c5d")]
+    Approve {
+        /// The deployment's id, as `ferry history` and the Slack message show it.
+        deployment: String,
+    },
+    /// Reject a push awaiting approval: it is recorded REJECTED and never deployed.
+    #[command(after_help = "Example:\n  ferry reject 20261224T100000Z-6f0c1a2b --reason \"breaks the checkout\"")]
+    Reject {
+        deployment: String,
+        /// Why: on the record and in the message.
+        #[arg(long)]
+        reason: String,
+    },
     /// Lift a digest's quarantine, so that pushing it deploys it again.
     #[command(after_help = "Example:\n  ferry release shop-staging-api --env staging sha256:3f1e…")]
     Release {
@@ -239,7 +254,10 @@ where
             return write!(out, "{e}").map_err(io);
         }
         Err(e) => {
-            let first = e.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_string();
+            // The message and what it lists (missing arguments), up to clap's usage block, on one line.
+            let text = e.to_string();
+            let lines: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let first = lines.join(" ").trim_start_matches("error: ").to_string();
             return Err(Failure { message: format!("{first} (see ferry --help)"), code: 2 });
         }
     };
@@ -269,6 +287,8 @@ where
             ctx.promote(out, repository, from, to, tag.as_deref(), *wait, *timeout).await?
         }
         Command::Release { service, env, digest } => ctx.release(service, env, digest).await?,
+        Command::Approve { deployment } => ctx.approve(deployment).await?,
+        Command::Reject { deployment, reason } => ctx.reject(deployment, reason).await?,
     };
     out.write_all(text.as_bytes()).map_err(io)
 }

@@ -13,6 +13,12 @@ pub(crate) fn target_outcome_json(o: &TargetOutcome) -> Value {
         }
         TargetOutcome::Skipped { target, reason } => json!({"target": target, "outcome": "skipped", "detail": reason}),
         TargetOutcome::Held { target, reason, .. } => json!({"target": target, "outcome": "held", "detail": reason}),
+        TargetOutcome::AwaitingApproval { target, reason } => {
+            json!({"target": target, "outcome": "awaiting approval", "detail": reason})
+        }
+        TargetOutcome::Rejected { target, reason } => {
+            json!({"target": target, "outcome": "rejected", "detail": reason})
+        }
         TargetOutcome::Failed { target, reason } => json!({"target": target, "outcome": "failed", "detail": reason}),
         TargetOutcome::Duplicate { target, state } => {
             json!({"target": target, "outcome": "already handled", "detail": state.as_str()})

@@ -20,8 +20,13 @@ impl Term {
         let code = match state {
             State::Succeeded | State::RolledBack => "32",
             State::Failed | State::RollbackFailed => "31",
-            State::Pending | State::Held | State::InProgress | State::Verifying | State::RollingBack => "33",
-            State::Superseded | State::Skipped => "2",
+            State::Pending
+            | State::Held
+            | State::AwaitingApproval
+            | State::InProgress
+            | State::Verifying
+            | State::RollingBack => "33",
+            State::Superseded | State::Skipped | State::Rejected => "2",
         };
         self.paint(code, state.as_str())
     }

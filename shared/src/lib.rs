@@ -2,17 +2,18 @@
 //! beyond the pure core.
 //!
 //! - The pure core is the `ferry-core` crate, re-exported here: [`config`], [`rules`],
-//!   [`event`], [`hook`], [`model`], [`plan`], [`render`], [`notify`].
+//!   [`event`], [`hook`], [`model`], [`plan`], [`render`], [`notify`], [`freeze`], [`approval`].
 //! - [`ports`]: what the handlers need from the world, in Ferry's words; [`adapters`]
 //!   implement them on AWS.
-//! - Handlers: [`deploy`] (and its [`reconcile`]), [`verify`], [`rollback`], generic over the
+//! - Handlers: [`deploy`] (and its [`reconcile`]), [`verify`], [`rollback`], [`approve`], generic over the
 //!   ports so tests drive them with [`fakes`]; what they share about the invocation they run
 //!   in: [`invocation`]. The Lambda bootstrap is the `ferry-runtime` crate's.
 
 pub use deploy::reconcile;
-pub use ferry_core::{config, event, freeze, hook, model, notify, plan, render, rules};
+pub use ferry_core::{approval, config, event, freeze, hook, model, notify, plan, render, rules};
 
 pub mod adapters;
+pub mod approve;
 pub mod deploy;
 pub mod invocation;
 pub mod lookup;

@@ -1,5 +1,6 @@
 //! One module per command; each adds its command to [`crate::Ctx`].
 
+pub(crate) mod approve;
 pub(crate) mod check;
 pub(crate) mod deploy;
 pub(crate) mod history;
@@ -7,6 +8,7 @@ pub(crate) mod plan;
 pub(crate) mod promote;
 pub(crate) mod reconcile;
 pub(crate) mod redrive;
+pub(crate) mod reject;
 pub(crate) mod release;
 pub(crate) mod rollback;
 pub(crate) mod status;

@@ -47,6 +47,8 @@ pub(crate) fn reconciled_json(r: &Reconciled, dry_run: bool) -> Value {
         Finding::NeverDeployed => ("not yet deployed by Ferry", "its first push will deploy it".to_string()),
         Finding::Busy(why) => ("busy", why.clone()),
         Finding::Held(why) => ("held by a freeze", why.clone()),
+        Finding::Awaiting(why) => ("awaiting approval", why.clone()),
+        Finding::Expired => ("approval expired", if dry_run { "would reject it" } else { "rejected" }.to_string()),
         Finding::Released(None) => ("freeze over", if dry_run { "would deploy the held push" } else { "" }.to_string()),
         Finding::Missed(None) => ("missed", if dry_run { "would deploy it" } else { "" }.to_string()),
         Finding::Stranded(None) => ("stranded", if dry_run { "would deploy it again" } else { "" }.to_string()),

@@ -244,3 +244,107 @@ async fn a_held_push_overtaken_by_one_deployed_through_the_freeze_is_superseded(
     assert_eq!(w.states(), [("v1.3.0".into(), State::Superseded), ("v1.3.1".into(), State::InProgress)]);
     assert_eq!(w.ledger.head(&production()).await.expect("head").held, None, "nothing left to release");
 }
+
+/// Production needs two of three approvers for the api; its freeze is over by `after_the_freeze`.
+fn approving(w: &mut World) {
+    let approval = "approval = { approvers = [\"U0AAAAAAA\", \"U0BBBBBBB\", \"U0CCCCCCC\"], required = 2, timeout_minutes = 60 }\n";
+    let text = CONFIG.replacen("order = \"semver\"\n", &format!("order = \"semver\"\n{approval}"), 1);
+    w.config = Config::parse("ferry.toml", &text).expect("config");
+}
+
+fn decision(kind: &str, d: &ferry::model::Deployment, by: &str) -> Value {
+    json!({"version": "0", "id": format!("decision-{by}"), "detail-type": kind, "source": "ferry",
+           "account": "123456789012", "time": t0().to_rfc3339(), "region": "eu-west-1", "resources": [],
+           "detail": ferry::event::decision_detail(d, by)})
+}
+
+#[tokio::test]
+async fn a_push_needing_approval_waits_with_ecs_untouched_and_asks_with_buttons() {
+    let mut w = World::new(after_the_freeze());
+    approving(&mut w);
+    let asked = w.handle(push("v1.3.0", 1, after_the_freeze()), None).await;
+    let [TargetOutcome::AwaitingApproval { reason, .. }] = asked.as_slice() else { panic!("{asked:?}") };
+    assert!(reason.contains("2 of U0AAAAAAA, U0BBBBBBB, U0CCCCCCC"), "{reason}");
+    assert_eq!(w.ecs.count("UpdateService") + w.ecs.count("RegisterTaskDefinition"), 0, "ECS untouched");
+    let [record] = w.ledger.records().try_into().expect("one record");
+    assert_eq!(record.state, State::AwaitingApproval);
+    let sent = w.notifier.sent();
+    let message = sent.last().expect("asked").slack().to_string();
+    assert!(message.contains("ferry_approve") && message.contains("ferry_reject"), "{message}");
+    assert!(message.contains(&ferry::approval::button_value(&production().key(), &record.id)), "{message}");
+
+    // Approved (by whoever recorded it), the push deploys; the approval stays on the record.
+    let mut approved = record.clone();
+    approved.state = State::Pending;
+    approved.approval = Some("approved by U0AAAAAAA, U0BBBBBBB".into());
+    w.ledger.transition(&approved, &[State::AwaitingApproval], ferry::ports::HeadChange::None).await.expect("approve");
+    let invocation = Invocation { attempt: "approved".into(), deadline: None };
+    let outcome = w.deployer().handle(decision("Deployment Approved", &record, "U0BBBBBBB"), &invocation).await;
+    assert!(
+        matches!(&outcome, Ok(DeployOutcome::Deployed(t)) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
+        "{outcome:?}"
+    );
+    assert_eq!(w.live_digest(), digest(1));
+    let [record] = w.ledger.records().try_into().expect("one record");
+    assert_eq!(
+        (record.state, record.approval.as_deref()),
+        (State::InProgress, Some("approved by U0AAAAAAA, U0BBBBBBB"))
+    );
+    // The event again: nothing more.
+    let again = w.deployer().handle(decision("Deployment Approved", &record, "U0BBBBBBB"), &invocation).await;
+    assert!(
+        matches!(&again, Ok(DeployOutcome::Deployed(t)) if matches!(t.as_slice(), [TargetOutcome::Duplicate { .. }])),
+        "{again:?}"
+    );
+    assert_eq!(w.ecs.count("UpdateService"), 1);
+}
+
+#[tokio::test]
+async fn an_approval_nobody_gives_expires_and_a_newer_push_takes_the_place_of_a_waiting_one() {
+    let mut w = World::new(after_the_freeze());
+    approving(&mut w);
+    let at = after_the_freeze();
+    w.handle(push("v1.3.0", 1, at), None).await;
+    w.clock.advance(Duration::from_secs(60));
+    w.handle(push("v1.3.1", 2, at + Duration::from_secs(60)), None).await;
+    assert_eq!(w.states(), [("v1.3.0".into(), State::Superseded), ("v1.3.1".into(), State::AwaitingApproval)]);
+
+    w.image("v1.3.0", 1, at);
+    w.image("v1.3.1", 2, at + Duration::from_secs(60));
+    let found = w.reconcile().await;
+    assert!(matches!(found.as_slice(), [(_, Finding::Awaiting(_))]), "{found:?}");
+    w.clock.advance(Duration::from_secs(3600));
+    let found = w.reconcile().await;
+    assert!(matches!(found.as_slice(), [(tag, Finding::Expired)] if tag == "v1.3.1"), "{found:?}");
+    assert_eq!(w.states(), [("v1.3.0".into(), State::Superseded), ("v1.3.1".into(), State::Rejected)]);
+    let said = w.notifier.sent();
+    assert_eq!(
+        said.last().map(|n| (n.deployment.state, n.deployment.reason.clone())),
+        Some((State::Rejected, Some("expired: no approver decided in time".into())))
+    );
+    assert_eq!(w.ecs.count("UpdateService"), 0);
+    // A rejected push is not asked about again.
+    let found = w.reconcile().await;
+    assert!(found.iter().all(|(_, f)| matches!(f, Finding::UpToDate(_))), "{found:?}");
+}
+
+#[tokio::test]
+async fn an_approved_push_during_a_freeze_is_held_and_deploys_when_the_freeze_ends() {
+    let mut w = World::new(t0());
+    approving(&mut w);
+    w.handle(push("v1.3.0", 1, t0()), None).await;
+    let [record] = w.ledger.records().try_into().expect("one record");
+    let mut approved = record.clone();
+    approved.state = State::Pending;
+    approved.approval = Some("approved by U0AAAAAAA, U0CCCCCCC".into());
+    w.ledger.transition(&approved, &[State::AwaitingApproval], ferry::ports::HeadChange::None).await.expect("approve");
+    let invocation = Invocation { attempt: "approved".into(), deadline: None };
+    w.deployer().handle(decision("Deployment Approved", &record, "U0CCCCCCC"), &invocation).await.expect("decided");
+    assert_eq!(w.states(), [("v1.3.0".into(), State::Held)], "approved, then held by the freeze");
+
+    w.image("v1.3.0", 1, t0());
+    w.clock.advance(Duration::from_secs(3 * 3600));
+    let found = w.reconcile().await;
+    assert!(matches!(found.as_slice(), [(_, Finding::Released(Some(TargetOutcome::Started { .. })))]), "{found:?}");
+    assert_eq!(w.states(), [("v1.3.0".into(), State::InProgress)], "not asked again");
+}

@@ -10,6 +10,7 @@
 //! | `FERRY_EVENT_BUS` | EventBridge bus for Ferry's own events (default `default`) |
 //! | `FERRY_AWS_TIMEOUT_SECONDS` | each AWS request's limit before the SDK tries again (default 10) |
 //! | `FERRY_ACCOUNT` | Ferry's own AWS account (optional; the template sets it): events from accounts that are neither it nor a target's are rejected |
+//! | `FERRY_SLACK_SIGNING_SECRET` | Secrets Manager secret with Slack's signing secret (the approve function's) |
 
 use std::path::PathBuf;
 
@@ -38,6 +39,8 @@ pub enum StartError {
     Missing(&'static str),
     #[error("invalid config: {0}")]
     Config(#[from] ferry::config::ConfigError),
+    #[error("{0}")]
+    Secret(String),
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -77,6 +80,14 @@ impl FunctionEnv {
 
     pub fn registry(&self, aws: &SdkConfig) -> EcrRegistry {
         EcrRegistry::new(aws)
+    }
+
+    /// Slack's signing secret, read once at cold start (the approve function's).
+    pub async fn signing_secret(&self, aws: &SdkConfig) -> Result<String, StartError> {
+        let id = var("FERRY_SLACK_SIGNING_SECRET").ok_or(StartError::Missing("FERRY_SLACK_SIGNING_SECRET"))?;
+        ferry::adapters::slack::signing_secret(&aws_sdk_secretsmanager::Client::new(aws), &id)
+            .await
+            .map_err(StartError::Secret)
     }
 
     pub fn notifiers(&self, aws: &SdkConfig) -> Notifiers {

@@ -8,6 +8,7 @@
 //! - [`freeze`]: when an environment takes no deployments.
 //! - [`notify`]: what Slack and SNS are told, escaped and clipped to their limits.
 
+pub mod approval;
 pub mod config;
 pub mod event;
 pub mod freeze;

@@ -63,6 +63,10 @@ pub enum State {
     Pending,
     /// Recorded during a freeze window: nothing in ECS changed; deployed when the window ends.
     Held,
+    /// Waiting for its approvers: nothing in ECS changed; deployed once approved.
+    AwaitingApproval,
+    /// An approver rejected it, or no decision came in time.
+    Rejected,
     InProgress,
     Verifying,
     Succeeded,
@@ -75,9 +79,11 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 11] = [
+    pub const ALL: [State; 13] = [
         State::Pending,
         State::Held,
+        State::AwaitingApproval,
+        State::Rejected,
         State::InProgress,
         State::Verifying,
         State::Succeeded,
@@ -93,6 +99,8 @@ impl State {
         match self {
             State::Pending => "PENDING",
             State::Held => "HELD",
+            State::AwaitingApproval => "AWAITING_APPROVAL",
+            State::Rejected => "REJECTED",
             State::InProgress => "IN_PROGRESS",
             State::Verifying => "VERIFYING",
             State::Succeeded => "SUCCEEDED",
@@ -116,17 +124,18 @@ impl State {
         match self {
             // FAILED from PENDING: the deployment stopped before the service was updated
             // (a failing migration, a service that does not exist).
-            Pending => &[InProgress, Held, Skipped, Failed],
-            // Released when the freeze ends (back to PENDING, to be deployed), or overtaken by
-            // a newer push.
+            Pending => &[AwaitingApproval, InProgress, Held, Skipped, Failed],
+            // Released when the freeze ends, or approved (back to PENDING, to be deployed), or
+            // overtaken by a newer push.
             Held => &[Pending, Superseded],
+            AwaitingApproval => &[Pending, Rejected, Superseded],
             InProgress => &[Verifying, Succeeded, Failed, Superseded],
             Verifying => &[Succeeded, Failed, Superseded],
             // A verified deployment can still fail: an alarm, or an operator's rollback request.
             Succeeded => &[Failed],
             Failed => &[RollingBack, RolledBack],
             RollingBack => &[RolledBack, RollbackFailed],
-            RolledBack | RollbackFailed | Superseded | Skipped => &[],
+            RolledBack | RollbackFailed | Superseded | Skipped | Rejected => &[],
         }
     }
 
@@ -213,6 +222,8 @@ pub struct Deployment {
     pub live_at: Option<DateTime<Utc>>,
     /// What ECS's lifecycle hooks were answered, one per stage (blue/green, linear, canary).
     pub hooks: Vec<crate::hook::HookRecord>,
+    /// Who approved it (`approved by U0123ABCD, U0456EFGH`), when its target needs approval.
+    pub approval: Option<String>,
     /// The tag's version key ([`crate::rules::version_key`]) when the environment orders
     /// pushes by version: the push is newer than another when this is greater.
     pub version: Option<String>,
@@ -243,6 +254,7 @@ impl Deployment {
             rolls_back: None,
             live_at: None,
             hooks: Vec::new(),
+            approval: None,
             version: None,
         }
     }
@@ -297,7 +309,7 @@ pub struct Head {
     pub active: Option<(String, String)>,
     /// The last deployment that passed verification: its task definition and digest.
     pub last_known_good: Option<(String, String)>,
-    /// The push held by a freeze (HELD), to deploy when the freeze ends: the newest push,
+    /// The push that waits (HELD for a freeze, or AWAITING_APPROVAL): the newest push,
     /// while it waits.
     pub held: Option<String>,
     /// Digests that failed and were rolled back here: not deployed again automatically
@@ -424,8 +436,8 @@ mod tests {
             assert!(!state.can_become(state), "{state} never moves to itself");
             assert_eq!(
                 state.can_become(State::Pending),
-                state == State::Held,
-                "only a held push goes back to PENDING, when its freeze ends"
+                matches!(state, State::Held | State::AwaitingApproval),
+                "only a held or approved push goes back to PENDING"
             );
         }
         assert_eq!(State::parse("DONE"), None);
@@ -438,11 +450,15 @@ mod tests {
             allowed,
             vec![
                 (Pending, Held),
+                (Pending, AwaitingApproval),
                 (Pending, InProgress),
                 (Pending, Failed),
                 (Pending, Skipped),
                 (Held, Pending),
                 (Held, Superseded),
+                (AwaitingApproval, Pending),
+                (AwaitingApproval, Rejected),
+                (AwaitingApproval, Superseded),
                 (InProgress, Verifying),
                 (InProgress, Succeeded),
                 (InProgress, Failed),

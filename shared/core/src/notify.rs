@@ -58,6 +58,8 @@ impl Notification {
             State::Failed => "deployment failed",
             State::Skipped => "push skipped",
             State::Held => "push held (freeze)",
+            State::AwaitingApproval => "awaiting approval",
+            State::Rejected => "push rejected",
             State::RollingBack => "rolling back",
             State::RolledBack => "rolled back",
             State::RollbackFailed => "ROLLBACK FAILED",
@@ -144,6 +146,15 @@ impl Notification {
             blocks
                 .push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Live now*\n`{}`", escape(live))}}));
         }
+        if d.state == State::AwaitingApproval {
+            let value = crate::approval::button_value(&d.target.key(), &d.id);
+            blocks.push(json!({"type": "actions", "block_id": "ferry_approval", "elements": [
+                {"type": "button", "action_id": crate::approval::APPROVE_ACTION, "style": "primary", "value": value,
+                 "text": {"type": "plain_text", "text": "Approve"}},
+                {"type": "button", "action_id": crate::approval::REJECT_ACTION, "style": "danger", "value": value,
+                 "text": {"type": "plain_text", "text": "Reject"}},
+            ]}));
+        }
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!(
             "<{}|{} in {}> · deployment `{}`", console_url(d), d.target.service, d.target.cluster, d.id
         )}]}));
@@ -171,7 +182,15 @@ pub fn escape(text: &str) -> String {
 
 /// States a team must hear about even where routine messages are filtered out.
 fn needs_someone(state: State) -> bool {
-    matches!(state, State::Failed | State::RollingBack | State::RolledBack | State::RollbackFailed | State::Skipped)
+    matches!(
+        state,
+        State::Failed
+            | State::RollingBack
+            | State::RolledBack
+            | State::RollbackFailed
+            | State::Skipped
+            | State::AwaitingApproval
+    )
 }
 
 /// The commit a tag carries: its last `-`-separated part, if that is 7 to 40 hex digits
@@ -213,6 +232,8 @@ fn emoji(state: State) -> &'static str {
         State::RollingBack => "⏪",
         State::RolledBack => "↩️",
         State::RollbackFailed => "🚨",
+        State::AwaitingApproval => "🙋",
+        State::Held => "🧊",
         _ => "ℹ️",
     }
 }

@@ -1,6 +1,10 @@
-//! Ferry's own events on EventBridge: the "Deployment Failed" the rollback function acts on.
+//! Ferry's own events on EventBridge: the "Deployment Failed" the rollback function acts on,
+//! and approvers' decisions the deploy function carries out.
 
-use crate::event::{DEPLOYMENT_FAILED, EVENT_SOURCE, failure_detail};
+use crate::approval::Verdict;
+use crate::event::{
+    DEPLOYMENT_APPROVED, DEPLOYMENT_FAILED, DEPLOYMENT_REJECTED, EVENT_SOURCE, decision_detail, failure_detail,
+};
 use crate::model::Deployment;
 use crate::ports::{BusError, EventBus};
 
@@ -18,11 +22,22 @@ impl EventBridgeBus {
 
 impl EventBus for EventBridgeBus {
     async fn deployment_failed(&self, d: &Deployment) -> Result<(), BusError> {
+        self.put(DEPLOYMENT_FAILED, failure_detail(d)).await
+    }
+
+    async fn decided(&self, d: &Deployment, verdict: Verdict, by: &str) -> Result<(), BusError> {
+        let kind = if verdict == Verdict::Approve { DEPLOYMENT_APPROVED } else { DEPLOYMENT_REJECTED };
+        self.put(kind, decision_detail(d, by)).await
+    }
+}
+
+impl EventBridgeBus {
+    async fn put(&self, detail_type: &str, detail: serde_json::Value) -> Result<(), BusError> {
         let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
             .event_bus_name(&self.bus)
             .source(EVENT_SOURCE)
-            .detail_type(DEPLOYMENT_FAILED)
-            .detail(failure_detail(d).to_string())
+            .detail_type(detail_type)
+            .detail(detail.to_string())
             .build();
         let out =
             self.client.put_events().entries(entry).send().await.map_err(|e| BusError(super::aws::classify(&e).1))?;

@@ -31,6 +31,21 @@ fn retry_after(header: Option<&str>, left: Duration) -> Option<Duration> {
     (after + SLACK_TIMEOUT <= left).then_some(after)
 }
 
+/// Slack's signing secret, stored as the secret's whole string value.
+pub async fn signing_secret(secrets: &aws_sdk_secretsmanager::Client, secret_id: &str) -> Result<String, String> {
+    let out = secrets
+        .get_secret_value()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| format!("Slack signing secret: {}", super::aws::classify(&e).1))?;
+    // The secret's value is never put in an error or a log line.
+    match out.secret_string().map(str::trim) {
+        Some(secret) if !secret.is_empty() => Ok(secret.to_string()),
+        _ => Err("Slack signing secret is empty".into()),
+    }
+}
+
 impl SlackNotifier {
     pub fn new(secrets: aws_sdk_secretsmanager::Client, secret_id: impl Into<String>) -> Self {
         let http = reqwest::Client::builder()

@@ -13,8 +13,9 @@ use futures_util::future::join_all;
 use serde_json::Value;
 use tracing::{error, info, warn};
 
+use crate::approval::Verdict;
 use crate::config::Config;
-use crate::event::{DeployEvent, parse_deploy_event};
+use crate::event::{Decision, DeployEvent, parse_deploy_event};
 use crate::freeze::Frozen;
 use crate::model::{Deployment, Push, Refusal, State};
 use crate::notify::Notification;
@@ -76,6 +77,17 @@ pub enum TargetOutcome {
         target: String,
         reason: String,
     },
+    /// The target needs approval: recorded AWAITING_APPROVAL, nothing in ECS changed; the
+    /// approvers are asked in Slack.
+    AwaitingApproval {
+        target: String,
+        reason: String,
+    },
+    /// An approver rejected it (recorded REJECTED by whoever decided; said here).
+    Rejected {
+        target: String,
+        reason: String,
+    },
     /// The environment is frozen: recorded HELD, nothing in ECS changed; deployed when the
     /// freeze ends.
     Held {
@@ -132,6 +144,10 @@ pub enum Finding {
     Missed(Option<TargetOutcome>),
     /// The push a freeze held, its freeze over: deployed now (`None` in a dry run).
     Released(Option<TargetOutcome>),
+    /// The target's newest push waits for its approvers.
+    Awaiting(String),
+    /// The push awaiting approval was not decided on in time: REJECTED (not in a dry run).
+    Expired,
     /// The target's newest push waits for its freeze to end.
     Held(String),
     /// The newest push Ferry took for the target is still PENDING past the lease: every
@@ -145,6 +161,14 @@ pub enum Finding {
 pub struct FreezeOverride {
     pub by: String,
     pub reason: String,
+}
+
+/// What a push brings past the release policy: an operator's freeze override, the approval
+/// it was given.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Release<'r> {
+    pub freeze_override: Option<&'r FreezeOverride>,
+    pub approval: Option<String>,
 }
 
 /// Why a rollout stopped before the service was updated.
@@ -187,6 +211,14 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                     Unacted::rejected(format!("a reconciliation schedule of account {account}, not Ferry's")).into()
                 );
             }
+            Ok(DeployEvent::Decided(decision)) if self.config.is_home(&decision.account) => {
+                return self.decided(decision, invocation).await;
+            }
+            Ok(DeployEvent::Decided(decision)) => {
+                return Ok(
+                    Unacted::rejected(format!("a decision from account {}, not Ferry's", decision.account)).into()
+                );
+            }
             Err(unacted) => return Ok(unacted.into()),
         };
         info!(event = %push.event_id, repository = %push.repository, tag = %push.tag, digest = %push.digest, "push received");
@@ -198,6 +230,43 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             .into());
         }
         self.deploy_push(push, invocation, freeze_override).await
+    }
+
+    /// An approver's decision, recorded already: an approved push is deployed now, a rejected
+    /// one is said.
+    async fn decided(&self, decision: Decision, invocation: &Invocation) -> Result<DeployOutcome, Retryable> {
+        let found = crate::plan::all_targets(self.config).into_iter().find(|t| t.key() == decision.target);
+        let Some(target) = found else {
+            return Ok(Unacted::rejected(format!(
+                "a decision on target {}, which Ferry does not deploy",
+                decision.target
+            ))
+            .into());
+        };
+        let Some(d) = self.ledger.deployment(&target, &decision.deployment).await? else {
+            return Ok(Unacted::Ignored(format!("no deployment {} on {target}", decision.deployment)).into());
+        };
+        info!(deployment = %d.id, target = %target, by = %decision.by, verdict = ?decision.verdict, state = %d.state, "decision");
+        let name = target.to_string();
+        let outcome = match (decision.verdict, d.state) {
+            (Verdict::Approve, State::Pending) if d.approval.is_some() => {
+                let push = crate::reconcile::push_of(&d);
+                let Plan::Deploy { targets, .. } = plan(self.config, &push) else {
+                    return Ok(Unacted::Ignored(format!("push {} no longer deploys anywhere", d.id)).into());
+                };
+                let Some(tp) = targets.into_iter().find(|t| t.target == target) else {
+                    return Ok(Unacted::Ignored(format!("push {} no longer deploys to {target}", d.id)).into());
+                };
+                let release = Release { freeze_override: None, approval: d.approval.clone() };
+                self.deploy_target(&push, &tp, invocation, &release).await?
+            }
+            (Verdict::Reject, State::Rejected) => {
+                self.notify(&d).await;
+                TargetOutcome::Rejected { target: name, reason: d.reason.clone().unwrap_or_default() }
+            }
+            (_, state) => TargetOutcome::Duplicate { target: name, state },
+        };
+        Ok(DeployOutcome::Deployed(vec![outcome]))
     }
 
     /// `push` at the time ECR keeps for it, when that falls in the second its event says:
@@ -238,7 +307,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         };
         // Asked only of a push that deploys somewhere: ECR's own push time orders it.
         let push = &self.ordered(push).await?;
-        let results = join_all(targets.iter().map(|t| self.deploy_target(push, t, invocation, freeze_override))).await;
+        let release = Release { freeze_override, approval: None };
+        let results = join_all(targets.iter().map(|t| self.deploy_target(push, t, invocation, &release))).await;
         let mut outcomes = Vec::with_capacity(results.len());
         let mut retry = Vec::new();
         for result in results {
@@ -260,10 +330,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         push: &Push,
         plan: &TargetPlan,
         invocation: &Invocation,
-        freeze_override: Option<&FreezeOverride>,
+        release: &Release<'_>,
     ) -> Result<TargetOutcome, Retryable> {
         let target = plan.target.to_string();
         let mut deployment = plan.deployment(push, self.clock.now());
+        deployment.approval = release.approval.clone();
         let acquired = match self.acquire(&deployment, invocation).await {
             Ok(acquired) => acquired,
             // The write that takes the lock may have gone through with its answer lost.
@@ -292,7 +363,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         if let Err(e) = self.supersede_held(&deployment).await {
             return Err(self.give_up(plan, invocation, e.into()).await);
         }
-        let outcome = if let Some(frozen) = self.held_by_freeze(&mut deployment, freeze_override) {
+        let outcome = if let Some(reason) = self.awaiting_approval(&deployment) {
+            deployment.state = State::AwaitingApproval;
+            deployment.reason = Some(reason.clone());
+            TargetOutcome::AwaitingApproval { target: target.clone(), reason }
+        } else if let Some(frozen) = self.held_by_freeze(&mut deployment, release.freeze_override) {
             let reason =
                 format!("held: {}; deploys when the freeze ends ({})", frozen.reason, frozen.until.to_rfc3339());
             deployment.state = State::Held;
@@ -352,6 +427,17 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         })
     }
 
+    /// Why `d` waits for approval, if its target needs one it has not been given.
+    fn awaiting_approval(&self, d: &Deployment) -> Option<String> {
+        let rule = self.config.approval_for(&d.target, &d.repository).filter(|_| d.approval.is_none())?;
+        Some(format!(
+            "awaiting approval: {} of {} (expires {})",
+            rule.required,
+            rule.approvers.join(", "),
+            (d.created_at + rule.timeout).to_rfc3339()
+        ))
+    }
+
     /// The freeze that holds `d`, if its environment is frozen and no operator overrode it
     /// (an override is noted on the record).
     fn held_by_freeze(&self, d: &mut Deployment, freeze_override: Option<&FreezeOverride>) -> Option<Frozen> {
@@ -362,17 +448,19 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         None
     }
 
-    /// Marks the target's held push SUPERSEDED once a newer one (`d`) is taken there: a held
-    /// push older than the newest can never deploy.
+    /// Marks the target's waiting push (held, or awaiting approval) SUPERSEDED once a newer one
+    /// (`d`) is taken there: a push older than the newest can never deploy.
     async fn supersede_held(&self, d: &Deployment) -> Result<(), crate::ports::LedgerError> {
         let Some(held) = self.ledger.head(&d.target).await?.held.filter(|h| *h != d.id) else { return Ok(()) };
-        let Some(mut old) = self.ledger.deployment(&d.target, &held).await?.filter(|o| o.state == State::Held) else {
+        let waiting = |o: &Deployment| matches!(o.state, State::Held | State::AwaitingApproval);
+        let Some(mut old) = self.ledger.deployment(&d.target, &held).await?.filter(waiting) else {
             return Ok(());
         };
+        let was = old.state;
         old.state = State::Superseded;
-        old.reason = Some(format!("superseded by a newer push ({}) while held", d.tag));
+        old.reason = Some(format!("superseded by a newer push ({}) while {}", d.tag, was.as_str()));
         old.updated_at = self.clock.now();
-        if self.ledger.transition(&old, &[State::Held], HeadChange::None).await? {
+        if self.ledger.transition(&old, &[was], HeadChange::None).await? {
             info!(target = %d.target, deployment = %old.id, by = %d.id, "held push superseded");
         }
         Ok(())
@@ -466,7 +554,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     }
 
     /// Sends the deployment's message; a failure is recorded and logged, never raised.
-    async fn notify(&self, deployment: &Deployment) {
+    pub(crate) async fn notify(&self, deployment: &Deployment) {
         crate::ports::notify(self.notifier, self.ledger, Notification::about(self.config, deployment, None)).await;
     }
 }

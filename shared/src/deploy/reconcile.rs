@@ -14,7 +14,7 @@
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::deploy::Deployer;
+use crate::deploy::{Deployer, Release};
 pub use crate::deploy::{Finding, Reconciled};
 use crate::invocation::{Invocation, Retryable};
 use crate::model::{Deployment, Head, Origin, Push, Refusal, State, Target};
@@ -125,8 +125,23 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             (Some(_), None) => false,
             (None, _) => push.pushed_at <= newest,
         };
-        if no_newer && let Some(held) = self.held(&tp.target, &head).await? {
-            let push = stranded_push(&held);
+        let waiting = self.waiting(&tp.target, &head).await?;
+        if let Some(asked) = waiting.as_ref().filter(|w| w.state == State::AwaitingApproval) {
+            let push = push_of(asked);
+            let expires = self.config.approval_for(&tp.target, &asked.repository).map(|a| asked.created_at + a.timeout);
+            // No rule any more (the config changed): nobody can approve it; it expires now.
+            if expires.is_none_or(|at| at <= now) {
+                if !dry_run {
+                    self.expire(asked).await?;
+                }
+                return Ok((Finding::Expired, push));
+            }
+            if no_newer {
+                return Ok((Finding::Awaiting(asked.reason.clone().unwrap_or_default()), push));
+            }
+        }
+        if no_newer && let Some(held) = waiting.filter(|w| w.state == State::Held) {
+            let push = push_of(&held);
             let Some(plan) = self.replan(&push, &tp.target) else {
                 return Ok((Finding::UpToDate(format!("push {} no longer deploys here", held.id)), push));
             };
@@ -143,11 +158,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             if !self.ledger.transition(&released, &[State::Held], HeadChange::None).await? {
                 return Ok((Finding::Busy(format!("push {} was released by another run", held.id)), push));
             }
-            let outcome = self.deploy_target(&push, &plan, invocation, None).await?;
+            let release = Release { freeze_override: None, approval: held.approval.clone() };
+            let outcome = self.deploy_target(&push, &plan, invocation, &release).await?;
             return Ok((Finding::Released(Some(outcome)), push));
         }
         if no_newer && let Some(stranded) = self.stranded(&tp.target, &head).await? {
-            let push = stranded_push(&stranded);
+            let push = push_of(&stranded);
             let Some(plan) = self.replan(&push, &tp.target) else {
                 return Ok((Finding::UpToDate(format!("push {} no longer deploys here", stranded.id)), push));
             };
@@ -155,7 +171,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             if dry_run {
                 return Ok((Finding::Stranded(None), push));
             }
-            let outcome = self.deploy_target(&push, &plan, invocation, None).await?;
+            let release = Release { freeze_override: None, approval: stranded.approval.clone() };
+            let outcome = self.deploy_target(&push, &plan, invocation, &release).await?;
             return Ok((Finding::Stranded(Some(outcome)), push));
         }
         if no_newer {
@@ -170,7 +187,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         }
         let finding = match head.admit(&candidate, now) {
             Ok(()) if dry_run => Finding::Missed(None),
-            Ok(()) => Finding::Missed(Some(self.deploy_target(push, tp, invocation, None).await?)),
+            Ok(()) => Finding::Missed(Some(self.deploy_target(push, tp, invocation, &Release::default()).await?)),
             Err(Refusal::Locked { by, .. }) => Finding::Busy(format!("deployment {by} holds the target")),
             Err(refusal) => Finding::UpToDate(refusal.skip_reason().unwrap_or_default()),
         };
@@ -185,10 +202,24 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         targets.into_iter().find(|t| t.target == *target)
     }
 
-    /// The push a freeze holds on the target, if one is still HELD.
-    async fn held(&self, target: &Target, head: &Head) -> Result<Option<Deployment>, Retryable> {
+    /// The push that waits on the target (HELD by a freeze, or AWAITING_APPROVAL), if one does.
+    async fn waiting(&self, target: &Target, head: &Head) -> Result<Option<Deployment>, Retryable> {
         let Some(id) = &head.held else { return Ok(None) };
-        Ok(self.ledger.deployment(target, id).await?.filter(|d| d.state == State::Held))
+        let waits = |d: &Deployment| matches!(d.state, State::Held | State::AwaitingApproval);
+        Ok(self.ledger.deployment(target, id).await?.filter(waits))
+    }
+
+    /// Records a push nobody decided on in time REJECTED, and says so.
+    async fn expire(&self, asked: &Deployment) -> Result<(), Retryable> {
+        let mut expired = asked.clone();
+        expired.state = State::Rejected;
+        expired.reason = Some("expired: no approver decided in time".into());
+        expired.updated_at = self.clock.now();
+        if self.ledger.transition(&expired, &[State::AwaitingApproval], HeadChange::None).await? {
+            warn!(target = %asked.target, deployment = %asked.id, "approval expired");
+            self.notify(&expired).await;
+        }
+        Ok(())
     }
 
     /// The target's newest push, if it is still PENDING though no invocation can hold it
@@ -202,7 +233,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
 }
 
 /// The push a deployment record was made from.
-fn stranded_push(d: &Deployment) -> Push {
+pub(crate) fn push_of(d: &Deployment) -> Push {
     // The image is `<account>.dkr.ecr.<region>.amazonaws.com/<repository>@<digest>`.
     let mut host = d.image.split('/').next().unwrap_or_default().split('.');
     let account = host.next().unwrap_or_default().to_string();

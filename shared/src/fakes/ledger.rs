@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::lock;
 use crate::hook::HookRecord;
 use crate::model::{Deployment, Head, Lock, Origin, State, Target};
-use crate::ports::{Begin, Claim, Finish, HeadChange, Ledger, LedgerError};
+use crate::ports::{Approved, Begin, Claim, Finish, HeadChange, Ledger, LedgerError};
 
 #[derive(Debug, Default)]
 struct LedgerWorld {
@@ -23,6 +23,8 @@ struct LedgerWorld {
     failing: HashMap<&'static str, LedgerError>,
     /// Writes another writer makes just before the next call of an operation.
     races: Vec<(&'static str, Deployment)>,
+    /// Each record's approvers so far.
+    approvers: HashMap<(String, String), std::collections::BTreeSet<String>>,
 }
 
 impl LedgerWorld {
@@ -175,7 +177,7 @@ impl Ledger for MemoryLedger {
             if d.state == State::InProgress {
                 head.active = Some((d.id.clone(), d.digest.clone()));
             }
-            head.held = (d.state == State::Held).then(|| d.id.clone());
+            head.held = matches!(d.state, State::Held | State::AwaitingApproval).then(|| d.id.clone());
         }
         let existing = w.records.get(&record_key(d)).map(|r| (r.created_at, r.hooks.clone()));
         let mut record = d.clone();
@@ -201,6 +203,34 @@ impl Ledger for MemoryLedger {
         head.active = Some((d.id.clone(), d.digest.clone()));
         w.put(d);
         Ok(true)
+    }
+
+    async fn approve(
+        &self,
+        d: &Deployment,
+        by: &str,
+        required: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Approved, LedgerError> {
+        let mut w = self.world("approve")?;
+        let key = record_key(d);
+        let Some(mut record) = w.records.get(&key).cloned() else {
+            return Err(LedgerError(format!("no deployment record {} to approve", d.id)));
+        };
+        if record.state != State::AwaitingApproval {
+            return Ok(Approved::Decided(record.state));
+        }
+        let approvers = w.approvers.entry(key).or_default();
+        approvers.insert(by.to_string());
+        let approvers: Vec<String> = approvers.iter().cloned().collect();
+        if approvers.len() < required {
+            return Ok(Approved::Counted(approvers));
+        }
+        record.state = State::Pending;
+        record.approval = Some(format!("approved by {}", approvers.join(", ")));
+        record.updated_at = now;
+        w.put(&record);
+        Ok(Approved::Approved)
     }
 
     async fn transition(&self, d: &Deployment, from: &[State], head: HeadChange) -> Result<bool, LedgerError> {

@@ -92,12 +92,18 @@ impl Notifier for RecordingNotifier {
 #[derive(Debug, Default)]
 pub struct RecordingBus {
     sent: Mutex<Vec<Deployment>>,
+    decisions: Mutex<Vec<(String, crate::approval::Verdict, String)>>,
     failing: Mutex<bool>,
 }
 
 impl RecordingBus {
     pub fn sent(&self) -> Vec<Deployment> {
         lock(&self.sent).clone()
+    }
+
+    /// Every decision announced: the deployment's id, the verdict, who decided.
+    pub fn decisions(&self) -> Vec<(String, crate::approval::Verdict, String)> {
+        lock(&self.decisions).clone()
     }
 
     pub fn fail(&self, failing: bool) {
@@ -111,6 +117,14 @@ impl EventBus for RecordingBus {
             return Err(BusError("ThrottlingException".into()));
         }
         lock(&self.sent).push(d.clone());
+        Ok(())
+    }
+
+    async fn decided(&self, d: &Deployment, verdict: crate::approval::Verdict, by: &str) -> Result<(), BusError> {
+        if *lock(&self.failing) {
+            return Err(BusError("ThrottlingException".into()));
+        }
+        lock(&self.decisions).push((d.id.clone(), verdict, by.to_string()));
         Ok(())
     }
 }

@@ -161,6 +161,17 @@ pub trait Ledger: Send + Sync {
         hook: &crate::hook::HookRecord,
     ) -> impl Future<Output = Result<Option<crate::hook::HookRecord>, LedgerError>> + Send;
 
+    /// Notes `by`'s approval of `deployment` while it awaits approval (the same approver
+    /// twice counts once); the approval that makes `required` moves the record to PENDING
+    /// with [`Deployment::approval`] naming the approvers, so two approvers racing decide once.
+    fn approve(
+        &self,
+        deployment: &Deployment,
+        by: &str,
+        required: usize,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Approved, LedgerError>> + Send;
+
     /// Lifts the quarantine of `digest` on `target` (an operator's decision).
     fn release(&self, target: &Target, digest: &str) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
@@ -195,6 +206,17 @@ pub trait Ledger: Send + Sync {
         before: &str,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Deployment>, LedgerError>> + Send;
+}
+
+/// What noting an approval did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approved {
+    /// This approval was the last one needed: the record is PENDING, to be deployed.
+    Approved,
+    /// Noted: these approvers so far, more are needed.
+    Counted(Vec<String>),
+    /// The record no longer awaits approval: it is in this state.
+    Decided(State),
 }
 
 /// What a ledger transition also changes on the target's head.

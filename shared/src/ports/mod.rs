@@ -16,7 +16,7 @@ pub use ecs::{
     Alarms, Container, Ecs, EcsDeployment, EcsError, EcsRollbacks, LifecycleHook, LoadBalancers, Revision, ServiceInfo,
     ServiceSettings, TargetHealth, TaskExit,
 };
-pub use ledger::{Begin, Claim, Finish, HeadChange, Ledger, LedgerError};
+pub use ledger::{Approved, Begin, Claim, Finish, HeadChange, Ledger, LedgerError};
 
 /// An image in ECR.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,15 @@ pub struct BusError(pub String);
 pub trait EventBus: Send + Sync {
     /// Announces a failed deployment ("Deployment Failed").
     fn deployment_failed(&self, deployment: &Deployment) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// Announces an approver's decision ("Deployment Approved" or "Deployment Rejected"), for
+    /// the deploy function to carry out.
+    fn decided(
+        &self,
+        deployment: &Deployment,
+        verdict: crate::approval::Verdict,
+        by: &str,
+    ) -> impl Future<Output = Result<(), BusError>> + Send;
 }
 
 /// One HTTP answer from a health URL.

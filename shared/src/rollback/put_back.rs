@@ -75,6 +75,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Rollbacker<'_, E, L, N, C> {
                     live_at: None,
                     hooks: Vec::new(),
                     version: None,
+                    approval: None,
                     ..good.clone()
                 };
                 self.ledger.record_external(&rollback, HeadChange::None).await?;

@@ -50,6 +50,7 @@ pub(super) fn external_record(
         live_at: None,
         hooks: Vec::new(),
         version: None,
+        approval: None,
     }
 }
 

@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::services::RawService;
 use super::{Config, Environment, Invalid, Order, Service, SlackFilter, TargetSpec, invalid};
+use crate::approval::Approval;
 use crate::freeze::{Freeze, When};
 use crate::rules::{RuleError, TagRule};
 
@@ -35,6 +36,49 @@ struct RawEnvironment {
     repositories: Vec<Spanned<String>>,
     #[serde(default)]
     freeze: Vec<Spanned<RawFreeze>>,
+    approval: Option<Spanned<RawApproval>>,
+}
+
+/// `{ approvers = ["U0123ABCD"], required = 1, timeout_minutes = 1440 }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApproval {
+    approvers: Vec<String>,
+    required: Option<usize>,
+    timeout_minutes: Option<u32>,
+}
+
+/// The longest an approval may wait: a week.
+pub(super) const MAX_APPROVAL_MINUTES: u32 = 10_080;
+
+impl RawApproval {
+    pub(super) fn validate(self) -> Result<Approval, String> {
+        // Slack user ids: U or W, then capitals and digits.
+        let is_user = |u: &str| {
+            u.len() >= 3 && u.starts_with(['U', 'W']) && u.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        };
+        if let Some(bad) = self.approvers.iter().find(|u| !is_user(u)) {
+            return Err(format!("approver {bad:?} is not a Slack user id such as \"U0123ABCD\""));
+        }
+        let mut unique = self.approvers.clone();
+        unique.sort();
+        unique.dedup();
+        if unique.is_empty() || unique.len() != self.approvers.len() {
+            return Err("approvers must list one or more Slack user ids, each once".into());
+        }
+        let required = self.required.unwrap_or(1);
+        if required == 0 || required > self.approvers.len() {
+            return Err(format!(
+                "required = {required} must be 1 to the number of approvers ({})",
+                self.approvers.len()
+            ));
+        }
+        let minutes = self.timeout_minutes.unwrap_or(1440);
+        if minutes == 0 || minutes > MAX_APPROVAL_MINUTES {
+            return Err(format!("timeout_minutes = {minutes} must be 1 to {MAX_APPROVAL_MINUTES}"));
+        }
+        Ok(Approval { approvers: self.approvers, required, timeout: chrono::Duration::minutes(i64::from(minutes)) })
+    }
 }
 
 /// `{ days = ["Fri"], from = "17:00", to = "23:59", timezone = "Asia/Kolkata" }`, or dated:
@@ -240,11 +284,19 @@ impl RawEnvironment {
                 f.into_inner().validate().map_err(|e| (span, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let approval = match self.approval {
+            None => None,
+            Some(a) => {
+                let span = a.span();
+                Some(a.into_inner().validate().map_err(|e| (span, e))?)
+            }
+        };
         Ok(Environment {
             name,
             slack,
             order,
             freeze,
+            approval,
             rules,
             targets,
             registry_accounts: self.registry_accounts.into_iter().map(Spanned::into_inner).collect(),
@@ -274,8 +326,14 @@ impl RawFreeze {
                 .parse()
                 .map_err(|_| format!("timezone {name:?} is not an IANA time zone such as \"Europe/Berlin\""))?,
         };
-        let time = |s: &str| NaiveTime::parse_from_str(s, "%H:%M").ok();
-        let date_time = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M").ok();
+        // Seconds are optional: "17:00" or "17:00:30".
+        let time =
+            |s: &str| NaiveTime::parse_from_str(s, "%H:%M").or_else(|_| NaiveTime::parse_from_str(s, "%H:%M:%S")).ok();
+        let date_time = |s: &str| {
+            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M")
+                .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S"))
+                .ok()
+        };
         let when = match (time(&self.from), time(&self.to), date_time(&self.from), date_time(&self.to)) {
             (Some(from), Some(to), _, _) => {
                 let days = self

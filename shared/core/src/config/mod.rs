@@ -57,6 +57,8 @@ pub struct Environment {
     pub order: Order,
     /// When the environment takes no deployments.
     pub freeze: Vec<crate::freeze::Freeze>,
+    /// Who must approve a push before it deploys here (a service may set its own).
+    pub approval: Option<crate::approval::Approval>,
     /// Tag rules in the order written: first match wins.
     pub rules: Vec<TagRule>,
     pub targets: Vec<TargetSpec>,
@@ -156,6 +158,8 @@ pub struct Service {
     /// Whether a rollout Ferry did not start that fails its smoke test is rolled back (else
     /// the team is told).
     pub roll_back_external: bool,
+    /// Replaces its environments' approval rule.
+    pub approval: Option<crate::approval::Approval>,
 }
 
 /// The alarm window unless a service sets `alarm_window_minutes`.
@@ -307,6 +311,16 @@ impl Config {
 
     pub fn environment(&self, name: &str) -> Option<&Environment> {
         self.environments.iter().find(|e| e.name == name)
+    }
+
+    /// The approval a push of `repository` to `target` needs, if any: its service's own
+    /// rule, else its environment's.
+    pub fn approval_for(&self, target: &crate::model::Target, repository: &str) -> Option<&crate::approval::Approval> {
+        let env = self.environment(&target.environment)?;
+        let service = self.services.iter().find(|s| {
+            s.repository == repository && s.deploys_to(&env.name) && s.service_name(&env.name) == target.service
+        });
+        service.and_then(|s| s.approval.as_ref()).or(env.approval.as_ref())
     }
 
     /// The environment a tag deploys to: the first whose rules match it.

@@ -25,6 +25,8 @@ pub(super) struct RawService {
     alarm_window_minutes: Option<Spanned<u32>>,
     /// `"notify"` (default) or `"roll_back"`: what a rollout by hand that fails its smoke test gets.
     on_external_failure: Option<Spanned<String>>,
+    /// Replaces the environment's approval rule for this service.
+    approval: Option<Spanned<super::environments::RawApproval>>,
 }
 
 #[derive(Deserialize)]
@@ -281,7 +283,15 @@ impl RawService {
                 ));
             }
         };
+        let approval = match self.approval {
+            None => None,
+            Some(a) => {
+                let span = a.span();
+                Some(a.into_inner().validate().map_err(|e| (span, e))?)
+            }
+        };
         Ok(Service {
+            approval,
             repository: self.repository.into_inner(),
             name: self.name.into_inner(),
             containers,

@@ -3,7 +3,11 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{MalformedEvent, Received, SCHEDULED_EVENT, SCHEDULED_SOURCE, envelope, unexpected};
+use super::{
+    DEPLOYMENT_APPROVED, DEPLOYMENT_REJECTED, EVENT_SOURCE, MalformedEvent, Received, SCHEDULED_EVENT,
+    SCHEDULED_SOURCE, envelope, unexpected,
+};
+use crate::approval::Verdict;
 use crate::model::Push;
 
 /// What the deploy function is asked to do.
@@ -14,6 +18,27 @@ pub enum DeployEvent {
     /// The reconciliation schedule fired (an EventBridge "Scheduled Event" in `account`):
     /// look in ECR for pushes whose events never came.
     Reconcile { account: String },
+    /// An approver decided on a push awaiting approval (the approve function's event, or
+    /// `ferry approve`/`ferry reject`).
+    Decided(Decision),
+}
+
+/// A decision on a push awaiting approval, as its event carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Decision {
+    pub deployment: String,
+    /// The target's key.
+    pub target: String,
+    pub by: String,
+    #[serde(skip, default = "approve")]
+    pub verdict: Verdict,
+    /// The account that sent the event (Ferry's own, or it is rejected).
+    #[serde(skip)]
+    pub account: String,
+}
+
+fn approve() -> Verdict {
+    Verdict::Approve
 }
 
 #[derive(Deserialize)]
@@ -38,6 +63,14 @@ pub fn parse_deploy_event(event: Value) -> Result<Received<DeployEvent>, Malform
             let account = envelope.account.filter(|a| !a.is_empty());
             let account = account.ok_or_else(|| MalformedEvent("missing account".into()))?;
             return Ok(Received::Act(DeployEvent::Reconcile { account }));
+        }
+        (EVENT_SOURCE, kind @ (DEPLOYMENT_APPROVED | DEPLOYMENT_REJECTED)) => {
+            let verdict = if kind == DEPLOYMENT_APPROVED { Verdict::Approve } else { Verdict::Reject };
+            let account = envelope.account.clone().filter(|a| !a.is_empty());
+            let account = account.ok_or_else(|| MalformedEvent("missing account".into()))?;
+            let decision: Decision =
+                serde_json::from_value(envelope.detail).map_err(|e| MalformedEvent(format!("decision detail: {e}")))?;
+            return Ok(Received::Act(DeployEvent::Decided(Decision { verdict, account, ..decision })));
         }
         _ => return Ok(Received::Rejected(unexpected(&envelope))),
     }

@@ -8,7 +8,7 @@ mod deploy;
 mod rollback;
 mod verify;
 
-pub use deploy::{DeployEvent, parse_deploy_event};
+pub use deploy::{Decision, DeployEvent, parse_deploy_event};
 pub use rollback::{RollbackTrigger, parse_rollback_trigger};
 pub use verify::{EcsDeploymentEvent, EcsEventKind, VerifyEvent, parse_ecs_event, parse_verify_event, service_arn};
 
@@ -46,6 +46,15 @@ pub const EVENT_SOURCE: &str = "ferry";
 pub const DEPLOYMENT_FAILED: &str = "Deployment Failed";
 /// The detail-type of an operator's rollback request (source `ferry`).
 pub const ROLLBACK_REQUESTED: &str = "Rollback Requested";
+/// The detail-types of an approver's decision on a push awaiting approval (source `ferry`).
+pub const DEPLOYMENT_APPROVED: &str = "Deployment Approved";
+pub const DEPLOYMENT_REJECTED: &str = "Deployment Rejected";
+
+/// The detail of a decision event: the deployment, its target's key, who decided.
+pub fn decision_detail(d: &crate::model::Deployment, by: &str) -> Value {
+    serde_json::json!({"deployment": d.id, "target": d.target.key(), "environment": d.target.environment,
+                       "service": d.target.service, "by": by})
+}
 
 /// The detail of a "Deployment Failed" event: the deployment's identity and why (read back
 /// by [`parse_rollback_trigger`]).

@@ -70,6 +70,30 @@ fn the_reconciliation_schedule_is_parsed() {
 }
 
 #[test]
+fn approvers_decisions_are_parsed() {
+    let event = |kind: &str, detail: Value| {
+        serde_json::json!({"version": "0", "id": "d1", "detail-type": kind, "source": "ferry",
+            "account": "123456789012", "time": "2026-12-24T10:00:00Z", "region": "eu-west-1", "resources": [],
+            "detail": detail})
+    };
+    let detail = serde_json::json!({"deployment": "20261224T100000Z-e1", "target": "-/eu-west-1/c/s",
+                                    "by": "U0123ABCD", "environment": "production"});
+    let decided = |kind| match parse_deploy_event(event(kind, detail.clone())) {
+        Ok(Received::Act(DeployEvent::Decided(d))) => d,
+        other => panic!("{other:?}"),
+    };
+    let approved = decided(DEPLOYMENT_APPROVED);
+    assert_eq!(
+        (approved.deployment.as_str(), approved.target.as_str(), approved.by.as_str(), approved.verdict),
+        ("20261224T100000Z-e1", "-/eu-west-1/c/s", "U0123ABCD", crate::approval::Verdict::Approve)
+    );
+    assert_eq!(approved.account, "123456789012");
+    assert_eq!(decided(DEPLOYMENT_REJECTED).verdict, crate::approval::Verdict::Reject);
+    assert!(parse_deploy_event(event(DEPLOYMENT_APPROVED, serde_json::json!({"deployment": "x"}))).is_err());
+    assert!(matches!(parse_deploy_event(event("Deployment Wished", detail)), Ok(Received::Rejected(_))));
+}
+
+#[test]
 fn ecs_deployment_events_are_parsed() {
     let parse = |name| match parse_ecs_event(sample(name)).expect("parse") {
         Received::Act(ev) => ev,

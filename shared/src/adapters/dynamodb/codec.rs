@@ -58,6 +58,7 @@ pub(super) fn deployment_fields(d: &Deployment, e: &mut Expression) {
         ("ecs_event", &d.ecs_event),
         ("rolls_back", &d.rolls_back),
         ("version", &d.version),
+        ("approval", &d.approval),
     ];
     for (field, value) in optional {
         if let Some(value) = value {
@@ -117,6 +118,7 @@ pub(super) fn deployment_from(item: &Item) -> Result<Deployment, LedgerError> {
         live_at: time(item, "live_at"),
         hooks: super::hooks::hooks_from(item),
         version: text(item, "version"),
+        approval: text(item, "approval"),
     })
 }
 

@@ -18,8 +18,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 use chrono::{DateTime, Utc};
 
 use crate::model::{Deployment, Head, Origin, State, Target};
-use crate::ports::{Begin, Claim, Finish, HeadChange, Ledger, LedgerError};
+use crate::ports::{Approved, Begin, Claim, Finish, HeadChange, Ledger, LedgerError};
 
+mod approvals;
 mod codec;
 mod contention;
 mod expression;
@@ -147,7 +148,7 @@ impl Ledger for DynamoLedger {
         }
         // The newest push is the one held, or none is: an older held push can no longer deploy.
         let mut release = vec!["lock_deployment", "lock_attempt", "lock_until"];
-        if d.state == State::Held {
+        if matches!(d.state, State::Held | State::AwaitingApproval) {
             head.set("held_deployment", s(&d.id));
         } else {
             release.push("held_deployment");
@@ -320,6 +321,16 @@ impl Ledger for DynamoLedger {
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
             Err(e) => Err(ledger_error("releasing a target's lock", e)),
         }
+    }
+
+    async fn approve(
+        &self,
+        d: &Deployment,
+        by: &str,
+        required: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Approved, LedgerError> {
+        self.add_approval(d, by, required, now).await
     }
 
     async fn release(&self, target: &Target, digest: &str) -> Result<(), LedgerError> {
