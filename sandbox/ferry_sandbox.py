@@ -25,6 +25,8 @@ way Lambda runs it (a process polling the Lambda Runtime API for its next event)
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.server
 import json
 import os
@@ -35,6 +37,7 @@ import sys
 import threading
 import time
 import tomllib
+import urllib.parse
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -730,6 +733,10 @@ class Sandbox:
         self.webhooks = {r: f"{self.web_url}/slack/{r}/T0FERRY/B0FERRY/{self.webhook_token}" for r in sorted(routes)}
         self.secret = self.client("secretsmanager").create_secret(
             Name="ferry/slack-webhooks", SecretString=json.dumps(self.webhooks))["ARN"]
+        # The Slack app's signing secret: the approve function checks every click against it.
+        self.signing_secret = uuid.uuid4().hex
+        self.signing_secret_arn = self.client("secretsmanager").create_secret(
+            Name="ferry/slack-signing", SecretString=self.signing_secret)["ARN"]
         ecr = self.client("ecr")
         for repository in sorted({s["repository"] for s in config["services"]}):
             ecr.create_repository(repositoryName=repository)
@@ -786,6 +793,7 @@ class Sandbox:
     def function_env(self) -> dict:
         return {**os.environ, **self.aws_env(), "FERRY_CONFIG": str(self.config_path), "FERRY_TABLE": self.table,
                 "FERRY_TOPIC_ARN": self.topic, "FERRY_SLACK_SECRET": self.secret, "FERRY_EVENT_BUS": "default",
+                "FERRY_SLACK_SIGNING_SECRET": self.signing_secret_arn,
                 "FERRY_ACCOUNT": HOME_ACCOUNT, "FERRY_AWS_TIMEOUT_SECONDS": str(AWS_TIMEOUT_SECONDS),
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
                 "RUST_LOG": os.environ.get("FERRY_SANDBOX_LOG", "info")}
@@ -793,7 +801,7 @@ class Sandbox:
     def start_functions(self, concurrency: int = 1, timeouts: dict[str, float] | None = None,
                         env: dict[str, str] | None = None) -> None:
         env = {**self.function_env(), **(env or {})}
-        for name in ("deploy", "verify", "rollback"):
+        for name in ("deploy", "verify", "rollback", "approve"):
             # An access key of its own, so the emulator can tell the functions apart (faults).
             self.functions[name] = Function(self, name, self.bin_dir / f"ferry-{name}",
                                             {**env, "AWS_ACCESS_KEY_ID": caller(name)}, concurrency,
@@ -926,6 +934,30 @@ class Sandbox:
         if state == "ALARM":
             self.ecs_agent.alarm(account, params["region"], name)
         return event
+
+    def click(self, record: dict, user: str, action: str = "approve", *, secret: str | None = None,
+              signed: bool = True, age: float = 0) -> tuple[int, str]:
+        """A Slack user's click on the Approve (or Reject) button of `record`'s message: Slack's
+        interactivity request (a form-encoded `payload`, signed with the app's signing secret, or
+        `secret`, `age` seconds ago) as the approve function's URL receives it (payload format
+        2.0: lower-case headers). Returns the URL's status and the text the clicker sees."""
+        target = f"{record.get('account') or '-'}/{record['region']}/{record['cluster']}/{record['service']}"
+        payload = {"type": "block_actions", "user": {"id": user, "username": user.lower()},
+                   "actions": [{"type": "button", "action_id": f"ferry_{action}", "value": f"{record['id']} {target}"}],
+                   "response_url": f"{self.web_url}/slack-response"}
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+        timestamp = str(int(time.time() - age))
+        headers = {"content-type": "application/x-www-form-urlencoded", "x-slack-request-timestamp": timestamp}
+        if signed:
+            key = (secret or self.signing_secret).encode()
+            digest = hmac.new(key, f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+            headers["x-slack-signature"] = f"v0={digest}"
+        event = {"version": "2.0", "routeKey": "$default", "rawPath": "/", "rawQueryString": "", "headers": headers,
+                 "requestContext": {"http": {"method": "POST", "path": "/", "sourceIp": "3.3.3.3"}},
+                 "body": body, "isBase64Encoded": False}
+        self._record("event", f"Slack click {action} by {user} → ferry-approve (function URL)", {"event": event})
+        answer = self.functions["approve"].invoke_sync(event)["body"]
+        return answer["statusCode"], json.loads(answer["body"])["text"]
 
     def tick(self) -> list[str]:
         """The template's schedules fire once: each scheduled function gets EventBridge's

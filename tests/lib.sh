@@ -18,10 +18,10 @@ ferry_python_env() {
   export PATH="$PWD/.venv/bin:$PATH" FERRY_PYTHON="$PWD/.venv/bin/python"
 }
 
-# The release builds of the three functions and the CLI, as Lambda and operators run them;
+# The release builds of the four functions and the CLI, as Lambda and operators run them;
 # exports FERRY_BIN_DIR, where they are.
 ferry_release_binaries() {
   echo "building Ferry's release binaries (the first build takes a few minutes) ..." >&2
-  cargo build --release --locked -p ferry-deploy -p ferry-verify -p ferry-rollback -p ferry-cli
+  cargo build --release --locked -p ferry-deploy -p ferry-verify -p ferry-rollback -p ferry-approve -p ferry-cli
   export FERRY_BIN_DIR="$CARGO_TARGET_DIR/release"
 }

@@ -102,4 +102,57 @@ def test_an_operator_deploys_through_a_freeze_and_the_record_says_who_and_why(wo
     states = sorted((r["event_id"].startswith("ferry-replay-"), r["state"]) for r in world.deployments(digest=digest))
     assert states == [(False, "SUPERSEDED"), (True, "SUCCEEDED")], states
     (record,) = [r for r in world.deployments(digest=digest) if r["state"] == "SUCCEEDED"]
-    assert "overridden by" in record["reason"] and "fix for INC-231" in record["reason"], record
+    assert "overridden by" in record["freeze_override"] and "fix for INC-231" in record["freeze_override"], record
+
+
+APPROVAL = 'approval = {{ approvers = ["U0LEAD0001", "U0LEAD0002"], required = 1 }}\n'
+
+
+def test_a_production_push_waits_for_a_signed_approval_from_a_listed_approver(world: Sandbox) -> None:
+    world.load(CONFIG.format(freeze="").replace('order = "semver"\n', APPROVAL.format()))
+    t = world.target("shop-production-api")
+    before = world.live_images(t)["api"]
+    arn = world.service(t)["serviceArn"]
+    digest = world.push("shop/api", "v1.3.0")
+    world.settle()
+    (waiting,) = world.deployments(digest=digest)
+    assert waiting["state"] == "AWAITING_APPROVAL", waiting
+    assert world.live_images(t)["api"] == before and not world.ecs_agent.started[arn], "ECS untouched"
+    (asked,) = [m["body"] for m in world.slack if "awaiting approval" in m["body"]["text"]]
+    buttons = [e for b in asked["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert [b["action_id"] for b in buttons] == ["ferry_approve", "ferry_reject"], asked
+
+    # Nothing but a click Slack signed, by a listed approver, counts.
+    assert world.click(waiting, "U0LEAD0001", signed=False)[0] == 401
+    assert world.click(waiting, "U0LEAD0001", secret="guessed")[0] == 401
+    assert world.click(waiting, "U0LEAD0001", age=400)[0] == 401
+    assert world.click(waiting, "U0INTERN01")[0] == 403
+    world.settle()
+    assert [r["state"] for r in world.deployments(digest=digest)] == ["AWAITING_APPROVAL"]
+    assert not world.ecs_agent.started[arn]
+
+    status, said = world.click(waiting, "U0LEAD0002")
+    assert (status, said.startswith("Approved")) == (200, True), said
+    assert "already decided" in world.click(waiting, "U0LEAD0001")[1], "one approval was enough"
+    world.settle()
+    assert world.live_images(t)["api"] == pinned(world, digest)
+    (record,) = world.deployments(digest=digest)
+    assert (record["state"], record["approval"]) == ("SUCCEEDED", "approved by U0LEAD0002"), record
+    assert len(world.ecs_agent.started[arn]) == 1, "deployed once"
+
+
+def test_a_rejected_push_never_deploys_and_the_rejection_is_said(world: Sandbox) -> None:
+    world.load(CONFIG.format(freeze="").replace('order = "semver"\n', APPROVAL.format()))
+    t = world.target("shop-production-api")
+    before = world.live_images(t)["api"]
+    digest = world.push("shop/api", "v1.3.0")
+    world.settle()
+    (waiting,) = world.deployments(digest=digest)
+    status, said = world.click(waiting, "U0LEAD0001", "reject")
+    assert (status, said.startswith("Rejected")) == (200, True), said
+    assert world.click(waiting, "U0LEAD0002")[1].endswith("already decided (REJECTED).")
+    world.settle()
+    assert world.live_images(t)["api"] == before
+    (record,) = world.deployments(digest=digest)
+    assert (record["state"], record["reason"]) == ("REJECTED", "rejected by U0LEAD0001"), record
+    assert sum("push rejected" in x for x in slack_texts(world)) == 1, slack_texts(world)

@@ -47,7 +47,8 @@ TARGET_ROLE = "arn:aws:iam::210987654321:role/ferry-target"
 NOT_YET_GRANTED: dict[str, str] = {}
 
 #: Each function (its binary without `ferry-`) and the role it runs as.
-ROLES = {"deploy": "DeployFunctionRole", "verify": "VerifyFunctionRole", "rollback": "RollbackFunctionRole"}
+ROLES = {"deploy": "DeployFunctionRole", "verify": "VerifyFunctionRole", "rollback": "RollbackFunctionRole",
+         "approve": "ApproveFunctionRole"}
 
 #: The only actions allowed on Resource "*": AWS supports no resource-level permission for them.
 # ListTasks names no container instance when listing a cluster's tasks by startedBy: "*" with
@@ -88,6 +89,13 @@ def all_templates() -> list[Path]:
 def deployed_functions() -> list[tuple[str, str]]:
     """(logical id, function name) of every function in the template."""
     return [(logical, iam.function_name(resource)) for logical, resource in iam.functions(template()).items()]
+
+
+def asynchronous_functions() -> list[tuple[str, str]]:
+    """The functions EventBridge invokes (asynchronously); the approve function answers its
+    function URL synchronously instead (Slack waits for the answer: nothing to retry or keep)."""
+    return [(logical, name) for logical, name in deployed_functions()
+            if "FunctionUrlConfig" not in template()["Resources"][logical]["Properties"]]
 
 
 def function_logical_id(name: str) -> str:
@@ -341,6 +349,10 @@ def test_target_roles_are_assumable_only_when_given(role: str) -> None:
     assert granting("sts:AssumeRole", PARAMETERS, role) == []
     assert granting("sts:AssumeRole", {**PARAMETERS, "TargetRoleArns": ""}, role) == []
     two = f"{TARGET_ROLE},arn:aws:iam::333333333333:role/ferry-target"
+    if role == ROLES["approve"]:
+        # It reaches no target: its decisions are carried out by the deploy function.
+        assert granting("sts:AssumeRole", {**PARAMETERS, "TargetRoleArns": two}, role) == []
+        return
     s, = granting("sts:AssumeRole", {**PARAMETERS, "TargetRoleArns": two}, role)
     assert as_list(s["Resource"]) == two.split(",")
     assert "Condition" not in s
@@ -377,7 +389,11 @@ def stack_resources(prefix: str) -> dict[str, str]:
     ("deploy", stack_resources("Deploy")),
     ("verify", {**stack_resources("Verify"), "dynamodb:GetItem": "<LedgerTable.Arn>"}),
     ("rollback", {**stack_resources("Rollback"), "dynamodb:GetItem": "<LedgerTable.Arn>"}),
-], ids=["deploy", "verify", "rollback"])
+    ("approve", {"dynamodb:GetItem": "<LedgerTable.Arn>", "dynamodb:UpdateItem": "<LedgerTable.Arn>",
+                 "secretsmanager:GetSecretValue": "<SlackSigningSecret>",
+                 **{a: "arn:aws:logs:eu-west-1:123456789012:log-group:<ApproveLogGroup>:*"
+                    for a in ("logs:CreateLogStream", "logs:PutLogEvents")}}),
+], ids=["deploy", "verify", "rollback", "approve"])
 def test_the_stack_resources_are_granted_one_by_one(name: str, expected: dict[str, str]) -> None:
     for action, resource in expected.items():
         s = only_statement(action, role=ROLES[name])
@@ -399,14 +415,16 @@ def test_verify_and_rollback_query_the_table_and_only_the_index_they_use(functio
     assert granting("dynamodb:Query", PARAMETERS, ROLES["deploy"]) == []
 
 
-def test_only_verify_announces_failures() -> None:
-    assert [name for name, role in ROLES.items() if granting("events:PutEvents", PARAMETERS, role)] == ["verify"]
+def test_only_verify_and_approve_announce() -> None:
+    announcing = [name for name, role in ROLES.items() if granting("events:PutEvents", PARAMETERS, role)]
+    assert announcing == ["verify", "approve"]
 
 
+@pytest.mark.parametrize("function", ["verify", "approve"])
 @pytest.mark.parametrize("bus", ["default", "ferry-events"])
-def test_verify_announces_on_the_configured_bus_only_and_only_as_ferry(bus: str) -> None:
+def test_announcements_go_on_the_configured_bus_only_and_only_as_ferry(bus: str, function: str) -> None:
     source = code_constant("shared/core/src/event/mod.rs", "EVENT_SOURCE")
-    s = only_statement("events:PutEvents", {**PARAMETERS, "EventBusName": bus}, ROLES["verify"])
+    s = only_statement("events:PutEvents", {**PARAMETERS, "EventBusName": bus}, ROLES[function])
     assert s["Resource"] == f"arn:aws:events:eu-west-1:123456789012:event-bus/{bus}"
     # events:source holds one value per entry of the request: every one must be Ferry's.
     assert s["Condition"] == {"ForAllValues:StringEquals": {"events:source": source}, "Null": {"events:source": "false"}}
@@ -425,14 +443,23 @@ def test_the_function_gets_every_setting_the_code_reads(logical: str, name: str)
     code = (REPO / "functions" / "runtime" / "src" / "lib.rs").read_text()
     read = set(re.findall(r'\bvar\("(FERRY_[A-Z_]+)"\)', code))
     assert read >= {"FERRY_CONFIG", "FERRY_TABLE", "FERRY_EVENT_BUS"}, "FERRY_* variables in functions/runtime/src/lib.rs"
-    # The bus only matters to a function that puts events on it.
-    uses_bus = any("event_bus" in iam.strip_comments_and_strings(f.read_text()) for f in function_sources(name))
+    # Each setting matters to a function whose code uses what it configures: the bus to one
+    # that puts events on it, the notification settings to one that notifies, the signing
+    # secret to the one that checks Slack's signatures.
+    sources = "".join(iam.strip_comments_and_strings(f.read_text()) for f in function_sources(name))
+    uses = {"FERRY_EVENT_BUS": "event_bus", "FERRY_TOPIC_ARN": "notifiers", "FERRY_SLACK_SECRET": "notifiers",
+            "FERRY_SLACK_SIGNING_SECRET": "signing_secret"}
+    expected = {v for v in read if v not in uses or uses[v] in sources}
     variables = template()["Resources"][logical]["Properties"]["Environment"]["Variables"]
-    assert set(variables) == (read if uses_bus else read - {"FERRY_EVENT_BUS"})
+    assert set(variables) == expected
     assert variables["FERRY_CONFIG"] == "/opt/ferry.toml"
     assert variables["FERRY_TABLE"] == {"Ref": "LedgerTable"}
-    assert variables["FERRY_TOPIC_ARN"] == {"Ref": "NotificationTopic"}
-    assert variables["FERRY_SLACK_SECRET"] == {"Ref": "SlackWebhooksSecret"}  # Ref of a secret is its ARN
+    if "FERRY_TOPIC_ARN" in expected:
+        assert variables["FERRY_TOPIC_ARN"] == {"Ref": "NotificationTopic"}
+        assert variables["FERRY_SLACK_SECRET"] == {"Ref": "SlackWebhooksSecret"}  # Ref of a secret is its ARN
+    if "FERRY_SLACK_SIGNING_SECRET" in expected:
+        assert variables["FERRY_SLACK_SIGNING_SECRET"] == {"Ref": "SlackSigningSecret"}
+    uses_bus = "FERRY_EVENT_BUS" in expected
     if uses_bus:
         assert variables["FERRY_EVENT_BUS"] == {"Ref": "EventBusName"}
         default = re.search(r'var\("FERRY_EVENT_BUS"\)\.unwrap_or_else\(\|\| "([^"]+)"', code).group(1)
@@ -517,7 +544,7 @@ def test_rollback_has_time_for_its_worst_case_of_retried_calls_and_ends_before_i
     assert budget * 4 <= 60, "a failure's notifications (each within its budget) take a fraction of a minute"
 
 
-@pytest.mark.parametrize("logical,name", deployed_functions())
+@pytest.mark.parametrize("logical,name", asynchronous_functions())
 def test_failed_invocations_are_retried_twice_then_kept(logical: str, name: str) -> None:
     props = template()["Resources"][logical]["Properties"]
     invoke = props["EventInvokeConfig"]
@@ -576,6 +603,9 @@ def test_notifications_are_encrypted_and_the_secret_holds_no_webhook() -> None:
     assert by_sid["AlarmsPublish"]["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
     assert by_sid["AccountPublishes"]["Condition"] == {"StringEquals": {"kms:ViaService": {"Fn::Sub": "sns.${AWS::Region}.amazonaws.com"}}}
     for name, role in ROLES.items():
+        if name == "approve":
+            assert granting("kms:GenerateDataKey", PARAMETERS, role) == [], "it notifies nobody"
+            continue
         s = only_statement("kms:GenerateDataKey", role=role)
         assert (iam.actions_of(s), s["Resource"]) == (["kms:GenerateDataKey", "kms:Decrypt"], "<NotificationKey.Arn>"), name
         assert s["Condition"] == {"StringEquals": {"kms:ViaService": "sns.eu-west-1.amazonaws.com"}}, name
@@ -590,10 +620,13 @@ def test_a_failing_function_and_a_kept_event_alert_the_topic(logical: str, name:
     errors = resources[f"{prefix}ErrorsAlarm"]["Properties"]
     assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
     assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": logical}}]
-    kept = resources[f"{prefix}DeadLetterAlarm"]["Properties"]
-    assert (kept["Namespace"], kept["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
-    assert kept["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [f"{prefix}DeadLetterQueue", "QueueName"]}}]
-    for alarm in (errors, kept):
+    alarms = [errors]
+    if (logical, name) in asynchronous_functions():
+        kept = resources[f"{prefix}DeadLetterAlarm"]["Properties"]
+        assert (kept["Namespace"], kept["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+        assert kept["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [f"{prefix}DeadLetterQueue", "QueueName"]}}]
+        alarms.append(kept)
+    for alarm in alarms:
         # One occurrence is enough, and no data (no invocation, an empty queue) is not an alarm.
         assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
         assert (alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (1, "notBreaching")
@@ -661,7 +694,7 @@ def reached(event: dict, bus: str, prefixes: str = "", configured_bus: str = "de
 def test_each_sample_event_reaches_the_right_function_and_no_other(prefixes: str) -> None:
     events = {p.name: json.loads(p.read_text()) for p in FIXTURES.glob("*.json")}
     assert set(events) == set(ROUTES), "every sample event must say where it goes (ROUTES)"
-    assert set(rule_patterns(prefixes)) == set(ROLES), "every function has a rule"
+    assert set(rule_patterns(prefixes)) == set(ROLES) - {"approve"}, "every function but approve (a URL) has a rule"
     # AWS services publish on the default bus only.
     assert {fixture: reached(event, "default", prefixes) for fixture, event in events.items()} == ROUTES
 
@@ -686,6 +719,30 @@ def test_ferrys_own_events_reach_rollback_on_the_configured_bus_only(bus: str) -
             assert reached(event, "default", configured_bus=bus) == set()
     # Anyone else's event with Ferry's detail-type reaches nothing.
     assert reached({**failed, "source": "shop.ci"}, bus, configured_bus=bus) == set()
+
+
+@pytest.mark.parametrize("bus", ["default", "ferry-events"])
+def test_approvers_decisions_reach_deploy_on_the_configured_bus_only(bus: str) -> None:
+    for constant in ("DEPLOYMENT_APPROVED", "DEPLOYMENT_REJECTED"):
+        decided = ferry_event(code_constant("shared/core/src/event/mod.rs", constant))
+        assert reached(decided, bus, configured_bus=bus) == {"deploy"}, constant
+        if bus != "default":
+            assert reached(decided, "default", configured_bus=bus) == set()
+        assert reached({**decided, "source": "shop.ci"}, bus, configured_bus=bus) == set()
+
+
+def test_the_approval_url_is_public_and_only_through_the_url() -> None:
+    approve = function("approve")["Properties"]
+    assert approve["FunctionUrlConfig"] == {"AuthType": "NONE"}
+    assert "Events" not in approve and "EventInvokeConfig" not in approve
+    invoke = template()["Resources"]["ApproveFunctionUrlInvokePermission"]["Properties"]
+    assert invoke == {"FunctionName": {"Ref": "ApproveFunction"}, "Action": "lambda:InvokeFunction", "Principal": "*",
+                      "InvokedViaFunctionUrl": True}
+    assert template()["Outputs"]["ApproveFunctionUrl"]["Value"] == {"Fn::GetAtt": ["ApproveFunctionUrl", "FunctionUrl"]}
+    # No ECS, no other account: it records and announces only.
+    granted = {a for _, actions in iam.grant_variants(template(), ROLES["approve"], {**PARAMETERS, "TargetRoleArns": TARGET_ROLE})
+               for a in actions}
+    assert not {a for a in granted if a.startswith(("ecs:", "sts:", "iam:"))}, granted
 
 
 def test_only_alarms_entering_alarm_reach_rollback() -> None:
@@ -772,6 +829,11 @@ def test_the_stack_creates_in_the_emulator_with_the_grants_checked_here(monkeypa
         sam["Resources"][logical]["Properties"]["CodeUri"] = "s3://ferry-artifacts/function.zip"
     sam["Resources"]["ConfigLayer"]["Properties"]["ContentUri"] = "s3://ferry-artifacts/config.zip"
     plain = transform(sam, {}, NoManagedPolicies())
+    # moto 5.2.5's CloudFormation has no AWS::Lambda::Url (cfn-lint checks it above): created
+    # without it and the output naming it.
+    for logical in [k for k, r in plain["Resources"].items() if r["Type"] == "AWS::Lambda::Url"]:
+        del plain["Resources"][logical]
+        plain["Outputs"] = {k: v for k, v in plain["Outputs"].items() if logical not in json.dumps(v)}
 
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
@@ -791,9 +853,11 @@ def test_the_stack_creates_in_the_emulator_with_the_grants_checked_here(monkeypa
             assert cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
             created = {r["LogicalResourceId"]: r for r in cfn.list_stack_resources(StackName=name)["StackResourceSummaries"]}
             expected = ["LedgerTable", "NotificationTopic", "NotificationKey", *ROLES.values()]
-            for logical, _ in deployed_functions():
+            for logical, name in deployed_functions():
                 prefix = logical.removesuffix("Function")
-                expected += [logical, f"{prefix}DeadLetterQueue", f"{prefix}LogGroup"]
+                expected += [logical, f"{prefix}LogGroup"]
+                if (logical, name) in asynchronous_functions():
+                    expected.append(f"{prefix}DeadLetterQueue")
             for logical in expected:
                 assert created[logical]["ResourceStatus"] == "CREATE_COMPLETE", logical
             for role_id in ROLES.values():

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use ferry::adapters::dynamodb::DynamoLedger;
 use ferry::hook::{HookRecord, HookStatus};
 use ferry::model::{Deployment, Push, Refusal, State, Target};
-use ferry::ports::{Begin, Claim, Finish, HeadChange, Ledger};
+use ferry::ports::{Approved, Begin, Claim, Finish, HeadChange, Ledger};
 use ferry_tests::{Emulator, unique};
 
 fn at(secs: u64) -> DateTime<Utc> {
@@ -181,6 +181,23 @@ async fn a_held_push_is_the_heads_until_the_next_one_is_recorded_and_resumes_fro
     assert_eq!((head.held, head.active), (None, Some((held.id.clone(), "sha256:1111".into()))));
 }
 
+async fn approvals_count_each_approver_once_and_the_last_needed_one_decides(ledger: &impl Ledger) {
+    let t = target("approvals");
+    let mut d = deployment(&t, "e1", "sha256:1111", 100);
+    assert_eq!(begin(ledger, &d, "a1", 100).await, Ok(()));
+    d.state = State::AwaitingApproval;
+    assert_eq!(ledger.finish(&d, "a1").await, Ok(Finish::Recorded));
+    assert_eq!(ledger.head(&t).await.expect("head").held, Some(d.id.clone()), "the waiting push");
+
+    let approve = |by: &'static str| ledger.approve(&d, by, 2, at(200));
+    assert_eq!(approve("U0BBBBBBB").await, Ok(Approved::Counted(vec!["U0BBBBBBB".into()])));
+    assert_eq!(approve("U0BBBBBBB").await, Ok(Approved::Counted(vec!["U0BBBBBBB".into()])), "once per approver");
+    assert_eq!(approve("U0AAAAAAA").await, Ok(Approved::Approved));
+    assert_eq!(approve("U0CCCCCCC").await, Ok(Approved::Decided(State::Pending)), "decided once");
+    let stored = ledger.deployment(&t, &d.id).await.expect("read").expect("record");
+    assert_eq!((stored.state, stored.approval.as_deref()), (State::Pending, Some("approved by U0AAAAAAA, U0BBBBBBB")));
+}
+
 async fn a_record_keeps_every_field_through_the_ledger(ledger: &impl Ledger) {
     let t = Target { role_arn: Some("arn:aws:iam::210987654321:role/ferry".into()), ..target("worker") };
     let mut d = deployment(&t, "e9", "sha256:9999", 900);
@@ -189,6 +206,8 @@ async fn a_record_keeps_every_field_through_the_ledger(ledger: &impl Ledger) {
     d.reason = Some("migration task exited with code 2".into());
     d.previous_task_definition = Some("arn:aws:ecs:eu-west-1:123456789012:task-definition/worker:4".into());
     d.task_definition = Some("arn:aws:ecs:eu-west-1:123456789012:task-definition/worker:5".into());
+    d.approval = Some("approved by U0AAAAAAA".into());
+    d.freeze_override = Some("freeze (holidays) overridden by alice: INC-231".into());
     d.updated_at = at(960);
     ledger.finish(&d, "a9").await.expect("finish");
     ledger.note_notify_error(&d, "Slack (default): HTTP 503").await.expect("note");
@@ -440,6 +459,7 @@ contract!(
     a_record_keeps_every_field_through_the_ledger,
     by_version_a_lower_version_is_refused_whenever_it_was_pushed,
     a_held_push_is_the_heads_until_the_next_one_is_recorded_and_resumes_from_held,
+    approvals_count_each_approver_once_and_the_last_needed_one_decides,
     a_quarantined_digest_is_refused_until_released_or_overtaken,
     only_the_attempt_holding_the_lock_gives_it_up_and_the_record_stays_pending,
     a_verification_claim_is_taken_once_retaken_by_its_own_retry_and_given_back_only_by_its_holder,

@@ -227,11 +227,12 @@ async fn an_operator_can_deploy_through_a_freeze_and_the_record_says_who_and_why
     assert_eq!(w.live_digest(), digest(1));
     let [record] = w.ledger.records().try_into().expect("one record");
     assert_eq!(record.state, State::InProgress);
-    let reason = record.reason.unwrap_or_default();
+    let overridden = record.freeze_override.clone().unwrap_or_default();
     assert!(
-        reason.contains("overridden by alice (ferry CLI): fix for INC-231") && reason.contains("holidays"),
-        "{reason}"
+        overridden.contains("overridden by alice (ferry CLI): fix for INC-231") && overridden.contains("holidays"),
+        "{overridden}"
     );
+    assert_eq!(record.reason.as_deref(), Some(overridden.as_str()), "and said in the message");
 }
 
 #[tokio::test]

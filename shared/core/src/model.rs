@@ -224,6 +224,8 @@ pub struct Deployment {
     pub hooks: Vec<crate::hook::HookRecord>,
     /// Who approved it (`approved by U0123ABCD, U0456EFGH`), when its target needs approval.
     pub approval: Option<String>,
+    /// Who deployed it during a freeze, and why (`ferry deploy --override-freeze`).
+    pub freeze_override: Option<String>,
     /// The tag's version key ([`crate::rules::version_key`]) when the environment orders
     /// pushes by version: the push is newer than another when this is greater.
     pub version: Option<String>,
@@ -255,6 +257,7 @@ impl Deployment {
             live_at: None,
             hooks: Vec::new(),
             approval: None,
+            freeze_override: None,
             version: None,
         }
     }

@@ -444,7 +444,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         let frozen = self.config.environment(&d.target.environment)?.frozen(self.clock.now())?;
         let Some(o) = freeze_override else { return Some(frozen) };
         warn!(target = %d.target, by = %o.by, reason = %o.reason, freeze = %frozen.reason, "deploying during a freeze");
-        d.reason = Some(format!("freeze ({}) overridden by {}: {}", frozen.reason, o.by, o.reason));
+        let overridden = format!("freeze ({}) overridden by {}: {}", frozen.reason, o.by, o.reason);
+        d.reason = Some(overridden.clone());
+        d.freeze_override = Some(overridden);
         None
     }
 

@@ -76,6 +76,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock> Rollbacker<'_, E, L, N, C> {
                     hooks: Vec::new(),
                     version: None,
                     approval: None,
+                    freeze_override: None,
                     ..good.clone()
                 };
                 self.ledger.record_external(&rollback, HeadChange::None).await?;

@@ -51,6 +51,7 @@ pub(super) fn external_record(
         hooks: Vec::new(),
         version: None,
         approval: None,
+        freeze_override: None,
     }
 }
 

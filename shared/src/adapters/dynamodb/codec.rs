@@ -59,6 +59,7 @@ pub(super) fn deployment_fields(d: &Deployment, e: &mut Expression) {
         ("rolls_back", &d.rolls_back),
         ("version", &d.version),
         ("approval", &d.approval),
+        ("freeze_override", &d.freeze_override),
     ];
     for (field, value) in optional {
         if let Some(value) = value {
@@ -119,6 +120,7 @@ pub(super) fn deployment_from(item: &Item) -> Result<Deployment, LedgerError> {
         hooks: super::hooks::hooks_from(item),
         version: text(item, "version"),
         approval: text(item, "approval"),
+        freeze_override: text(item, "freeze_override"),
     })
 }
 
