@@ -69,7 +69,7 @@ pub fn slack_signature(signing_secret: &[u8], timestamp: &str, body: &[u8]) -> S
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
@@ -245,6 +245,6 @@ mod tests {
         assert!(parse_click("payload=%7Bnot json").is_err());
         assert!(parse_click("token=x").is_err());
         let modal = form(&serde_json::json!({"type": "view_submission", "user": {"id": "U1"}, "actions": []}));
-        assert!(parse_click(&modal).unwrap_err().contains("view_submission"));
+        assert!(parse_click(&modal).expect_err("not a click").contains("view_submission"));
     }
 }
