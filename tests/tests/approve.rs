@@ -8,29 +8,17 @@ mod common;
 use common::World;
 use ferry::adapters::dynamodb::DynamoLedger;
 use ferry::adapters::eventbridge::EventBridgeBus;
-use ferry::approval::{APPROVE_ACTION, button_value, slack_signature};
+use ferry::approval::APPROVE_ACTION;
 use ferry::approve::{Answer, Approver};
 use ferry::deploy::{DeployOutcome, TargetOutcome};
 use ferry::model::{Deployment, State};
 use ferry::ports::{Ledger, SystemClock};
 use ferry_tests::{clients, recorded, save_recorded, unique};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Slack's request for `user`'s click on Approve for `d`, signed with `secret` now.
 fn click(d: &Deployment, user: &str, secret: &str) -> Value {
-    let payload = json!({"type": "block_actions", "user": {"id": user},
-        "actions": [{"type": "button", "action_id": APPROVE_ACTION, "value": button_value(&d.target.key(), &d.id)}]});
-    let body: String = format!("payload={payload}")
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'=' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let timestamp = chrono::Utc::now().timestamp().to_string();
-    json!({"version": "2.0", "isBase64Encoded": false, "body": body,
-           "headers": {"x-slack-request-timestamp": timestamp,
-                       "x-slack-signature": slack_signature(secret.as_bytes(), &timestamp, body.as_bytes())}})
+    ferry::fakes::slack_click(d, user, APPROVE_ACTION, secret.as_bytes(), chrono::Utc::now())
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,7 +2,7 @@
 //! changes anything, and every decision is taken once.
 
 use chrono::{DateTime, TimeZone, Utc};
-use ferry::approval::{APPROVE_ACTION, REJECT_ACTION, Verdict, button_value, slack_signature};
+use ferry::approval::{APPROVE_ACTION, REJECT_ACTION, Verdict};
 use ferry::approve::{Answer, Approver};
 use ferry::config::Config;
 use ferry::fakes::{FakeClock, MemoryLedger, RecordingBus};
@@ -98,23 +98,8 @@ impl World {
     }
 }
 
-/// Slack's request for a click by `user` on `action` for `d`, signed with `secret` at `at`.
 fn click(d: &Deployment, user: &str, action: &str, secret: &[u8], at: DateTime<Utc>) -> Value {
-    let payload = json!({"type": "block_actions", "user": {"id": user, "username": "someone"},
-        "actions": [{"type": "button", "action_id": action, "value": button_value(&d.target.key(), &d.id)}],
-        "response_url": "https://hooks.slack.com/actions/T1/1/x"});
-    let body: String = format!("payload={payload}")
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'=' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let timestamp = at.timestamp().to_string();
-    json!({"version": "2.0", "rawPath": "/", "isBase64Encoded": false, "body": body,
-           "requestContext": {"http": {"method": "POST"}},
-           "headers": {"content-type": "application/x-www-form-urlencoded", "x-slack-request-timestamp": timestamp,
-                       "x-slack-signature": slack_signature(secret, &timestamp, body.as_bytes())}})
+    ferry::fakes::slack_click(d, user, action, secret, at)
 }
 
 fn text(answer: &Answer) -> String {

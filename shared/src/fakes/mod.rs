@@ -222,3 +222,26 @@ impl crate::ports::Alarms for FakeAlarms {
         Ok(names.iter().filter_map(|n| alarms.0.get(n).cloned()).collect())
     }
 }
+
+/// Slack's interactivity request for `user`'s click on `action` (Ferry's button's `action_id`)
+/// for `d`, signed with `secret` at `at`, as the approve function's URL receives it (payload
+/// format 2.0: lower-case headers, the form-encoded body as sent).
+pub fn slack_click(d: &Deployment, user: &str, action: &str, secret: &[u8], at: DateTime<Utc>) -> serde_json::Value {
+    let payload = serde_json::json!({"type": "block_actions", "user": {"id": user},
+        "actions": [{"type": "button", "action_id": action,
+                     "value": crate::approval::button_value(&d.target.key(), &d.id)}],
+        "response_url": "https://hooks.slack.com/actions/T0/1/x"});
+    let body: String = format!("payload={payload}")
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'=' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let timestamp = at.timestamp().to_string();
+    let signature = crate::approval::slack_signature(secret, &timestamp, body.as_bytes());
+    serde_json::json!({"version": "2.0", "rawPath": "/", "isBase64Encoded": false, "body": body,
+        "requestContext": {"http": {"method": "POST"}},
+        "headers": {"content-type": "application/x-www-form-urlencoded", "x-slack-request-timestamp": timestamp,
+                    "x-slack-signature": signature}})
+}
