@@ -28,7 +28,7 @@ UNHEALTHY = 10
 #: concurrent transaction (cancelled or refused, as DynamoDB does): Ferry must absorb them all.
 CONFLICT_RATE = 0.1
 
-OPEN = {"PENDING", "IN_PROGRESS", "VERIFYING", "ROLLING_BACK"}
+OPEN = {"PENDING", "HELD", "AWAITING_APPROVAL", "IN_PROGRESS", "VERIFYING", "ROLLING_BACK"}
 
 
 def storm_config(services: int) -> str:
@@ -50,14 +50,14 @@ def state_machine() -> dict[str, set[str]]:
     source = (REPO / "shared" / "core" / "src" / "model.rs").read_text()
     body = source[source.index("pub fn next(self)"):source.index("pub fn can_become")]
     words = {"InProgress": "IN_PROGRESS", "RollingBack": "ROLLING_BACK", "RolledBack": "ROLLED_BACK",
-             "RollbackFailed": "ROLLBACK_FAILED"}
+             "RollbackFailed": "ROLLBACK_FAILED", "AwaitingApproval": "AWAITING_APPROVAL"}
     name = lambda w: words.get(w, w.upper())  # noqa: E731
     allowed: dict[str, set[str]] = {}
     for froms, tos in re.findall(r"((?:\w+\s*\|\s*)*\w+)\s*=>\s*&\[([^\]]*)\]", body):
         for f in re.split(r"\s*\|\s*", froms):
             allowed[name(f)] = {name(t) for t in re.findall(r"\w+", tos)}
-    assert set(allowed) == {"PENDING", "IN_PROGRESS", "VERIFYING", "SUCCEEDED", "FAILED", "ROLLING_BACK",
-                            "ROLLED_BACK", "ROLLBACK_FAILED", "SUPERSEDED", "SKIPPED"}, allowed
+    assert set(allowed) == {"PENDING", "HELD", "AWAITING_APPROVAL", "IN_PROGRESS", "VERIFYING", "SUCCEEDED", "FAILED",
+                            "ROLLING_BACK", "ROLLED_BACK", "ROLLBACK_FAILED", "SUPERSEDED", "SKIPPED", "REJECTED"}, allowed
     return allowed
 
 

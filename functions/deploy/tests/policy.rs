@@ -349,3 +349,27 @@ async fn an_approved_push_during_a_freeze_is_held_and_deploys_when_the_freeze_en
     assert!(matches!(found.as_slice(), [(_, Finding::Released(Some(TargetOutcome::Started { .. })))]), "{found:?}");
     assert_eq!(w.states(), [("v1.3.0".into(), State::InProgress)], "not asked again");
 }
+
+#[tokio::test]
+async fn the_pushs_event_delivered_again_after_approval_deploys_without_asking_again() {
+    let mut w = World::new(after_the_freeze());
+    approving(&mut w);
+    let event = push("v1.3.0", 1, after_the_freeze());
+    w.handle(event.clone(), None).await;
+    let [record] = w.ledger.records().try_into().expect("one record");
+    let mut approved = record.clone();
+    approved.state = State::Pending;
+    approved.approval = Some("approved by U0AAAAAAA, U0BBBBBBB".into());
+    w.ledger.transition(&approved, &[State::AwaitingApproval], ferry::ports::HeadChange::None).await.expect("approve");
+    let asked = w.notifier.sent().len();
+
+    let again = w.handle(event, None).await;
+    assert!(matches!(again.as_slice(), [TargetOutcome::Started { .. }]), "{again:?}");
+    assert_eq!(w.live_digest(), digest(1));
+    let [record] = w.ledger.records().try_into().expect("one record");
+    assert_eq!(record.approval.as_deref(), Some("approved by U0AAAAAAA, U0BBBBBBB"));
+    assert!(
+        w.notifier.sent()[asked..].iter().all(|n| n.deployment.state != State::AwaitingApproval),
+        "not asked again"
+    );
+}

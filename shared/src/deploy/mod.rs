@@ -363,6 +363,9 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         if let Err(e) = self.supersede_held(&deployment).await {
             return Err(self.give_up(plan, invocation, e.into()).await);
         }
+        if let Err(e) = self.approved_already(&mut deployment).await {
+            return Err(self.give_up(plan, invocation, e.into()).await);
+        }
         let outcome = if let Some(reason) = self.awaiting_approval(&deployment) {
             deployment.state = State::AwaitingApproval;
             deployment.reason = Some(reason.clone());
@@ -425,6 +428,15 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                 return Err(self.give_up(plan, invocation, reason).await);
             }
         })
+    }
+
+    /// Takes the approval the record already has (the push's event delivered again after it
+    /// was approved): asked only where approval is needed and none came with the push.
+    async fn approved_already(&self, d: &mut Deployment) -> Result<(), crate::ports::LedgerError> {
+        if d.approval.is_none() && self.config.approval_for(&d.target, &d.repository).is_some() {
+            d.approval = self.ledger.deployment(&d.target, &d.id).await?.and_then(|r| r.approval);
+        }
+        Ok(())
     }
 
     /// Why `d` waits for approval, if its target needs one it has not been given.

@@ -149,6 +149,8 @@ impl Ledger for MemoryLedger {
         if let Some(existing) = existing {
             record.created_at = existing.created_at;
             record.hooks = existing.hooks.clone();
+            // DynamoDB's SET leaves attributes the write does not name: an approval stays.
+            record.approval = record.approval.or(existing.approval);
         }
         w.records.insert(record_key(d), record);
         Ok(Begin::Started)
