@@ -145,8 +145,9 @@ impl<L: Ledger, B: EventBus, C: Clock> Approver<'_, L, B, C> {
         reason: Option<&str>,
     ) -> Result<Decided, Refused> {
         let unavailable = |e: &dyn std::fmt::Display| Refused::Unavailable(e.to_string());
-        let found = crate::plan::all_targets(self.config).into_iter().find(|t| t.key() == target);
-        let Some(target) = found else { return Err(Refused::NotFound(id.to_string())) };
+        let Some(target) = crate::plan::target_by_key(self.config, target) else {
+            return Err(Refused::NotFound(id.to_string()));
+        };
         let Some(d) = self.ledger.deployment(&target, id).await.map_err(|e| unavailable(&e))? else {
             return Err(Refused::NotFound(id.to_string()));
         };

@@ -123,6 +123,11 @@ pub fn targets_of(config: &Config, environment: &str, service: &str) -> Vec<Targ
     env.targets.iter().map(|spec| target(env, spec, service)).collect()
 }
 
+/// The configured target whose ledger key ([`Target::key`]) is `key`.
+pub fn target_by_key(config: &Config, key: &str) -> Option<Target> {
+    all_targets(config).into_iter().find(|t| t.key() == key)
+}
+
 /// Every target Ferry deploys to: each service at each of its environments' targets.
 pub fn all_targets(config: &Config) -> Vec<Target> {
     let mut all = Vec::new();

@@ -235,8 +235,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     /// An approver's decision, recorded already: an approved push is deployed now, a rejected
     /// one is said.
     async fn decided(&self, decision: Decision, invocation: &Invocation) -> Result<DeployOutcome, Retryable> {
-        let found = crate::plan::all_targets(self.config).into_iter().find(|t| t.key() == decision.target);
-        let Some(target) = found else {
+        let Some(target) = crate::plan::target_by_key(self.config, &decision.target) else {
             return Ok(Unacted::rejected(format!(
                 "a decision on target {}, which Ferry does not deploy",
                 decision.target
@@ -251,10 +250,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         let outcome = match (decision.verdict, d.state) {
             (Verdict::Approve, State::Pending) if d.approval.is_some() => {
                 let push = crate::reconcile::push_of(&d);
-                let Plan::Deploy { targets, .. } = plan(self.config, &push) else {
-                    return Ok(Unacted::Ignored(format!("push {} no longer deploys anywhere", d.id)).into());
-                };
-                let Some(tp) = targets.into_iter().find(|t| t.target == target) else {
+                let Some(tp) = self.replan(&push, &target) else {
                     return Ok(Unacted::Ignored(format!("push {} no longer deploys to {target}", d.id)).into());
                 };
                 let release = Release { freeze_override: None, approval: d.approval.clone() };

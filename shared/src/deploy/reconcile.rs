@@ -197,7 +197,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
 
 impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N, C, R> {
     /// `push`'s plan for `target`, if it still deploys there.
-    fn replan(&self, push: &Push, target: &Target) -> Option<TargetPlan> {
+    pub(crate) fn replan(&self, push: &Push, target: &Target) -> Option<TargetPlan> {
         let Plan::Deploy { targets, .. } = plan(self.config, push) else { return None };
         targets.into_iter().find(|t| t.target == *target)
     }
