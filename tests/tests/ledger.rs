@@ -130,7 +130,7 @@ async fn conditional_writes_refuse_what_admit_refuses_and_never_move_backwards(l
 fn release(t: &Target, tag: &str, digest: &str, pushed: u64) -> Deployment {
     let mut d = deployment(t, &format!("e-{tag}"), digest, pushed);
     d.tag = tag.into();
-    d.version = ferry::rules::version_key(tag);
+    d.version = ferry::rules::version_key(tag).map(|v| ferry::rules::order_key(&v, d.pushed_at));
     d
 }
 
@@ -154,6 +154,27 @@ async fn by_version_a_lower_version_is_refused_whenever_it_was_pushed(ledger: &i
     assert_eq!(head.newest_version, Some((patch.version.clone().expect("key"), "v1.3.1".into())));
     let [stored, _] = ledger.history(&t, 10).await.expect("history").try_into().expect("two");
     assert_eq!(stored.version, patch.version, "the record keeps its version key");
+
+    // One version built twice: the later build is newer, a late event of the earlier one older.
+    let rebuilt = release(&t, "v1.3.1", "sha256:1311", 400);
+    let earlier = release(&t, "v1.3.1", "sha256:1319", 120);
+    assert_eq!(begin(ledger, &rebuilt, "a4", 400).await, Ok(()), "the same version, pushed later");
+    finish(&rebuilt, "a4").await;
+    assert_eq!(begin(ledger, &earlier, "a5", 500).await, Err("older than v1.3.1".into()), "an earlier build");
+}
+
+async fn a_target_switched_to_version_order_goes_by_push_time_until_it_takes_a_version(ledger: &impl Ledger) {
+    let t = target("switched");
+    let by_time = deployment(&t, "e-by-time", "sha256:0001", 300);
+    assert_eq!(begin(ledger, &by_time, "a1", 300).await, Ok(()));
+    let mut done = by_time.clone();
+    done.state = State::Skipped;
+    ledger.finish(&done, "a1").await.expect("finish");
+    let earlier = release(&t, "v9.0.0", "sha256:9000", 200);
+    assert_eq!(begin(ledger, &earlier, "a2", 400).await, Err("stale".into()), "a higher version pushed earlier");
+    let later = release(&t, "v1.0.0", "sha256:1000", 350);
+    assert_eq!(begin(ledger, &later, "a3", 400).await, Ok(()), "a lower version pushed later: the first by version");
+    assert_eq!(ledger.head(&t).await.expect("head").newest_version.map(|(_, tag)| tag), Some("v1.0.0".into()));
 }
 
 async fn a_held_push_is_the_heads_until_the_next_one_is_recorded_and_resumes_from_held(ledger: &impl Ledger) {
@@ -458,6 +479,7 @@ contract!(
     conditional_writes_refuse_what_admit_refuses_and_never_move_backwards,
     a_record_keeps_every_field_through_the_ledger,
     by_version_a_lower_version_is_refused_whenever_it_was_pushed,
+    a_target_switched_to_version_order_goes_by_push_time_until_it_takes_a_version,
     a_held_push_is_the_heads_until_the_next_one_is_recorded_and_resumes_from_held,
     approvals_count_each_approver_once_and_the_last_needed_one_decides,
     a_quarantined_digest_is_refused_until_released_or_overtaken,

@@ -226,8 +226,8 @@ pub struct Deployment {
     pub approval: Option<String>,
     /// Who deployed it during a freeze, and why (`ferry deploy --override-freeze`).
     pub freeze_override: Option<String>,
-    /// The tag's version key ([`crate::rules::version_key`]) when the environment orders
-    /// pushes by version: the push is newer than another when this is greater.
+    /// The push's order key ([`crate::rules::order_key`]: its version, then its push time) when
+    /// the environment orders pushes by version: the push is newer than another when this is greater.
     pub version: Option<String>,
 }
 
@@ -306,7 +306,8 @@ pub struct Head {
     /// The deployment of that newest push.
     pub newest: Option<String>,
     /// The newest version accepted for the target, in an environment ordered by version:
-    /// its key and its tag. A push of a lower version is older, whenever it was pushed.
+    /// its order key ([`crate::rules::order_key`]) and its tag. A push of a lower version is
+    /// older, whenever it was pushed.
     pub newest_version: Option<(String, String)>,
     /// The deployment in flight or live, and its digest.
     pub active: Option<(String, String)>,
@@ -368,18 +369,13 @@ impl Refusal {
 }
 
 impl Head {
-    /// Why the target has already taken a push newer than `d`, if it has: by version when `d`
-    /// has one (the same version again is not older), else by push time (the same second is
-    /// not older).
+    /// Why the target has already taken a push newer than `d`, if it has: by version (then
+    /// push time) when `d` and the head have one, else by push time (the same second is not
+    /// older): a target switched to version order goes by push time until it takes a version.
     pub fn newer_than(&self, d: &Deployment) -> Option<Refusal> {
-        match &d.version {
-            Some(version) => match &self.newest_version {
-                Some((key, tag)) if key > version => Some(Refusal::Older { newest: tag.clone() }),
-                _ => None,
-            },
-            None => {
-                self.newest_pushed_at.filter(|newest| *newest > d.pushed_at).map(|newest| Refusal::Stale { newest })
-            }
+        match (&d.version, &self.newest_version) {
+            (Some(version), Some((key, tag))) => (key > version).then(|| Refusal::Older { newest: tag.clone() }),
+            _ => self.newest_pushed_at.filter(|newest| *newest > d.pushed_at).map(|newest| Refusal::Stale { newest }),
         }
     }
 
@@ -529,20 +525,32 @@ mod tests {
 
     #[test]
     fn by_version_a_lower_version_is_older_whenever_it_was_pushed() {
-        let key = |tag: &str| crate::rules::version_key(tag).expect("version");
+        let key = |tag: &str, pushed: i64| {
+            crate::rules::order_key(&crate::rules::version_key(tag).expect("version"), at(pushed))
+        };
         let mut hotfix = deployment(100, "sha256:hotfix");
-        hotfix.version = Some(key("v1.2.4"));
+        hotfix.version = Some(key("v1.2.4", 100));
         let took = |tag: &str, pushed: i64| Head {
             newest_pushed_at: Some(at(pushed)),
-            newest_version: Some((key(tag), tag.to_string())),
+            newest_version: Some((key(tag, pushed), tag.to_string())),
             ..Head::default()
         };
-        assert_eq!(hotfix.clone().version, Some(key("1.2.4")));
         assert_eq!(took("v1.3.0", 50).admit(&hotfix, at(100)), Err(Refusal::Older { newest: "v1.3.0".into() }));
-        assert_eq!(took("v1.2.3", 500).admit(&hotfix, at(100)), Ok(()), "a higher version pushed earlier is newer");
-        assert_eq!(took("v1.2.4", 500).admit(&hotfix, at(100)), Ok(()), "the same version again (a rebuild)");
-        let by_time = Head { newest_pushed_at: Some(at(500)), ..Head::default() };
-        assert_eq!(by_time.admit(&hotfix, at(100)), Ok(()), "the first push ordered by version");
+        assert_eq!(took("v1.2.3", 500).admit(&hotfix, at(100)), Ok(()), "a lower version pushed later is older");
+        assert_eq!(took("v1.2.4", 50).admit(&hotfix, at(100)), Ok(()), "the same version built again later");
+        assert_eq!(
+            took("v1.2.4", 500).admit(&hotfix, at(100)),
+            Err(Refusal::Older { newest: "v1.2.4".into() }),
+            "an earlier build of the version already taken (its event came late)"
+        );
+        assert_eq!(took("v1.2.4", 100).admit(&hotfix, at(100)), Ok(()), "the same push again");
+        let by_time = |pushed: i64| Head { newest_pushed_at: Some(at(pushed)), ..Head::default() };
+        assert_eq!(by_time(50).admit(&hotfix, at(100)), Ok(()), "switched to version order: a later push");
+        assert_eq!(
+            by_time(500).admit(&hotfix, at(100)),
+            Err(Refusal::Stale { newest: at(500) }),
+            "switched to version order, the target goes by push time until it takes a version"
+        );
         assert!(
             Refusal::Older { newest: "v1.3.0".into() }.skip_reason().is_some_and(|r| r.contains("v1.3.0")),
             "the skip names the newer version"

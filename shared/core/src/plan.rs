@@ -37,7 +37,8 @@ pub struct TargetPlan {
     /// Set when the migration runs at another target: once per environment, at its first
     /// target, whose migration this one waits for before it updates its service.
     pub migration_at: Option<Target>,
-    /// The tag's version key when the environment orders pushes by version.
+    /// The tag's version key when the environment orders pushes by version
+    /// ([`crate::rules::version_key`]).
     pub version: Option<String>,
 }
 
@@ -45,7 +46,7 @@ impl TargetPlan {
     /// The new (PENDING) record of `push` on this target.
     pub fn deployment(&self, push: &Push, now: chrono::DateTime<chrono::Utc>) -> crate::model::Deployment {
         let mut d = crate::model::Deployment::new(push, self.target.clone(), now);
-        d.version = self.version.clone();
+        d.version = self.version.as_deref().map(|v| crate::rules::order_key(v, push.pushed_at));
         d
     }
 }

@@ -156,6 +156,13 @@ pub fn version_key(tag: &str) -> Option<String> {
     Some(key)
 }
 
+/// The key that orders a push of version key `version` (see [`version_key`]) made at
+/// `pushed_at`: by version, then by push time, so a later build of one version is newer. The
+/// space sorts below every byte of a version key, so a longer pre-release still sorts higher.
+pub fn order_key(version: &str, pushed_at: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{version} {:015}", pushed_at.timestamp_millis().max(0))
+}
+
 /// Iterative glob match with single-star backtracking: linear in practice, no recursion.
 pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
@@ -288,6 +295,27 @@ mod tests {
         }
         assert_eq!(version_key("latest"), None);
         assert_eq!(version_key("1.3.0+a"), version_key("v1.3.0+b"), "build metadata does not order");
+    }
+
+    #[test]
+    fn order_keys_go_by_version_then_push_time() {
+        use chrono::TimeZone;
+        let at = |secs: i64| chrono::Utc.timestamp_opt(1_800_000_000 + secs, 0).single().expect("time");
+        let key = |tag: &str, secs: i64| order_key(&version_key(tag).expect(tag), at(secs));
+        // Each pair: the first is older, whichever was pushed first.
+        let pairs = [
+            (key("1.0.0-alpha", 9), key("1.0.0-alpha.1", 0)), // a longer pre-release, pushed earlier
+            (key("1.0.0-alpha.1", 0), key("1.0.0-alpha.1", 1)), // the same version, rebuilt later
+            (key("1.0.0-rc.1", 9), key("1.0.0", 0)),
+            (key("1.2.4", 9), key("1.3.0", 0)),
+            (key("1.2.4", 0), key("1.2.4+build.2", 1)),
+        ];
+        for (older, newer) in pairs {
+            assert!(older < newer, "{older} before {newer}");
+        }
+        let bare = version_key("1.2.4").expect("version");
+        assert!(bare < key("1.2.4", 0), "a head written before push time ordered admits the same version");
+        assert!(key("1.2.3", 9) < bare && bare < key("1.2.5", 0), "and orders other versions as before");
     }
 
     #[test]

@@ -92,18 +92,21 @@ impl Ledger for DynamoLedger {
         head.set("lock_until", millis(lease_until));
         head.set("newest_pushed_at", millis(d.pushed_at));
         head.set("newest_deployment", s(&d.id));
-        // Newer by version where the environment orders so (strings compare byte by byte), else by push time.
+        // Newer by version where the environment orders so and the head has one (strings
+        // compare byte by byte), else by push time: Head::newer_than.
+        let pushed = head.name("newest_pushed_at");
+        let by_time = format!("(attribute_not_exists({pushed}) OR {pushed} <= :newest_pushed_at)");
         let newer = match &d.version {
             Some(version) => {
                 head.set("newest_version", s(version));
                 head.set("newest_version_tag", s(&d.tag));
                 let newest = head.name("newest_version");
-                format!("(attribute_not_exists({newest}) OR {newest} <= :newest_version)")
+                format!(
+                    "((attribute_exists({newest}) AND {newest} <= :newest_version) \
+                     OR (attribute_not_exists({newest}) AND {by_time}))"
+                )
             }
-            None => {
-                let newest = head.name("newest_pushed_at");
-                format!("(attribute_not_exists({newest}) OR {newest} <= :newest_pushed_at)")
-            }
+            None => by_time,
         };
         let until = head.name("lock_until");
         let active = head.name("active_digest");
