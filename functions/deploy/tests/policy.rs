@@ -227,12 +227,135 @@ async fn an_operator_can_deploy_through_a_freeze_and_the_record_says_who_and_why
     assert_eq!(w.live_digest(), digest(1));
     let [record] = w.ledger.records().try_into().expect("one record");
     assert_eq!(record.state, State::InProgress);
-    let overridden = record.freeze_override.clone().unwrap_or_default();
+    assert_eq!(record.freeze_override.as_deref(), Some("alice (ferry CLI): fix for INC-231"));
+    let reason = record.reason.clone().unwrap_or_default();
     assert!(
-        overridden.contains("overridden by alice (ferry CLI): fix for INC-231") && overridden.contains("holidays"),
-        "{overridden}"
+        reason.starts_with("freeze (holidays") && reason.ends_with("overridden by alice (ferry CLI): fix for INC-231"),
+        "said in the message: {reason}"
     );
-    assert_eq!(record.reason.as_deref(), Some(overridden.as_str()), "and said in the message");
+}
+
+/// `ferry deploy`'s replay of `tag`'s image: its own event id, made from the image.
+fn replay(tag: &str, n: u8, at: DateTime<Utc>) -> Value {
+    let mut e = push(tag, n, at);
+    e["id"] = ferry::reconcile::replay_event_id(&digest(n), tag).into();
+    e
+}
+
+#[tokio::test]
+async fn an_override_deploys_the_push_the_freeze_holds_as_its_own_record() {
+    // Held from its event, and held from `ferry deploy`'s replay (the replay's own record).
+    for first in [push("v1.3.0", 1, t0()), replay("v1.3.0", 1, t0())] {
+        let w = World::new(t0());
+        assert!(matches!(w.handle(first.clone(), None).await.as_slice(), [TargetOutcome::Held { .. }]));
+        let again = w.handle(replay("v1.3.0", 1, t0()), None).await;
+        assert!(matches!(again.as_slice(), [TargetOutcome::Duplicate { state: State::Held, .. }]), "{again:?}");
+        let by = FreezeOverride { by: "alice".into(), reason: "INC-231".into() };
+        let outcome = w.handle(replay("v1.3.0", 1, t0()), Some(&by)).await;
+        assert!(matches!(outcome.as_slice(), [TargetOutcome::Started { .. }]), "{outcome:?}");
+        assert_eq!(w.live_digest(), digest(1));
+        let [record] = w.ledger.records().try_into().expect("the held record, no other");
+        assert_eq!(
+            (record.event_id.as_str(), record.state),
+            (first["id"].as_str().unwrap_or_default(), State::InProgress)
+        );
+        assert_eq!(record.freeze_override.as_deref(), Some("alice: INC-231"));
+        assert_eq!(w.ledger.head(&production()).await.expect("head").held, None);
+    }
+}
+
+#[tokio::test]
+async fn an_override_given_while_approval_is_awaited_deploys_through_the_freeze_once_approved() {
+    let mut w = World::new(t0());
+    approving(&mut w);
+    w.handle(push("v1.3.0", 1, t0()), None).await;
+    let asked = w.notifier.sent().len();
+    let by = FreezeOverride { by: "alice".into(), reason: "INC-231".into() };
+    let outcome = w.handle(replay("v1.3.0", 1, t0()), Some(&by)).await;
+    let [TargetOutcome::AwaitingApproval { reason, .. }] = outcome.as_slice() else { panic!("{outcome:?}") };
+    assert!(reason.contains("already awaits approval"), "{reason}");
+    assert_eq!(w.notifier.sent().len(), asked, "not asked twice");
+    let [record] = w.ledger.records().try_into().expect("one record");
+    assert_eq!((record.state, record.freeze_override.as_deref()), (State::AwaitingApproval, Some("alice: INC-231")));
+
+    let mut approved = record.clone();
+    approved.state = State::Pending;
+    approved.approval = Some("approved by U0AAAAAAA, U0BBBBBBB".into());
+    w.ledger.transition(&approved, &[State::AwaitingApproval], ferry::ports::HeadChange::None).await.expect("approve");
+    let invocation = Invocation { attempt: "approved".into(), deadline: None };
+    let decided = w.deployer().handle(decision("Deployment Approved", &record, "U0BBBBBBB"), &invocation).await;
+    assert!(
+        matches!(&decided, Ok(DeployOutcome::Deployed(t)) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
+        "deployed through the freeze, not held: {decided:?}"
+    );
+    assert_eq!(w.live_digest(), digest(1));
+}
+
+#[tokio::test]
+async fn an_approved_push_whose_decision_never_arrived_deploys_on_ferry_deploy_without_asking_again() {
+    let mut w = World::new(after_the_freeze());
+    approving(&mut w);
+    w.handle(push("v1.3.0", 1, after_the_freeze()), None).await;
+    let [record] = w.ledger.records().try_into().expect("one record");
+    let mut approved = record.clone();
+    approved.state = State::Pending;
+    approved.approval = Some("approved by U0AAAAAAA, U0BBBBBBB".into());
+    w.ledger.transition(&approved, &[State::AwaitingApproval], ferry::ports::HeadChange::None).await.expect("approve");
+
+    let outcome = w.handle(replay("v1.3.0", 1, after_the_freeze()), None).await;
+    assert!(matches!(outcome.as_slice(), [TargetOutcome::Started { .. }]), "{outcome:?}");
+    let [record] = w.ledger.records().try_into().expect("the approved record, no new one to approve");
+    assert_eq!(
+        (record.state, record.approval.as_deref()),
+        (State::InProgress, Some("approved by U0AAAAAAA, U0BBBBBBB"))
+    );
+}
+
+#[tokio::test]
+async fn by_version_a_late_event_of_an_earlier_build_of_the_same_version_is_older() {
+    let w = World::new(after_the_freeze());
+    let at = after_the_freeze();
+    assert!(matches!(
+        w.handle(push("v1.3.0", 2, at + Duration::from_secs(60)), None).await.as_slice(),
+        [TargetOutcome::Started { .. }]
+    ));
+    let mut late = push("v1.3.0", 1, at);
+    late["id"] = "evt-late".into();
+    let outcome = w.handle(late, None).await;
+    let [TargetOutcome::Skipped { reason, .. }] = outcome.as_slice() else { panic!("{outcome:?}") };
+    assert!(reason.contains("older: version v1.3.0"), "{reason}");
+    assert_eq!(w.live_digest(), digest(2), "the later build stays");
+    let mut rebuilt = push("v1.3.0", 3, at + Duration::from_secs(120));
+    rebuilt["id"] = "evt-rebuilt".into();
+    assert!(
+        matches!(w.handle(rebuilt, None).await.as_slice(), [TargetOutcome::Started { .. }]),
+        "a later build is newer"
+    );
+}
+
+#[tokio::test]
+async fn an_environment_switched_to_version_order_goes_by_push_time_until_it_takes_a_version() {
+    let mut w = World::new(after_the_freeze());
+    let at = after_the_freeze();
+    w.config = Config::parse("ferry.toml", &CONFIG.replace("order = \"semver\"\n", "")).expect("config");
+    w.handle(push("v1.3.0", 1, at), None).await;
+    w.config = Config::parse("ferry.toml", CONFIG).expect("config");
+    // v1.9.0 was pushed long before (and deployed by hand, or never): not a missed push.
+    w.image("v1.9.0", 9, at - Duration::from_secs(86_400));
+    w.image("v1.3.0", 1, at);
+    w.clock.advance(Duration::from_secs(300));
+    let found = w.reconcile().await;
+    assert!(matches!(found.as_slice(), [(tag, Finding::UpToDate(_))] if tag == "v1.9.0"), "{found:?}");
+    assert_eq!(w.live_digest(), digest(1));
+    let old = w.handle(push("v1.9.0", 9, at - Duration::from_secs(86_400)), None).await;
+    assert!(matches!(old.as_slice(), [TargetOutcome::Skipped { .. }]), "a late event is stale by push time: {old:?}");
+    let next = w.handle(push("v1.3.1", 4, at + Duration::from_secs(600)), None).await;
+    assert!(matches!(next.as_slice(), [TargetOutcome::Started { .. }]), "{next:?}");
+    let lower = w.handle(push("v1.3.0", 5, at + Duration::from_secs(900)), None).await;
+    assert!(
+        matches!(lower.as_slice(), [TargetOutcome::Skipped { reason, .. }] if reason.contains("older")),
+        "now by version: {lower:?}"
+    );
 }
 
 #[tokio::test]

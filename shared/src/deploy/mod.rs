@@ -163,12 +163,35 @@ pub struct FreezeOverride {
     pub reason: String,
 }
 
-/// What a push brings past the release policy: an operator's freeze override, the approval
-/// it was given.
+impl FreezeOverride {
+    /// As the record keeps it ([`Deployment::freeze_override`]).
+    pub fn noted(&self) -> String {
+        format!("{}: {}", self.by, self.reason)
+    }
+}
+
+/// What a push brings past the release policy, as its record keeps it: an operator's freeze
+/// override (who: why), the approval it was given.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Release<'r> {
-    pub freeze_override: Option<&'r FreezeOverride>,
+pub(crate) struct Release {
+    pub freeze_override: Option<String>,
     pub approval: Option<String>,
+}
+
+impl Release {
+    /// What `d`'s record was given already.
+    pub(crate) fn of(d: &Deployment) -> Release {
+        Release { freeze_override: d.freeze_override.clone(), approval: d.approval.clone() }
+    }
+}
+
+/// What the push already waiting on a target (the same image and tag under another event id)
+/// makes of a push again.
+enum AlreadyWaiting {
+    /// It goes on as that record (its push, and what the record was given).
+    As(Push, Release),
+    /// That record still waits: this is its outcome.
+    Waits(TargetOutcome),
 }
 
 /// Why a rollout stopped before the service was updated.
@@ -253,8 +276,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
                 let Some(tp) = self.replan(&push, &target) else {
                     return Ok(Unacted::Ignored(format!("push {} no longer deploys to {target}", d.id)).into());
                 };
-                let release = Release { freeze_override: None, approval: d.approval.clone() };
-                self.deploy_target(&push, &tp, invocation, &release).await?
+                self.deploy_target(&push, &tp, invocation, &Release::of(&d)).await?
             }
             (Verdict::Reject, State::Rejected) => {
                 self.notify(&d).await;
@@ -303,7 +325,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         };
         // Asked only of a push that deploys somewhere: ECR's own push time orders it.
         let push = &self.ordered(push).await?;
-        let release = Release { freeze_override, approval: None };
+        let release = Release { freeze_override: freeze_override.map(FreezeOverride::noted), approval: None };
         let results = join_all(targets.iter().map(|t| self.deploy_target(push, t, invocation, &release))).await;
         let mut outcomes = Vec::with_capacity(results.len());
         let mut retry = Vec::new();
@@ -326,11 +348,21 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         push: &Push,
         plan: &TargetPlan,
         invocation: &Invocation,
-        release: &Release<'_>,
+        release: &Release,
     ) -> Result<TargetOutcome, Retryable> {
         let target = plan.target.to_string();
+        let again;
+        let (push, release) = match self.already_waiting(push, plan, release).await? {
+            Some(AlreadyWaiting::Waits(outcome)) => return Ok(outcome),
+            Some(AlreadyWaiting::As(push, release)) => {
+                again = (push, release);
+                (&again.0, &again.1)
+            }
+            None => (push, release),
+        };
         let mut deployment = plan.deployment(push, self.clock.now());
         deployment.approval = release.approval.clone();
+        deployment.freeze_override = release.freeze_override.clone();
         let acquired = match self.acquire(&deployment, invocation).await {
             Ok(acquired) => acquired,
             // The write that takes the lock may have gone through with its answer lost.
@@ -366,7 +398,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             deployment.state = State::AwaitingApproval;
             deployment.reason = Some(reason.clone());
             TargetOutcome::AwaitingApproval { target: target.clone(), reason }
-        } else if let Some(frozen) = self.held_by_freeze(&mut deployment, release.freeze_override) {
+        } else if let Some(frozen) = self.held_by_freeze(&mut deployment) {
             let reason =
                 format!("held: {}; deploys when the freeze ends ({})", frozen.reason, frozen.until.to_rfc3339());
             deployment.state = State::Held;
@@ -447,15 +479,62 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     }
 
     /// The freeze that holds `d`, if its environment is frozen and no operator overrode it
-    /// (an override is noted on the record).
-    fn held_by_freeze(&self, d: &mut Deployment, freeze_override: Option<&FreezeOverride>) -> Option<Frozen> {
+    /// (the override, on the record, is said in its reason).
+    fn held_by_freeze(&self, d: &mut Deployment) -> Option<Frozen> {
         let frozen = self.config.environment(&d.target.environment)?.frozen(self.clock.now())?;
-        let Some(o) = freeze_override else { return Some(frozen) };
-        warn!(target = %d.target, by = %o.by, reason = %o.reason, freeze = %frozen.reason, "deploying during a freeze");
-        let overridden = format!("freeze ({}) overridden by {}: {}", frozen.reason, o.by, o.reason);
-        d.reason = Some(overridden.clone());
-        d.freeze_override = Some(overridden);
+        let Some(by) = &d.freeze_override else { return Some(frozen) };
+        warn!(target = %d.target, by = %by, freeze = %frozen.reason, "deploying during a freeze");
+        d.reason = Some(format!("freeze ({}) overridden by {by}", frozen.reason));
         None
+    }
+
+    /// The record of this image and tag already waiting on the target under another event id
+    /// (`ferry deploy` replays a push under its own; ECR may announce a push again), if one is:
+    /// a held push goes on as that record only with a freeze override (noted on it), an
+    /// approved one (still PENDING) always; a push awaiting approval keeps waiting, with the
+    /// override noted for when it is approved.
+    async fn already_waiting(
+        &self,
+        push: &Push,
+        plan: &TargetPlan,
+        release: &Release,
+    ) -> Result<Option<AlreadyWaiting>, Retryable> {
+        let t = &plan.target;
+        // Only a target with a release policy ever has a push waiting: no read for the others.
+        let frozen_ever = self.config.environment(&t.environment).is_some_and(|e| !e.freeze.is_empty());
+        if !frozen_ever && self.config.approval_for(t, &push.repository).is_none() {
+            return Ok(None);
+        }
+        // The same record is this push's own event again, which `begin` knows, unless overridden.
+        let other = |id: &String| *id != crate::model::deployment_id(push) || release.freeze_override.is_some();
+        let Some(id) = self.ledger.head(t).await?.held.filter(other) else { return Ok(None) };
+        let same = |d: &Deployment| d.digest == push.digest && d.tag == push.tag;
+        let Some(mut waiting) = self.ledger.deployment(t, &id).await?.filter(same) else { return Ok(None) };
+        let was = waiting.state;
+        let name = t.to_string();
+        let goes_on = match was {
+            State::Pending => waiting.approval.is_some(),
+            State::Held => release.freeze_override.is_some(),
+            State::AwaitingApproval => false,
+            _ => return Ok(None),
+        };
+        if let Some(by) = release.freeze_override.as_ref().filter(|by| waiting.freeze_override.as_ref() != Some(by)) {
+            waiting.freeze_override = Some(by.clone());
+            waiting.state = if was == State::Held { State::Pending } else { was };
+            waiting.updated_at = self.clock.now();
+            if !self.ledger.transition(&waiting, &[was], HeadChange::None).await? {
+                return Ok(None); // decided meanwhile: this push goes its own way
+            }
+            info!(target = %t, deployment = %id, by = %by, state = %waiting.state, "freeze override noted on the waiting push");
+        }
+        Ok(Some(match was {
+            _ if goes_on => AlreadyWaiting::As(crate::reconcile::push_of(&waiting), Release::of(&waiting)),
+            State::AwaitingApproval => AlreadyWaiting::Waits(TargetOutcome::AwaitingApproval {
+                target: name,
+                reason: format!("deployment {id} of this image already awaits approval"),
+            }),
+            state => AlreadyWaiting::Waits(TargetOutcome::Duplicate { target: name, state }),
+        }))
     }
 
     /// Marks the target's waiting push (held, or awaiting approval) SUPERSEDED once a newer one

@@ -120,10 +120,10 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         let Some(newest) = head.newest_pushed_at else { return Ok((Finding::NeverDeployed, push.clone())) };
         let now = self.clock.now();
         let candidate = tp.deployment(push, now);
+        // As Head::newer_than: by version where both have one, else by push time.
         let no_newer = match (&candidate.version, &head.newest_version) {
             (Some(version), Some((taken, _))) => version <= taken,
-            (Some(_), None) => false,
-            (None, _) => push.pushed_at <= newest,
+            _ => push.pushed_at <= newest,
         };
         let waiting = self.waiting(&tp.target, &head).await?;
         if let Some(asked) = waiting.as_ref().filter(|w| w.state == State::AwaitingApproval) {
@@ -158,8 +158,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             if !self.ledger.transition(&released, &[State::Held], HeadChange::None).await? {
                 return Ok((Finding::Busy(format!("push {} was released by another run", held.id)), push));
             }
-            let release = Release { freeze_override: None, approval: held.approval.clone() };
-            let outcome = self.deploy_target(&push, &plan, invocation, &release).await?;
+            let outcome = self.deploy_target(&push, &plan, invocation, &Release::of(&held)).await?;
             return Ok((Finding::Released(Some(outcome)), push));
         }
         if no_newer && let Some(stranded) = self.stranded(&tp.target, &head).await? {
@@ -171,8 +170,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             if dry_run {
                 return Ok((Finding::Stranded(None), push));
             }
-            let release = Release { freeze_override: None, approval: stranded.approval.clone() };
-            let outcome = self.deploy_target(&push, &plan, invocation, &release).await?;
+            let outcome = self.deploy_target(&push, &plan, invocation, &Release::of(&stranded)).await?;
             return Ok((Finding::Stranded(Some(outcome)), push));
         }
         if no_newer {

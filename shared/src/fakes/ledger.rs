@@ -151,6 +151,8 @@ impl Ledger for MemoryLedger {
             record.hooks = existing.hooks.clone();
             // DynamoDB's SET leaves attributes the write does not name: an approval stays.
             record.approval = record.approval.or(existing.approval);
+            record.freeze_override = record.freeze_override.or(existing.freeze_override);
+            record.version = record.version.or(existing.version);
         }
         w.records.insert(record_key(d), record);
         Ok(Begin::Started)
