@@ -518,6 +518,7 @@ class Sandbox:
         self.started = time.perf_counter()
         self.functions: dict[str, Function] = {}
         self.slack: list[dict] = []  # {"route", "body"}
+        self.slack_replies: list[dict] = []  # what the approve function posted to a click's response_url
         self.behaviours: dict[str, str] = {}  # digest -> healthy | unhealthy | crash
         self.health_targets: dict[str, list[Target]] = {}  # health URL -> the targets behind it
         self.test_targets: dict[str, list[Target]] = {}  # test route URL -> the targets whose green it reaches
@@ -663,6 +664,11 @@ class Sandbox:
                     sandbox.slack.append({"route": self.path.split("/")[2], "body": message})
                     sandbox._record("slack", message.get("text", ""), message)
                     return self._answer(200, b"ok")
+                if self.path == "/slack-response":
+                    reply = json.loads(body)
+                    sandbox.slack_replies.append(reply)
+                    sandbox._record("slack", f"(to the clicker only) {reply.get('text', '')}", reply)
+                    return self._answer(200, b"ok")
                 self._answer(404)
 
             def do_GET(self) -> None:  # noqa: N802
@@ -794,6 +800,7 @@ class Sandbox:
         return {**os.environ, **self.aws_env(), "FERRY_CONFIG": str(self.config_path), "FERRY_TABLE": self.table,
                 "FERRY_TOPIC_ARN": self.topic, "FERRY_SLACK_SECRET": self.secret, "FERRY_EVENT_BUS": "default",
                 "FERRY_SLACK_SIGNING_SECRET": self.signing_secret_arn,
+                "FERRY_SLACK_RESPONSE_ORIGIN": f"{self.web_url}/",
                 "FERRY_ACCOUNT": HOME_ACCOUNT, "FERRY_AWS_TIMEOUT_SECONDS": str(AWS_TIMEOUT_SECONDS),
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
                 "RUST_LOG": os.environ.get("FERRY_SANDBOX_LOG", "info")}
@@ -940,7 +947,8 @@ class Sandbox:
         """A Slack user's click on the Approve (or Reject) button of `record`'s message: Slack's
         interactivity request (a form-encoded `payload`, signed with the app's signing secret, or
         `secret`, `age` seconds ago) as the approve function's URL receives it (payload format
-        2.0: lower-case headers). Returns the URL's status and the text the clicker sees."""
+        2.0: lower-case headers). Returns the URL's status and the text the clicker sees: the
+        reply the function posted to the click's response_url ("" if it posted none)."""
         target = f"{record.get('account') or '-'}/{record['region']}/{record['cluster']}/{record['service']}"
         payload = {"type": "block_actions", "user": {"id": user, "username": user.lower()},
                    "actions": [{"type": "button", "action_id": f"ferry_{action}", "value": f"{record['id']} {target}"}],
@@ -956,8 +964,10 @@ class Sandbox:
                  "requestContext": {"http": {"method": "POST", "path": "/", "sourceIp": "3.3.3.3"}},
                  "body": body, "isBase64Encoded": False}
         self._record("event", f"Slack click {action} by {user} → ferry-approve (function URL)", {"event": event})
+        replies = len(self.slack_replies)
         answer = self.functions["approve"].invoke_sync(event)["body"]
-        return answer["statusCode"], json.loads(answer["body"])["text"]
+        said = [r.get("text", "") for r in self.slack_replies[replies:]]
+        return answer["statusCode"], said[-1] if said else ""
 
     def tick(self) -> list[str]:
         """The template's schedules fire once: each scheduled function gets EventBridge's

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::approval::{Verdict, parse_click, verify_slack_signature};
+use crate::approval::{Reply, Verdict, parse_click, verify_slack_signature};
 use crate::config::Config;
 use crate::model::{Deployment, State};
 use crate::ports::{Approved, Clock, EventBus, Ledger};
@@ -33,14 +33,26 @@ pub struct Answer {
     pub status: u16,
     pub headers: Value,
     pub body: String,
+    /// What to post to the click's `response_url` (Slack shows a click's answer body to nobody).
+    #[serde(skip)]
+    pub reply: Option<Reply>,
 }
 
 impl Answer {
     fn new(status: u16, text: &str) -> Answer {
         // Shown to the clicker only (Slack's ephemeral response), never posted to the channel.
-        let body = json!({"response_type": "ephemeral", "replace_original": false, "text": text}).to_string();
-        Answer { status, headers: json!({"content-type": "application/json"}), body }
+        Answer { status, headers: json!({"content-type": "application/json"}), body: ephemeral(text), reply: None }
     }
+
+    /// The answer to a click, also posted to its `response_url` when it has one.
+    fn to_click(status: u16, text: &str, response_url: Option<String>) -> Answer {
+        let reply = response_url.map(|url| Reply { url, body: ephemeral(text) });
+        Answer { reply, ..Answer::new(status, text) }
+    }
+}
+
+fn ephemeral(text: &str) -> String {
+    json!({"response_type": "ephemeral", "replace_original": false, "text": text}).to_string()
 }
 
 /// What a decision came to.
@@ -67,9 +79,14 @@ pub enum Refused {
     NoApproval(String),
     #[error("{by} is not an approver of {deployment}")]
     NotAnApprover { by: String, deployment: String },
+    #[error("{0} was not decided on in time: its approval expired")]
+    Expired(String),
     #[error("the ledger or the bus failed: {0}")]
     Unavailable(String),
 }
+
+/// How long after an approval a click on Approve announces it again, if it is still not deployed.
+const REANNOUNCE: chrono::Duration = chrono::Duration::minutes(1);
 
 #[derive(Deserialize)]
 struct UrlRequest {
@@ -118,16 +135,17 @@ impl<L: Ledger, B: EventBus, C: Clock> Approver<'_, L, B, C> {
             }
         };
         match self.decide(&click.target, &click.deployment, &click.user, click.verdict, true, None).await {
-            Ok(decided) => Answer::new(200, &said(&decided, &click.deployment)),
+            Ok(decided) => Answer::to_click(200, &said(&decided, &click.deployment), click.response_url),
             Err(refused) => {
                 warn!(by = %click.user, deployment = %click.deployment, reason = %refused, "decision refused");
                 let status = match refused {
                     Refused::NotAnApprover { .. } => 403,
                     Refused::NotFound(_) => 404,
                     Refused::NoApproval(_) => 409,
+                    Refused::Expired(_) => 410,
                     Refused::Unavailable(_) => 503,
                 };
-                Answer::new(status, &refused.to_string())
+                Answer::to_click(status, &refused.to_string(), click.response_url)
             }
         }
     }
@@ -158,7 +176,18 @@ impl<L: Ledger, B: EventBus, C: Clock> Approver<'_, L, B, C> {
             return Err(Refused::NotAnApprover { by: by.to_string(), deployment: id.to_string() });
         }
         let now = self.clock.now();
+        // Recorded REJECTED by reconciliation; refused here at once.
+        if d.state == State::AwaitingApproval && d.created_at + rule.timeout <= now {
+            return Err(Refused::Expired(id.to_string()));
+        }
         let decided = match verdict {
+            // Approved a while ago and still not deployed: its announcement may be lost, so it is
+            // made again (a click racing the approval is only told it is decided).
+            Verdict::Approve
+                if d.state == State::Pending && d.approval.is_some() && d.updated_at + REANNOUNCE <= now =>
+            {
+                Decided::Approved
+            }
             Verdict::Approve => {
                 match self.ledger.approve(&d, by, rule.required, now).await.map_err(|e| unavailable(&e))? {
                     Approved::Approved => Decided::Approved,

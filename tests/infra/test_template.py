@@ -19,12 +19,14 @@ import ast
 import functools
 import io
 import json
+import os
 import re
 import subprocess
 import sys
 import tomllib
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -449,7 +451,9 @@ def test_the_function_gets_every_setting_the_code_reads(logical: str, name: str)
     sources = "".join(iam.strip_comments_and_strings(f.read_text()) for f in function_sources(name))
     uses = {"FERRY_EVENT_BUS": "event_bus", "FERRY_TOPIC_ARN": "notifiers", "FERRY_SLACK_SECRET": "notifiers",
             "FERRY_SLACK_SIGNING_SECRET": "signing_secret"}
-    expected = {v for v in read if v not in uses or uses[v] in sources}
+    # The sandbox's stand-in for Slack's response URLs; on AWS, Slack's own.
+    sandbox_only = {"FERRY_SLACK_RESPONSE_ORIGIN"}
+    expected = {v for v in read - sandbox_only if v not in uses or uses[v] in sources}
     variables = template()["Resources"][logical]["Properties"]["Environment"]["Variables"]
     assert set(variables) == expected
     assert variables["FERRY_CONFIG"] == "/opt/ferry.toml"
@@ -735,9 +739,14 @@ def test_the_approval_url_is_public_and_only_through_the_url() -> None:
     approve = function("approve")["Properties"]
     assert approve["FunctionUrlConfig"] == {"AuthType": "NONE"}
     assert "Events" not in approve and "EventInvokeConfig" not in approve
-    invoke = template()["Resources"]["ApproveFunctionUrlInvokePermission"]["Properties"]
-    assert invoke == {"FunctionName": {"Ref": "ApproveFunction"}, "Action": "lambda:InvokeFunction", "Principal": "*",
-                      "InvokedViaFunctionUrl": True}
+    # What SAM makes of FunctionUrlConfig: the two grants a public URL needs
+    # (https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html), the second only through the URL.
+    granted = sorted(
+        (r["Properties"]["Action"], r["Properties"].get("FunctionUrlAuthType"), r["Properties"].get("InvokedViaFunctionUrl"))
+        for r in sam_transformed()["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["FunctionName"] == {"Ref": "ApproveFunction"}
+    )
+    assert granted == [("lambda:InvokeFunction", None, True), ("lambda:InvokeFunctionUrl", "NONE", None)]
     assert template()["Outputs"]["ApproveFunctionUrl"]["Value"] == {"Fn::GetAtt": ["ApproveFunctionUrl", "FunctionUrl"]}
     # No ECS, no other account: it records and announces only.
     granted = {a for _, actions in iam.grant_variants(template(), ROLES["approve"], {**PARAMETERS, "TargetRoleArns": TARGET_ROLE})
@@ -808,6 +817,24 @@ def test_the_prefix_filter_only_adds_the_repository_condition() -> None:
 # --- the emulator ----------------------------------------------------------------------
 
 
+def sam_transformed() -> dict:
+    """The template as SAM's transform makes it plain CloudFormation (offline; the code from S3)."""
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    class NoManagedPolicies:
+        def load(self) -> dict:
+            return {}
+
+    sam = yaml_parse(TEMPLATE.read_text())
+    for logical, _ in deployed_functions():
+        sam["Resources"][logical]["Properties"]["CodeUri"] = "s3://ferry-artifacts/function.zip"
+    sam["Resources"]["ConfigLayer"]["Properties"]["ContentUri"] = "s3://ferry-artifacts/config.zip"
+    # The transform resolves pseudo parameters from a boto3 session's region.
+    with mock.patch.dict(os.environ, {"AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "eu-west-1")}):
+        return transform(sam, {}, NoManagedPolicies())
+
+
 # moto's CloudFormation skips what it cannot create (the secret, the async invoke config, the alarms).
 @pytest.mark.filterwarnings("ignore:Tried to parse AWS::")
 def test_the_stack_creates_in_the_emulator_with_the_grants_checked_here(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -817,18 +844,8 @@ def test_the_stack_creates_in_the_emulator_with_the_grants_checked_here(monkeypa
         monkeypatch.setenv(k, v)
     import boto3
     from moto import mock_aws
-    from samtranslator.translator.transform import transform
-    from samtranslator.yaml_helper import yaml_parse
 
-    class NoManagedPolicies:
-        def load(self) -> dict:
-            return {}
-
-    sam = yaml_parse(TEMPLATE.read_text())
-    for logical, name in deployed_functions():
-        sam["Resources"][logical]["Properties"]["CodeUri"] = "s3://ferry-artifacts/function.zip"
-    sam["Resources"]["ConfigLayer"]["Properties"]["ContentUri"] = "s3://ferry-artifacts/config.zip"
-    plain = transform(sam, {}, NoManagedPolicies())
+    plain = sam_transformed()
     # moto 5.2.5's CloudFormation has no AWS::Lambda::Url (cfn-lint checks it above): created
     # without it and the output naming it.
     for logical in [k for k, r in plain["Resources"].items() if r["Type"] == "AWS::Lambda::Url"]:

@@ -3,6 +3,7 @@
 //! wires it up. It holds no ECS rights: the deploy function carries the decision out.
 
 use ferry::adapters::eventbridge::EventBridgeBus;
+use ferry::adapters::slack::SlackReplier;
 use ferry::approve::Approver;
 use ferry::ports::SystemClock;
 use ferry_runtime::FunctionEnv;
@@ -21,9 +22,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         clock: &SystemClock,
         signing_secret: secret.as_bytes(),
     };
-    let approver = &approver;
+    let (approver, replier) = (&approver, &SlackReplier::new(env.slack_response_origin()));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        Ok::<_, std::convert::Infallible>(approver.handle(event.payload).await)
+        let answer = approver.handle(event.payload).await;
+        if let Some(reply) = &answer.reply
+            && let Err(e) = replier.reply(reply).await
+        {
+            tracing::warn!(error = %e, "could not reply to the clicker");
+        }
+        Ok::<_, std::convert::Infallible>(answer)
     }))
     .await
 }

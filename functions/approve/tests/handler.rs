@@ -129,6 +129,48 @@ async fn two_listed_approvers_approve_once_and_the_decision_is_announced_once() 
 }
 
 #[tokio::test]
+async fn the_clicker_is_answered_through_the_clicks_response_url() {
+    let (w, d) = World::new().await;
+    let answer = w.approver().handle(click(&d, "U0AAAAAAA", APPROVE_ACTION, SECRET, t0())).await;
+    let reply = answer.reply.clone().expect("a reply");
+    assert_eq!(reply.url, "https://hooks.slack.com/actions/T0/1/x");
+    assert_eq!(reply.body, answer.body, "what the answer says, where Slack shows it");
+    let refused = w.approver().handle(click(&d, "U0DDDDDDD", APPROVE_ACTION, SECRET, t0())).await;
+    assert!(refused.reply.is_some_and(|r| r.body.contains("not an approver")), "a refusal is said too");
+    let forged = w.approver().handle(click(&d, "U0AAAAAAA", APPROVE_ACTION, b"guess", t0())).await;
+    assert_eq!((forged.status, forged.reply), (401, None), "an unsigned request's URL is never followed");
+}
+
+#[tokio::test]
+async fn an_approval_whose_announcement_failed_is_announced_again_by_the_next_click() {
+    let (w, d) = World::new().await;
+    w.approver().handle(click(&d, "U0AAAAAAA", APPROVE_ACTION, SECRET, t0())).await;
+    w.bus.fail(true);
+    let failed = w.approver().handle(click(&d, "U0BBBBBBB", APPROVE_ACTION, SECRET, t0())).await;
+    assert_eq!(failed.status, 503, "{}", failed.body);
+    assert_eq!(w.state(&d).await, State::Pending, "approved in the ledger");
+    assert!(w.bus.decisions().is_empty(), "but not announced");
+    w.bus.fail(false);
+    let racing = w.approver().handle(click(&d, "U0AAAAAAA", APPROVE_ACTION, SECRET, t0())).await;
+    assert!(text(&racing).contains("already decided"), "a click racing the approval: {}", racing.body);
+    w.clock.advance(std::time::Duration::from_secs(120));
+    let again = w.approver().handle(click(&d, "U0AAAAAAA", APPROVE_ACTION, SECRET, w.clock.now())).await;
+    assert_eq!((again.status, text(&again).starts_with("Approved")), (200, true), "{}", again.body);
+    assert_eq!(w.bus.decisions(), [(d.id.clone(), Verdict::Approve, "U0AAAAAAA".to_string())]);
+}
+
+#[tokio::test]
+async fn a_click_after_the_approval_expired_changes_nothing() {
+    let (w, d) = World::new().await;
+    w.clock.advance(std::time::Duration::from_secs(24 * 3600));
+    let answer = w.approver().handle(click(&d, "U0AAAAAAA", APPROVE_ACTION, SECRET, w.clock.now())).await;
+    assert_eq!(answer.status, 410, "{}", answer.body);
+    assert!(text(&answer).contains("expired"), "{}", answer.body);
+    assert_eq!(w.state(&d).await, State::AwaitingApproval, "recorded REJECTED by reconciliation, not here");
+    assert!(w.bus.decisions().is_empty());
+}
+
+#[tokio::test]
 async fn racing_approvers_decide_once() {
     let (w, d) = World::new().await;
     let web = w.waiting("shop/web", "shop-production-web").await;

@@ -92,7 +92,19 @@ pub struct Click {
     /// The deployment's target key and id, as the button carries them.
     pub target: String,
     pub deployment: String,
+    /// Where to reply to the clicker (Slack ignores the body of the answer to a click).
+    pub response_url: Option<String>,
 }
+
+/// A reply to whoever clicked: `body` (JSON) to POST to `url`, the click's `response_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub url: String,
+    pub body: String,
+}
+
+/// Where Slack's response URLs are (<https://api.slack.com/interactivity/handling#message_responses>).
+pub const SLACK_RESPONSE_ORIGIN: &str = "https://hooks.slack.com/";
 
 /// The value a button carries: the target's key and the deployment's id (Slack allows 2,000 characters).
 pub fn button_value(target_key: &str, deployment: &str) -> String {
@@ -105,6 +117,8 @@ struct Payload {
     kind: String,
     user: User,
     actions: Vec<Action>,
+    #[serde(default)]
+    response_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -137,7 +151,13 @@ pub fn parse_click(body: &str) -> Result<Click, String> {
     if payload.user.id.is_empty() || deployment.is_empty() || target.is_empty() {
         return Err("the click names no user or deployment".into());
     }
-    Ok(Click { user: payload.user.id, verdict, target: target.into(), deployment: deployment.into() })
+    Ok(Click {
+        user: payload.user.id,
+        verdict,
+        target: target.into(),
+        deployment: deployment.into(),
+        response_url: payload.response_url,
+    })
 }
 
 /// One field of an `application/x-www-form-urlencoded` body, decoded.
@@ -228,7 +248,7 @@ mod tests {
         let value = button_value("-/eu-west-1/shop-prod/shop-production-api", "20261224T100000Z-evt-1");
         let click = |action: &str, value: &str| {
             form(&serde_json::json!({"type": "block_actions", "user": {"id": "U0123ABCD", "name": "ana"},
-                "actions": [{"action_id": action, "value": value, "type": "button"}], "response_url": "https://x"}))
+                "actions": [{"action_id": action, "value": value, "type": "button"}], "response_url": "https://hooks.slack.com/actions/T0/1/x"}))
         };
         assert_eq!(
             parse_click(&click(APPROVE_ACTION, &value)),
@@ -237,6 +257,7 @@ mod tests {
                 verdict: Verdict::Approve,
                 target: "-/eu-west-1/shop-prod/shop-production-api".into(),
                 deployment: "20261224T100000Z-evt-1".into(),
+                response_url: Some("https://hooks.slack.com/actions/T0/1/x".into()),
             })
         );
         assert_eq!(parse_click(&click(REJECT_ACTION, "d t")).map(|c| c.verdict), Ok(Verdict::Reject));

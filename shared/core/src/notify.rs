@@ -190,6 +190,8 @@ fn needs_someone(state: State) -> bool {
             | State::RollbackFailed
             | State::Skipped
             | State::AwaitingApproval
+            | State::Held
+            | State::Rejected
     )
 }
 
@@ -406,6 +408,9 @@ notify = "shop-team"
             ("staging", State::Skipped, true, "warning", "ℹ️ shop-staging-api push skipped"),
             ("staging", State::RollingBack, true, "error", "⏪ shop-staging-api rolling back"),
             ("staging", State::RollbackFailed, true, "critical", "🚨 shop-staging-api ROLLBACK FAILED"),
+            ("staging", State::AwaitingApproval, true, "info", "🙋 shop-staging-api awaiting approval"),
+            ("staging", State::Held, true, "info", "🧊 shop-staging-api push held (freeze)"),
+            ("staging", State::Rejected, true, "info", "ℹ️ shop-staging-api push rejected"),
             ("production", State::InProgress, true, "info", "🚀 shop-production-api deploying"),
             ("production", State::Succeeded, true, "info", "✅ shop-production-api deployed"),
         ];

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
+use crate::approval::Reply;
 use crate::notify::Notification;
 use crate::ports::{Notifier, NotifyError};
 
@@ -29,6 +30,39 @@ const SLACK_BUDGET: Duration = Duration::from_secs(12);
 fn retry_after(header: Option<&str>, left: Duration) -> Option<Duration> {
     let after = Duration::from_secs(header.map_or(Ok(1), |h| h.trim().parse::<u64>()).ok()?);
     (after + SLACK_TIMEOUT <= left).then_some(after)
+}
+
+/// Replies to the clicks the approve function answers, through each click's `response_url`.
+#[derive(Debug)]
+pub struct SlackReplier {
+    http: reqwest::Client,
+    /// Where a response URL must point: Slack's hooks
+    /// ([`crate::approval::SLACK_RESPONSE_ORIGIN`]), or the sandbox's stand-in.
+    origin: String,
+}
+
+impl SlackReplier {
+    pub fn new(origin: impl Into<String>) -> Self {
+        // Short: the reply is posted before the function answers Slack, which waits 3 s.
+        let timeout = Duration::from_millis(1500);
+        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build().unwrap_or_default();
+        SlackReplier { http, origin: origin.into() }
+    }
+
+    /// Posts `reply`, unless its URL is not under the origin (never follows a URL elsewhere).
+    pub async fn reply(&self, reply: &Reply) -> Result<(), String> {
+        if !reply.url.starts_with(&self.origin) {
+            return Err(format!("the click's response URL is not under {}", self.origin));
+        }
+        let sent = self.http.post(&reply.url).header("content-type", "application/json").body(reply.body.clone());
+        // Errors are described without the URL: it lets anyone post to the clicker for 30 minutes.
+        match sent.send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("Slack answered the reply with HTTP {}", r.status().as_u16())),
+            Err(e) if e.is_timeout() => Err("the reply to Slack timed out".into()),
+            Err(_) => Err("the reply to Slack failed to connect".into()),
+        }
+    }
 }
 
 /// Slack's signing secret, stored as the secret's whole string value.
@@ -134,6 +168,16 @@ impl Notifier for SlackNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_reply_goes_only_to_a_response_url_under_slacks_origin() {
+        let replier = SlackReplier::new(crate::approval::SLACK_RESPONSE_ORIGIN);
+        for url in ["http://169.254.169.254/latest/meta-data", "https://hooks.slack.com.evil.example/x"] {
+            let reply = Reply { url: url.into(), body: "{}".into() };
+            let refused = replier.reply(&reply).await.expect_err(url);
+            assert!(refused.contains("not under https://hooks.slack.com/") && !refused.contains(url), "{refused}");
+        }
+    }
 
     #[test]
     fn a_rate_limited_message_waits_as_slack_asks_within_the_budget_only() {
