@@ -267,10 +267,13 @@ where
         Command::Check => commands::check::check(&ctx.config, term, Utc::now()),
         Command::Plan { image, digest, output } => ctx.plan(image, digest.as_deref(), *output).await?,
         Command::Deploy { image, override_freeze, reason, output } => {
-            let freeze_override = override_freeze.then(|| ferry::deploy::FreezeOverride {
-                by: commands::operator(),
-                reason: reason.clone().unwrap_or_default(),
-            });
+            let freeze_override = match override_freeze {
+                true => Some(ferry::deploy::FreezeOverride {
+                    by: ctx.operator().await?,
+                    reason: reason.clone().unwrap_or_default(),
+                }),
+                false => None,
+            };
             Box::pin(ctx.deploy(image, freeze_override, *output)).await?
         }
         // Boxed: they run whole handlers, whose futures would make every command's stack large.

@@ -429,3 +429,23 @@ async fn redrive_hands_dead_lettered_events_to_their_functions_handler_once() {
     assert_eq!(again, "no failed events waiting\n");
     assert_eq!(w.ledger().history(&w.target(), 10).await.expect("history").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ferry_approve_names_the_callers_aws_principal_and_counts_it_once() {
+    let w = World::new().await;
+    let extra = "approval = { approvers = [\"U0AAAAAAA\", \"U0BBBBBBB\"], required = 2 }";
+    let (file, config) = (config_file(&w, extra), w.config_with(extra));
+    w.deploy(&config, w.push("staging-aaaa0001", "sha256:a1").await, "push").await;
+    let [waiting] = w.ledger().history(&w.target(), 5).await.expect("history").try_into().expect("one");
+    assert_eq!(waiting.state, State::AwaitingApproval);
+
+    let first = ok(ferry(&w, &file, &["approve", &waiting.id]).await);
+    assert!(first.contains("approval noted (1 of 2: arn:aws:"), "the STS caller, not $USER: {first}");
+    let again = ok(ferry(&w, &file, &["approve", &waiting.id]).await);
+    assert!(again.contains("(1 of 2:"), "one principal twice is one approver: {again}");
+    ok(ferry(&w, &file, &["reject", &waiting.id, "--reason", "not today"]).await);
+    let record = w.ledger().deployment(&w.target(), &waiting.id).await.expect("read").expect("record");
+    let reason = record.reason.unwrap_or_default();
+    assert_eq!(record.state, State::Rejected);
+    assert!(reason.starts_with("rejected by arn:aws:") && reason.ends_with(": not today"), "{reason}");
+}

@@ -29,7 +29,7 @@ impl Ctx<'_> {
         let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(self.aws), &self.cli.event_bus);
         let approver =
             Approver { config: &self.config, ledger: &ledger, bus: &bus, clock: &SystemClock, signing_secret: &[] };
-        let by = super::operator();
+        let by = self.operator().await?;
         let decided =
             approver.decide(&target.key(), id, &by, verdict, false, reason).await.map_err(|e| fail(e.to_string()))?;
         Ok(match decided {

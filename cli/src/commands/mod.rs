@@ -13,7 +13,18 @@ pub(crate) mod release;
 pub(crate) mod rollback;
 pub(crate) mod status;
 
-/// Who runs this command, as records and messages name them.
-pub(crate) fn operator() -> String {
-    std::env::var("USER").map_or_else(|_| "ferry CLI".to_string(), |u| format!("{u} (ferry CLI)"))
+impl crate::Ctx<'_> {
+    /// Who runs this command, as records and messages name them: the AWS principal of the
+    /// credentials (GetCallerIdentity needs no permission), never a name the shell could claim,
+    /// so one operator cannot count as two approvers.
+    pub(crate) async fn operator(&self) -> Result<String, crate::Failure> {
+        let me = aws_sdk_sts::Client::new(self.aws).get_caller_identity().send().await.map_err(|e| {
+            crate::fail(format!(
+                "cannot tell who is running ferry (STS GetCallerIdentity): {}",
+                crate::render::aws_message(&e)
+            ))
+        })?;
+        let arn = me.arn().ok_or_else(|| crate::fail("STS named no caller"))?;
+        Ok(format!("{arn} (ferry CLI)"))
+    }
 }

@@ -42,7 +42,7 @@ impl Ctx<'_> {
             }
         }
         let requested_at = Utc::now();
-        let by = super::operator();
+        let by = self.operator().await?;
         let detail = json!({"environment": env, "service": service, "region": region, "to": to, "requested_by": by});
         let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
             .source(ferry::event::EVENT_SOURCE)
