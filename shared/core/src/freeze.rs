@@ -79,10 +79,21 @@ impl Freeze {
     /// hour (daylight saving's spring gap) the moment the clock jumps to.
     fn instant(&self, local: NaiveDateTime) -> DateTime<Utc> {
         let tz = self.timezone;
-        tz.from_local_datetime(&local)
-            .earliest()
-            .or_else(|| (1..=4).find_map(|h| tz.from_local_datetime(&(local + Duration::minutes(30 * h))).earliest()))
-            .map_or_else(|| local.and_utc(), |t| t.with_timezone(&Utc))
+        if let Some(t) = tz.from_local_datetime(&local).earliest() {
+            return t.with_timezone(&Utc);
+        }
+        // Skipped: the first second whose wall-clock time is at or past `local` (a gap is at most
+        // a few hours, and the clock only moves forward within the six searched).
+        let Some(before) = tz.from_local_datetime(&(local - Duration::hours(3))).earliest() else {
+            return local.and_utc();
+        };
+        let wall = |secs: i64| Utc.timestamp_opt(secs, 0).single().map(|t| t.with_timezone(&tz).naive_local());
+        let (mut lo, mut hi) = (before.timestamp(), before.timestamp() + 6 * 3600);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if wall(mid).is_none_or(|w| w >= local) { hi = mid } else { lo = mid + 1 }
+        }
+        Utc.timestamp_opt(lo, 0).single().unwrap_or_else(|| local.and_utc())
     }
 
     /// The window in words, its reason first: `holidays (2026-12-24 00:00 to 2026-12-27 00:00 UTC)`.
@@ -170,6 +181,16 @@ mod tests {
         let gap = [weekly(&[Weekday::Sun], "01:30", "03:00", "Europe/London")];
         let f = frozen(&gap, utc("2026-03-29T01:00:00Z")).expect("frozen from 02:00 BST");
         assert_eq!(f.until, utc("2026-03-29T02:00:00Z"));
+        assert!(frozen(&gap, utc("2026-03-29T00:59:59Z")).is_none(), "not before the jump");
+        // Any start in the gap, on the minute or not, starts at the jump itself.
+        for start in ["01:00", "01:15", "01:59"] {
+            let w = weekly(&[Weekday::Sun], start, "03:00", "Europe/London");
+            assert_eq!(
+                w.covering(utc("2026-03-29T01:00:00Z")).map(|(s, _)| s),
+                Some(utc("2026-03-29T01:00:00Z")),
+                "{start}"
+            );
+        }
     }
 
     #[test]
