@@ -496,3 +496,56 @@ async fn the_pushs_event_delivered_again_after_approval_deploys_without_asking_a
         "not asked again"
     );
 }
+
+#[tokio::test]
+async fn the_approvers_see_what_the_push_replaces_and_how_the_image_did_in_the_environment_before() {
+    let mut w = World::new(after_the_freeze());
+    approving(&mut w);
+    let staging = "[[environments]]\nname = \"staging\"\nrules = [{ glob = \"staging-*\" }]\n\
+                   targets = [{ region = \"eu-west-1\", cluster = \"shop-staging\" }]\n\n";
+    let text = format!(
+        "{staging}{}",
+        CONFIG.replacen("order = \"semver\"\n", "order = \"semver\"\napproval = { approvers = [\"U0AAAAAAA\"] }\n", 1,)
+    );
+    w.config = Config::parse("ferry.toml", &text).expect("config");
+    let staging = Target {
+        environment: "staging".into(),
+        cluster: "shop-staging".into(),
+        service: "shop-staging-api".into(),
+        ..production()
+    };
+    w.ecs.add_service(&staging, "shop-staging-api", &[("api", OLD_IMAGE)]);
+
+    // The image, verified in staging first.
+    w.handle(push("staging-1", 1, after_the_freeze()), None).await;
+    let [mut tried] = w.ledger.records().try_into().expect("one record");
+    tried.state = State::Succeeded;
+    tried.task_definition = Some("arn:aws:ecs:eu-west-1:123456789012:task-definition/shop-staging-api:2".into());
+    let verified = w.ledger.transition(&tried, &[State::InProgress], ferry::ports::HeadChange::LastKnownGood);
+    assert!(verified.await.expect("verified"));
+
+    w.handle(push("v1.3.0", 1, after_the_freeze() + Duration::from_secs(60)), None).await;
+    let sent = w.notifier.sent();
+    let asked = sent.last().expect("asked");
+    assert_eq!(asked.deployment.state, State::AwaitingApproval);
+    assert_eq!(
+        asked.context,
+        [
+            ("Replaces".to_string(), "nothing Ferry deployed yet".to_string()),
+            ("In staging".to_string(), "verified on every target (1)".to_string())
+        ]
+    );
+    let message = asked.slack().to_string();
+    assert!(message.contains("*In staging*\\nverified on every target (1)"), "{message}");
+
+    // Another image, never in staging, after production took one.
+    let mut live = asked.deployment.clone();
+    live.state = State::InProgress;
+    live.approval = Some("approved by U0AAAAAAA".into());
+    w.ledger.transition(&live, &[State::AwaitingApproval], ferry::ports::HeadChange::Active).await.expect("live");
+    w.handle(push("v1.3.1", 2, after_the_freeze() + Duration::from_secs(120)), None).await;
+    let sent = w.notifier.sent();
+    let context = &sent.last().expect("asked").context;
+    assert_eq!(context[0].1, format!("`{}` (deployment {})", ferry::notify::short_digest(&digest(1)), live.id));
+    assert_eq!(context[1].1, "not deployed there, or not its latest verified image");
+}

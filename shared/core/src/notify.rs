@@ -18,6 +18,9 @@ pub struct Notification {
     pub slack: bool,
     /// Set when the message is an alarm about the deployment, not a change of its state.
     pub alert: Option<Alert>,
+    /// What an approver weighs beside the push, as (label, text): what it replaces, how the
+    /// image did in the environment before.
+    pub context: Vec<(String, String)>,
 }
 
 /// An alarm on a live deployment that Ferry did not act on, and why.
@@ -39,7 +42,7 @@ impl Notification {
             .and_then(|s| s.notify.clone());
         let filter = config.environment(&d.target.environment).map(|e| e.slack).unwrap_or_default();
         let slack = filter == SlackFilter::All || needs_someone(d.state);
-        Notification { deployment: d.clone(), route, live_now, slack, alert: None }
+        Notification { deployment: d.clone(), route, live_now, slack, alert: None, context: Vec::new() }
     }
 
     /// An alarm on `d` that Ferry did not act on: posted wherever failures are.
@@ -111,6 +114,9 @@ impl Notification {
             facts["alarm"] = json!(alert.alarm);
             facts["alarm_note"] = json!(alert.note);
         }
+        if !self.context.is_empty() {
+            facts["context"] = self.context.iter().map(|(label, text)| (label.clone(), json!(text))).collect();
+        }
         facts
     }
 
@@ -145,6 +151,10 @@ impl Notification {
         if let Some(live) = &self.live_now {
             blocks
                 .push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Live now*\n`{}`", escape(live))}}));
+        }
+        for (label, text) in &self.context {
+            let text = format!("*{}*\n{}", escape(label), clip(&escape(text), 2900));
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}));
         }
         if d.state == State::AwaitingApproval {
             let value = crate::approval::button_value(&d.target.key(), &d.id);

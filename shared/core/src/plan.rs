@@ -145,6 +145,19 @@ pub fn all_targets(config: &Config) -> Vec<Target> {
     all
 }
 
+/// The environment a push of `repository` to `target` passes through before it (the one listed
+/// before `target`'s that the service deploys to), and the service's targets there.
+pub fn previous_environment(config: &Config, target: &Target, repository: &str) -> Option<(String, Vec<Target>)> {
+    let service = config
+        .services
+        .iter()
+        .find(|s| s.repository == repository && s.service_name(&target.environment) == target.service)?;
+    let here = config.environments.iter().position(|e| e.name == target.environment)?;
+    let env = config.environments[..here].iter().rev().find(|e| service.deploys_to(&e.name))?;
+    let name = service.service_name(&env.name);
+    Some((env.name.clone(), env.targets.iter().map(|spec| self::target(env, spec, &name)).collect()))
+}
+
 /// The ECS service `service` at one of `environment`'s targets.
 fn target(environment: &Environment, spec: &TargetSpec, service: &str) -> Target {
     Target {

@@ -394,9 +394,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         if let Err(e) = self.approved_already(&mut deployment).await {
             return Err(self.give_up(plan, invocation, e.into()).await);
         }
+        let mut context = Vec::new();
         let outcome = if let Some(reason) = self.awaiting_approval(&deployment) {
             deployment.state = State::AwaitingApproval;
             deployment.reason = Some(reason.clone());
+            context = self.for_approvers(&deployment).await;
             TargetOutcome::AwaitingApproval { target: target.clone(), reason }
         } else if let Some(frozen) = self.held_by_freeze(&mut deployment) {
             let reason =
@@ -424,7 +426,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             _ => info!(target = %target, outcome = ?outcome, "deployment recorded"),
         }
         if deployment.state != State::Skipped {
-            self.notify(&deployment).await;
+            let message = Notification { context, ..Notification::about(self.config, &deployment, None) };
+            crate::ports::notify(self.notifier, self.ledger, message).await;
         }
         Ok(outcome)
     }
@@ -465,6 +468,48 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             d.approval = self.ledger.deployment(&d.target, &d.id).await?.and_then(|r| r.approval);
         }
         Ok(())
+    }
+
+    /// What an approver weighs beside `d`: the image it replaces here, and how it did in the
+    /// environment before this one. A read that fails leaves its line out, never the message.
+    async fn for_approvers(&self, d: &Deployment) -> Vec<(String, String)> {
+        let short = crate::notify::short_digest;
+        let mut context = Vec::new();
+        match self.ledger.head(&d.target).await {
+            Ok(head) => context.push((
+                "Replaces".to_string(),
+                match head.active {
+                    Some((id, digest)) => format!("`{}` (deployment {id})", short(&digest)),
+                    None => "nothing Ferry deployed yet".to_string(),
+                },
+            )),
+            Err(e) => warn!(target = %d.target, error = %e, "what is live is left out of the approval message"),
+        }
+        let Some((env, targets)) = crate::plan::previous_environment(self.config, &d.target, &d.repository) else {
+            return context;
+        };
+        let (mut verified, mut live) = (0, 0);
+        for t in &targets {
+            match self.ledger.head(t).await {
+                Ok(head) => {
+                    verified += usize::from(head.last_known_good.is_some_and(|(_, digest)| digest == d.digest));
+                    live += usize::from(head.active.is_some_and(|(_, digest)| digest == d.digest));
+                }
+                Err(e) => {
+                    warn!(target = %t, error = %e, "the previous environment is left out of the approval message");
+                    return context;
+                }
+            }
+        }
+        let n = targets.len();
+        let said = match (verified, live) {
+            (v, _) if v == n => format!("verified on every target ({n})"),
+            (0, 0) => "not deployed there, or not its latest verified image".to_string(),
+            (0, l) => format!("deployed on {l} of {n} targets, not verified yet"),
+            (v, _) => format!("verified on {v} of {n} targets"),
+        };
+        context.push((format!("In {env}"), said));
+        context
     }
 
     /// Why `d` waits for approval, if its target needs one it has not been given.
