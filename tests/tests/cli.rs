@@ -96,7 +96,9 @@ async fn check_shows_what_the_config_resolves_to_and_rejects_an_invalid_one() {
   production  rules: glob \"prod-*\"
     target {REGION}/<cluster>-prod
 services
-  <repo> -> shop-{{env}}-api (containers: api) in staging, production"
+  <repo> (containers: api)
+    staging: service shop-staging-api
+    production: service shop-production-api"
     );
     assert_eq!(shown, expected);
 
@@ -128,6 +130,20 @@ async fn plan_shows_the_change_per_target_or_why_it_would_skip_and_changes_nothi
     assert!(table.contains("container api\n      - image ") && table.contains("      + image "), "{table}");
     assert_eq!(w.describe().await.task_definition, before, "a plan changes nothing");
     assert!(w.ledger().history(&w.target(), 10).await.expect("history").is_empty(), "and records nothing");
+
+    // With --digest, a tag ECR does not have yet is planned for that image.
+    let digest =
+        changes[0]["to"].as_str().and_then(|i| i.rsplit_once('@')).map(|(_, d)| d.to_string()).expect("digest");
+    let unpushed = format!("{}:staging-bbbb0002", w.repository);
+    let ahead: Value =
+        serde_json::from_str(&ok(
+            ferry(&w, &config, &["plan", &unpushed, "--digest", &digest, "--output", "json"]).await
+        ))
+        .expect("json");
+    assert_eq!(
+        (ahead[0]["action"].as_str(), ahead[0]["changes"][0]["to"].as_str()),
+        (Some("deploy"), changes[0]["to"].as_str())
+    );
 
     // Once that digest is live, the same push would be skipped, and says why.
     w.deploy(&w.config(false), push, "deploy").await;

@@ -27,15 +27,10 @@ pub(crate) fn check(config: &Config, term: Term, now: DateTime<Utc>) -> String {
     }
     out.push_str(&format!("{}\n", term.bold("services")));
     for s in &config.services {
-        let envs: Vec<&str> =
-            config.environments.iter().filter(|e| s.deploys_to(&e.name)).map(|e| e.name.as_str()).collect();
-        out.push_str(&format!(
-            "  {} -> {} (containers: {}) in {}\n",
-            s.repository,
-            s.name,
-            s.containers.join(", "),
-            envs.join(", ")
-        ));
+        out.push_str(&format!("  {} (containers: {})\n", s.repository, s.containers.join(", ")));
+        for e in config.environments.iter().filter(|e| s.deploys_to(&e.name)) {
+            out.push_str(&format!("    {}: service {}\n", e.name, s.service_name(&e.name)));
+        }
         if let Some(h) = &s.health {
             for env in config.environments.iter().filter(|e| s.deploys_to(&e.name)) {
                 for t in ferry::plan::targets_of(config, &env.name, &s.service_name(&env.name)) {
