@@ -215,8 +215,18 @@ enum Command {
         #[arg(long, default_value_t = 900)]
         timeout: u64,
     },
-    /// Approve a push awaiting approval (as a Slack approver's click would; recorded with
-    /// your name): the deploy function deploys it once enough approvals are in.
+    /// Check, read-only, everything a deployment needs per target (service, containers, roles,
+    /// the stack's grants, forwarding rules, health URLs, repositories); exit 1 if anything blocks one.
+    #[command(after_help = "Example:\n  ferry doctor --env production --stack ferry")]
+    Doctor {
+        #[arg(long)]
+        env: Option<String>,
+        /// Ferry's CloudFormation stack, in this region.
+        #[arg(long, default_value = "ferry")]
+        stack: String,
+    },
+    /// Approve a push awaiting approval (as a Slack approver's click would; recorded as your
+    /// AWS principal): the deploy function deploys it once enough approvals are in.
     #[command(after_help = "Example:\n  ferry approve 20261224T100000Z-6f0c1a2b-8f3e-4d5c-9b7a-0e1f2a3b4c5d")]
     Approve {
         /// The deployment's id, as `ferry history` and the Slack message show it.
@@ -290,6 +300,7 @@ where
             ctx.promote(out, repository, from, to, tag.as_deref(), *wait, *timeout).await?
         }
         Command::Release { service, env, digest } => ctx.release(service, env, digest).await?,
+        Command::Doctor { env, stack } => ctx.doctor(out, env.as_deref(), stack).await?,
         Command::Approve { deployment } => ctx.approve(deployment).await?,
         Command::Reject { deployment, reason } => ctx.reject(deployment, reason).await?,
     };

@@ -94,6 +94,7 @@ from botocore.serialize import RpcV2CBORSerializer
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from moto.cloudformation.models import Stack as CloudFormationStack
 from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.utils import utcnow
 from moto.dynamodb.exceptions import (
@@ -634,6 +635,20 @@ EC2ContainerServiceResponse.stop_service_deployment = _stop_service_deployment
 Task.__init__ = _task_init
 EC2ContainerServiceBackend.describe_tasks = _describe_tasks
 EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(_task_requirements)
+
+
+# --- CloudFormation: parameters as DescribeStacks returns them ---------------------
+# A CommaDelimitedList parameter's ParameterValue is the string it was given ("a,b"), not
+# moto 5.2.5's Python repr of the parsed list
+# (https://docs.aws.amazon.com/AWSCloudFormation/latest/APIReference/API_Parameter.html).
+def _parameter_list(self) -> list[dict]:
+    hidden = self.resource_map.no_echo_parameter_keys
+    return [{"ParameterKey": k,
+             "ParameterValue": "****" if k in hidden else ",".join(v) if isinstance(v, list) else v}
+            for k, v in self.resource_map.resolved_parameters.items()]
+
+
+CloudFormationStack.parameter_list = property(_parameter_list)
 
 
 # --- control endpoints ---------------------------------------------------------

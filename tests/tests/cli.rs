@@ -465,3 +465,117 @@ async fn ferry_approve_names_the_callers_aws_principal_and_counts_it_once() {
     assert_eq!(record.state, State::Rejected);
     assert!(reason.starts_with("rejected by arn:aws:") && reason.ends_with(": not today"), "{reason}");
 }
+
+/// `ferry ARGS`: what it printed, and its failure if it failed.
+async fn ferry_report(w: &World, config: &Path, args: &[&str]) -> (String, Option<Failure>) {
+    let mut argv = vec!["ferry".to_string(), "--config".into(), config.display().to_string()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let mut out = Vec::new();
+    let failure = ferry_cli::run(argv, &w.home, &mut out, Term::default()).await.err();
+    (String::from_utf8(out).expect("utf-8"), failure)
+}
+
+/// A stand-in for Ferry's stack: its parameters, and a rule, a queue and an alarm.
+async fn stack(w: &World, task_roles: &str) -> String {
+    let name = unique("ferry-stack");
+    let template = serde_json::json!({
+        "Parameters": {
+            "EcsClusterNames": {"Type": "CommaDelimitedList"},
+            "TaskRoleArns": {"Type": "CommaDelimitedList"},
+            "TargetRoleArns": {"Type": "CommaDelimitedList", "Default": ""},
+            "ForwardingAccountIds": {"Type": "CommaDelimitedList", "Default": ""},
+        },
+        "Resources": {
+            "PushRule": {"Type": "AWS::Events::Rule", "Properties": {
+                "EventPattern": {"source": ["aws.ecr"]}, "State": "ENABLED"}},
+            "DeployDeadLetterQueue": {"Type": "AWS::SQS::Queue"},
+            "DeployErrorsAlarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": {
+                "MetricName": "Errors", "Namespace": "AWS/Lambda", "Statistic": "Sum", "Period": 60,
+                "EvaluationPeriods": 1, "Threshold": 1, "ComparisonOperator": "GreaterThanOrEqualToThreshold"}},
+        },
+    });
+    let parameter = |k: &str, v: &str| {
+        aws_sdk_cloudformation::types::Parameter::builder().parameter_key(k).parameter_value(v).build()
+    };
+    aws_sdk_cloudformation::Client::new(&w.home)
+        .create_stack()
+        .stack_name(&name)
+        .template_body(template.to_string())
+        .parameters(parameter("EcsClusterNames", &w.cluster))
+        .parameters(parameter("TaskRoleArns", task_roles))
+        .send()
+        .await
+        .expect("stack");
+    name
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_passes_a_healthy_world_and_names_each_seeded_defect_with_its_fix() {
+    let w = World::new().await;
+    let roles = "arn:aws:iam::123456789012:role/shop-task,arn:aws:iam::123456789012:role/shop-execution";
+    let healthy = stack(&w, roles).await;
+    let health = format!("health = {{ url = \"{}/health\" }}", w.sink.url);
+    let config = config_file(&w, &health);
+    let (text, failure) = ferry_report(&w, &config, &["doctor", "--env", "staging", "--stack", &healthy]).await;
+    assert_eq!(failure, None, "{text}");
+    assert!(text.contains(&format!("ok   container api takes {}'s images", w.repository)), "{text}");
+    assert!(
+        text.contains("ok   health URL http://127.0.0.1") && text.ends_with("nothing blocks a deployment\n"),
+        "{text}"
+    );
+    assert!(!text.contains("FAIL") && !text.contains("warn"), "{text}");
+
+    // A container the task definition does not have, and a task role the stack may not pass.
+    let wrong = std::env::temp_dir().join(format!("{}.toml", unique("ferry")));
+    let text_of = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&wrong, text_of.replace("containers = [\"api\"]", "containers = [\"api\", \"apii\"]"))
+        .expect("write");
+    let short = stack(&w, "arn:aws:iam::123456789012:role/shop-execution").await;
+    let (text, failure) = ferry_report(&w, &wrong, &["doctor", "--env", "staging", "--stack", &short]).await;
+    assert_eq!(
+        failure.map(|f| (f.code, f.message)),
+        Some((1, "2 finding(s) would block a deployment (FAIL above)".into()))
+    );
+    let fails: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 2, "{text}");
+    assert!(
+        fails[0].contains("container apii is not in") && fails[0].contains("correct the service's containers"),
+        "{text}"
+    );
+    assert!(
+        fails[1].contains("role/shop-task is not in the stack's TaskRoleArns") && fails[1].ends_with("add it there"),
+        "{text}"
+    );
+
+    // A target in another region: no service there, and nothing forwards its events to Ferry.
+    let away = std::env::temp_dir().join(format!("{}.toml", unique("ferry")));
+    std::fs::write(
+        &away,
+        text_of.replace(
+            &format!("region = \"{REGION}\", cluster = \"{}-prod\"", w.cluster),
+            &format!("region = \"us-west-2\", cluster = \"{}\"", w.cluster),
+        ),
+    )
+    .expect("write");
+    let (text, failure) = ferry_report(&w, &away, &["doctor", "--env", "production", "--stack", &healthy]).await;
+    assert!(failure.is_some(), "{text}");
+    assert!(
+        text.contains("nothing forwards ECS's events from account 123456789012 us-west-2 to Ferry's bus"),
+        "{text}"
+    );
+    let west = aws_sdk_eventbridge::Client::from_conf(
+        aws_sdk_eventbridge::config::Builder::from(&w.home)
+            .region(aws_sdk_eventbridge::config::Region::new("us-west-2"))
+            .build(),
+    );
+    west.put_rule().name(unique("forward")).event_pattern(r#"{"source":["aws.ecs"]}"#).send().await.expect("rule");
+    let rule = west.list_rules().send().await.expect("rules").rules()[0].name().unwrap_or_default().to_string();
+    let ferry_bus = aws_sdk_eventbridge::types::Target::builder()
+        .id("ferry")
+        .arn(format!("arn:aws:events:{REGION}:123456789012:event-bus/default"))
+        .build()
+        .expect("target");
+    west.put_targets().rule(rule).targets(ferry_bus).send().await.expect("targets");
+    let (text, _) = ferry_report(&w, &away, &["doctor", "--env", "production", "--stack", &healthy]).await;
+    assert!(text.contains("ok   ECS's events in 123456789012 us-west-2 are forwarded to Ferry"), "{text}");
+}

@@ -3,6 +3,7 @@
 pub(crate) mod approve;
 pub(crate) mod check;
 pub(crate) mod deploy;
+pub(crate) mod doctor;
 pub(crate) mod history;
 pub(crate) mod plan;
 pub(crate) mod promote;
