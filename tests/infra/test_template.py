@@ -888,3 +888,31 @@ def test_the_stack_creates_in_the_emulator_with_the_grants_checked_here(monkeypa
                         document = ast.literal_eval(document)
                     actions |= {a for s in as_list(document["Statement"]) if s is not None for a in as_list(s["Action"])}
                 assert actions == iam.granted(template(), role_id, parameters), (name, role_id)
+
+
+# --- the operators' policy --------------------------------------------------------------
+
+
+def cli_actions() -> set[str]:
+    """What the ferry CLI's own code calls (its commands; the handlers it runs are the functions')."""
+    operations = {svc: iam.sdk_operations(svc, v) for svc, v in iam.locked_sdk_crates(REPO / "Cargo.lock").items()}
+    calls = iam.scan(sorted((REPO / "cli" / "src").rglob("*.rs")), operations, REPO)
+    # GetCallerIdentity needs no permission (https://docs.aws.amazon.com/STS/latest/APIReference/API_GetCallerIdentity.html).
+    return {c.action for c in calls} - {"sts:GetCallerIdentity"}
+
+
+@pytest.mark.parametrize("targets", ["", TARGET_ROLE])
+def test_the_operator_policy_grants_what_the_cli_calls_and_only_what_ferrys_code_calls(targets: str) -> None:
+    policy = template()["Resources"]["OperatorPolicy"]
+    assert policy["Condition"] == "CreatesOperatorPolicy" and "Roles" not in policy["Properties"], "attached by the team"
+    parameters = {**PARAMETERS, "TargetRoleArns": targets, "CreateOperatorPolicy": "true"}
+    resolver = iam.Resolver(template(), parameters)
+    granted = {a for s in iam.statements(resolver, [policy["Properties"]["PolicyDocument"]]) for a in iam.actions_of(s)}
+    needed = cli_actions() - ({"sts:AssumeRole"} if not targets else set())
+    assert needed <= granted, f"the CLI calls actions the operator policy lacks: {sorted(needed - granted)}"
+    # The rest is what the library the CLI runs reads and writes (the ledger, the bus).
+    extra = granted - cli_actions() - code_actions()
+    assert not extra, f"grants no code calls: {sorted(extra)}"
+    assert ("sts:AssumeRole" in granted) == bool(targets), "target roles only when there are some"
+    assert resolver.resolve(template()["Conditions"]["CreatesOperatorPolicy"]) is True
+    assert iam.Resolver(template(), PARAMETERS).condition("CreatesOperatorPolicy") is False, "off by default"
