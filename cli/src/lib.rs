@@ -215,6 +215,28 @@ enum Command {
         #[arg(long, default_value_t = 900)]
         timeout: u64,
     },
+    /// Propose a commented ferry.toml (and the stack's parameters) from the clusters' services
+    /// and the repositories' tags. Read-only.
+    #[command(
+        after_help = "Example:\n  ferry init --region eu-west-1 --cluster shop-staging --cluster shop-production --output ferry.toml"
+    )]
+    Init {
+        /// A region to look in (repeat for more).
+        #[arg(long, required = true)]
+        region: Vec<String>,
+        /// A cluster to read (repeat for more), in each region and account.
+        #[arg(long, required = true)]
+        cluster: Vec<String>,
+        /// A role in another account to read the same clusters through (repeat for more).
+        #[arg(long)]
+        role_arn: Vec<String>,
+        /// NAME=CLUSTER (or NAME=ACCOUNT/CLUSTER): the environment a cluster is, when its name does not say.
+        #[arg(long)]
+        env: Vec<String>,
+        /// Where to write the config (default: print it).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Check, read-only, everything a deployment needs per target (service, containers, roles,
     /// the stack's grants, forwarding rules, health URLs, repositories); exit 1 if anything blocks one.
     #[command(after_help = "Example:\n  ferry doctor --env production --stack ferry")]
@@ -271,7 +293,11 @@ where
             return Err(Failure { message: format!("{first} (see ferry --help)"), code: 2 });
         }
     };
-    let config = Config::load(&cli.config).map_err(|e| fail(e.to_string()))?;
+    let config = match cli.command {
+        // It writes the config: there is none to read yet.
+        Command::Init { .. } => Config { environments: Vec::new(), services: Vec::new(), home_account: None },
+        _ => Config::load(&cli.config).map_err(|e| fail(e.to_string()))?,
+    };
     let ctx = Ctx { config, aws, cli: &cli, term };
     let text = match &cli.command {
         Command::Check => commands::check::check(&ctx.config, term, Utc::now()),
@@ -300,6 +326,9 @@ where
             ctx.promote(out, repository, from, to, tag.as_deref(), *wait, *timeout).await?
         }
         Command::Release { service, env, digest } => ctx.release(service, env, digest).await?,
+        Command::Init { region, cluster, role_arn, env, output } => {
+            ctx.init(region, cluster, role_arn, env, output.as_deref()).await?
+        }
         Command::Doctor { env, stack } => ctx.doctor(out, env.as_deref(), stack).await?,
         Command::Approve { deployment } => ctx.approve(deployment).await?,
         Command::Reject { deployment, reason } => ctx.reject(deployment, reason).await?,

@@ -579,3 +579,39 @@ async fn doctor_passes_a_healthy_world_and_names_each_seeded_defect_with_its_fix
     let (text, _) = ferry_report(&w, &away, &["doctor", "--env", "production", "--stack", &healthy]).await;
     assert!(text.contains("ok   ECS's events in 123456789012 us-west-2 are forwarded to Ferry"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_writes_a_config_check_accepts_that_deploys_the_next_push() {
+    let w = World::new().await;
+    w.push("staging-aaaa0001", &"a".repeat(64)).await;
+    let before = w.describe().await.task_definition;
+    let written = std::env::temp_dir().join(format!("{}.toml", unique("init")));
+    let nowhere = std::env::temp_dir().join(format!("{}.toml", unique("none")));
+    let args = ["init", "--region", REGION, "--cluster", &w.cluster, "--output", &written.display().to_string()];
+    let said = ok(ferry(&w, &nowhere, &args).await);
+    assert!(said.starts_with("wrote "), "{said}");
+    let text = std::fs::read_to_string(&written).expect("written");
+    assert!(text.contains("name = \"staging\"") && text.contains("rules = [{ glob = \"staging-*\" }]"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "repository = \"{}\"\nname = \"shop-{{env}}-api\"\ncontainers = [\"api\"]",
+            w.repository
+        )),
+        "{text}"
+    );
+    assert!(text.contains("# left alone: container"), "the sidecar: {text}");
+    assert!(text.contains(&format!("#   EcsClusterNames={}", w.cluster)), "{text}");
+    assert!(
+        text.contains(
+            "#   TaskRoleArns=arn:aws:iam::123456789012:role/shop-execution,arn:aws:iam::123456789012:role/shop-task"
+        ),
+        "{text}"
+    );
+    ok(ferry(&w, &written, &["check"]).await);
+
+    let config = ferry::config::Config::parse("ferry.toml", &text).expect("config");
+    let deployed = w.deploy(&config, w.push("staging-bbbb0002", &"b".repeat(64)).await, "init").await;
+    let ferry::deploy::DeployOutcome::Deployed(outcomes) = &deployed else { panic!("{deployed:?}") };
+    assert!(matches!(outcomes.as_slice(), [ferry::deploy::TargetOutcome::Started { .. }]), "{deployed:?}");
+    assert_ne!(w.describe().await.task_definition, before, "the next push deployed");
+}
