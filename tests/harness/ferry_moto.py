@@ -109,7 +109,10 @@ from moto.ec2 import ec2_backends
 from moto.ecs.exceptions import ClusterNotFoundException, InvalidParameterException, ServiceNotFoundException
 from moto.ecs.models import Container, EC2ContainerServiceBackend, Service, Task, ecs_backends
 from moto.ecs.responses import EC2ContainerServiceResponse
+from moto.iam.models import iam_backends
 from moto.moto_api._internal.models import moto_api_backend
+from moto.sts.exceptions import STSClientError
+from moto.sts.models import STSBackend
 from moto.events.models import EventsBackend
 from moto.sns.models import SNSBackend
 from moto.moto_server.werkzeug_app import (
@@ -649,6 +652,50 @@ def _parameter_list(self) -> list[dict]:
 
 
 CloudFormationStack.parameter_list = property(_parameter_list)
+
+
+# --- STS: a role's trust policy decides who may assume it --------------------------
+# AssumeRole is refused (AccessDenied) unless the role's trust policy allows the caller
+# (https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_manage-assume.html). moto issues
+# credentials for any role; the harness refuses a role that exists in its account and trusts
+# neither the caller's account nor everyone. A role that does not exist is still assumed, as in
+# moto: the tests and the sandbox name roles they never create.
+class AssumeRoleDenied(STSClientError):
+    def __init__(self, caller: str, role_arn: str):
+        super().__init__("AccessDenied", f"User: arn:aws:iam::{caller}:root is not authorized to perform: "
+                                         f"sts:AssumeRole on resource: {role_arn}")
+
+
+def _trusts(role, caller: str) -> bool:
+    document = role.assume_role_policy_document
+    document = json.loads(document) if isinstance(document, str) else document
+    statements = document.get("Statement", [])
+    for statement in statements if isinstance(statements, list) else [statements]:
+        if statement.get("Effect") != "Allow":
+            continue
+        principal = statement.get("Principal", {})
+        allowed = principal.get("AWS", []) if isinstance(principal, dict) else [principal]
+        for p in allowed if isinstance(allowed, list) else [allowed]:
+            if p in ("*", caller, f"arn:aws:iam::{caller}:root") or p.startswith(f"arn:aws:iam::{caller}:"):
+                return True
+    return False
+
+
+_moto_assume_role = STSBackend.assume_role
+
+
+def _assume_role(self, region_name, role_session_name, role_arn, *args, **kwargs):
+    account = role_arn.split(":")[4] if role_arn.count(":") >= 5 else ""
+    try:
+        role = iam_backends[account]["global"].get_role_by_arn(role_arn)
+    except Exception:  # noqa: BLE001 - moto raises its own not-found error: no such role
+        role = None
+    if role is not None and not _trusts(role, self.account_id):
+        raise AssumeRoleDenied(self.account_id, role_arn)
+    return _moto_assume_role(self, region_name, role_session_name, role_arn, *args, **kwargs)
+
+
+STSBackend.assume_role = _assume_role
 
 
 # --- control endpoints ---------------------------------------------------------

@@ -578,6 +578,31 @@ async fn doctor_passes_a_healthy_world_and_names_each_seeded_defect_with_its_fix
     west.put_targets().rule(rule).targets(ferry_bus).send().await.expect("targets");
     let (text, _) = ferry_report(&w, &away, &["doctor", "--env", "production", "--stack", &healthy]).await;
     assert!(text.contains("ok   ECS's events in 123456789012 us-west-2 are forwarded to Ferry"), "{text}");
+
+    // A role in another account whose trust policy does not name Ferry's.
+    let other = common::in_account(&w.home, "arn:aws:iam::210987654321:role/admin").await;
+    let name = unique("ferry-target");
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::999999999999:root"}, "Action": "sts:AssumeRole"}]});
+    let role = serde_json::json!({"Resources": {"Role": {"Type": "AWS::IAM::Role",
+        "Properties": {"RoleName": name, "AssumeRolePolicyDocument": trust}}}});
+    let cfn = aws_sdk_cloudformation::Client::new(&other);
+    cfn.create_stack().stack_name(unique("role")).template_body(role.to_string()).send().await.expect("role");
+    let role_arn = format!("arn:aws:iam::210987654321:role/{name}");
+    let untrusted = std::env::temp_dir().join(format!("{}.toml", unique("ferry")));
+    std::fs::write(
+        &untrusted,
+        text_of.replace(
+            &format!("cluster = \"{}-prod\"", w.cluster),
+            &format!("cluster = \"{}-prod\", role_arn = \"{role_arn}\"", w.cluster),
+        ),
+    )
+    .expect("write");
+    let (text, failure) = ferry_report(&w, &untrusted, &["doctor", "--env", "production", "--stack", &healthy]).await;
+    assert!(failure.is_some(), "{text}");
+    let refused = format!("FAIL cannot assume {role_arn}: ");
+    assert!(text.contains(&refused) && text.contains("not authorized to perform: sts:AssumeRole"), "{text}");
+    assert!(text.contains(&format!("FAIL role {role_arn} is not in the stack's TargetRoleArns")), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
