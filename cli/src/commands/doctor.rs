@@ -46,6 +46,8 @@ pub(crate) struct StackFacts {
     pub parameters: BTreeMap<String, Vec<String>>,
     /// Its resources: (logical id, type, status).
     pub resources: Vec<(String, String, String)>,
+    /// Its outputs.
+    pub outputs: BTreeMap<String, String>,
 }
 
 impl StackFacts {
@@ -65,6 +67,7 @@ pub(crate) struct ServiceFacts {
     pub containers: Vec<(String, String)>,
     pub task_role: Option<String>,
     pub execution_role: Option<String>,
+    pub hooks: Vec<ferry::ports::LifecycleHook>,
 }
 
 /// What doctor read about one target.
@@ -77,6 +80,8 @@ pub(crate) struct TargetFacts {
     pub containers: Vec<String>,
     /// The health URL, and whether its host resolved.
     pub health: Option<(String, bool)>,
+    /// The blue/green test route's URL, if the service has one.
+    pub test_url: Option<String>,
     /// Why the target's role could not be assumed, if it could not.
     pub role_refused: Option<String>,
     /// `Ok(None)`: ECS has no such service (or cluster).
@@ -230,6 +235,12 @@ fn judge_service(f: &TargetFacts, service: &ServiceFacts, stack: Option<&StackFa
             Some(_) => found.push(ok(format!("container {wanted} takes {}'s images", f.repository))),
         }
     }
+    // Ferry's own hook (LifecycleHookTargetArn) must gate a blue/green, linear or canary rollout.
+    let hook = stack.and_then(|s| s.outputs.get("LifecycleHookTargetArn")).map(String::as_str);
+    let strategy = service.strategy.as_deref();
+    for w in super::plan::blue_green_warnings(strategy, &service.hooks, f.test_url.as_deref(), hook) {
+        found.push(warn(format!("{w}: see docs/configuration.md (blue/green)")));
+    }
     if let Some(s) = stack {
         if !s.listed("EcsClusterNames", &t.cluster) {
             found.push(block(format!(
@@ -342,6 +353,10 @@ impl Ctx<'_> {
             status: stack.stack_status().map(|s| s.as_str().to_string()).unwrap_or_default(),
             ..StackFacts::default()
         };
+        for o in stack.outputs() {
+            let (key, value) = (o.output_key().unwrap_or_default(), o.output_value().unwrap_or_default());
+            facts.outputs.insert(key.to_string(), value.to_string());
+        }
         for p in stack.parameters() {
             let values = p.parameter_value().unwrap_or_default().split(',').map(str::trim);
             let values = values.filter(|v| !v.is_empty()).map(str::to_string).collect();
@@ -378,6 +393,7 @@ impl Ctx<'_> {
             repository: service.map(|s| s.repository.clone()).unwrap_or_default(),
             containers: service.map(|s| s.containers.clone()).unwrap_or_default(),
             health: None,
+            test_url: None,
             role_refused: None,
             service: Ok(None),
             forwarding: None,
@@ -397,6 +413,7 @@ impl Ctx<'_> {
             facts.forwarding = Some(rules.map(|r| !r.rule_names().is_empty()).map_err(|e| aws_message(&e)));
         }
         if let Some(health) = service.and_then(|s| s.health.as_ref()) {
+            facts.test_url = health.test_url_for(t, Some(&account));
             let url = health.url_for(t, Some(&account));
             let resolves = resolves(&url).await;
             facts.health = Some((url, resolves));
@@ -418,6 +435,16 @@ async fn read_service(client: &aws_sdk_ecs::Client, t: &Target) -> Result<Option
         controller: s.deployment_controller().map(|c| c.r#type().as_str().to_string()),
         strategy: s.deployment_configuration().and_then(|c| c.strategy()).map(|s| s.as_str().to_string()),
         task_definition: task_definition.clone(),
+        hooks: s
+            .deployment_configuration()
+            .map(|c| c.lifecycle_hooks())
+            .unwrap_or_default()
+            .iter()
+            .map(|h| ferry::ports::LifecycleHook {
+                target: h.hook_target_arn().map(str::to_string),
+                stages: h.lifecycle_stages().iter().map(|s| s.as_str().to_string()).collect(),
+            })
+            .collect(),
         ..ServiceFacts::default()
     };
     let td = client.describe_task_definition().task_definition(&task_definition).send().await;
@@ -471,6 +498,7 @@ mod tests {
             containers: vec![("api".into(), IMAGE.into()), ("envoy".into(), "public.ecr.aws/envoy:v1".into())],
             task_role: Some(TASK.into()),
             execution_role: Some(EXECUTION.into()),
+            hooks: Vec::new(),
         };
         let facts = TargetFacts {
             target: target(None, "eu-west-1", None),
@@ -478,6 +506,7 @@ mod tests {
             repository: "shop/api".into(),
             containers: vec!["api".into()],
             health: Some(("https://api.shop.example/health".into(), true)),
+            test_url: None,
             role_refused: None,
             service: Ok(Some(service)),
             forwarding: None,
@@ -529,6 +558,30 @@ mod tests {
             "uses the CODE_DEPLOY deployment controller",
         );
         defect(&|f, _| f.health = Some(("https://nowhere.invalid/health".into(), false)), "does not resolve");
+    }
+
+    #[test]
+    fn a_blue_green_service_ferrys_hook_does_not_gate_is_warned_about() {
+        let (mut facts, mut stack) = healthy();
+        let hook = "arn:aws:lambda:eu-west-1:123456789012:function:ferry-verify";
+        stack.outputs.insert("LifecycleHookTargetArn".into(), hook.into());
+        if let Ok(Some(service)) = facts.service.as_mut() {
+            service.strategy = Some("BLUE_GREEN".into());
+        }
+        let found = judge_target(&facts, Some(&stack), "123456789012");
+        let warned: Vec<&str> = found.iter().filter(|f| f.level == Level::Warn).map(|f| f.text.as_str()).collect();
+        assert_eq!(warned.len(), 2, "no hook at POST_TEST_TRAFFIC_SHIFT, no test_url: {found:?}");
+        assert!(warned[0].contains(&format!("no Ferry's hook ({hook}) at POST_TEST_TRAFFIC_SHIFT")), "{warned:?}");
+
+        facts.test_url = Some("https://test.api.shop.example/health".into());
+        if let Ok(Some(service)) = facts.service.as_mut() {
+            service.hooks = vec![ferry::ports::LifecycleHook {
+                target: Some(hook.into()),
+                stages: vec!["POST_TEST_TRAFFIC_SHIFT".into()],
+            }];
+        }
+        let found = judge_target(&facts, Some(&stack), "123456789012");
+        assert!(found.iter().all(|f| f.level == Level::Ok), "gated: {found:?}");
     }
 
     #[test]
