@@ -8,6 +8,7 @@ use aws_sdk_cloudformation::error::ProvideErrorMetadata;
 use ferry::adapters::aws::AwsClients;
 use ferry::model::Target;
 
+use super::init::repository_of;
 use crate::render::aws_message;
 use crate::{Ctx, Failure, fail};
 
@@ -258,16 +259,6 @@ fn judge_service(f: &TargetFacts, service: &ServiceFacts, stack: Option<&StackFa
         }
     }
     found
-}
-
-/// `shop/api` of `123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api:tag` (or `@digest`);
-/// `None` for an image not in ECR.
-fn repository_of(image: &str) -> Option<&str> {
-    let (host, path) = image.split_once('/')?;
-    if !host.contains(".dkr.ecr.") {
-        return None;
-    }
-    Some(path.split(['@', ':']).next().unwrap_or(path))
 }
 
 /// The report, one section per subject, and how many findings block a deployment.

@@ -84,8 +84,9 @@ fn templated(service: &str, env: &str) -> String {
     out
 }
 
-/// `shop/api` of an ECR image in `region` (`<account>.dkr.ecr.<region>.amazonaws.com/shop/api:tag`).
-fn repository_of(image: &str) -> Option<&str> {
+/// `shop/api` of an ECR image (`<account>.dkr.ecr.<region>.amazonaws.com/shop/api:tag`, or
+/// `@digest`); `None` for an image not in ECR.
+pub(crate) fn repository_of(image: &str) -> Option<&str> {
     let (host, path) = image.split_once('/')?;
     host.contains(".dkr.ecr.").then(|| path.split(['@', ':']).next().unwrap_or(path))
 }
