@@ -180,14 +180,15 @@ impl<L: Ledger, B: EventBus, C: Clock> Approver<'_, L, B, C> {
         if d.state == State::AwaitingApproval && d.created_at + rule.timeout <= now {
             return Err(Refused::Expired(id.to_string()));
         }
+        // Approved a while ago and still not deployed, nor being deployed: its announcement may
+        // be lost, so it is made again (a click racing the approval is told it is decided).
+        let reannounce = matches!(verdict, Verdict::Approve)
+            && d.state == State::Pending
+            && d.approval.is_some()
+            && d.updated_at + REANNOUNCE <= now
+            && !self.deploying(&d, now).await.map_err(|e| unavailable(&e))?;
         let decided = match verdict {
-            // Approved a while ago and still not deployed: its announcement may be lost, so it is
-            // made again (a click racing the approval is only told it is decided).
-            Verdict::Approve
-                if d.state == State::Pending && d.approval.is_some() && d.updated_at + REANNOUNCE <= now =>
-            {
-                Decided::Approved
-            }
+            Verdict::Approve if reannounce => Decided::Approved,
             Verdict::Approve => {
                 match self.ledger.approve(&d, by, rule.required, now).await.map_err(|e| unavailable(&e))? {
                     Approved::Approved => Decided::Approved,
@@ -203,6 +204,12 @@ impl<L: Ledger, B: EventBus, C: Clock> Approver<'_, L, B, C> {
             self.bus.decided(&d, verdict, by).await.map_err(|e| unavailable(&e))?;
         }
         Ok(decided)
+    }
+
+    /// Whether a deploy attempt holds `d`'s target for it now.
+    async fn deploying(&self, d: &Deployment, now: DateTime<Utc>) -> Result<bool, crate::ports::LedgerError> {
+        let head = self.ledger.head(&d.target).await?;
+        Ok(head.lock.is_some_and(|l| l.deployment == d.id && l.until > now))
     }
 
     async fn reject(

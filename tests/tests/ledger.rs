@@ -182,6 +182,8 @@ async fn a_held_push_is_the_heads_until_the_next_one_is_recorded_and_resumes_fro
     let mut held = deployment(&t, "e1", "sha256:1111", 100);
     assert_eq!(begin(ledger, &held, "a1", 100).await, Ok(()));
     held.state = State::Held;
+    held.reason = Some("held: holidays".into());
+    held.freeze_override = Some("alice: INC-231".into());
     assert_eq!(ledger.finish(&held, "a1").await, Ok(Finish::Recorded));
     let head = ledger.head(&t).await.expect("head");
     assert_eq!((head.held.as_deref(), head.lock, head.active), (Some(held.id.as_str()), None, None));
@@ -197,9 +199,16 @@ async fn a_held_push_is_the_heads_until_the_next_one_is_recorded_and_resumes_fro
     assert_eq!(begin(ledger, &released, "a3", 201).await, Err(format!("locked by {}", held.id)));
     released.state = State::InProgress;
     released.ecs_deployment_id = Some("ecs-held/1".into());
+    (released.reason, released.freeze_override) = (None, None);
     assert_eq!(ledger.finish(&released, "a2").await, Ok(Finish::Recorded));
     let head = ledger.head(&t).await.expect("head");
     assert_eq!((head.held, head.active), (None, Some((held.id.clone(), "sha256:1111".into()))));
+    let stored = ledger.deployment(&t, &held.id).await.expect("read").expect("record");
+    assert_eq!(
+        (stored.reason, stored.freeze_override.as_deref()),
+        (None, Some("alice: INC-231")),
+        "a reason it no longer has is gone; what it was given stays"
+    );
 }
 
 async fn approvals_count_each_approver_once_and_the_last_needed_one_decides(ledger: &impl Ledger) {

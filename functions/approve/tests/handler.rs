@@ -154,6 +154,12 @@ async fn an_approval_whose_announcement_failed_is_announced_again_by_the_next_cl
     let racing = w.approver().handle(click(&d, "U0AAAAAAA", APPROVE_ACTION, SECRET, t0())).await;
     assert!(text(&racing).contains("already decided"), "a click racing the approval: {}", racing.body);
     w.clock.advance(std::time::Duration::from_secs(120));
+    // While a deploy attempt holds the target for it, it is being deployed: not announced again.
+    let now = w.clock.now();
+    w.ledger.lock(&d.target, &d.id, "deploying", now + chrono::Duration::minutes(15), now).await.expect("lock");
+    let deploying = w.approver().handle(click(&d, "U0AAAAAAA", APPROVE_ACTION, SECRET, now)).await;
+    assert!(text(&deploying).contains("already decided"), "{}", deploying.body);
+    w.ledger.unlock(&d.target, "deploying").await.expect("unlock");
     let again = w.approver().handle(click(&d, "U0AAAAAAA", APPROVE_ACTION, SECRET, w.clock.now())).await;
     assert_eq!((again.status, text(&again).starts_with("Approved")), (200, true), "{}", again.body);
     assert_eq!(w.bus.decisions(), [(d.id.clone(), Verdict::Approve, "U0AAAAAAA".to_string())]);

@@ -548,4 +548,63 @@ async fn the_approvers_see_what_the_push_replaces_and_how_the_image_did_in_the_e
     let context = &sent.last().expect("asked").context;
     assert_eq!(context[0].1, format!("`{}` (deployment {})", ferry::notify::short_digest(&digest(1)), live.id));
     assert_eq!(context[1].1, "not deployed there, or not its latest verified image");
+
+    // An image that failed in staging and was rolled back there says so first.
+    let mut bad = tried.clone();
+    bad.digest = digest(3);
+    bad.state = State::RolledBack;
+    assert!(w.ledger.transition(&bad, &[State::Succeeded], ferry::ports::HeadChange::Quarantine).await.expect("q"));
+    w.handle(push("v1.3.2", 3, after_the_freeze() + Duration::from_secs(180)), None).await;
+    let sent = w.notifier.sent();
+    let context = &sent.last().expect("asked").context;
+    assert_eq!(context[1].1, "FAILED and rolled back on 1 of 1 targets (quarantined there)");
+}
+
+#[tokio::test]
+async fn an_override_whose_attempt_stopped_after_releasing_the_held_push_goes_on_when_run_again() {
+    let w = World::new(t0());
+    w.handle(push("v1.3.0", 1, t0()), None).await;
+    let [mut held] = w.ledger.records().try_into().expect("one record");
+    // The override's first attempt moved it to PENDING, then died before taking the lock.
+    held.state = State::Pending;
+    held.freeze_override = Some("alice: INC-231".into());
+    assert!(w.ledger.transition(&held, &[State::Held], ferry::ports::HeadChange::None).await.expect("released"));
+    let by = FreezeOverride { by: "alice".into(), reason: "INC-231".into() };
+    let again = w.handle(replay("v1.3.0", 1, t0()), Some(&by)).await;
+    assert!(matches!(again.as_slice(), [TargetOutcome::Started { .. }]), "{again:?}");
+    let [record] = w.ledger.records().try_into().expect("still one record");
+    assert_eq!((record.id, record.state), (held.id, State::InProgress));
+}
+
+#[tokio::test]
+async fn a_head_written_before_version_keys_carried_push_times_still_orders_reconciliation() {
+    let w = World::new(after_the_freeze());
+    let at = after_the_freeze();
+    // What the previous release recorded: the bare version key of v1.3.0.
+    let mut old = ferry::model::Deployment::new(
+        &ferry::reconcile::replayed_push("shop/api", &image_of("v1.3.0", 1, at), "v1.3.0"),
+        production(),
+        at,
+    );
+    old.version = ferry::rules::version_key("v1.3.0");
+    w.ledger.begin(&old, "old", at + Duration::from_secs(60), at).await.expect("begin");
+    old.state = State::Skipped;
+    w.ledger.finish(&old, "old").await.expect("finish");
+    w.image("v1.3.0", 1, at);
+    w.clock.advance(Duration::from_secs(300));
+    let found = w.reconcile().await;
+    assert!(matches!(found.as_slice(), [(_, Finding::UpToDate(_))]), "the same version is not missed: {found:?}");
+    w.image("v1.3.1", 2, at + Duration::from_secs(30));
+    let found = w.reconcile().await;
+    assert!(matches!(found.as_slice(), [(tag, Finding::Missed(Some(_)))] if tag == "v1.3.1"), "{found:?}");
+}
+
+fn image_of(tag: &str, n: u8, at: DateTime<Utc>) -> Image {
+    Image {
+        digest: digest(n),
+        tags: vec![tag.into()],
+        pushed_at: at,
+        registry_account: "123456789012".into(),
+        registry_region: "eu-west-1".into(),
+    }
 }

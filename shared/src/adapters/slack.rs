@@ -45,8 +45,18 @@ impl SlackReplier {
     pub fn new(origin: impl Into<String>) -> Self {
         // Short: the reply is posted before the function answers Slack, which waits 3 s.
         let timeout = Duration::from_millis(1500);
-        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build().unwrap_or_default();
-        SlackReplier { http, origin: origin.into() }
+        // Never redirected away from the origin checked below.
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        let mut origin: String = origin.into();
+        if !origin.ends_with('/') {
+            origin.push('/'); // `https://hooks.slack.com` must not admit `https://hooks.slack.com.evil.example`
+        }
+        SlackReplier { http, origin }
     }
 
     /// Posts `reply`, unless its URL is not under the origin (never follows a URL elsewhere).

@@ -176,12 +176,14 @@ impl FreezeOverride {
 pub(crate) struct Release {
     pub freeze_override: Option<String>,
     pub approval: Option<String>,
+    /// The push is an existing record resumed by its own id (a decision, a release, a retry).
+    pub resumes: bool,
 }
 
 impl Release {
     /// What `d`'s record was given already.
     pub(crate) fn of(d: &Deployment) -> Release {
-        Release { freeze_override: d.freeze_override.clone(), approval: d.approval.clone() }
+        Release { freeze_override: d.freeze_override.clone(), approval: d.approval.clone(), resumes: true }
     }
 }
 
@@ -325,7 +327,8 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         };
         // Asked only of a push that deploys somewhere: ECR's own push time orders it.
         let push = &self.ordered(push).await?;
-        let release = Release { freeze_override: freeze_override.map(FreezeOverride::noted), approval: None };
+        let release =
+            Release { freeze_override: freeze_override.map(FreezeOverride::noted), approval: None, resumes: false };
         let results = join_all(targets.iter().map(|t| self.deploy_target(push, t, invocation, &release))).await;
         let mut outcomes = Vec::with_capacity(results.len());
         let mut retry = Vec::new();
@@ -461,11 +464,17 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         })
     }
 
-    /// Takes the approval the record already has (the push's event delivered again after it
-    /// was approved): asked only where approval is needed and none came with the push.
+    /// Takes what the record was given already (the push's event delivered again after it was
+    /// approved, or overridden): asked only where a release policy applies and the push brought neither.
     async fn approved_already(&self, d: &mut Deployment) -> Result<(), crate::ports::LedgerError> {
-        if d.approval.is_none() && self.config.approval_for(&d.target, &d.repository).is_some() {
-            d.approval = self.ledger.deployment(&d.target, &d.id).await?.and_then(|r| r.approval);
+        let policy = self.config.approval_for(&d.target, &d.repository).is_some()
+            || self.config.environment(&d.target.environment).is_some_and(|e| !e.freeze.is_empty());
+        if policy
+            && (d.approval.is_none() || d.freeze_override.is_none())
+            && let Some(record) = self.ledger.deployment(&d.target, &d.id).await?
+        {
+            d.approval = d.approval.take().or(record.approval);
+            d.freeze_override = d.freeze_override.take().or(record.freeze_override);
         }
         Ok(())
     }
@@ -488,12 +497,13 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         let Some((env, targets)) = crate::plan::previous_environment(self.config, &d.target, &d.repository) else {
             return context;
         };
-        let (mut verified, mut live) = (0, 0);
+        let (mut verified, mut live, mut failed) = (0, 0, 0);
         for t in &targets {
             match self.ledger.head(t).await {
                 Ok(head) => {
                     verified += usize::from(head.last_known_good.is_some_and(|(_, digest)| digest == d.digest));
                     live += usize::from(head.active.is_some_and(|(_, digest)| digest == d.digest));
+                    failed += usize::from(head.quarantine.contains(&d.digest));
                 }
                 Err(e) => {
                     warn!(target = %t, error = %e, "the previous environment is left out of the approval message");
@@ -503,6 +513,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         }
         let n = targets.len();
         let said = match (verified, live) {
+            _ if failed > 0 => format!("FAILED and rolled back on {failed} of {n} targets (quarantined there)"),
             (v, _) if v == n => format!("verified on every target ({n})"),
             (0, 0) => "not deployed there, or not its latest verified image".to_string(),
             (0, l) => format!("deployed on {l} of {n} targets, not verified yet"),
@@ -545,7 +556,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         release: &Release,
     ) -> Result<Option<AlreadyWaiting>, Retryable> {
         let t = &plan.target;
-        // Only a target with a release policy ever has a push waiting: no read for the others.
+        // A record resumed by its own id is that push already; only a target with a release
+        // policy ever has a push waiting: no read for the others.
+        if release.resumes {
+            return Ok(None);
+        }
         let frozen_ever = self.config.environment(&t.environment).is_some_and(|e| !e.freeze.is_empty());
         if !frozen_ever && self.config.approval_for(t, &push.repository).is_none() {
             return Ok(None);
@@ -558,12 +573,14 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         let was = waiting.state;
         let name = t.to_string();
         let goes_on = match was {
-            State::Pending => waiting.approval.is_some(),
+            // Approved, or released by an earlier override whose attempt stopped: it resumes.
+            State::Pending => true,
             State::Held => release.freeze_override.is_some(),
             State::AwaitingApproval => false,
             _ => return Ok(None),
         };
-        if let Some(by) = release.freeze_override.as_ref().filter(|by| waiting.freeze_override.as_ref() != Some(by)) {
+        let noted = |by: &&String| waiting.freeze_override.as_ref() != Some(*by) || was == State::Held;
+        if let Some(by) = release.freeze_override.as_ref().filter(noted) {
             waiting.freeze_override = Some(by.clone());
             waiting.state = if was == State::Held { State::Pending } else { was };
             waiting.updated_at = self.clock.now();

@@ -120,8 +120,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         let Some(newest) = head.newest_pushed_at else { return Ok((Finding::NeverDeployed, push.clone())) };
         let now = self.clock.now();
         let candidate = tp.deployment(push, now);
-        // As Head::newer_than: by version where both have one, else by push time.
+        // As Head::newer_than: by version where both have one, else by push time. A head
+        // written before keys carried the push time holds the bare version: compare that.
         let no_newer = match (&candidate.version, &head.newest_version) {
+            (Some(version), Some((taken, _))) if !taken.contains(' ') => {
+                version.split(' ').next().unwrap_or_default() <= taken.as_str()
+            }
             (Some(version), Some((taken, _))) => version <= taken,
             _ => push.pushed_at <= newest,
         };

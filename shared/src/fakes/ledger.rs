@@ -141,9 +141,8 @@ impl Ledger for MemoryLedger {
         head.lock = Some(Lock { deployment: d.id.clone(), attempt: attempt.into(), until: lease_until });
         head.newest_pushed_at = Some(d.pushed_at);
         head.newest = Some(d.id.clone());
-        if let Some(version) = &d.version {
-            head.newest_version = Some((version.clone(), d.tag.clone()));
-        }
+        // A push without a version (the environment no longer orders by version) clears it.
+        head.newest_version = d.version.clone().map(|version| (version, d.tag.clone()));
         head.quarantine.clear(); // a new digest lifts the quarantine of the ones before it
         let mut record = d.clone();
         if let Some(existing) = existing {
@@ -183,10 +182,14 @@ impl Ledger for MemoryLedger {
             }
             head.held = matches!(d.state, State::Held | State::AwaitingApproval).then(|| d.id.clone());
         }
-        let existing = w.records.get(&record_key(d)).map(|r| (r.created_at, r.hooks.clone()));
+        let existing = w.records.get(&record_key(d)).cloned();
         let mut record = d.clone();
-        if let Some((created_at, hooks)) = existing {
-            (record.created_at, record.hooks) = (created_at, hooks);
+        if let Some(existing) = existing {
+            (record.created_at, record.hooks) = (existing.created_at, existing.hooks);
+            // DynamoDB's SET leaves attributes the write does not name.
+            record.approval = record.approval.or(existing.approval);
+            record.freeze_override = record.freeze_override.or(existing.freeze_override);
+            record.version = record.version.or(existing.version);
         }
         w.records.insert(record_key(d), record);
         Ok(Finish::Recorded)

@@ -68,6 +68,11 @@ pub(super) fn deployment_fields(d: &Deployment, e: &mut Expression) {
     }
 }
 
+/// What a write of `d` removes: a reason it no longer has (a released push's "held: …").
+pub(super) fn cleared(d: &Deployment) -> Vec<&'static str> {
+    if d.reason.is_none() { vec!["reason"] } else { Vec::new() }
+}
+
 fn text(item: &Item, field: &str) -> Option<String> {
     item.get(field).and_then(|v| v.as_s().ok()).cloned()
 }
@@ -155,7 +160,7 @@ impl DynamoLedger {
         for (i, state) in states.iter().enumerate() {
             e.value(&format!("s{i}"), s(state.as_str()));
         }
-        e.update(Self::deployment_key(d), &self.table, &[], condition)
+        e.update(Self::deployment_key(d), &self.table, &cleared(d), condition)
     }
 
     /// The head change a transition carries, if any.

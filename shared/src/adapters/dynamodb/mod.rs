@@ -82,7 +82,7 @@ impl Ledger for DynamoLedger {
         let record = record.update(
             Self::deployment_key(d),
             &self.table,
-            &[],
+            &codec::cleared(d),
             &format!("attribute_not_exists(pk) OR {state} = {pending}"),
         )?;
 
@@ -119,8 +119,13 @@ impl Ledger for DynamoLedger {
              AND NOT contains(#quarantine, {digest})"
         );
         head.name("quarantine");
-        // A new digest lifts the quarantine of the ones that failed before it.
-        let head = head.update(Self::head_key(&d.target), &self.table, &["quarantine"], &condition)?;
+        // A new digest lifts the quarantine of the ones that failed before it; a push without a
+        // version (the environment no longer orders by version) clears the version taken.
+        let mut removed = vec!["quarantine"];
+        if d.version.is_none() {
+            removed.extend(["newest_version", "newest_version_tag"]);
+        }
+        let head = head.update(Self::head_key(&d.target), &self.table, &removed, &condition)?;
 
         let items = vec![
             TransactWriteItem::builder().update(record).build(),
