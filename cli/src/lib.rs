@@ -164,6 +164,21 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Delivery metrics per environment and service: deployments per week, lead time, change
+    /// failure rate, time to restore (medians and p90), from the ledger.
+    #[command(after_help = "Example:\n  ferry metrics --env production --since 90d --output json")]
+    Metrics {
+        #[arg(long)]
+        env: Option<String>,
+        /// The ECS service name or the ECR repository.
+        #[arg(long)]
+        service: Option<String>,
+        /// The window: 30d, 12w, 48h.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Deployments, newest first, with their states, durations and reasons.
     #[command(after_help = "Example:\n  ferry history --env staging --limit 5 --output json")]
     History {
@@ -328,6 +343,9 @@ where
         Command::Release { service, env, digest } => ctx.release(service, env, digest).await?,
         Command::Init { region, cluster, role_arn, env, output } => {
             ctx.init(region, cluster, role_arn, env, output.as_deref()).await?
+        }
+        Command::Metrics { env, service, since, output } => {
+            ctx.metrics(env.as_deref(), service.as_deref(), since, *output).await?
         }
         Command::Doctor { env, stack } => ctx.doctor(out, env.as_deref(), stack).await?,
         Command::Approve { deployment } => ctx.approve(deployment).await?,

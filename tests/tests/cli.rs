@@ -640,3 +640,44 @@ async fn init_writes_a_config_check_accepts_that_deploys_the_next_push() {
     assert!(matches!(outcomes.as_slice(), [ferry::deploy::TargetOutcome::Started { .. }]), "{deployed:?}");
     assert_ne!(w.describe().await.task_definition, before, "the next push deployed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_reports_the_ledgers_deployments_failures_and_what_is_not_yet_restored() {
+    let w = World::new().await;
+    let config = config_file(&w, "");
+    let w = &w;
+    let record = |n: usize| async move {
+        let all = w.ledger().history(&w.target(), 10).await.expect("history");
+        all.into_iter().rev().nth(n).expect("record")
+    };
+    // A push verified, then one that failed and was not yet put back.
+    w.deploy(&w.config(false), w.push("staging-aaaa0001", &"a".repeat(64)).await, "first").await;
+    let mut verified = record(0).await;
+    (verified.state, verified.live_at) = (State::Succeeded, Some(chrono::Utc::now()));
+    let head = ferry::ports::HeadChange::LastKnownGood;
+    assert!(w.ledger().transition(&verified, &[State::InProgress], head).await.expect("verified"));
+    w.deploy(&w.config(false), w.push("staging-bbbb0002", &"b".repeat(64)).await, "second").await;
+    let mut broken = record(1).await;
+    broken.state = State::Failed;
+    let none = ferry::ports::HeadChange::None;
+    assert!(w.ledger().transition(&broken, &[State::InProgress], none).await.expect("failed"));
+
+    let json: Value =
+        serde_json::from_str(&ok(ferry(w, &config, &["metrics", "--env", "staging", "--output", "json"]).await))
+            .expect("json");
+    let rows = json.as_array().expect("rows");
+    let service = rows.iter().find(|r| r["service"] == "shop-staging-api").expect("service row");
+    let m = &service["metrics"];
+    assert_eq!(
+        (m["deployments"].as_u64(), m["reached_ecs"].as_u64(), m["failed"].as_u64()),
+        (Some(1), Some(2), Some(1))
+    );
+    assert_eq!((m["change_failure_rate"].as_f64(), m["unrestored"].as_u64()), (Some(0.5), Some(1)));
+    assert_eq!(m["lead_time"]["samples"].as_u64(), Some(1));
+    assert!(rows.iter().any(|r| r["service"] == "(all)"), "{json}");
+    let table = ok(ferry(w, &config, &["metrics", "--env", "staging"]).await);
+    assert!(table.contains("50% (1/2)") && table.contains("+1 open"), "{table}");
+    assert!(table.contains("SKIPPED, SUPERSEDED, HELD and REJECTED pushes never reached ECS"), "{table}");
+    let refused = refused(ferry(w, &config, &["metrics", "--since", "30m"]).await);
+    assert!(refused.contains("not a window such as 30d"), "{refused}");
+}

@@ -6,6 +6,7 @@ pub(crate) mod deploy;
 pub(crate) mod doctor;
 pub(crate) mod history;
 pub(crate) mod init;
+pub(crate) mod metrics;
 pub(crate) mod plan;
 pub(crate) mod promote;
 pub(crate) mod reconcile;

@@ -7,12 +7,14 @@
 //! - [`plan`]: what a push deploys where; [`render`]: the image change in a task definition.
 //! - [`freeze`]: when an environment takes no deployments.
 //! - [`notify`]: what Slack and SNS are told, escaped and clipped to their limits.
+//! - [`metrics`]: the four DORA figures from the ledger's records.
 
 pub mod approval;
 pub mod config;
 pub mod event;
 pub mod freeze;
 pub mod hook;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod plan;

@@ -1,0 +1,283 @@
+//! Delivery metrics (the four DORA figures) from the ledger's own records of a group of
+//! targets (one service in one environment, in every region it runs in).
+//!
+//! - **Deployments**: pushes that SUCCEEDED (on any of the group's targets), and per week.
+//! - **Lead time**: from the push to the last of the group's targets proven live.
+//! - **Change failure rate**: pushes that FAILED (ROLLING_BACK, ROLLED_BACK, ROLLBACK_FAILED)
+//!   over pushes that reached ECS (those and SUCCEEDED). SKIPPED, SUPERSEDED, HELD,
+//!   AWAITING_APPROVAL, REJECTED never reached ECS and are left out; so are rollouts still open.
+//! - **Time to restore**: per target, from a failed push's start to the next deployment there
+//!   that SUCCEEDED (a rollback, or a fix); a failure not yet restored is counted apart.
+//!
+//! Changes are Ferry's pushes and deployments made outside Ferry (`external`); rollbacks
+//! restore, they are not changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::model::{Deployment, Origin, State};
+
+/// The figures for one group of targets over a window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metrics {
+    pub deployments: usize,
+    pub per_week: f64,
+    pub lead_time: Spread,
+    /// Pushes that reached ECS, and how many of them failed.
+    pub reached_ecs: usize,
+    pub failed: usize,
+    /// `failed / reached_ecs`; `None` when nothing reached ECS.
+    pub change_failure_rate: Option<f64>,
+    pub time_to_restore: Spread,
+    /// Failures with no deployment that SUCCEEDED after them yet.
+    pub unrestored: usize,
+}
+
+/// A median and a 90th percentile (nearest rank), in seconds; `None` without samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct Spread {
+    pub samples: usize,
+    pub median_seconds: Option<i64>,
+    pub p90_seconds: Option<i64>,
+}
+
+impl Spread {
+    pub fn of(mut samples: Vec<Duration>) -> Spread {
+        samples.sort();
+        let rank = |p: usize| {
+            let n = samples.len();
+            // Nearest rank: the smallest sample with at least p% of the samples at or below it.
+            (n > 0).then(|| samples[(n * p).div_ceil(100).max(1) - 1].num_seconds())
+        };
+        Spread { samples: samples.len(), median_seconds: rank(50), p90_seconds: rank(90) }
+    }
+}
+
+fn is_change(d: &Deployment) -> bool {
+    matches!(d.origin, Origin::Ferry | Origin::External)
+}
+
+fn failed(state: State) -> bool {
+    matches!(state, State::Failed | State::RollingBack | State::RolledBack | State::RollbackFailed)
+}
+
+/// When a deployment was proven live: its `live_at`, else when it was last recorded.
+fn live(d: &Deployment) -> DateTime<Utc> {
+    d.live_at.unwrap_or(d.updated_at)
+}
+
+/// The metrics of `records` (every target of the group, any order) that started in
+/// `[since, until)`. Restorations after `until` still count for failures inside it.
+pub fn metrics(records: &[Deployment], since: DateTime<Utc>, until: DateTime<Utc>) -> Metrics {
+    let inside = |d: &&Deployment| d.created_at >= since && d.created_at < until;
+    // One push on several targets is one change: by its id (made from the push alone).
+    let mut pushes: BTreeMap<&str, Vec<&Deployment>> = BTreeMap::new();
+    for d in records.iter().filter(inside).filter(|d| is_change(d)) {
+        pushes.entry(d.id.as_str()).or_default().push(d);
+    }
+    let (mut deployments, mut reached, mut failures) = (0, 0, 0);
+    let mut leads = Vec::new();
+    for targets in pushes.values() {
+        let any_failed = targets.iter().any(|d| failed(d.state));
+        let succeeded: Vec<&&Deployment> = targets.iter().filter(|d| d.state == State::Succeeded).collect();
+        if any_failed || !succeeded.is_empty() {
+            reached += 1;
+        }
+        if any_failed {
+            failures += 1;
+        } else if !succeeded.is_empty() {
+            deployments += 1;
+            // The push is out once every target that took it is live; external changes have no push time.
+            if succeeded.len() == targets.len() && targets[0].origin == Origin::Ferry {
+                let last = succeeded.iter().map(|d| live(d)).max().unwrap_or(targets[0].pushed_at);
+                leads.push(last - targets[0].pushed_at);
+            }
+        }
+    }
+    let (restores, unrestored) = restores(records, since, until);
+    let weeks = ((until - since).num_seconds() as f64 / (7.0 * 86_400.0)).max(1.0 / 7.0);
+    Metrics {
+        deployments,
+        per_week: deployments as f64 / weeks,
+        lead_time: Spread::of(leads),
+        reached_ecs: reached,
+        failed: failures,
+        change_failure_rate: (reached > 0).then(|| failures as f64 / reached as f64),
+        time_to_restore: Spread::of(restores),
+        unrestored,
+    }
+}
+
+/// Per target, each failed change inside the window and the first deployment after it that
+/// SUCCEEDED there: how long it took, and how many have none yet.
+fn restores(records: &[Deployment], since: DateTime<Utc>, until: DateTime<Utc>) -> (Vec<Duration>, usize) {
+    let mut by_target: BTreeMap<String, Vec<&Deployment>> = BTreeMap::new();
+    for d in records {
+        by_target.entry(d.target.key()).or_default().push(d);
+    }
+    let (mut took, mut unrestored) = (Vec::new(), 0);
+    for list in by_target.values_mut() {
+        list.sort_by_key(|d| d.created_at);
+        let mut seen = BTreeSet::new();
+        for (i, d) in list.iter().enumerate() {
+            if !is_change(d) || !failed(d.state) || d.created_at < since || d.created_at >= until || !seen.insert(&d.id)
+            {
+                continue;
+            }
+            match list[i + 1..].iter().find(|later| later.state == State::Succeeded) {
+                Some(fixed) => took.push(live(fixed) - d.created_at),
+                None => unrestored += 1,
+            }
+        }
+    }
+    (took, unrestored)
+}
+
+/// `30d`, `12w`, `48h`: a window's length.
+pub fn parse_window(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: i64 = number.parse().map_err(|_| format!("{text:?} is not a window such as 30d, 12w or 48h"))?;
+    let length = match unit {
+        "d" => Duration::days(n),
+        "w" => Duration::weeks(n),
+        "h" => Duration::hours(n),
+        _ => return Err(format!("{text:?} is not a window such as 30d, 12w or 48h")),
+    };
+    if n == 0 || n > 3_650 {
+        return Err(format!("{text:?}: the window must be 1 to 3650 units long"));
+    }
+    Ok(length)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Push, Target};
+    use chrono::TimeZone;
+
+    fn at(hours: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().expect("time") + Duration::hours(hours)
+    }
+
+    fn target(region: &str) -> Target {
+        Target {
+            environment: "production".into(),
+            account: None,
+            region: region.into(),
+            cluster: "shop-prod".into(),
+            service: "shop-production-api".into(),
+            role_arn: None,
+        }
+    }
+
+    /// A push at `pushed` hours, started one hour later in `region`, in `state`, live `took`
+    /// hours after it started.
+    fn change(event: &str, region: &str, pushed: i64, state: State, took: i64) -> Deployment {
+        let push = Push {
+            event_id: event.into(),
+            registry_account: "123456789012".into(),
+            registry_region: "eu-west-1".into(),
+            repository: "shop/api".into(),
+            tag: format!("prod-{event}"),
+            digest: format!("sha256:{event}"),
+            pushed_at: at(pushed),
+        };
+        let mut d = Deployment::new(&push, target(region), at(pushed + 1));
+        d.state = state;
+        d.updated_at = at(pushed + 1 + took);
+        d.live_at = (state == State::Succeeded).then(|| at(pushed + 1 + took));
+        d
+    }
+
+    fn rollback(of: &Deployment, started: i64, took: i64, state: State) -> Deployment {
+        let mut r = change(&format!("rollback-{}", of.event_id), &of.target.region, started - 1, state, took);
+        r.origin = Origin::Rollback;
+        r.rolls_back = Some(of.id.clone());
+        r
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let spread = Spread::of((1..=10).map(Duration::seconds).collect());
+        assert_eq!((spread.median_seconds, spread.p90_seconds), (Some(5), Some(9)));
+        assert_eq!(Spread::of(vec![Duration::seconds(7)]).p90_seconds, Some(7));
+        assert_eq!(Spread::of(Vec::new()), Spread::default());
+    }
+
+    #[test]
+    fn an_environment_with_no_failures() {
+        let records = [
+            change("a", "eu-west-1", 0, State::Succeeded, 1),
+            change("b", "eu-west-1", 24, State::Succeeded, 3),
+            change("c", "eu-west-1", 48, State::Skipped, 0),
+            change("d", "eu-west-1", 72, State::Superseded, 0),
+            change("e", "eu-west-1", 96, State::Rejected, 0),
+        ];
+        let m = metrics(&records, at(0), at(7 * 24));
+        assert_eq!((m.deployments, m.reached_ecs, m.failed), (2, 2, 0));
+        assert_eq!(m.per_week, 2.0);
+        assert_eq!(m.change_failure_rate, Some(0.0));
+        // Lead time: pushed, started an hour later, live 1 h and 3 h after that.
+        assert_eq!((m.lead_time.median_seconds, m.lead_time.p90_seconds), (Some(2 * 3600), Some(4 * 3600)));
+        assert_eq!((m.time_to_restore, m.unrestored), (Spread::default(), 0));
+    }
+
+    #[test]
+    fn one_push_to_three_regions_is_one_change_out_when_the_last_region_is_live() {
+        let records = [
+            change("a", "eu-west-1", 0, State::Succeeded, 1),
+            change("a", "us-east-1", 0, State::Succeeded, 5),
+            change("a", "ap-southeast-1", 0, State::Succeeded, 2),
+        ];
+        let m = metrics(&records, at(0), at(24));
+        assert_eq!((m.deployments, m.reached_ecs), (1, 1));
+        assert_eq!(m.lead_time.median_seconds, Some(6 * 3600));
+    }
+
+    #[test]
+    fn failures_and_their_restores_including_a_rollback_to_a_rollbacks_target() {
+        let good = change("a", "eu-west-1", 0, State::Succeeded, 1);
+        let bad = change("b", "eu-west-1", 10, State::RolledBack, 0);
+        // Its rollback puts a's revision back, live two hours after b started.
+        let back = rollback(&bad, 12, 1, State::Succeeded);
+        // c fails too, and its rollback puts a's revision back again, live as it starts.
+        let worse = change("c", "eu-west-1", 20, State::RolledBack, 0);
+        let again = rollback(&worse, 22, 0, State::Succeeded);
+        // d fails and nothing has restored it yet.
+        let last = change("d", "eu-west-1", 30, State::Failed, 0);
+        let external = {
+            let mut e = change("ext", "eu-west-1", 5, State::Succeeded, 0);
+            e.origin = Origin::External;
+            e
+        };
+        let records = [good, bad, back, worse, again, last, external];
+        let m = metrics(&records, at(0), at(7 * 24));
+        assert_eq!((m.deployments, m.reached_ecs, m.failed), (2, 5, 3), "a and the external change; b, c, d failed");
+        assert_eq!(m.change_failure_rate, Some(0.6));
+        assert_eq!(m.lead_time.samples, 1, "an external change has no push time to measure from");
+        // b started at 11 h, restored at 13 h (its rollback started at 12 h, live an hour later): 2 h;
+        // c started at 21 h, restored at 22 h: 1 h.
+        assert_eq!(m.time_to_restore, Spread { samples: 2, median_seconds: Some(3600), p90_seconds: Some(7200) });
+        assert_eq!(m.unrestored, 1);
+    }
+
+    #[test]
+    fn only_what_started_in_the_window_counts() {
+        let records =
+            [change("a", "eu-west-1", 0, State::Succeeded, 1), change("b", "eu-west-1", 200, State::Succeeded, 1)];
+        assert_eq!(metrics(&records, at(100), at(300)).deployments, 1);
+        assert_eq!(metrics(&records, at(300), at(400)).change_failure_rate, None, "nothing reached ECS");
+    }
+
+    #[test]
+    fn windows_read_as_days_weeks_or_hours() {
+        assert_eq!(parse_window("30d"), Ok(Duration::days(30)));
+        assert_eq!(parse_window("12w"), Ok(Duration::weeks(12)));
+        assert_eq!(parse_window("48h"), Ok(Duration::hours(48)));
+        for bad in ["", "30", "d", "0d", "30m", "-1d", "99999d"] {
+            assert!(parse_window(bad).is_err(), "{bad}");
+        }
+    }
+}
