@@ -681,3 +681,64 @@ async fn metrics_reports_the_ledgers_deployments_failures_and_what_is_not_yet_re
     let refused = refused(ferry(w, &config, &["metrics", "--since", "30m"]).await);
     assert!(refused.contains("not a window such as 30d"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_reads_several_regions_into_one_environment_whose_next_push_deploys_to_each() {
+    let w = World::new().await;
+    let production = unique("shop-production");
+    for region in [REGION, "us-west-2"] {
+        w.another_service(region, &production, "shop-production-api").await;
+    }
+    w.push("staging-aaaa0001", &"a".repeat(64)).await;
+    w.push("prod-aaaa0001", &"a".repeat(64)).await;
+    let written = std::env::temp_dir().join(format!("{}.toml", unique("init")));
+    let nowhere = std::env::temp_dir().join(format!("{}.toml", unique("none")));
+    let out = written.display().to_string();
+    let args = ["init", "--region", REGION, "--region", "us-west-2", "--cluster", &w.cluster, "--cluster", &production];
+    ok(ferry(&w, &nowhere, &[&args[..], &["--output", &out]].concat()).await);
+    let text = std::fs::read_to_string(&written).expect("written");
+    let config = ferry::config::Config::parse("ferry.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let names: Vec<&str> = config.environments.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["staging", "production"], "{text}");
+    let regions: Vec<&str> = config.environments[1].targets.iter().map(|t| t.region.as_str()).collect();
+    assert_eq!(regions, [REGION, "us-west-2"], "{text}");
+    assert!(text.contains("rules = [{ glob = \"prod-*\" }]") && text.contains("Deploy infra/target.yaml"), "{text}");
+    assert_eq!(config.services.len(), 1, "one service, named shop-{{env}}-api everywhere: {text}");
+    ok(ferry(&w, &written, &["check"]).await);
+
+    let deployed = w.deploy(&config, w.push("prod-bbbb0002", &"b".repeat(64)).await, "init").await;
+    let ferry::deploy::DeployOutcome::Deployed(outcomes) = &deployed else { panic!("{deployed:?}") };
+    assert_eq!(outcomes.len(), 2, "{deployed:?}");
+    assert!(outcomes.iter().all(|o| matches!(o, ferry::deploy::TargetOutcome::Started { .. })), "{deployed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_reads_another_account_through_its_role_and_its_next_push_deploys_there() {
+    let w = World::new().await;
+    let role = "arn:aws:iam::210987654321:role/ferry-target";
+    let production = unique("shop-production");
+    let other = common::in_account(&w.home, role).await;
+    w.another_service_in(&other, "210987654321", REGION, &production, "shop-production-api").await;
+    w.push("v0.1.0-rc.1", &"a".repeat(64)).await;
+    w.push("v0.1.0", &"a".repeat(64)).await;
+    let written = std::env::temp_dir().join(format!("{}.toml", unique("init")));
+    let nowhere = std::env::temp_dir().join(format!("{}.toml", unique("none")));
+    let out = written.display().to_string();
+    let args = ["init", "--region", REGION, "--cluster", &w.cluster, "--cluster", &production, "--role-arn", role];
+    ok(ferry(&w, &nowhere, &[&args[..], &["--output", &out]].concat()).await);
+    let text = std::fs::read_to_string(&written).expect("written");
+    let config = ferry::config::Config::parse("ferry.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(config.environment_for_tag("v0.2.0-rc.1").map(|e| e.name.as_str()), Some("staging"), "{text}");
+    assert_eq!(config.environment_for_tag("v0.2.0").map(|e| e.name.as_str()), Some("production"), "{text}");
+    let target = &config.environments[1].targets[0];
+    assert_eq!(target.role_arn.as_deref(), Some(role), "{text}");
+    assert!(
+        text.contains("#   ForwardingAccountIds=210987654321") && text.contains(&format!("#   TargetRoleArns={role}")),
+        "{text}"
+    );
+    ok(ferry(&w, &written, &["check"]).await);
+
+    let deployed = w.deploy(&config, w.push("v0.2.0", &"b".repeat(64)).await, "init").await;
+    let ferry::deploy::DeployOutcome::Deployed(outcomes) = &deployed else { panic!("{deployed:?}") };
+    assert!(matches!(outcomes.as_slice(), [ferry::deploy::TargetOutcome::Started { .. }]), "{deployed:?}");
+}

@@ -446,6 +446,57 @@ containers = ["api"]
         self.delivered("Deployment Failed").await.into_iter().filter(mine).collect()
     }
 
+    /// Another service running the world's image: `service` in a new `cluster` of `region`.
+    pub async fn another_service(&self, region: &str, cluster: &str, service: &str) {
+        self.another_service_in(&self.home, ACCOUNT, region, cluster, service).await;
+    }
+
+    /// [`World::another_service`] in `account`, reached through `aws`.
+    pub async fn another_service_in(&self, aws: &SdkConfig, account: &str, region: &str, cluster: &str, service: &str) {
+        let aws = aws.to_builder().region(aws_config::Region::new(region.to_string())).build();
+        let ecs = aws_sdk_ecs::Client::new(&aws);
+        ecs.create_cluster().cluster_name(cluster).send().await.expect("cluster");
+        let image = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{}:staging-00000000", self.repository);
+        let td = ecs
+            .register_task_definition()
+            .family(unique("api"))
+            .set_container_definitions(Some(rich_containers(&image)))
+            .network_mode(NetworkMode::Awsvpc)
+            .requires_compatibilities(Compatibility::Fargate)
+            .cpu("512")
+            .memory("1024")
+            .execution_role_arn("arn:aws:iam::123456789012:role/shop-execution")
+            .task_role_arn("arn:aws:iam::123456789012:role/shop-task")
+            .send()
+            .await
+            .expect("task definition")
+            .task_definition
+            .and_then(|t| t.task_definition_arn)
+            .expect("arn");
+        let network = self
+            .emulator
+            .control(&format!("/_ferry/ec2/default-network?region={region}&account={account}"), Value::Null)
+            .await;
+        let strings = |v: &Value| {
+            v.as_array().expect("list").iter().map(|s| s.as_str().expect("id").to_string()).collect::<Vec<_>>()
+        };
+        let vpc = AwsVpcConfiguration::builder()
+            .set_subnets(Some(strings(&network["subnets"])))
+            .set_security_groups(Some(strings(&network["securityGroups"])))
+            .build()
+            .expect("vpc");
+        ecs.create_service()
+            .cluster(cluster)
+            .service_name(service)
+            .task_definition(&td)
+            .desired_count(1)
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
+            .send()
+            .await
+            .expect("service");
+    }
+
     pub async fn describe(&self) -> aws_sdk_ecs::types::Service {
         aws_sdk_ecs::Client::new(&self.aws)
             .describe_services()
