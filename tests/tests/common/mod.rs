@@ -143,6 +143,66 @@ pub async fn in_account(base: &SdkConfig, role: &str) -> SdkConfig {
     base.to_builder().credentials_provider(aws_sdk_ecs::config::SharedCredentialsProvider::new(provider)).build()
 }
 
+/// A Fargate `service` in a new `cluster` (in `aws`'s account and region) running `image` with
+/// the rich task definition of family `family`: every field Ferry must carry over.
+async fn create_service(
+    emulator: &Emulator,
+    aws: &SdkConfig,
+    account: &str,
+    (cluster, service): (&str, &str),
+    family: &str,
+    image: &str,
+    desired: i32,
+) {
+    let region = aws.region().map(|r| r.to_string()).unwrap_or_default();
+    let ecs = aws_sdk_ecs::Client::new(aws);
+    ecs.create_cluster().cluster_name(cluster).send().await.expect("cluster");
+    let td = ecs
+        .register_task_definition()
+        .family(family)
+        .set_container_definitions(Some(rich_containers(image)))
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu("512")
+        .memory("1024")
+        .execution_role_arn("arn:aws:iam::123456789012:role/shop-execution")
+        .task_role_arn("arn:aws:iam::123456789012:role/shop-task")
+        .runtime_platform(
+            RuntimePlatform::builder()
+                .cpu_architecture(CpuArchitecture::Arm64)
+                .operating_system_family(OsFamily::Linux)
+                .build(),
+        )
+        .volumes(Volume::builder().name("scratch").build())
+        .tags(Tag::builder().key("team").value("shop").build())
+        .tags(Tag::builder().key("cost-centre").value("42").build())
+        .send()
+        .await
+        .expect("task definition")
+        .task_definition
+        .and_then(|t| t.task_definition_arn)
+        .expect("arn");
+    let network =
+        emulator.control(&format!("/_ferry/ec2/default-network?region={region}&account={account}"), Value::Null).await;
+    let strings =
+        |v: &Value| v.as_array().expect("list").iter().map(|s| s.as_str().expect("id").to_string()).collect::<Vec<_>>();
+    let vpc = AwsVpcConfiguration::builder()
+        .set_subnets(Some(strings(&network["subnets"])))
+        .set_security_groups(Some(strings(&network["securityGroups"])))
+        .build()
+        .expect("vpc");
+    ecs.create_service()
+        .cluster(cluster)
+        .service_name(service)
+        .task_definition(&td)
+        .desired_count(desired)
+        .launch_type(LaunchType::Fargate)
+        .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
+        .send()
+        .await
+        .expect("service");
+}
+
 impl World {
     pub async fn new() -> World {
         Self::in_account(None).await
@@ -174,62 +234,10 @@ impl World {
             .expect("arn");
 
         aws_sdk_ecr::Client::new(&home).create_repository().repository_name(&repository).send().await.expect("repo");
-        let ecs = aws_sdk_ecs::Client::new(&aws);
-        ecs.create_cluster().cluster_name(&cluster).send().await.expect("cluster");
         let old_image = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{repository}:staging-00000000");
-        let td = ecs
-            .register_task_definition()
-            .family(&family)
-            .set_container_definitions(Some(rich_containers(&old_image)))
-            .network_mode(NetworkMode::Awsvpc)
-            .requires_compatibilities(Compatibility::Fargate)
-            .cpu("512")
-            .memory("1024")
-            .execution_role_arn("arn:aws:iam::123456789012:role/shop-execution")
-            .task_role_arn("arn:aws:iam::123456789012:role/shop-task")
-            .runtime_platform(
-                RuntimePlatform::builder()
-                    .cpu_architecture(CpuArchitecture::Arm64)
-                    .operating_system_family(OsFamily::Linux)
-                    .build(),
-            )
-            .volumes(Volume::builder().name("scratch").build())
-            .tags(Tag::builder().key("team").value("shop").build())
-            .tags(Tag::builder().key("cost-centre").value("42").build())
-            .send()
-            .await
-            .expect("task definition")
-            .task_definition
-            .and_then(|t| t.task_definition_arn)
-            .expect("arn");
         let account = role.map_or(ACCOUNT, |r| r.split(':').nth(4).expect("account"));
-        let network = emulator
-            .control(&format!("/_ferry/ec2/default-network?region={REGION}&account={account}"), Value::Null)
-            .await;
-        let strings = |v: &Value| {
-            v.as_array().expect("list").iter().map(|s| s.as_str().expect("id").to_string()).collect::<Vec<_>>()
-        };
         let service = "shop-staging-api".to_string();
-        ecs.create_service()
-            .cluster(&cluster)
-            .service_name(&service)
-            .task_definition(&td)
-            .desired_count(2)
-            .launch_type(LaunchType::Fargate)
-            .network_configuration(
-                NetworkConfiguration::builder()
-                    .awsvpc_configuration(
-                        AwsVpcConfiguration::builder()
-                            .set_subnets(Some(strings(&network["subnets"])))
-                            .set_security_groups(Some(strings(&network["securityGroups"])))
-                            .build()
-                            .expect("vpc"),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("service");
+        create_service(&emulator, &aws, account, (&cluster, &service), &family, &old_image, 2).await;
         World {
             emulator,
             home,
@@ -454,47 +462,8 @@ containers = ["api"]
     /// [`World::another_service`] in `account`, reached through `aws`.
     pub async fn another_service_in(&self, aws: &SdkConfig, account: &str, region: &str, cluster: &str, service: &str) {
         let aws = aws.to_builder().region(aws_config::Region::new(region.to_string())).build();
-        let ecs = aws_sdk_ecs::Client::new(&aws);
-        ecs.create_cluster().cluster_name(cluster).send().await.expect("cluster");
         let image = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{}:staging-00000000", self.repository);
-        let td = ecs
-            .register_task_definition()
-            .family(unique("api"))
-            .set_container_definitions(Some(rich_containers(&image)))
-            .network_mode(NetworkMode::Awsvpc)
-            .requires_compatibilities(Compatibility::Fargate)
-            .cpu("512")
-            .memory("1024")
-            .execution_role_arn("arn:aws:iam::123456789012:role/shop-execution")
-            .task_role_arn("arn:aws:iam::123456789012:role/shop-task")
-            .send()
-            .await
-            .expect("task definition")
-            .task_definition
-            .and_then(|t| t.task_definition_arn)
-            .expect("arn");
-        let network = self
-            .emulator
-            .control(&format!("/_ferry/ec2/default-network?region={region}&account={account}"), Value::Null)
-            .await;
-        let strings = |v: &Value| {
-            v.as_array().expect("list").iter().map(|s| s.as_str().expect("id").to_string()).collect::<Vec<_>>()
-        };
-        let vpc = AwsVpcConfiguration::builder()
-            .set_subnets(Some(strings(&network["subnets"])))
-            .set_security_groups(Some(strings(&network["securityGroups"])))
-            .build()
-            .expect("vpc");
-        ecs.create_service()
-            .cluster(cluster)
-            .service_name(service)
-            .task_definition(&td)
-            .desired_count(1)
-            .launch_type(LaunchType::Fargate)
-            .network_configuration(NetworkConfiguration::builder().awsvpc_configuration(vpc).build())
-            .send()
-            .await
-            .expect("service");
+        create_service(&self.emulator, &aws, account, (cluster, service), &unique("api"), &image, 1).await;
     }
 
     pub async fn describe(&self) -> aws_sdk_ecs::types::Service {
