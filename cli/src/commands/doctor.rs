@@ -92,9 +92,20 @@ pub(crate) struct TargetFacts {
 }
 
 /// Whether ECR's push events for a repository reach Ferry: it must be in Ferry's region.
-pub(crate) fn judge_repository(repository: &str, region: &str, found: &Result<bool, String>) -> Finding {
+/// `elsewhere`: some environment takes images from other accounts' registries, where the
+/// repository may be instead.
+pub(crate) fn judge_repository(
+    repository: &str,
+    region: &str,
+    found: &Result<bool, String>,
+    elsewhere: bool,
+) -> Finding {
     match found {
         Ok(true) => ok(format!("{repository} is in {region}, where Ferry hears its pushes")),
+        Ok(false) if elsewhere => warn(format!(
+            "no repository {repository} in this account's {region}: fine if it is in the registry of an account \
+             registry_accounts lists, in {region}"
+        )),
         Ok(false) => block(format!(
             "no repository {repository} in {region}: ECR announces a push in the repository's own region only; \
              create it here (or push here), or deploy Ferry in the repository's region"
@@ -150,10 +161,20 @@ pub(crate) fn judge_target(f: &TargetFacts, stack: Option<&StackFacts>, home: &s
             "role {role} is not in the stack's TargetRoleArns: Ferry may not assume it; add it there"
         )));
     }
+    if t.cluster.starts_with("arn:") {
+        found.push(block(format!(
+            "cluster {} is an ARN: ECS's events and the stack's grants name clusters by name; write its name",
+            t.cluster
+        )));
+    }
+    // The target role trusts Ferry's function roles only (infra/target.yaml), so an operator
+    // is normally refused: what lies behind it cannot be checked from here.
     if let Some(why) = &f.role_refused {
         let role = t.role_arn.as_deref().unwrap_or_default();
-        found.push(block(format!(
-            "cannot assume {role}: {why}; deploy infra/target.yaml in account {} with FerryAccountId {home}",
+        found.push(warn(format!(
+            "could not assume {role} with your credentials ({why}); it trusts only Ferry's function roles \
+             (FerryRoleArns of infra/target.yaml in account {}), so the service there was not checked: run \
+             ferry doctor with credentials of that account",
             f.account
         )));
         return found;
@@ -291,16 +312,11 @@ impl Ctx<'_> {
         stack_name: &str,
     ) -> Result<String, Failure> {
         let region = self.aws.region().map(|r| r.to_string()).unwrap_or_default();
-        let home = match &self.config.home_account {
-            Some(home) => home.clone(),
-            None => {
-                let me = aws_sdk_sts::Client::new(self.aws).get_caller_identity().send().await;
-                me.map_err(|e| fail(format!("cannot tell which account this is: {}", aws_message(&e))))?
-                    .account()
-                    .unwrap_or_default()
-                    .to_string()
-            }
-        };
+        let me = aws_sdk_sts::Client::new(self.aws).get_caller_identity().send().await;
+        let me = me.map_err(|e| fail(format!("cannot tell which account this is: {}", aws_message(&e))))?;
+        let home = self.config.home_account.clone().unwrap_or_else(|| me.account().unwrap_or_default().to_string());
+        // `aws`, `aws-cn`, `aws-us-gov`: the partition of the caller's ARN.
+        let partition = me.arn().and_then(|a| a.split(':').nth(1)).unwrap_or("aws").to_string();
         let stack = self.stack(stack_name).await;
         let mut sections = vec![(format!("stack {stack_name} ({region})"), judge_stack(&stack))];
         let stack = stack.ok();
@@ -310,18 +326,20 @@ impl Ctx<'_> {
         repositories.sort_unstable();
         repositories.dedup();
         let ecr = aws_sdk_ecr::Client::new(self.aws);
+        let other_registries = self.config.environments.iter().any(|e| e.registry_accounts.iter().any(|a| *a != home));
         for repository in repositories {
             let found = match ecr.describe_repositories().repository_names(repository).send().await {
                 Ok(_) => Ok(true),
                 Err(e) if e.code() == Some("RepositoryNotFoundException") => Ok(false),
                 Err(e) => Err(aws_message(&e)),
             };
-            sections.push((format!("repository {repository}"), vec![judge_repository(repository, &region, &found)]));
+            let finding = judge_repository(repository, &region, &found, other_registries);
+            sections.push((format!("repository {repository}"), vec![finding]));
         }
 
         let ecs = AwsClients::new(self.aws.clone(), aws_sdk_ecs::Client::new);
         let events = AwsClients::new(self.aws.clone(), aws_sdk_eventbridge::Client::new);
-        let ferry_bus = format!("arn:aws:events:{region}:{home}:event-bus/default");
+        let ferry_bus = format!("arn:{partition}:events:{region}:{home}:event-bus/default");
         for t in targets {
             let facts = self.target_facts(&t, &home, &region, &ecs, &events, &ferry_bus).await;
             sections.push((t.to_string(), judge_target(&facts, stack.as_ref(), &home)));
@@ -376,7 +394,11 @@ impl Ctx<'_> {
         events: &AwsClients<aws_sdk_eventbridge::Client>,
         ferry_bus: &str,
     ) -> TargetFacts {
-        let service = self.config.services.iter().find(|s| s.service_name(&t.environment) == t.service);
+        let service = self
+            .config
+            .services
+            .iter()
+            .find(|s| s.deploys_to(&t.environment) && s.service_name(&t.environment) == t.service);
         let account = t.account.clone().unwrap_or_else(|| home.to_string());
         let mut facts = TargetFacts {
             target: t.clone(),
@@ -600,12 +622,13 @@ mod tests {
 
         facts.role_refused = Some("AccessDenied: not authorized to perform sts:AssumeRole".into());
         stack.parameters.remove("TargetRoleArns");
-        let blocked = judge_target(&facts, Some(&stack), "123456789012");
-        let blocked = blocking(&blocked);
-        assert_eq!(blocked.len(), 2, "{blocked:?}");
+        let found = judge_target(&facts, Some(&stack), "123456789012");
+        let listed = format!("role {role} is not in the stack's TargetRoleArns: Ferry may not assume it; add it there");
+        assert_eq!(blocking(&found), [listed.as_str()]);
+        let warned: Vec<&Finding> = found.iter().filter(|f| f.level == Level::Warn).collect();
         assert!(
-            blocked[0].contains("not in the stack's TargetRoleArns")
-                && blocked[1].starts_with(&format!("cannot assume {role}"))
+            warned.len() == 1 && warned[0].text.starts_with(&format!("could not assume {role} with your credentials")),
+            "an operator is refused by design; what lies behind the role is not judged: {found:?}"
         );
     }
 

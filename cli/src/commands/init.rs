@@ -34,6 +34,8 @@ pub(crate) struct Estate {
     pub tags: BTreeMap<String, Vec<String>>,
     /// `--env NAME=CLUSTER` (CLUSTER may be `ACCOUNT/CLUSTER`).
     pub named: Vec<(String, String)>,
+    /// Repositories whose tags could not be read, and why.
+    pub unread: Vec<(String, String)>,
 }
 
 /// Environment words a cluster name may carry, in the order a release passes through them.
@@ -57,12 +59,17 @@ fn environment_of(estate: &Estate, account: &str, cluster: &str) -> (String, boo
             return (token, false);
         }
     }
-    (cluster.to_string(), true)
+    (env_name(cluster), true)
 }
 
 /// Where `env` comes in a release's path (unknown names last).
 fn stage(env: &str) -> usize {
     STAGES.iter().position(|words| words.contains(&env)).unwrap_or(STAGES.len())
+}
+
+/// A cluster's name, from its name or its ARN (`arn:aws:ecs:…:cluster/NAME`).
+fn cluster_name(cluster: &str) -> &str {
+    if cluster.starts_with("arn:") { cluster.rsplit('/').next().unwrap_or(cluster) } else { cluster }
 }
 
 /// `service` with each of its `-`/`_`-separated words that is `env` replaced by `{env}`.
@@ -119,19 +126,50 @@ pub(crate) struct Proposal {
     pub services: Vec<ProposedService>,
     /// Stack parameters: name → values.
     pub parameters: BTreeMap<&'static str, BTreeSet<String>>,
-    /// Services no environment could take (no ECR container): their names.
+    /// Per other account: its clusters and task roles (infra/target.yaml's parameters there).
+    pub elsewhere: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>,
+    /// Services not proposed, and why.
     pub skipped: Vec<String>,
+    /// Repositories whose tags could not be read, and why.
+    pub unread: Vec<(String, String)>,
 }
 
-/// A proposed service: its repository, its name (with `{env}`), its containers.
-type GroupKey = (String, String, Vec<String>);
-/// The environments it was found in, and the containers it has that Ferry leaves alone.
-type Group = (BTreeSet<String>, Vec<(String, String)>);
+/// A proposed service: its repository and its name (with `{env}`).
+type GroupKey = (String, String);
+
+/// What the services of one group have: containers fed from the repository, environments,
+/// and the containers Ferry leaves alone.
+#[derive(Default)]
+struct Group {
+    containers: BTreeSet<String>,
+    environments: BTreeSet<String>,
+    untouched: Vec<(String, String)>,
+}
+
+/// `name` as an environment name: lower case, letters, digits and `-`, at most 64.
+pub(crate) fn env_name(name: &str) -> String {
+    let cleaned: String =
+        name.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let cleaned = cleaned.trim_matches('-');
+    let cleaned = &cleaned[..cleaned.len().min(64)];
+    if cleaned.is_empty() { "env".into() } else { cleaned.trim_end_matches('-').to_string() }
+}
+
+/// Of a service's ECR images, the one Ferry deploys (one repository feeds a service): the one
+/// whose name the service's name carries, else its first container's.
+fn main_repository<'a>(service: &str, by_repository: &BTreeMap<&'a str, Vec<String>>, first: &'a str) -> &'a str {
+    by_repository
+        .keys()
+        .find(|r| r.rsplit('/').next().is_some_and(|last| service.contains(last)))
+        .copied()
+        .unwrap_or(first)
+}
 
 pub(crate) fn propose(estate: &Estate) -> Proposal {
     let mut envs: BTreeMap<String, ProposedEnv> = BTreeMap::new();
     let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
     let mut parameters: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+    let mut elsewhere: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
     let mut skipped = Vec::new();
     for f in &estate.services {
         let (env, guessed) = environment_of(estate, &f.account, &f.cluster);
@@ -145,65 +183,113 @@ pub(crate) fn propose(estate: &Estate) -> Proposal {
         if !e.targets.contains(&target) {
             e.targets.push(target);
         }
-        let home = f.account == estate.home;
-        if home {
+        if f.account == estate.home {
             parameters.entry("EcsClusterNames").or_default().insert(f.cluster.clone());
             parameters.entry("TaskRoleArns").or_default().extend(f.roles.iter().cloned());
         } else {
             parameters.entry("ForwardingAccountIds").or_default().insert(f.account.clone());
             parameters.entry("TargetRoleArns").or_default().extend(f.role_arn.iter().cloned());
+            let there = elsewhere.entry(f.account.clone()).or_default();
+            there.0.insert(f.cluster.clone());
+            there.1.extend(f.roles.iter().cloned());
         }
         let mut by_repository: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         let mut untouched = Vec::new();
+        let mut first = None;
         for (name, image) in &f.containers {
             match repository_of(image) {
-                Some(repository) => by_repository.entry(repository).or_default().push(name.clone()),
+                Some(repository) => {
+                    first.get_or_insert(repository);
+                    by_repository.entry(repository).or_default().push(name.clone());
+                }
                 None => untouched.push((name.clone(), image.clone())),
             }
         }
-        if by_repository.is_empty() {
+        let Some(first) = first else {
             skipped.push(format!("{} ({}/{}): no container runs an ECR image", f.service, f.region, f.cluster));
+            continue;
+        };
+        let repository = main_repository(&f.service, &by_repository, first);
+        for (other, containers) in by_repository.iter().filter(|(r, _)| **r != repository) {
+            for c in containers {
+                untouched.push((c.clone(), format!("{other}, another ECR repository: one repository feeds a service")));
+            }
         }
         let name = if guessed { f.service.clone() } else { templated(&f.service, &env) };
-        for (repository, containers) in by_repository {
-            let group = groups.entry((repository.to_string(), name.clone(), containers)).or_default();
-            group.0.insert(env.clone());
-            for u in &untouched {
-                if !group.1.contains(u) {
-                    group.1.push(u.clone());
-                }
+        let group = groups.entry((repository.to_string(), name)).or_default();
+        group.containers.extend(by_repository[repository].iter().cloned());
+        group.environments.insert(env.clone());
+        for u in untouched {
+            if !group.untouched.contains(&u) {
+                group.untouched.push(u);
             }
         }
     }
     let mut environments: Vec<ProposedEnv> = envs.into_values().collect();
     environments.sort_by_key(|e| (stage(&e.name), e.name.clone()));
     let all: BTreeSet<String> = environments.iter().map(|e| e.name.clone()).collect();
-    let services: Vec<ProposedService> = groups
-        .into_iter()
-        .map(|((repository, name, containers), (in_envs, untouched))| ProposedService {
+    let mut services: Vec<ProposedService> = Vec::new();
+    for ((repository, name), group) in groups {
+        // One repository feeds each ECS service in an environment: a second is not proposed.
+        let clash = services.iter().find(|s| {
+            s.name == name
+                && s.repository != repository
+                && (s.environments.is_empty() || s.environments.iter().any(|e| group.environments.contains(e)))
+        });
+        if let Some(first) = clash {
+            skipped.push(format!("{name} from {repository}: already deployed from {}", first.repository));
+            continue;
+        }
+        services.push(ProposedService {
             repository,
             name,
-            containers,
-            environments: if in_envs == all { Vec::new() } else { in_envs.into_iter().collect() },
-            untouched,
-        })
-        .collect();
-    // Final versions go to the last environment a release passes through that the names tell.
+            containers: group.containers.into_iter().collect(),
+            environments: if group.environments == all { Vec::new() } else { group.environments.into_iter().collect() },
+            untouched: group.untouched,
+        });
+    }
+    // Final versions go to the last environment a release passes through that the names tell,
+    // pre-releases to the one before it; build numbers and `latest` to the first.
     let last = environments.len().saturating_sub(1);
     let release = environments.iter().rposition(|e| stage(&e.name) < STAGES.len()).unwrap_or(last);
+    let mut used = BTreeSet::new();
     for (i, env) in environments.iter_mut().enumerate() {
         let tags: Vec<&str> = services
             .iter()
             .filter(|s| s.environments.is_empty() || s.environments.contains(&env.name))
             .flat_map(|s| estate.tags.get(&s.repository).into_iter().flatten().map(String::as_str))
             .collect();
-        env.rules = vec![rule_for(&env.name, i == 0, i == release && i > 0, &tags)];
+        let place = Place { first: i == 0, pre: i + 1 == release, release: i == release };
+        let mut rule = rule_for(&env.name, place, &tags);
+        // The first environment whose rules match a tag takes it: a rule an earlier one has is
+        // unreachable here.
+        if !used.insert(rule.0.clone()) {
+            rule = guessed(&env.name);
+            used.insert(rule.0.clone());
+        }
+        env.rules = vec![rule];
     }
-    Proposal { environments, services, parameters, skipped }
+    Proposal { environments, services, parameters, elsewhere, skipped, unread: estate.unread.clone() }
+}
+
+/// Where an environment comes in a release's path.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    first: bool,
+    /// Just before the release environment: pre-releases go here.
+    pre: bool,
+    release: bool,
+}
+
+fn guessed(env: &str) -> (String, String) {
+    (
+        format!("{{ glob = \"{env}-*\" }}"),
+        format!("GUESSED: no tag seen that only {env} could take; push {env}-<sha> (or change the rule)"),
+    )
 }
 
 /// The tag rule an environment gets from the tags its repositories already have.
-fn rule_for(env: &str, first: bool, last: bool, tags: &[&str]) -> (String, String) {
+fn rule_for(env: &str, place: Place, tags: &[&str]) -> (String, String) {
     let words: Vec<&str> =
         STAGES.iter().find(|words| words.contains(&env)).map_or_else(|| vec![env], |words| words.to_vec());
     // A prefix the team already uses for this environment: `staging-…`, `prod-…`.
@@ -220,18 +306,21 @@ fn rule_for(env: &str, first: bool, last: bool, tags: &[&str]) -> (String, Strin
     }
     let versions: Vec<_> = tags.iter().filter_map(|t| ferry::rules::version(t)).collect();
     let finals = versions.iter().filter(|v| v.pre.is_empty()).count();
+    // A pre-release's label without its number: `rc` of `rc.1` and of `rc1`.
     let pres: BTreeSet<String> = versions
         .iter()
         .filter(|v| !v.pre.is_empty())
-        .filter_map(|v| v.pre.as_str().split('.').next().map(str::to_string))
+        .filter_map(|v| {
+            v.pre.as_str().split('.').next().map(|l| l.trim_end_matches(|c: char| c.is_ascii_digit()).to_string())
+        })
         .collect();
-    if last && finals > 0 {
+    if place.release && finals > 0 {
         return ("{ semver = \"final\" }".into(), format!("{finals} tags are final semantic versions"));
     }
-    if !last && !pres.is_empty() {
+    if place.pre && !pres.is_empty() {
         let count = versions.len() - finals;
         return match pres.iter().collect::<Vec<_>>().as_slice() {
-            [label] if label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => (
+            [label] if !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => (
                 format!("{{ semver = \"prerelease\", pre = \"{label}\" }}"),
                 format!("{count} tags are {label} pre-releases"),
             ),
@@ -239,17 +328,14 @@ fn rule_for(env: &str, first: bool, last: bool, tags: &[&str]) -> (String, Strin
         };
     }
     let builds =
-        tags.iter().filter(|t| t.trim_start_matches('v').bytes().all(|b| b.is_ascii_digit()) && t.len() > 1).count();
-    if first && builds > 0 {
+        tags.iter().filter(|t| t.len() > 1 && t.trim_start_matches('v').bytes().all(|b| b.is_ascii_digit())).count();
+    if place.first && !place.release && builds > 0 {
         return ("{ regex = 'v?[0-9]+' }".into(), format!("{builds} tags are build numbers"));
     }
-    if first && tags.contains(&"latest") {
+    if place.first && !place.release && tags.contains(&"latest") {
         return ("{ glob = \"latest\" }".into(), "a moving tag, `latest`".into());
     }
-    (
-        format!("{{ glob = \"{env}-*\" }}"),
-        format!("GUESSED: no tag seen for {env}; push {env}-<sha> (or change the rule)"),
-    )
+    guessed(env)
 }
 
 /// The proposal as a commented `ferry.toml`.
@@ -305,8 +391,19 @@ pub(crate) fn render(p: &Proposal, source: &str) -> String {
         out.push_str(&format!("#   {name}={}\n", values.iter().cloned().collect::<Vec<_>>().join(",")));
     }
     let regions: BTreeSet<&str> = p.environments.iter().flat_map(|e| e.targets.iter().map(|t| t.1.as_str())).collect();
-    if regions.len() > 1 || p.parameters.contains_key("ForwardingAccountIds") {
+    if regions.len() > 1 || !p.elsewhere.is_empty() {
         out.push_str("# Deploy infra/target.yaml in every other account and region with targets.\n");
+    }
+    for (account, (clusters, roles)) in &p.elsewhere {
+        let join = |v: &BTreeSet<String>| v.iter().cloned().collect::<Vec<_>>().join(",");
+        out.push_str(&format!(
+            "#   in account {account}, its EcsClusterNames={} TaskRoleArns={}\n",
+            join(clusters),
+            join(roles)
+        ));
+    }
+    for (repository, why) in &p.unread {
+        out.push_str(&format!("# GUESSED rules: the tags of {repository} could not be read ({why})\n"));
     }
     out
 }
@@ -329,8 +426,13 @@ impl Ctx<'_> {
         let mut estate = Estate::default();
         for n in named {
             let (name, cluster) = n.split_once('=').ok_or_else(|| fail(format!("--env {n:?} is not NAME=CLUSTER")))?;
-            estate.named.push((name.to_string(), cluster.to_string()));
+            if env_name(name) != name {
+                return Err(fail(format!("--env {n:?}: an environment name is lower-case letters, digits and '-'")));
+            }
+            estate.named.push((name.to_string(), cluster_name(cluster).to_string()));
         }
+        // A cluster given by its ARN is read, and written, by its name (as ECS's events name it).
+        let clusters: Vec<&str> = clusters.iter().map(|c| cluster_name(c)).collect();
         let me = aws_sdk_sts::Client::new(self.aws).get_caller_identity().send().await;
         estate.home = me
             .map_err(|e| fail(format!("cannot tell which account this is: {}", aws_message(&e))))?
@@ -346,7 +448,7 @@ impl Ctx<'_> {
                     None => estate.home.clone(),
                 };
                 let client = ecs.get(region, role.map(String::as_str)).await;
-                for cluster in clusters {
+                for cluster in &clusters {
                     let found = read_cluster(&client, cluster)
                         .await
                         .map_err(|e| fail(format!("cannot read cluster {cluster} in {account} {region}: {e}")))?;
@@ -372,8 +474,11 @@ impl Ctx<'_> {
             while let Some(page) = pages.next().await {
                 match page {
                     Ok(page) => tags.extend(page.image_details().iter().flat_map(|d| d.image_tags().iter().cloned())),
-                    // Another account's or region's repository: its tags are not read here.
-                    Err(_) => break,
+                    // Another account's or region's repository, or a failure: said, and its rules guessed.
+                    Err(e) => {
+                        estate.unread.push((repository.clone(), aws_message(&e)));
+                        break;
+                    }
                 }
             }
             estate.tags.insert(repository, tags);
@@ -480,7 +585,7 @@ mod tests {
                 ("shop/api", &["staging-1a2b3c4d", "prod-1a2b3c4d", "staging-99"]),
                 ("shop/web", &["prod-aa"]),
             ]),
-            named: vec![],
+            ..Estate::default()
         };
         let (config, text) = config(&estate);
         let names: Vec<&str> = config.environments.iter().map(|e| e.name.as_str()).collect();
@@ -508,6 +613,7 @@ mod tests {
                 ("staging".into(), "111111111111/shop".into()),
                 ("production".into(), "222222222222/shop".into()),
             ],
+            ..Estate::default()
         };
         let (config, text) = config(&estate);
         assert_eq!(env_of(&config, "v0.3.0-rc.2").as_deref(), Some("staging"), "{text}");
@@ -540,7 +646,7 @@ mod tests {
             home: HOME.into(),
             services,
             tags: tags(&[("shop/app", &["v41", "v42", "prod-v41"])]),
-            named: vec![],
+            ..Estate::default()
         };
         let (config, text) = config(&estate);
         assert_eq!(env_of(&config, "v43").as_deref(), Some("staging"), "{text}");
@@ -561,7 +667,7 @@ mod tests {
                 found(HOME, "eu-west-1", "blue", "nginx", &[("nginx", "nginx:1.27")]),
             ],
             tags: tags(&[("shop/store", &["latest", "v1.2.3"])]),
-            named: vec![],
+            ..Estate::default()
         };
         let (config, text) = config(&estate);
         assert_eq!(env_of(&config, "latest").as_deref(), Some("staging"), "{text}");
@@ -570,6 +676,68 @@ mod tests {
         assert!(text.contains("not proposed: nginx (eu-west-1/blue): no container runs an ECR image"), "{text}");
         let store = config.services.iter().find(|s| s.repository == "shop/store").expect("store");
         assert_eq!((store.name.as_str(), store.environments.len()), ("store-{env}", 2));
+    }
+
+    #[test]
+    fn a_service_with_two_ecr_images_is_proposed_once_and_containers_differing_by_environment_are_joined() {
+        let estate = Estate {
+            home: HOME.into(),
+            services: vec![
+                found(
+                    HOME,
+                    "eu-west-1",
+                    "shop-staging",
+                    "api",
+                    &[("api", &image("shop/api")), ("agent", &image("ops/agent"))],
+                ),
+                found(
+                    HOME,
+                    "eu-west-1",
+                    "shop-production",
+                    "api",
+                    &[("api", &image("shop/api")), ("jobs", &image("shop/api"))],
+                ),
+            ],
+            tags: tags(&[("shop/api", &["staging-1", "prod-1"])]),
+            ..Estate::default()
+        };
+        let (config, text) = config(&estate);
+        let [api] = config.services.as_slice() else { panic!("{text}") };
+        assert_eq!(
+            (api.repository.as_str(), api.containers.as_slice()),
+            ("shop/api", ["api".to_string(), "jobs".to_string()].as_slice())
+        );
+        assert!(text.contains("# left alone: container agent (ops/agent, another ECR repository"), "{text}");
+    }
+
+    #[test]
+    fn each_environment_gets_a_rule_no_earlier_one_has_and_a_lone_one_takes_final_versions() {
+        let three = Estate {
+            home: HOME.into(),
+            services: ["shop-dev", "shop-staging", "shop-production"]
+                .iter()
+                .map(|c| found(HOME, "eu-west-1", c, "api", &[("api", &image("shop/api"))]))
+                .collect(),
+            tags: tags(&[("shop/api", &["v1.0.0-rc1", "v1.0.0"])]),
+            ..Estate::default()
+        };
+        let (config, text) = config(&three);
+        assert_eq!(env_of(&config, "v1.1.0-rc2").as_deref(), Some("staging"), "rc, not rc1: {text}");
+        assert_eq!(env_of(&config, "v1.1.0").as_deref(), Some("production"), "{text}");
+        assert_eq!(env_of(&config, "dev-1a2b3c4d").as_deref(), Some("dev"), "dev's own, guessed: {text}");
+        assert!(text.contains("GUESSED: no tag seen that only dev could take"), "{text}");
+
+        let alone = Estate { services: three.services[2..].to_vec(), ..three.clone() };
+        let (lone, text) = self::config(&alone);
+        assert_eq!(env_of(&lone, "v1.1.0").as_deref(), Some("production"), "{text}");
+    }
+
+    #[test]
+    fn a_cluster_name_that_says_no_environment_becomes_a_valid_environment_name() {
+        assert_eq!(env_name("ShopCluster_AbC123"), "shopcluster-abc123");
+        assert_eq!(env_name("--"), "env");
+        assert_eq!(env_name(&"x".repeat(80)).len(), 64);
+        assert_eq!(cluster_name("arn:aws:ecs:eu-west-1:123456789012:cluster/shop-staging"), "shop-staging");
     }
 
     #[test]

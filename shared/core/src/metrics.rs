@@ -4,10 +4,16 @@
 //! - **Deployments**: pushes that SUCCEEDED (on any of the group's targets), and per week.
 //! - **Lead time**: from the push to the last of the group's targets proven live.
 //! - **Change failure rate**: pushes that FAILED (ROLLING_BACK, ROLLED_BACK, ROLLBACK_FAILED)
-//!   over pushes that reached ECS (those and SUCCEEDED). SKIPPED, SUPERSEDED, HELD,
-//!   AWAITING_APPROVAL, REJECTED never reached ECS and are left out; so are rollouts still open.
+//!   after reaching ECS, over pushes that reached ECS and were judged (those and SUCCEEDED).
+//!   Left out: what never reached ECS (SKIPPED, HELD, AWAITING_APPROVAL, REJECTED, a push that
+//!   FAILED before the service was updated), rollouts still open, and SUPERSEDED ones (a newer
+//!   push took over before a verdict).
 //! - **Time to restore**: per target, from a failed push's start to the next deployment there
-//!   that SUCCEEDED (a rollback, or a fix); a failure not yet restored is counted apart.
+//!   that SUCCEEDED (a rollback, or a fix); a failure not yet restored is counted apart. The
+//!   record keeps no time of failure, so a push that failed late (an alarm hours after it went
+//!   live) counts its healthy hours too.
+//!
+//! A push belongs to the window it was pushed in.
 //!
 //! Changes are Ferry's pushes and deployments made outside Ferry (`external`); rollbacks
 //! restore, they are not changes.
@@ -59,8 +65,10 @@ fn is_change(d: &Deployment) -> bool {
     matches!(d.origin, Origin::Ferry | Origin::External)
 }
 
-fn failed(state: State) -> bool {
-    matches!(state, State::Failed | State::RollingBack | State::RolledBack | State::RollbackFailed)
+/// Failed after reaching ECS (a push that failed before the service was updated has no ECS deployment).
+fn failed(d: &Deployment) -> bool {
+    matches!(d.state, State::Failed | State::RollingBack | State::RolledBack | State::RollbackFailed)
+        && d.ecs_deployment_id.is_some()
 }
 
 /// When a deployment was proven live: its `live_at`, else when it was last recorded.
@@ -68,10 +76,10 @@ fn live(d: &Deployment) -> DateTime<Utc> {
     d.live_at.unwrap_or(d.updated_at)
 }
 
-/// The metrics of `records` (every target of the group, any order) that started in
-/// `[since, until)`. Restorations after `until` still count for failures inside it.
+/// The metrics of `records` (every target of the group, any order) pushed in `[since, until)`.
+/// Restorations after `until` still count for failures inside it.
 pub fn metrics(records: &[Deployment], since: DateTime<Utc>, until: DateTime<Utc>) -> Metrics {
-    let inside = |d: &&Deployment| d.created_at >= since && d.created_at < until;
+    let inside = |d: &&Deployment| d.pushed_at >= since && d.pushed_at < until;
     // One push on several targets is one change: by its id (made from the push alone).
     let mut pushes: BTreeMap<&str, Vec<&Deployment>> = BTreeMap::new();
     for d in records.iter().filter(inside).filter(|d| is_change(d)) {
@@ -80,7 +88,7 @@ pub fn metrics(records: &[Deployment], since: DateTime<Utc>, until: DateTime<Utc
     let (mut deployments, mut reached, mut failures) = (0, 0, 0);
     let mut leads = Vec::new();
     for targets in pushes.values() {
-        let any_failed = targets.iter().any(|d| failed(d.state));
+        let any_failed = targets.iter().any(|d| failed(d));
         let succeeded: Vec<&&Deployment> = targets.iter().filter(|d| d.state == State::Succeeded).collect();
         if any_failed || !succeeded.is_empty() {
             reached += 1;
@@ -97,7 +105,8 @@ pub fn metrics(records: &[Deployment], since: DateTime<Utc>, until: DateTime<Utc
         }
     }
     let (restores, unrestored) = restores(records, since, until);
-    let weeks = ((until - since).num_seconds() as f64 / (7.0 * 86_400.0)).max(1.0 / 7.0);
+    // At least an hour: a shorter window says nothing per week.
+    let weeks = ((until - since).num_seconds() as f64 / (7.0 * 86_400.0)).max(1.0 / 168.0);
     Metrics {
         deployments,
         per_week: deployments as f64 / weeks,
@@ -122,8 +131,7 @@ fn restores(records: &[Deployment], since: DateTime<Utc>, until: DateTime<Utc>) 
         list.sort_by_key(|d| d.created_at);
         let mut seen = BTreeSet::new();
         for (i, d) in list.iter().enumerate() {
-            if !is_change(d) || !failed(d.state) || d.created_at < since || d.created_at >= until || !seen.insert(&d.id)
-            {
+            if !is_change(d) || !failed(d) || d.pushed_at < since || d.pushed_at >= until || !seen.insert(&d.id) {
                 continue;
             }
             match list[i + 1..].iter().find(|later| later.state == State::Succeeded) {
@@ -186,6 +194,10 @@ mod tests {
         };
         let mut d = Deployment::new(&push, target(region), at(pushed + 1));
         d.state = state;
+        // Everything but what never reached ECS has its ECS deployment.
+        if !matches!(state, State::Skipped | State::Superseded | State::Rejected | State::Held) {
+            d.ecs_deployment_id = Some(format!("ecs-svc/{event}"));
+        }
         d.updated_at = at(pushed + 1 + took);
         d.live_at = (state == State::Succeeded).then(|| at(pushed + 1 + took));
         d
@@ -245,14 +257,16 @@ mod tests {
         // c fails too, and its rollback puts a's revision back again, live as it starts.
         let worse = change("c", "eu-west-1", 20, State::RolledBack, 0);
         let again = rollback(&worse, 22, 0, State::Succeeded);
-        // d fails and nothing has restored it yet.
+        // d fails and nothing has restored it yet; e failed before ECS was touched (a migration).
         let last = change("d", "eu-west-1", 30, State::Failed, 0);
+        let mut stopped = change("e", "eu-west-1", 40, State::Failed, 0);
+        stopped.ecs_deployment_id = None;
         let external = {
             let mut e = change("ext", "eu-west-1", 5, State::Succeeded, 0);
             e.origin = Origin::External;
             e
         };
-        let records = [good, bad, back, worse, again, last, external];
+        let records = [good, bad, back, worse, again, last, stopped, external];
         let m = metrics(&records, at(0), at(7 * 24));
         assert_eq!((m.deployments, m.reached_ecs, m.failed), (2, 5, 3), "a and the external change; b, c, d failed");
         assert_eq!(m.change_failure_rate, Some(0.6));
