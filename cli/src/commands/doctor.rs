@@ -312,8 +312,7 @@ impl Ctx<'_> {
         stack_name: &str,
     ) -> Result<String, Failure> {
         let region = self.aws.region().map(|r| r.to_string()).unwrap_or_default();
-        let me = aws_sdk_sts::Client::new(self.aws).get_caller_identity().send().await;
-        let me = me.map_err(|e| fail(format!("cannot tell which account this is: {}", aws_message(&e))))?;
+        let me = self.caller().await?;
         let home = self.config.home_account.clone().unwrap_or_else(|| me.account().unwrap_or_default().to_string());
         // `aws`, `aws-cn`, `aws-us-gov`: the partition of the caller's ARN.
         let partition = me.arn().and_then(|a| a.split(':').nth(1)).unwrap_or("aws").to_string();
@@ -463,11 +462,7 @@ async fn read_service(client: &aws_sdk_ecs::Client, t: &Target) -> Result<Option
     let td = client.describe_task_definition().task_definition(&task_definition).send().await;
     let td = td.map_err(|e| aws_message(&e))?;
     if let Some(td) = td.task_definition() {
-        facts.containers = td
-            .container_definitions()
-            .iter()
-            .map(|c| (c.name().unwrap_or_default().to_string(), c.image().unwrap_or_default().to_string()))
-            .collect();
+        facts.containers = super::init::containers_of(td);
         facts.task_role = td.task_role_arn().map(str::to_string);
         facts.execution_role = td.execution_role_arn().map(str::to_string);
     }

@@ -433,12 +433,7 @@ impl Ctx<'_> {
         }
         // A cluster given by its ARN is read, and written, by its name (as ECS's events name it).
         let clusters: Vec<&str> = clusters.iter().map(|c| cluster_name(c)).collect();
-        let me = aws_sdk_sts::Client::new(self.aws).get_caller_identity().send().await;
-        estate.home = me
-            .map_err(|e| fail(format!("cannot tell which account this is: {}", aws_message(&e))))?
-            .account()
-            .unwrap_or_default()
-            .to_string();
+        estate.home = self.caller().await?.account().unwrap_or_default().to_string();
         let ecs = AwsClients::new(self.aws.clone(), aws_sdk_ecs::Client::new);
         let accounts: Vec<Option<&String>> = std::iter::once(None).chain(roles.iter().map(Some)).collect();
         for region in regions {
@@ -497,6 +492,14 @@ impl Ctx<'_> {
     }
 }
 
+/// A task definition's containers, as `(name, image)`.
+pub(crate) fn containers_of(td: &aws_sdk_ecs::types::TaskDefinition) -> Vec<(String, String)> {
+    let named = |c: &aws_sdk_ecs::types::ContainerDefinition| {
+        (c.name().unwrap_or_default().to_string(), c.image().unwrap_or_default().to_string())
+    };
+    td.container_definitions().iter().map(named).collect()
+}
+
 /// Every service of `cluster`, with its task definition's containers and roles; none if the
 /// cluster is not there.
 async fn read_cluster(client: &aws_sdk_ecs::Client, cluster: &str) -> Result<Vec<Found>, String> {
@@ -520,11 +523,7 @@ async fn read_cluster(client: &aws_sdk_ecs::Client, cluster: &str) -> Result<Vec
             found.push(Found {
                 cluster: cluster.to_string(),
                 service: s.service_name().unwrap_or_default().to_string(),
-                containers: td
-                    .container_definitions()
-                    .iter()
-                    .map(|c| (c.name().unwrap_or_default().to_string(), c.image().unwrap_or_default().to_string()))
-                    .collect(),
+                containers: containers_of(td),
                 roles: td.task_role_arn().into_iter().chain(td.execution_role_arn()).map(str::to_string).collect(),
                 ..Found::default()
             });

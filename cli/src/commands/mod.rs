@@ -21,13 +21,20 @@ impl crate::Ctx<'_> {
     /// credentials (GetCallerIdentity needs no permission), never a name the shell could claim,
     /// so one operator cannot count as two approvers.
     pub(crate) async fn operator(&self) -> Result<String, crate::Failure> {
-        let me = aws_sdk_sts::Client::new(self.aws).get_caller_identity().send().await.map_err(|e| {
+        let me = self.caller().await?;
+        let arn = me.arn().ok_or_else(|| crate::fail("STS named no caller"))?;
+        Ok(format!("{arn} (ferry CLI)"))
+    }
+
+    /// Who these credentials are (their account, their ARN): STS GetCallerIdentity.
+    pub(crate) async fn caller(
+        &self,
+    ) -> Result<aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput, crate::Failure> {
+        aws_sdk_sts::Client::new(self.aws).get_caller_identity().send().await.map_err(|e| {
             crate::fail(format!(
                 "cannot tell who is running ferry (STS GetCallerIdentity): {}",
                 crate::render::aws_message(&e)
             ))
-        })?;
-        let arn = me.arn().ok_or_else(|| crate::fail("STS named no caller"))?;
-        Ok(format!("{arn} (ferry CLI)"))
+        })
     }
 }

@@ -82,13 +82,13 @@ impl FunctionEnv {
         EcrRegistry::new(aws)
     }
 
-    /// Slack's signing secret, read once at cold start (the approve function's).
     /// Where the approve function may post its replies to clicks: Slack's hooks, unless
     /// `FERRY_SLACK_RESPONSE_ORIGIN` says otherwise (the sandbox's stand-in for Slack).
     pub fn slack_response_origin(&self) -> String {
         var("FERRY_SLACK_RESPONSE_ORIGIN").unwrap_or_else(|| ferry::approval::SLACK_RESPONSE_ORIGIN.into())
     }
 
+    /// Slack's signing secret, read once at cold start (the approve function's).
     pub async fn signing_secret(&self, aws: &SdkConfig) -> Result<String, StartError> {
         let id = var("FERRY_SLACK_SIGNING_SECRET").ok_or(StartError::Missing("FERRY_SLACK_SIGNING_SECRET"))?;
         ferry::adapters::slack::signing_secret(&aws_sdk_secretsmanager::Client::new(aws), &id)

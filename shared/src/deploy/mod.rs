@@ -467,9 +467,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
     /// Takes what the record was given already (the push's event delivered again after it was
     /// approved, or overridden): asked only where a release policy applies and the push brought neither.
     async fn approved_already(&self, d: &mut Deployment) -> Result<(), crate::ports::LedgerError> {
-        let policy = self.config.approval_for(&d.target, &d.repository).is_some()
-            || self.config.environment(&d.target.environment).is_some_and(|e| !e.freeze.is_empty());
-        if policy
+        if self.has_release_policy(&d.target, &d.repository)
             && (d.approval.is_none() || d.freeze_override.is_none())
             && let Some(record) = self.ledger.deployment(&d.target, &d.id).await?
         {
@@ -477,6 +475,13 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
             d.freeze_override = d.freeze_override.take().or(record.freeze_override);
         }
         Ok(())
+    }
+
+    /// Whether a push of `repository` to `target` may wait (approval, or freeze windows): only
+    /// then can its record have been given anything, or a push wait there.
+    fn has_release_policy(&self, target: &crate::model::Target, repository: &str) -> bool {
+        self.config.approval_for(target, repository).is_some()
+            || self.config.environment(&target.environment).is_some_and(|e| !e.freeze.is_empty())
     }
 
     /// What an approver weighs beside `d`: the image it replaces here, and how it did in the
@@ -561,8 +566,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         if release.resumes {
             return Ok(None);
         }
-        let frozen_ever = self.config.environment(&t.environment).is_some_and(|e| !e.freeze.is_empty());
-        if !frozen_ever && self.config.approval_for(t, &push.repository).is_none() {
+        if !self.has_release_policy(t, &push.repository) {
             return Ok(None);
         }
         // The same record is this push's own event again, which `begin` knows, unless overridden.

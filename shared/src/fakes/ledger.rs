@@ -117,6 +117,14 @@ impl MemoryLedger {
     }
 }
 
+/// What DynamoDB's SET leaves of `existing` when a write of `record` does not name it: what
+/// the push was given (an approval, an override) and its version.
+fn keep_unwritten(record: &mut Deployment, existing: Deployment) {
+    record.approval = record.approval.take().or(existing.approval);
+    record.freeze_override = record.freeze_override.take().or(existing.freeze_override);
+    record.version = record.version.take().or(existing.version);
+}
+
 fn record_key(d: &Deployment) -> (String, String) {
     (d.target.key(), d.id.clone())
 }
@@ -148,10 +156,7 @@ impl Ledger for MemoryLedger {
         if let Some(existing) = existing {
             record.created_at = existing.created_at;
             record.hooks = existing.hooks.clone();
-            // DynamoDB's SET leaves attributes the write does not name: an approval stays.
-            record.approval = record.approval.or(existing.approval);
-            record.freeze_override = record.freeze_override.or(existing.freeze_override);
-            record.version = record.version.or(existing.version);
+            keep_unwritten(&mut record, existing);
         }
         w.records.insert(record_key(d), record);
         Ok(Begin::Started)
@@ -185,11 +190,8 @@ impl Ledger for MemoryLedger {
         let existing = w.records.get(&record_key(d)).cloned();
         let mut record = d.clone();
         if let Some(existing) = existing {
-            (record.created_at, record.hooks) = (existing.created_at, existing.hooks);
-            // DynamoDB's SET leaves attributes the write does not name.
-            record.approval = record.approval.or(existing.approval);
-            record.freeze_override = record.freeze_override.or(existing.freeze_override);
-            record.version = record.version.or(existing.version);
+            (record.created_at, record.hooks) = (existing.created_at, existing.hooks.clone());
+            keep_unwritten(&mut record, existing);
         }
         w.records.insert(record_key(d), record);
         Ok(Finish::Recorded)
