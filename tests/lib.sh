@@ -25,3 +25,10 @@ ferry_release_binaries() {
   cargo build --release --locked -p ferry-deploy -p ferry-verify -p ferry-rollback -p ferry-approve -p ferry-cli
   export FERRY_BIN_DIR="$CARGO_TARGET_DIR/release"
 }
+
+# Debian's Chromium, for the browser test of `ferry report`'s page (installed when missing).
+ferry_chromium() {
+  command -v "${FERRY_CHROMIUM:-chromium}" >/dev/null 2>&1 && return
+  echo "installing Debian's chromium for the browser test ..." >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+}

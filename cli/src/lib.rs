@@ -179,6 +179,22 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// One self-contained HTML page: what is live where, each service's deployments on a
+    /// timeline, and the delivery figures per environment as weekly charts.
+    #[command(after_help = "Example:\n  ferry report --html report.html --since 90d")]
+    Report {
+        /// Where to write the page.
+        #[arg(long)]
+        html: PathBuf,
+        #[arg(long)]
+        env: Option<String>,
+        /// The ECS service name or the ECR repository.
+        #[arg(long)]
+        service: Option<String>,
+        /// The window: 30d, 12w, 48h.
+        #[arg(long, default_value = "30d")]
+        since: String,
+    },
     /// Deployments, newest first, with their states, durations and reasons.
     #[command(after_help = "Example:\n  ferry history --env staging --limit 5 --output json")]
     History {
@@ -346,6 +362,9 @@ where
         }
         Command::Metrics { env, service, since, output } => {
             ctx.metrics(env.as_deref(), service.as_deref(), since, *output).await?
+        }
+        Command::Report { html, env, service, since } => {
+            ctx.report(html, env.as_deref(), service.as_deref(), since).await?
         }
         Command::Doctor { env, stack } => ctx.doctor(out, env.as_deref(), stack).await?,
         Command::Approve { deployment } => ctx.approve(deployment).await?,

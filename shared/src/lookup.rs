@@ -30,6 +30,25 @@ pub async fn newest<L: Ledger>(
     }
 }
 
+/// `target`'s records pushed since `from` (and the rest of the page that passes it), newest first.
+pub async fn since<L: Ledger>(
+    ledger: &L,
+    target: &Target,
+    from: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Deployment>, LedgerError> {
+    let mut all = ledger.history(target, PAGE).await?;
+    let mut last_page = all.len();
+    // Ids sort by push time: once a page reaches a push before `from`, older pages are outside it.
+    while last_page == PAGE
+        && let Some(last) = all.last().filter(|d| d.pushed_at >= from)
+    {
+        let page = ledger.history_before(target, &last.id.clone(), PAGE).await?;
+        last_page = page.len();
+        all.extend(page);
+    }
+    Ok(all)
+}
+
 /// The newest record of `origin` (a rollback's, Ferry's or ECS's) that rolls `d` back.
 pub async fn rollback_of<L: Ledger>(
     ledger: &L,

@@ -5,6 +5,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
+
 use common::{REGION, World};
 use ferry::model::State;
 use ferry::ports::Ledger;
@@ -741,4 +743,154 @@ async fn init_reads_another_account_through_its_role_and_its_next_push_deploys_t
     let deployed = w.deploy(&config, w.push("v0.2.0", &"b".repeat(64)).await, "init").await;
     let ferry::deploy::DeployOutcome::Deployed(outcomes) = &deployed else { panic!("{deployed:?}") };
     assert!(matches!(outcomes.as_slice(), [ferry::deploy::TargetOutcome::Started { .. }]), "{deployed:?}");
+}
+
+/// Records the push of `tag` (one push on every target) on `target` at `pushed` through the ledger's own begin, finish and
+/// transition: started a minute later, ending in `state` (SKIPPED never reached ECS) on
+/// revision `td`.
+async fn seeded(w: &World, target: &ferry::model::Target, tag: &str, pushed: DateTime<Utc>, state: State, td: &str) {
+    let n = tag.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let push = ferry::model::Push {
+        event_id: format!("event-{tag}"),
+        registry_account: common::ACCOUNT.into(),
+        registry_region: REGION.into(),
+        repository: w.repository.clone(),
+        tag: tag.into(),
+        digest: format!("sha256:{n:016x}{}", "0".repeat(48)),
+        pushed_at: pushed,
+    };
+    let ledger = w.ledger();
+    let mut d = ferry::model::Deployment::new(&push, target.clone(), pushed + chrono::Duration::minutes(1));
+    let begun = ledger.begin(&d, "seed", d.created_at + chrono::Duration::minutes(10), d.created_at).await;
+    assert!(matches!(begun, Ok(ferry::ports::Begin::Started)), "{tag}: {begun:?}");
+    if state == State::Skipped {
+        d.state = State::Skipped;
+        ledger.finish(&d, "seed").await.expect("skipped");
+        return;
+    }
+    (d.state, d.ecs_deployment_id, d.task_definition) =
+        (State::InProgress, Some(unique("ecs-svc")), Some(td.to_string()));
+    ledger.finish(&d, "seed").await.expect("in progress");
+    d.state = state;
+    d.updated_at = d.created_at + chrono::Duration::minutes(if state == State::Succeeded { 9 } else { 25 });
+    d.live_at = (state == State::Succeeded).then_some(d.updated_at);
+    let head = if state == State::Succeeded {
+        ferry::ports::HeadChange::LastKnownGood
+    } else {
+        ferry::ports::HeadChange::Quarantine
+    };
+    assert!(ledger.transition(&d, &[State::InProgress], head).await.expect("verdict"), "{tag}");
+}
+
+/// Runs Debian's Chromium headless on `page` with `args`; its standard output.
+fn chromium(page: &Path, args: &[&str]) -> String {
+    let profile = std::env::temp_dir().join(unique("chromium"));
+    let browser = std::env::var("FERRY_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let out = std::process::Command::new(&browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {browser} ({e}): tests/run installs Debian's chromium"));
+    assert!(out.status.success(), "{browser}: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(profile);
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn report_is_one_page_a_real_browser_shows_with_what_is_live_the_timeline_and_the_figures() {
+    let w = World::new().await;
+    let production = unique("shop-production");
+    for region in [REGION, "us-west-2"] {
+        w.another_service(region, &production, "shop-production-api").await;
+    }
+    let config = w.config_text("").replacen(
+        "[[services]]",
+        &format!(
+            "[[environments]]\nname = \"production\"\nrules = [{{ glob = \"prod-*\" }}]\ntargets = [\
+             {{ region = \"{REGION}\", cluster = \"{production}\" }}, {{ region = \"us-west-2\", cluster = \"{production}\" }}]\n\n\
+             [[services]]"
+        ),
+        1,
+    );
+    let config_path = std::env::temp_dir().join(format!("{}.toml", unique("ferry")));
+    std::fs::write(&config_path, &config).expect("config");
+    let parsed = ferry::config::Config::parse("ferry.toml", &config).expect("config");
+    let targets: Vec<ferry::model::Target> = ["staging", "production"]
+        .iter()
+        .flat_map(|env| ferry::plan::targets_of(&parsed, env, &format!("shop-{env}-api")))
+        .collect();
+    let mut live = Vec::new();
+    for t in &targets {
+        let aws = w.home.to_builder().region(aws_config::Region::new(t.region.clone())).build();
+        let service = aws_sdk_ecs::Client::new(&aws)
+            .describe_services()
+            .cluster(&t.cluster)
+            .services(&t.service)
+            .send()
+            .await
+            .expect("service");
+        live.push(service.services()[0].task_definition().expect("revision").to_string());
+    }
+    let now = Utc::now();
+    let days_ago = |d: i64, h: i64| now - chrono::Duration::days(d) + chrono::Duration::hours(h);
+    let old = |n: usize| format!("arn:aws:ecs:{REGION}:{}:task-definition/api:{n}", common::ACCOUNT);
+    // Staging: 20 pushes in 40 days, the last a day ago; the 5th and 12th fail, the 17th is skipped, the last is live.
+    for i in 1..=20 {
+        let state = match i {
+            5 | 12 => State::RolledBack,
+            17 => State::Skipped,
+            _ => State::Succeeded,
+        };
+        let td = if i == 20 { live[0].clone() } else { old(i) };
+        seeded(&w, &targets[0], &format!("staging-{i:04}"), days_ago(41 - 2 * i as i64, 0), state, &td).await;
+    }
+    // Production, in two regions: 8 pushes; the 4th fails in us-west-2 only, the last is live.
+    for i in 1..=8 {
+        for (r, t) in targets[1..].iter().enumerate() {
+            let state = if i == 4 && r == 1 { State::RolledBack } else { State::Succeeded };
+            let td = if i == 8 { live[r + 1].clone() } else { old(100 + i) };
+            seeded(&w, t, &format!("prod-{i:04}"), days_ago(41 - 5 * i as i64, 0), state, &td).await;
+        }
+    }
+
+    let page = std::env::temp_dir().join(format!("{}.html", unique("report")));
+    let args = ["report", "--html", page.to_str().expect("path"), "--since", "6w"];
+    let said = ok(ferry(&w, &config_path, &args).await);
+    assert!(said.contains("3 targets"), "{said}");
+    let html = std::fs::read_to_string(&page).expect("page");
+    assert!(html.contains("content=\"default-src 'none'; style-src 'unsafe-inline'\""), "fetches nothing");
+    for fetch in ["src=", "href=", "url(", "@import"] {
+        assert!(!html.contains(fetch), "the page refers to something to fetch: {fetch}");
+    }
+
+    // What the browser made of it, after parsing.
+    let dom = chromium(&page, &["--dump-dom"]);
+    for must in [
+        "<h2>Live now</h2>",
+        "<h3>staging</h3>",
+        "<h3>production</h3>",
+        "<th>us-west-2</th>",
+        "tag <b>staging-0020</b>",
+        "tag <b>prod-0008</b>",
+        "(2/19)",
+        "(1/8)",
+        "Deployments of shop-production-api in production",
+    ] {
+        assert!(dom.to_lowercase().contains(&must.to_lowercase()), "the page lacks {must:?}");
+    }
+    assert_eq!(dom.matches("<circle").count(), 20 + 16, "one mark per record");
+    assert_eq!(dom.matches("class=\"mark bad\"").count(), 3, "the failures in red");
+    assert_eq!(dom.matches("class=\"badge good\">SUCCEEDED").count(), 3, "each target's live push verified");
+    assert_eq!(dom.matches("<div class=\"chart\"").count(), 8, "four figures per environment");
+
+    let shot = page.with_extension("png");
+    chromium(&page, &["--hide-scrollbars", "--window-size=1280,1040", &format!("--screenshot={}", shot.display())]);
+    let png = std::fs::read(&shot).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a screenshot of the page ({} bytes)", png.len());
+    // FERRY_SCREENSHOT=docs/report.png keeps it for the README.
+    if let Ok(keep) = std::env::var("FERRY_SCREENSHOT") {
+        std::fs::copy(&shot, keep).expect("keep the screenshot");
+    }
 }

@@ -13,6 +13,7 @@ pub(crate) mod reconcile;
 pub(crate) mod redrive;
 pub(crate) mod reject;
 pub(crate) mod release;
+pub(crate) mod report;
 pub(crate) mod rollback;
 pub(crate) mod status;
 

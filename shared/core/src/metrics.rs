@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use crate::model::{Deployment, Origin, State};
+use crate::model::{Deployment, Origin, State, Target};
 
 /// The figures for one group of targets over a window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -143,6 +143,61 @@ fn restores(records: &[Deployment], since: DateTime<Utc>, until: DateTime<Utc>) 
     (took, unrestored)
 }
 
+/// The figures of one service in one environment, or of the whole environment (`service: None`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub environment: String,
+    pub service: Option<String>,
+    pub metrics: Metrics,
+}
+
+/// One row per environment and service, then one for the whole environment, in the order the
+/// targets come (the config's); `targets` pairs each target with its records.
+pub fn rows(targets: &[(Target, Vec<Deployment>)], since: DateTime<Utc>, until: DateTime<Utc>) -> Vec<Row> {
+    // Each environment with its services' records, in the order first met.
+    type Services<'a> = Vec<(&'a str, Vec<Deployment>)>;
+    let mut environments: Vec<(&str, Services)> = Vec::new();
+    for (t, records) in targets {
+        let env = match environments.iter().position(|(e, _)| *e == t.environment) {
+            Some(i) => &mut environments[i].1,
+            None => {
+                environments.push((&t.environment, Vec::new()));
+                &mut environments.last_mut().expect("just pushed").1
+            }
+        };
+        match env.iter_mut().find(|(s, _)| *s == t.service) {
+            Some((_, all)) => all.extend(records.iter().cloned()),
+            None => env.push((&t.service, records.clone())),
+        }
+    }
+    let mut rows = Vec::new();
+    for (environment, services) in environments {
+        let row = |service: Option<&str>, records: &[Deployment]| Row {
+            environment: environment.to_string(),
+            service: service.map(str::to_string),
+            metrics: metrics(records, since, until),
+        };
+        let whole: Vec<Deployment> = services.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
+        rows.extend(services.iter().map(|(service, records)| row(Some(service), records)));
+        rows.push(row(None, &whole));
+    }
+    rows
+}
+
+/// The figures of each week of `[since, until)`, oldest first: the last week ends at `until`,
+/// the first may be shorter.
+pub fn weekly(records: &[Deployment], since: DateTime<Utc>, until: DateTime<Utc>) -> Vec<(DateTime<Utc>, Metrics)> {
+    let mut weeks = Vec::new();
+    let mut end = until;
+    while end > since {
+        let start = (end - Duration::weeks(1)).max(since);
+        weeks.push((start, metrics(records, start, end)));
+        end = start;
+    }
+    weeks.reverse();
+    weeks
+}
+
 /// `30d`, `12w`, `48h`: a window's length.
 pub fn parse_window(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
@@ -162,7 +217,7 @@ pub fn parse_window(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Push, Target};
+    use crate::model::Push;
     use chrono::TimeZone;
 
     fn at(hours: i64) -> DateTime<Utc> {
@@ -283,6 +338,52 @@ mod tests {
             [change("a", "eu-west-1", 0, State::Succeeded, 1), change("b", "eu-west-1", 200, State::Succeeded, 1)];
         assert_eq!(metrics(&records, at(100), at(300)).deployments, 1);
         assert_eq!(metrics(&records, at(300), at(400)).change_failure_rate, None, "nothing reached ECS");
+    }
+
+    #[test]
+    fn rows_per_service_then_the_whole_environment_in_config_order() {
+        let mut worker = change("w", "eu-west-1", 0, State::RolledBack, 0);
+        worker.target.service = "shop-production-worker".into();
+        let mut staging = change("s", "eu-west-1", 0, State::Succeeded, 1);
+        staging.target.environment = "staging".into();
+        staging.target.service = "shop-staging-api".into();
+        let targets = vec![
+            (staging.target.clone(), vec![staging]),
+            (target("eu-west-1"), vec![change("a", "eu-west-1", 0, State::Succeeded, 1)]),
+            (target("us-east-1"), vec![change("a", "us-east-1", 0, State::Succeeded, 2)]),
+            (worker.target.clone(), vec![worker]),
+        ];
+        let rows = rows(&targets, at(0), at(24));
+        let seen: Vec<(&str, Option<&str>, usize, usize)> = rows
+            .iter()
+            .map(|r| (r.environment.as_str(), r.service.as_deref(), r.metrics.deployments, r.metrics.failed))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("staging", Some("shop-staging-api"), 1, 0),
+                ("staging", None, 1, 0),
+                ("production", Some("shop-production-api"), 1, 0),
+                ("production", Some("shop-production-worker"), 0, 1),
+                ("production", None, 1, 1),
+            ],
+            "one push in two regions is one deployment of the service"
+        );
+    }
+
+    #[test]
+    fn weeks_end_at_the_reports_end_and_the_first_may_be_short() {
+        let records = [
+            change("a", "eu-west-1", 0, State::Succeeded, 1),
+            change("b", "eu-west-1", 200, State::RolledBack, 0),
+            change("c", "eu-west-1", 201, State::Succeeded, 1),
+        ];
+        let weeks = weekly(&records, at(0), at(240));
+        let starts: Vec<DateTime<Utc>> = weeks.iter().map(|(start, _)| *start).collect();
+        assert_eq!(starts, [at(0), at(72)], "240 h: a 72 h week, then a whole one");
+        let counts: Vec<(usize, usize)> = weeks.iter().map(|(_, m)| (m.deployments, m.failed)).collect();
+        assert_eq!(counts, [(1, 0), (1, 1)]);
+        assert_eq!(weeks[1].1.time_to_restore.samples, 1, "b is restored by c");
     }
 
     #[test]
