@@ -364,7 +364,7 @@ where
             ctx.metrics(env.as_deref(), service.as_deref(), since, *output).await?
         }
         Command::Report { html, env, service, since } => {
-            ctx.report(html, env.as_deref(), service.as_deref(), since).await?
+            Box::pin(ctx.report(html, env.as_deref(), service.as_deref(), since)).await?
         }
         Command::Doctor { env, stack } => ctx.doctor(out, env.as_deref(), stack).await?,
         Command::Approve { deployment } => ctx.approve(deployment).await?,
@@ -449,7 +449,8 @@ impl Ctx<'_> {
             settings: DeploySettings::default(),
         };
         let attempt = format!("ferry-cli-{}-{}", std::process::id(), Utc::now().timestamp_millis());
-        work(&deployer, Invocation { attempt, deadline: None })
+        // Boxed: a handler's future is large, and commands run on the caller's stack.
+        Box::pin(work(&deployer, Invocation { attempt, deadline: None }))
             .await
             .map_err(|e| fail(format!("{e}: run it again to resume")))
     }
@@ -477,7 +478,9 @@ impl Ctx<'_> {
             settings: VerifySettings::default(),
         };
         let attempt = format!("ferry-cli-{}-{}", std::process::id(), Utc::now().timestamp_millis());
-        work(&verifier, Invocation { attempt, deadline: None }).await.map_err(|e| fail(format!("{e}: run it again")))
+        Box::pin(work(&verifier, Invocation { attempt, deadline: None }))
+            .await
+            .map_err(|e| fail(format!("{e}: run it again")))
     }
 
     /// Waits until every target has a record `done` picks in a final state, telling each

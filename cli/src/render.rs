@@ -53,15 +53,6 @@ pub(crate) fn took(d: &Deployment) -> String {
     if secs >= 60 { format!("{}m{:02}s", secs / 60, secs % 60) } else { format!("{secs}s") }
 }
 
-/// `2h10m`, `1d01h`, `1m35s`: a duration at a glance.
-pub(crate) fn duration(secs: i64) -> String {
-    match secs {
-        s if s >= 86_400 => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
-        s if s >= 3600 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        s => format!("{}m{:02}s", s / 60, s % 60),
-    }
-}
-
 /// A digest as messages show it ([`ferry::notify::short_digest`]); `-` for none.
 pub(crate) fn short_digest(digest: &str) -> String {
     if digest.is_empty() { "-".into() } else { ferry::notify::short_digest(digest).to_string() }

@@ -10,7 +10,7 @@
 //!   in: [`invocation`]. The Lambda bootstrap is the `ferry-runtime` crate's.
 
 pub use deploy::reconcile;
-pub use ferry_core::{approval, config, event, freeze, hook, metrics, model, notify, plan, render, rules};
+pub use ferry_core::{approval, config, digest, event, freeze, hook, metrics, model, notify, plan, render, rules};
 
 pub mod adapters;
 pub mod approve;

@@ -779,19 +779,40 @@ def test_the_rule_delivers_successful_pushes_only(prefixes: str, delivered: bool
 
 
 def test_deploy_and_verify_run_on_the_reconciliation_schedule_a_parameter() -> None:
-    every = "rate(15 minutes)"
-    assert iam.schedules(template(), PARAMETERS) == {"deploy": [every], "verify": [every]}
+    every, weekly = "rate(15 minutes)", "cron(0 8 ? * MON *)"
+    assert iam.schedules(template(), PARAMETERS) == {"deploy": [every], "verify": [every, weekly]}
     hourly = "cron(0 * * * ? *)"
-    assert iam.schedules(template(), {**PARAMETERS, "ReconcileSchedule": hourly}) == {"deploy": [hourly], "verify": [hourly]}
+    assert iam.schedules(template(), {**PARAMETERS, "ReconcileSchedule": hourly}) == {"deploy": [hourly], "verify": [hourly, weekly]}
     # What the schedule sends: EventBridge's own "Scheduled Event", which the deploy function
     # takes as its reconciliation and verify as its sweep (SCHEDULED_SOURCE and
     # SCHEDULED_EVENT in shared/core/src/event/mod.rs).
-    event = next(iter(deploy_function()["Properties"]["Events"][e] for e, v in deploy_function()["Properties"]["Events"].items() if v["Type"] == "Schedule"))
+    event = next(v for v in deploy_function()["Properties"]["Events"].values() if v["Type"] == "Schedule")
     assert "Input" not in event["Properties"] and "InputPath" not in event["Properties"], "delivered as is"
     assert (code_constant("shared/core/src/event/mod.rs", "SCHEDULED_SOURCE"), code_constant("shared/core/src/event/mod.rs", "SCHEDULED_EVENT")) == ("aws.events", "Scheduled Event")
     scheduled = {"version": "0", "id": "s", "detail-type": "Scheduled Event", "source": "aws.events",
                  "account": "123456789012", "time": "2026-11-16T02:00:00Z", "region": "eu-west-1", "resources": [], "detail": {}}
     assert reached(scheduled, "default") == set(), "no event rule takes the schedule's events: only its own target does"
+
+
+@pytest.mark.parametrize("on, state", [("false", "DISABLED"), ("true", "ENABLED")])
+def test_the_weekly_digest_is_verifys_own_schedule_off_unless_asked_for(on: str, state: str) -> None:
+    events = function("verify")["Properties"]["Events"]
+    digest = events["WeeklyDigest"]["Properties"]
+    resolver = iam.Resolver(template(), {**PARAMETERS, "WeeklyDigest": on})
+    assert resolver.resolve(digest["State"]) == state
+    assert template()["Parameters"]["WeeklyDigest"]["Default"] == "false"
+    # Its constant input is what the verify function takes for the digest (parse_verify_event).
+    sent = json.loads(resolver.resolve(digest["Input"]))
+    event = "shared/core/src/event/mod.rs"
+    assert sent == {"source": code_constant(event, "EVENT_SOURCE"), "detail-type": code_constant(event, "WEEKLY_DIGEST"),
+                    "account": "123456789012"}
+    # SAM makes it a rule of its own, on the schedule given, in the state the parameter says.
+    (rule,) = [r for r in sam_transformed()["Resources"].values()
+               if r["Type"] == "AWS::Events::Rule" and r["Properties"].get("Description", "").startswith("Ferry posts")]
+    assert rule["Properties"]["ScheduleExpression"] == {"Ref": "WeeklyDigestSchedule"}
+    assert rule["Properties"]["State"] == {"Fn::If": ["SendsWeeklyDigest", "ENABLED", "DISABLED"]}
+    # What it reads and where it posts are the verify role's grants already (the ledger's Query,
+    # the Slack secret, the topic): the recorded digest test holds the role to them.
 
 
 def test_reconciliation_reads_only_this_accounts_image_lists() -> None:

@@ -7,11 +7,11 @@
 //! consistent, 4 KB each) in about 200 Queries. No index is needed.
 
 use chrono::{DateTime, Utc};
-use ferry::metrics::{Metrics, Spread, parse_window, rows};
+use ferry::metrics::{Metrics, parse_window, rows};
 use ferry::model::{Deployment, Target};
 use serde_json::{Value, json};
 
-use crate::render::{duration, pretty};
+use crate::render::pretty;
 use crate::{Ctx, Failure, Output, fail, table};
 
 impl Ctx<'_> {
@@ -61,10 +61,10 @@ impl Ctx<'_> {
                             service.clone(),
                             m.deployments.to_string(),
                             format!("{:.1}", m.per_week),
-                            spread(&m.lead_time),
+                            m.lead_time.show(),
                             m.change_failure_rate
                                 .map_or("-".into(), |r| format!("{:.0}% ({}/{})", r * 100.0, m.failed, m.reached_ecs)),
-                            spread(&m.time_to_restore)
+                            m.time_to_restore.show()
                                 + &if m.unrestored > 0 { format!(" +{} open", m.unrestored) } else { String::new() },
                         ]
                     })
@@ -78,26 +78,5 @@ impl Ctx<'_> {
                 )
             }
         })
-    }
-}
-
-/// `2h10m / 5h00m`, or `-` without samples.
-pub(crate) fn spread(s: &Spread) -> String {
-    match (s.median_seconds, s.p90_seconds) {
-        (Some(m), Some(p)) => format!("{} / {}", duration(m), duration(p)),
-        _ => "-".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_at_a_glance() {
-        let s = Spread { samples: 3, median_seconds: Some(7_800), p90_seconds: Some(90_000) };
-        assert_eq!(spread(&s), "2h10m / 1d01h");
-        assert_eq!(spread(&Spread { samples: 1, median_seconds: Some(95), p90_seconds: Some(95) }), "1m35s / 1m35s");
-        assert_eq!(spread(&Spread::default()), "-");
     }
 }

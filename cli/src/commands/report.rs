@@ -10,12 +10,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use ferry::metrics::{Metrics, Spread, parse_window, rows, weekly};
+use ferry::metrics::{Metrics, Spread, human as duration, parse_window, rows, weekly};
 use ferry::model::{Deployment, Origin, State, Target};
 use ferry::ports::Ecs;
 
-use super::metrics::spread;
-use crate::render::{duration, short_digest, short_td};
+use crate::render::{short_digest, short_td};
 use crate::{Ctx, Failure, fail};
 
 /// What one target runs now: the revision ECS is set to, and the record that deployed it.
@@ -226,7 +225,7 @@ fn figures(h: &mut String, r: &Report) {
         chart(
             h,
             "Lead time, push to live (p50 / p90)",
-            &spread(&m.lead_time),
+            &m.lead_time.show(),
             &weeks,
             |m| p50(&m.lead_time),
             |v| duration(v as i64),
@@ -240,7 +239,7 @@ fn figures(h: &mut String, r: &Report) {
             |v| format!("{v:.0}%"),
         );
         let open = if m.unrestored > 0 { format!(" +{} open", m.unrestored) } else { String::new() };
-        let restore = spread(&m.time_to_restore) + &open;
+        let restore = m.time_to_restore.show() + &open;
         chart(h, "Time to restore (p50 / p90)", &restore, &weeks, |m| p50(&m.time_to_restore), |v| duration(v as i64));
         h.push_str("</div>");
     }

@@ -1213,3 +1213,41 @@ async fn a_push_that_starts_while_a_rollback_is_verified_is_not_superseded_by_it
     let done = w.verify(completed("shop-staging-api", &newer)).await;
     assert!(matches!(done, Ok(VerifyOutcome::Succeeded { .. })), "{done:?}");
 }
+
+/// What the weekly digest's schedule sends (infra/template.yaml's constant input).
+fn digest_schedule(account: &str) -> Value {
+    serde_json::json!({"source": "ferry", "detail-type": "Weekly Digest", "account": account})
+}
+
+#[tokio::test]
+async fn the_weekly_digest_posts_the_weeks_figures_once_and_a_failed_post_is_not_retried() {
+    let mut w = World::new(vec![ok("ok")]);
+    w.config.home_account = Some("123456789012".into());
+    let api = w.deploy("shop/api", "staging-00000001", 1).await;
+    let worker = w.deploy("shop/worker", "staging-00000002", 2).await;
+    w.ecs.complete(&target("shop-staging-api"));
+    assert!(matches!(w.verify(completed("shop-staging-api", &api)).await, Ok(VerifyOutcome::Succeeded { .. })));
+    let failed = w.verify(ecs_event("ecs-deployment-failed.json", "shop-staging-worker", &worker)).await;
+    assert!(matches!(failed, Ok(VerifyOutcome::Failed { .. })), "{failed:?}");
+    w.clock.advance(Duration::from_secs(3600));
+
+    let outcome = w.verify(digest_schedule("123456789012")).await;
+    assert_eq!(outcome, Ok(VerifyOutcome::Digest { environments: 1, error: None }));
+    let [digest] = w.notifier.digests().try_into().expect("one digest");
+    assert_eq!(digest.until - digest.since, chrono::Duration::weeks(1));
+    let figures: Vec<(Option<&str>, usize, usize)> =
+        digest.rows.iter().map(|r| (r.service.as_deref(), r.metrics.deployments, r.metrics.failed)).collect();
+    assert_eq!(figures, [(Some("shop-staging-api"), 1, 0), (Some("shop-staging-worker"), 0, 1), (None, 1, 1)]);
+    assert_eq!(digest.failed_most().len(), 1, "the worker");
+
+    let foreign = w.verify(digest_schedule("999999999999")).await;
+    assert!(matches!(foreign, Ok(VerifyOutcome::Rejected(_))), "{foreign:?}");
+    w.notifier.fail_with(Some("Slack (digest): HTTP 500"));
+    let unsent = w.verify(digest_schedule("123456789012")).await;
+    assert_eq!(
+        unsent,
+        Ok(VerifyOutcome::Digest { environments: 1, error: Some("Slack (digest): HTTP 500".into()) }),
+        "logged, not retried: SNS may have taken it"
+    );
+    assert_eq!(w.notifier.digests().len(), 1, "nothing else was posted");
+}

@@ -7,10 +7,11 @@
 //! - [`plan`]: what a push deploys where; [`render`]: the image change in a task definition.
 //! - [`freeze`]: when an environment takes no deployments.
 //! - [`notify`]: what Slack and SNS are told, escaped and clipped to their limits.
-//! - [`metrics`]: the four DORA figures from the ledger's records.
+//! - [`metrics`]: the four DORA figures from the ledger's records; [`digest`]: the weekly digest of them.
 
 pub mod approval;
 pub mod config;
+pub mod digest;
 pub mod event;
 pub mod freeze;
 pub mod hook;

@@ -59,6 +59,23 @@ impl Spread {
         };
         Spread { samples: samples.len(), median_seconds: rank(50), p90_seconds: rank(90) }
     }
+
+    /// `2h10m / 1d01h` (median / p90), or `-` without samples.
+    pub fn show(&self) -> String {
+        match (self.median_seconds, self.p90_seconds) {
+            (Some(m), Some(p)) => format!("{} / {}", human(m), human(p)),
+            _ => "-".into(),
+        }
+    }
+}
+
+/// `2h10m`, `1d01h`, `1m35s`: a duration at a glance.
+pub fn human(secs: i64) -> String {
+    match secs {
+        s if s >= 86_400 => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}m{:02}s", s / 60, s % 60),
+    }
 }
 
 fn is_change(d: &Deployment) -> bool {
@@ -384,6 +401,14 @@ mod tests {
         let counts: Vec<(usize, usize)> = weeks.iter().map(|(_, m)| (m.deployments, m.failed)).collect();
         assert_eq!(counts, [(1, 0), (1, 1)]);
         assert_eq!(weeks[1].1.time_to_restore.samples, 1, "b is restored by c");
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        let s = Spread { samples: 3, median_seconds: Some(7_800), p90_seconds: Some(90_000) };
+        assert_eq!(s.show(), "2h10m / 1d01h");
+        assert_eq!(Spread { samples: 1, median_seconds: Some(95), p90_seconds: Some(95) }.show(), "1m35s / 1m35s");
+        assert_eq!(Spread::default().show(), "-");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use super::slack::SlackNotifier;
 use super::sns::SnsNotifier;
+use crate::digest::Digest;
 use crate::notify::Notification;
 use crate::ports::{Notifier, NotifyError};
 
@@ -36,8 +37,28 @@ impl Notifier for Notifiers {
                 None => Ok(()),
             }
         };
-        let (sns, slack) = tokio::join!(sns, slack);
-        let errors: Vec<String> = [sns, slack].into_iter().filter_map(Result::err).map(|e| e.0).collect();
-        if errors.is_empty() { Ok(()) } else { Err(NotifyError(errors.join("; "))) }
+        both(tokio::join!(sns, slack))
     }
+
+    async fn digest(&self, digest: &Digest) -> Result<(), NotifyError> {
+        let sns = async {
+            match &self.sns {
+                Some(sns) => sns.digest(digest).await,
+                None => Ok(()),
+            }
+        };
+        let slack = async {
+            match &self.slack {
+                Some(slack) => slack.digest(digest).await,
+                None => Ok(()),
+            }
+        };
+        both(tokio::join!(sns, slack))
+    }
+}
+
+/// Both channels' results as one: every failure, joined.
+fn both((sns, slack): (Result<(), NotifyError>, Result<(), NotifyError>)) -> Result<(), NotifyError> {
+    let errors: Vec<String> = [sns, slack].into_iter().filter_map(Result::err).map(|e| e.0).collect();
+    if errors.is_empty() { Ok(()) } else { Err(NotifyError(errors.join("; "))) }
 }

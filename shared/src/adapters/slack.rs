@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 use crate::approval::Reply;
+use crate::digest::Digest;
 use crate::notify::Notification;
 use crate::ports::{Notifier, NotifyError};
 
@@ -123,12 +124,21 @@ impl Notifier for SlackNotifier {
         if !n.slack {
             return Ok(()); // the environment's filter keeps routine messages off Slack
         }
+        self.post(n.route.as_deref().unwrap_or("default"), n.slack().to_string()).await
+    }
+
+    async fn digest(&self, digest: &Digest) -> Result<(), NotifyError> {
+        self.post(crate::digest::ROUTE, digest.slack().to_string()).await
+    }
+}
+
+impl SlackNotifier {
+    /// Posts `body` to `route`'s webhook (or `default`'s), within [`SLACK_BUDGET`].
+    async fn post(&self, route: &str, body: String) -> Result<(), NotifyError> {
         let webhooks = self.webhooks().await?;
-        let route = n.route.as_deref().unwrap_or("default");
         let Some(url) = webhooks.get(route).or_else(|| webhooks.get("default")) else {
             return Err(NotifyError(format!("no Slack webhook for route {route:?} and no default")));
         };
-        let body = n.slack().to_string();
         let started = std::time::Instant::now();
         let mut last = String::new();
         let (mut wait, mut failures) = (Duration::ZERO, 0);

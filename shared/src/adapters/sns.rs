@@ -38,4 +38,18 @@ impl Notifier for SnsNotifier {
             .map(|_| ())
             .map_err(|e| NotifyError(format!("SNS: {}", super::aws::classify(&e).1)))
     }
+
+    async fn digest(&self, digest: &crate::digest::Digest) -> Result<(), NotifyError> {
+        self.client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .subject(digest.subject())
+            .message(digest.text())
+            .message_attributes("status", attribute("DIGEST"))
+            .message_attributes("severity", attribute("info"))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| NotifyError(format!("SNS: {}", super::aws::classify(&e).1)))
+    }
 }

@@ -65,12 +65,17 @@ impl Clock for FakeClock {
 #[derive(Debug, Default)]
 pub struct RecordingNotifier {
     sent: Mutex<Vec<Notification>>,
+    digests: Mutex<Vec<crate::digest::Digest>>,
     failing: Mutex<Option<String>>,
 }
 
 impl RecordingNotifier {
     pub fn sent(&self) -> Vec<Notification> {
         lock(&self.sent).clone()
+    }
+
+    pub fn digests(&self) -> Vec<crate::digest::Digest> {
+        lock(&self.digests).clone()
     }
 
     pub fn fail_with(&self, error: Option<&str>) {
@@ -84,6 +89,14 @@ impl Notifier for RecordingNotifier {
             return Err(NotifyError(e));
         }
         lock(&self.sent).push(n.clone());
+        Ok(())
+    }
+
+    async fn digest(&self, digest: &crate::digest::Digest) -> Result<(), NotifyError> {
+        if let Some(e) = lock(&self.failing).clone() {
+            return Err(NotifyError(e));
+        }
+        lock(&self.digests).push(digest.clone());
         Ok(())
     }
 }

@@ -60,6 +60,9 @@ pub struct NotifyError(pub String);
 
 pub trait Notifier: Send + Sync {
     fn send(&self, notification: &Notification) -> impl Future<Output = Result<(), NotifyError>> + Send;
+
+    /// Posts the weekly digest (Slack: the `digest` route, else `default`).
+    fn digest(&self, digest: &crate::digest::Digest) -> impl Future<Output = Result<(), NotifyError>> + Send;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

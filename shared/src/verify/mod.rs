@@ -20,6 +20,7 @@ use crate::notify::Notification;
 use crate::ports::{Alarms, Clock, Ecs, EcsError, EventBus, HeadChange, HealthProbe, Ledger, LoadBalancers, Notifier};
 
 mod checks;
+mod digest;
 mod external;
 mod hook;
 mod sweep;
@@ -97,6 +98,12 @@ pub enum VerifyOutcome {
     },
     /// The sweep schedule fired: what became of each stale rollout it found.
     Swept(Vec<VerifyOutcome>),
+    /// The weekly digest's schedule fired: the environments it covered, and why it was not
+    /// sent, if it was not.
+    Digest {
+        environments: usize,
+        error: Option<String>,
+    },
     /// ECS invoked the function as a lifecycle hook: what it answered, and why.
     Hook {
         stage: String,
@@ -146,6 +153,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
             }
             Ok(VerifyEvent::Sweep { account }) => {
                 return Ok(Unacted::rejected(format!("a sweep schedule of account {account}, not Ferry's")).into());
+            }
+            Ok(VerifyEvent::Digest { account }) if self.config.is_home(&account) => {
+                return Box::pin(self.digest()).await;
+            }
+            Ok(VerifyEvent::Digest { account }) => {
+                return Ok(Unacted::rejected(format!("a digest schedule of account {account}, not Ferry's")).into());
             }
             Err(unacted) => return Ok(unacted.into()),
         };

@@ -49,6 +49,8 @@ pub const ROLLBACK_REQUESTED: &str = "Rollback Requested";
 /// The detail-types of an approver's decision on a push awaiting approval (source `ferry`).
 pub const DEPLOYMENT_APPROVED: &str = "Deployment Approved";
 pub const DEPLOYMENT_REJECTED: &str = "Deployment Rejected";
+/// What the weekly digest's schedule sends the verify function (the rule's constant input).
+pub const WEEKLY_DIGEST: &str = "Weekly Digest";
 
 /// The detail of a decision event: the deployment, its target's key, who decided.
 pub fn decision_detail(d: &crate::model::Deployment, by: &str) -> Value {

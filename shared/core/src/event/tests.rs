@@ -187,3 +187,19 @@ fn unknown_fields_are_tolerated() {
     event["new-top-level"] = serde_json::json!({"x": 1});
     assert!(matches!(parse_deploy_event(event), Ok(Received::Act(DeployEvent::Push(_)))));
 }
+
+#[test]
+fn the_verify_function_tells_its_sweep_from_the_weekly_digest() {
+    let digest = serde_json::json!({"source": "ferry", "detail-type": "Weekly Digest", "account": "123456789012"});
+    assert_eq!(
+        parse_verify_event(digest.clone()),
+        Ok(Received::Act(VerifyEvent::Digest { account: "123456789012".into() }))
+    );
+    let sweep = serde_json::json!({"version": "0", "id": "s1", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012", "time": "2026-11-16T02:00:00Z",
+        "region": "eu-west-1", "resources": [], "detail": {}});
+    assert_eq!(parse_verify_event(sweep), Ok(Received::Act(VerifyEvent::Sweep { account: "123456789012".into() })));
+    let mut anonymous = digest;
+    anonymous.as_object_mut().expect("event").remove("account");
+    assert!(parse_verify_event(anonymous).is_err());
+}

@@ -1,9 +1,11 @@
-//! The verify function's events: ECS deployment state changes, and the sweep schedule.
+//! The verify function's events: ECS deployment state changes, the sweep schedule and the weekly digest's.
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{MalformedEvent, Received, SCHEDULED_EVENT, SCHEDULED_SOURCE, envelope, unexpected};
+use super::{
+    EVENT_SOURCE, MalformedEvent, Received, SCHEDULED_EVENT, SCHEDULED_SOURCE, WEEKLY_DIGEST, envelope, unexpected,
+};
 
 /// What an "ECS Deployment State Change" event says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,17 +103,27 @@ pub enum VerifyEvent {
     Sweep {
         account: String,
     },
+    /// The weekly digest's schedule fired (its constant input, source `ferry`, in `account`).
+    Digest {
+        account: String,
+    },
 }
 
 /// Parses an event addressed to the verify function: an ECS deployment state change, or
 /// its sweep schedule.
 pub fn parse_verify_event(event: Value) -> Result<Received<VerifyEvent>, MalformedEvent> {
-    let scheduled = event.get("source").and_then(Value::as_str) == Some(SCHEDULED_SOURCE)
-        && event.get("detail-type").and_then(Value::as_str) == Some(SCHEDULED_EVENT);
-    if scheduled {
-        let account = envelope(event)?.account.filter(|a| !a.is_empty());
-        let account = account.ok_or_else(|| MalformedEvent("missing account".into()))?;
-        return Ok(Received::Act(VerifyEvent::Sweep { account }));
+    let (source, kind) =
+        (event.get("source").and_then(Value::as_str), event.get("detail-type").and_then(Value::as_str));
+    let scheduled = source == Some(SCHEDULED_SOURCE) && kind == Some(SCHEDULED_EVENT);
+    let digest = source == Some(EVENT_SOURCE) && kind == Some(WEEKLY_DIGEST);
+    if scheduled || digest {
+        let account = event.get("account").and_then(Value::as_str).filter(|a| !a.is_empty());
+        let account = account.ok_or_else(|| MalformedEvent("missing account".into()))?.to_string();
+        return Ok(Received::Act(if digest {
+            VerifyEvent::Digest { account }
+        } else {
+            VerifyEvent::Sweep { account }
+        }));
     }
     Ok(match parse_ecs_event(event)? {
         Received::Act(ev) => Received::Act(VerifyEvent::Ecs(ev)),
