@@ -13,7 +13,9 @@ short ARN. Concurrent DynamoDB writes conflict as on DynamoDB,
 which cancels rather than queues them: a transaction meeting an item another request holds is
 cancelled (TransactionCanceledException, reason TransactionConflict), a single-item write on an
 item a transaction holds is refused (TransactionConflictException); a transaction repeated with
-its idempotency token is not applied twice. Faults (throttling, 5xx, timeouts, dropped
+its idempotency token is not applied twice. ECR keeps the bytes of blobs uploaded with
+InitiateLayerUpload/UploadLayerPart/CompleteLayerUpload, and GetDownloadUrlForLayer answers a URL
+on this server that serves them (below). Faults (throttling, 5xx, timeouts, dropped
 connections, lost answers) can be injected per action and caller. Control endpoints:
 
   POST /_ferry/ecs/exit-codes   {"exitCode": 1}  exit code of tasks started from now on
@@ -48,6 +50,9 @@ connections, lost answers) can be injected per action and caller. Control endpoi
   GET  /_ferry/ec2/default-network               -> {"vpc", "subnets", "securityGroups"}
   GET  /_ferry/sns/published?topic=ARN           -> {"messages": [{"subject", "message", "attributes"}]}
   GET  /_ferry/events/published?source=S         -> {"events": [PutEvents entries with that Source]}
+  GET  /_ferry/ecr-blob/ACCOUNT/REGION/REPOSITORY/DIGEST  -> the blob's bytes: the downloadUrl
+                                                 GetDownloadUrlForLayer answers, in place of S3's
+                                                 presigned URL (404 if no such blob)
   POST /_ferry/dynamodb/conflicts {"window": s, "rate": p}  either or both: how long a transaction
                                                  holds its items before it applies (default 0.01 s),
                                                  and the chance (0..1, default 0) that any transaction
@@ -70,6 +75,7 @@ leaves a server behind).
 import argparse
 import copy
 import functools
+import hashlib
 import io
 import json
 import logging
@@ -83,6 +89,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -96,6 +103,8 @@ from werkzeug.wrappers import Request, Response
 
 from moto.cloudformation.models import Stack as CloudFormationStack
 from moto.cloudwatch.models import cloudwatch_backends
+from moto.core.exceptions import ServiceException
+from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
 from moto.dynamodb.exceptions import (
     ERROR_TYPE_PREFIX,
@@ -106,6 +115,8 @@ from moto.dynamodb.exceptions import (
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 from moto.ec2 import ec2_backends
+from moto.ecr.models import ECRBackend, ecr_backends
+from moto.ecr.responses import ECRResponse
 from moto.ecs.exceptions import ClusterNotFoundException, InvalidParameterException, ServiceNotFoundException
 from moto.ecs.models import Container, EC2ContainerServiceBackend, Service, Task, ecs_backends
 from moto.ecs.responses import EC2ContainerServiceResponse
@@ -698,6 +709,77 @@ def _assume_role(self, region_name, role_session_name, role_arn, *args, **kwargs
 STSBackend.assume_role = _assume_role
 
 
+# --- ECR: layers keep their bytes, and GetDownloadUrlForLayer serves them ------------
+# moto 5.2.5 records an uploaded layer's size only, and has no GetDownloadUrlForLayer. The
+# harness keeps each layer's bytes (config blobs too) on its moto repository, so a reset or
+# DeleteRepository forgets them; refuses an upload whose bytes do not have the digest given
+# (InvalidLayerException, https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_CompleteLayerUpload.html);
+# and GetDownloadUrlForLayer answers a URL on the harness itself in place of S3's presigned one.
+BLOB_PATH = "/_ferry/ecr-blob/"
+_moto_complete_layer_upload = ECRBackend.complete_layer_upload
+
+
+class EcrError(ServiceException):
+    """An ECR error by its code, in ECR's shape (moto's ECR raises none of these)."""
+
+
+def _complete_layer_upload(self, repository_name, upload_id, layer_digests, registry_id=None):
+    repository = self._get_repository(repository_name, registry_id)
+    upload = repository.uploads.get(upload_id)
+    blob = bytes(upload.layer_parts) if upload else b""
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    if upload and digest not in (layer_digests or []):
+        raise EcrError("InvalidLayerException", "The layer digest calculation performed by Amazon ECR upon "
+                       f"receipt of the image layer does not match the digest specified: {digest}")
+    done = _moto_complete_layer_upload(self, repository_name, upload_id, layer_digests, registry_id)
+    repository._ferry_blobs = {**getattr(repository, "_ferry_blobs", {}), done["layerDigest"]: blob}
+    return done
+
+
+def referenced_digests(repository) -> set[str]:
+    """The blobs the repository's image manifests name: their configs and layers."""
+    digests = set()
+    for image in repository.images:
+        manifest = json.loads(image.image_manifest)
+        digests.update(d.get("digest") for d in [manifest.get("config", {}), *manifest.get("layers", [])])
+    return digests
+
+
+# A digest never uploaded is LayersNotFoundException; one uploaded but named by no image's manifest
+# is LayerInaccessibleException ("You can only get URLs for image layers that are referenced in an
+# image", https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_GetDownloadUrlForLayer.html).
+def _get_download_url_for_layer(self):
+    name, digest = self._get_param("repositoryName"), self._get_param("layerDigest")
+    repository = self.ecr_backend._get_repository(name, self._get_param("registryId"))
+    if digest not in getattr(repository, "_ferry_blobs", {}):
+        raise EcrError("LayersNotFoundException", "The specified layers could not be found, or the specified "
+                       f"layer is not valid for this repository: {digest}")
+    if digest not in referenced_digests(repository):
+        raise EcrError("LayerInaccessibleException", "The specified layer is not available because it is not "
+                       f"associated with an image: {digest}")
+    host = urllib.parse.urlsplit(self.uri)
+    url = f"{host.scheme}://{host.netloc}{BLOB_PATH}{self.current_account}/{self.region}/{name}/{digest}"
+    return ActionResult({"downloadUrl": url, "layerDigest": digest})
+
+
+def ecr_blob(request: Request) -> Response:
+    """GET of a URL GetDownloadUrlForLayer answered: the blob's bytes, as S3 serves them."""
+    blob = None
+    try:
+        account, region, *name, digest = request.path[len(BLOB_PATH):].split("/")
+        repository = ecr_backends[account][region].repositories.get("/".join(name))
+        blob = getattr(repository, "_ferry_blobs", {}).get(digest)
+    except (ValueError, KeyError):
+        pass
+    if blob is None:
+        return Response("NoSuchKey", status=404, mimetype="text/plain")
+    return Response(blob, mimetype="application/octet-stream")
+
+
+ECRBackend.complete_layer_upload = _complete_layer_upload
+ECRResponse.get_download_url_for_layer = _get_download_url_for_layer
+
+
 # --- control endpoints ---------------------------------------------------------
 
 def deployment_event(service: Service, name: str, deployment_id: str, reason: str, old_arn: bool = False) -> dict:
@@ -1174,6 +1256,8 @@ ROUTES = {
 
 def control_app(environ, start_response):
     request = Request(environ)
+    if request.path.startswith(BLOB_PATH):
+        return ecr_blob(request)(environ, start_response)
     try:
         handler = ROUTES.get((request.method, request.path))
         if handler is None:
