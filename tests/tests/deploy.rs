@@ -266,3 +266,31 @@ async fn a_retry_reuses_its_revision_and_finds_its_migration_by_its_token() {
     assert_eq!(ecs.find_task(&t, token).await.expect("list"), Some(task), "and finds it stopped");
     save_recorded("deploy", "migration-retry", &recorded("deploy"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_images_labels_are_read_from_its_config_as_a_registry_client_reads_them() {
+    let w = World::new().await;
+    let config = w.config(false);
+    let labels = json!({"org.opencontainers.image.revision": "9f8e7d6c5b4a39281706f5e4d3c2b1a098765432",
+                        "org.opencontainers.image.created": "2026-11-16T09:58:00Z", "maintainer": "shop"});
+    let event = w.push_labelled("staging-9f8e7d6c", &"e".repeat(64), labels).await;
+    let outcome = w.deploy(&config, event, "labelled").await;
+    assert!(
+        matches!(&outcome, DeployOutcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
+        "{outcome:?}"
+    );
+    let [record] = w.ledger().history(&w.target(), 10).await.expect("history").try_into().expect("one record");
+    assert_eq!(record.image_labels.revision.as_deref(), Some("9f8e7d6c5b4a39281706f5e4d3c2b1a098765432"));
+    assert_eq!(record.image_labels.created.map(|c| c.to_rfc3339()).as_deref(), Some("2026-11-16T09:58:00+00:00"));
+    save_recorded("deploy", "labelled", &recorded("deploy"));
+
+    // An image whose config was never uploaded deploys all the same, without labels.
+    let plain = w.push("staging-0000a0a0", &"f".repeat(64)).await;
+    let outcome = w.deploy(&config, plain, "plain").await;
+    assert!(
+        matches!(&outcome, DeployOutcome::Deployed(t) if matches!(t.as_slice(), [TargetOutcome::Started { .. }])),
+        "{outcome:?}"
+    );
+    let newest = w.ledger().history(&w.target(), 1).await.expect("history").remove(0);
+    assert_eq!((newest.tag.as_str(), newest.image_labels), ("staging-0000a0a0", ferry::model::ImageLabels::default()));
+}

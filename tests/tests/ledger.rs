@@ -238,6 +238,7 @@ async fn a_record_keeps_every_field_through_the_ledger(ledger: &impl Ledger) {
     d.task_definition = Some("arn:aws:ecs:eu-west-1:123456789012:task-definition/worker:5".into());
     d.approval = Some("approved by U0AAAAAAA".into());
     d.freeze_override = Some("freeze (holidays) overridden by alice: INC-231".into());
+    d.image_labels = ferry::model::ImageLabels { revision: Some("9f8e7d6c5b4a".into()), created: Some(at(850)) };
     d.updated_at = at(960);
     ledger.finish(&d, "a9").await.expect("finish");
     ledger.note_notify_error(&d, "Slack (default): HTTP 503").await.expect("note");

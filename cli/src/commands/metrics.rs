@@ -62,6 +62,7 @@ impl Ctx<'_> {
                             m.deployments.to_string(),
                             format!("{:.1}", m.per_week),
                             m.lead_time.show(),
+                            m.lead_time_from_commit.show(),
                             m.change_failure_rate
                                 .map_or("-".into(), |r| format!("{:.0}% ({}/{})", r * 100.0, m.failed, m.reached_ecs)),
                             m.time_to_restore.show()
@@ -69,8 +70,16 @@ impl Ctx<'_> {
                         ]
                     })
                     .collect();
-                let headers =
-                    ["ENVIRONMENT", "SERVICE", "DEPLOYS", "PER WEEK", "LEAD TIME p50/p90", "FAILURE RATE", "RESTORE p50/p90"];
+                let headers = [
+                    "ENVIRONMENT",
+                    "SERVICE",
+                    "DEPLOYS",
+                    "PER WEEK",
+                    "LEAD TIME p50/p90",
+                    "FROM COMMIT",
+                    "FAILURE RATE",
+                    "RESTORE p50/p90",
+                ];
                 format!(
                     "{}since {}; SKIPPED, SUPERSEDED, HELD and REJECTED pushes never reached ECS and are not counted\n",
                     table::render(self.term, &headers, &cells),

@@ -187,9 +187,17 @@ fn live_cell(h: &mut String, l: &Live, now: DateTime<Utc>) {
         (Ok(td), Some(d)) => {
             let since = d.live_at.unwrap_or(d.updated_at);
             let what = if d.origin == Origin::Rollback { "rolled back to" } else { "tag" };
+            let commit = d
+                .image_labels
+                .revision
+                .as_deref()
+                .map(|r| {
+                    format!(" <small>commit <code>{}</code></small>", esc(&r.chars().take(12).collect::<String>()))
+                })
+                .unwrap_or_default();
             let _ = write!(
                 h,
-                "{what} <b>{}</b> <code>{}</code><br><code>{}</code> <span class=\"badge {}\">{}</span> \
+                "{what} <b>{}</b> <code>{}</code>{commit}<br><code>{}</code> <span class=\"badge {}\">{}</span> \
                  <small>{} ago</small>{account}",
                 esc(&d.tag),
                 esc(&short_digest(&d.digest)),
@@ -222,10 +230,14 @@ fn figures(h: &mut String, r: &Report) {
         let p50 = |s: &Spread| s.median_seconds.map(|v| v as f64);
         let rate =
             m.change_failure_rate.map_or("-".into(), |c| format!("{:.0}% ({}/{})", c * 100.0, m.failed, m.reached_ecs));
+        let from_commit = match m.lead_time_from_commit.samples {
+            0 => String::new(),
+            _ => format!("; from commit {}", m.lead_time_from_commit.show()),
+        };
         chart(
             h,
             "Lead time, push to live (p50 / p90)",
-            &m.lead_time.show(),
+            &(m.lead_time.show() + &from_commit),
             &weeks,
             |m| p50(&m.lead_time),
             |v| duration(v as i64),

@@ -194,6 +194,20 @@ async fn a_push_deploys_only_the_configured_container_pinned_by_digest() {
     assert_eq!(sent.route.as_deref(), Some("shop-team"));
 }
 
+#[tokio::test]
+async fn the_images_labels_name_its_commit_and_build_time_on_the_record_and_in_the_message() {
+    let w = World::new();
+    let created = chrono::DateTime::parse_from_rfc3339("2026-11-16T09:58:00Z").expect("time").to_utc();
+    let revision = "9f8e7d6c5b4a39281706f5e4d3c2b1a098765432";
+    w.registry.label(DIGEST, ferry::model::ImageLabels { revision: Some(revision.into()), created: Some(created) });
+    outcomes(w.handle(sample_event("ecr-push-staging.json")).await);
+    let [record] = w.ledger.records().try_into().expect("one record");
+    assert_eq!((record.image_labels.revision.as_deref(), record.image_labels.created), (Some(revision), Some(created)));
+    let [sent] = w.notifier.sent().try_into().expect("one message");
+    let fields = sent.slack()["blocks"][1]["fields"].to_string();
+    assert!(fields.contains("*Commit*\\n`9f8e7d6c5b4a…`"), "the label's commit, not the tag's 1a2b3c4d: {fields}");
+}
+
 /// What the function answers Lambda (and `ferry redrive` prints): the outcome as JSON, by name.
 #[tokio::test]
 async fn the_outcome_is_answered_as_json_naming_each_targets_outcome() {

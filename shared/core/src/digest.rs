@@ -85,17 +85,21 @@ impl Digest {
 
 const NOT_COUNTED: &str = "SKIPPED, SUPERSEDED, HELD and REJECTED pushes never reached ECS and are not counted.";
 
-/// The four figures of one row, labelled.
-fn figures(m: &Metrics) -> [(&'static str, String); 4] {
+/// The four figures of one row, labelled (lead time from the commit too, where images say).
+fn figures(m: &Metrics) -> Vec<(&'static str, String)> {
     let rate =
         m.change_failure_rate.map_or("-".into(), |r| format!("{:.0}% ({}/{})", r * 100.0, m.failed, m.reached_ecs));
     let open = if m.unrestored > 0 { format!(" (+{} open)", m.unrestored) } else { String::new() };
-    [
+    let mut figures = vec![
         ("Deployments", format!("{} ({:.1}/week)", m.deployments, m.per_week)),
         ("Lead time p50 / p90", m.lead_time.show()),
         ("Change failure rate", rate),
         ("Time to restore p50 / p90", m.time_to_restore.show() + &open),
-    ]
+    ];
+    if m.lead_time_from_commit.samples > 0 {
+        figures.insert(2, ("From commit p50 / p90", m.lead_time_from_commit.show()));
+    }
+    figures
 }
 
 fn failed_most(rows: &[&Row], slack: bool) -> String {
@@ -129,6 +133,7 @@ mod tests {
                 deployments,
                 per_week: deployments as f64,
                 lead_time: Spread { samples: deployments, median_seconds: Some(600), p90_seconds: Some(4_000) },
+                lead_time_from_commit: Spread::default(),
                 reached_ecs: reached,
                 failed,
                 change_failure_rate: (reached > 0).then(|| failed as f64 / reached as f64),
@@ -172,6 +177,11 @@ mod tests {
             ]
         );
         assert_eq!(blocks[4]["text"]["text"], "*production*");
+        let mut labelled = digest();
+        labelled.rows[2].metrics.lead_time_from_commit =
+            Spread { samples: 2, median_seconds: Some(7_200), p90_seconds: Some(9_000) };
+        let fields = &labelled.slack()["blocks"][3]["fields"];
+        assert_eq!(fields[2]["text"], "*From commit p50 / p90*\n2h00m / 2h30m", "where images carry their build time");
         let worst = blocks[7]["text"]["text"].as_str().expect("failed most");
         assert_eq!(
             worst,

@@ -2,7 +2,9 @@
 //! targets (one service in one environment, in every region it runs in).
 //!
 //! - **Deployments**: pushes that SUCCEEDED (on any of the group's targets), and per week.
-//! - **Lead time**: from the push to the last of the group's targets proven live.
+//! - **Lead time**: from the push to the last of the group's targets proven live; and from the
+//!   image's build (its `org.opencontainers.image.created` label, which CI stamps as it builds
+//!   the commit) when the image has one.
 //! - **Change failure rate**: pushes that FAILED (ROLLING_BACK, ROLLED_BACK, ROLLBACK_FAILED)
 //!   after reaching ECS, over pushes that reached ECS and were judged (those and SUCCEEDED).
 //!   Left out: what never reached ECS (SKIPPED, HELD, AWAITING_APPROVAL, REJECTED, a push that
@@ -31,6 +33,8 @@ pub struct Metrics {
     pub deployments: usize,
     pub per_week: f64,
     pub lead_time: Spread,
+    /// From the image's build (its `created` label) to live, for images that carry the label.
+    pub lead_time_from_commit: Spread,
     /// Pushes that reached ECS, and how many of them failed.
     pub reached_ecs: usize,
     pub failed: usize,
@@ -103,7 +107,7 @@ pub fn metrics(records: &[Deployment], since: DateTime<Utc>, until: DateTime<Utc
         pushes.entry(d.id.as_str()).or_default().push(d);
     }
     let (mut deployments, mut reached, mut failures) = (0, 0, 0);
-    let mut leads = Vec::new();
+    let (mut leads, mut from_commit) = (Vec::new(), Vec::new());
     for targets in pushes.values() {
         let any_failed = targets.iter().any(|d| failed(d));
         let succeeded: Vec<&&Deployment> = targets.iter().filter(|d| d.state == State::Succeeded).collect();
@@ -118,6 +122,9 @@ pub fn metrics(records: &[Deployment], since: DateTime<Utc>, until: DateTime<Utc
             if succeeded.len() == targets.len() && targets[0].origin == Origin::Ferry {
                 let last = succeeded.iter().map(|d| live(d)).max().unwrap_or(targets[0].pushed_at);
                 leads.push(last - targets[0].pushed_at);
+                if let Some(built) = targets[0].image_labels.created {
+                    from_commit.push((last - built).max(Duration::zero()));
+                }
             }
         }
     }
@@ -128,6 +135,7 @@ pub fn metrics(records: &[Deployment], since: DateTime<Utc>, until: DateTime<Utc
         deployments,
         per_week: deployments as f64 / weeks,
         lead_time: Spread::of(leads),
+        lead_time_from_commit: Spread::of(from_commit),
         reached_ecs: reached,
         failed: failures,
         change_failure_rate: (reached > 0).then(|| failures as f64 / reached as f64),
@@ -305,7 +313,25 @@ mod tests {
         assert_eq!(m.change_failure_rate, Some(0.0));
         // Lead time: pushed, started an hour later, live 1 h and 3 h after that.
         assert_eq!((m.lead_time.median_seconds, m.lead_time.p90_seconds), (Some(2 * 3600), Some(4 * 3600)));
+        assert_eq!(m.lead_time_from_commit, Spread::default(), "no image says when it was built");
         assert_eq!((m.time_to_restore, m.unrestored), (Spread::default(), 0));
+    }
+
+    #[test]
+    fn lead_time_from_commit_runs_from_the_images_build_to_the_last_target_live() {
+        let mut built =
+            [change("a", "eu-west-1", 10, State::Succeeded, 1), change("a", "us-east-1", 10, State::Succeeded, 3)];
+        for d in &mut built {
+            d.image_labels.created = Some(at(6)); // built four hours before the push
+        }
+        let unlabelled = change("b", "eu-west-1", 20, State::Succeeded, 1);
+        let m = metrics(&[built[0].clone(), built[1].clone(), unlabelled], at(0), at(48));
+        // Pushed at 10 h, started at 11 h, live in us-east-1 at 14 h: 8 h from the build.
+        assert_eq!(
+            m.lead_time_from_commit,
+            Spread { samples: 1, median_seconds: Some(8 * 3600), p90_seconds: Some(8 * 3600) }
+        );
+        assert_eq!(m.lead_time.samples, 2, "every push has a push time");
     }
 
     #[test]

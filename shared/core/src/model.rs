@@ -229,6 +229,36 @@ pub struct Deployment {
     /// The push's order key ([`crate::rules::order_key`]: its version, then its push time) when
     /// the environment orders pushes by version: the push is newer than another when this is greater.
     pub version: Option<String>,
+    /// What the image says of its source (its OCI labels), when it says it.
+    pub image_labels: ImageLabels,
+}
+
+/// The OCI labels an image's config carries about its source
+/// (<https://github.com/opencontainers/image-spec/blob/v1.1.1/annotations.md>).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageLabels {
+    /// `org.opencontainers.image.revision`: the commit it was built from.
+    pub revision: Option<String>,
+    /// `org.opencontainers.image.created`: when it was built (lead time counts from here).
+    pub created: Option<DateTime<Utc>>,
+}
+
+impl ImageLabels {
+    pub const REVISION: &str = "org.opencontainers.image.revision";
+    pub const CREATED: &str = "org.opencontainers.image.created";
+
+    /// The two labels out of an image config's `Labels` (`config.Labels`: a map, `null` or absent).
+    pub fn from_config(config: &serde_json::Value) -> ImageLabels {
+        let label = |name: &str| {
+            config.pointer("/config/Labels").and_then(|l| l.get(name)).and_then(|v| v.as_str()).map(str::trim)
+        };
+        ImageLabels {
+            revision: label(Self::REVISION).filter(|r| !r.is_empty()).map(|r| r.chars().take(100).collect()),
+            created: label(Self::CREATED)
+                .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
+                .map(|c| c.with_timezone(&Utc)),
+        }
+    }
 }
 
 impl Deployment {
@@ -259,6 +289,7 @@ impl Deployment {
             approval: None,
             freeze_override: None,
             version: None,
+            image_labels: ImageLabels::default(),
         }
     }
 

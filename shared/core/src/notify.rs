@@ -98,7 +98,7 @@ impl Notification {
             "account": d.target.account,
             "repository": d.repository,
             "tag": d.tag,
-            "commit": commit_of(&d.tag),
+            "commit": d.image_labels.revision.as_deref().or(commit_of(&d.tag)),
             "digest": d.digest,
             "image": d.image,
             "triggered_by": triggered_by(d),
@@ -130,8 +130,9 @@ impl Notification {
             format!("*Tag*\n`{}`", escape(&d.tag)),
             format!("*Digest*\n`{}`", escape(short_digest(&d.digest))),
         ];
-        if let Some(commit) = commit_of(&d.tag) {
-            fields.push(format!("*Commit*\n`{commit}`"));
+        let revision = d.image_labels.revision.as_deref().map(|r| clip(r, 12));
+        if let Some(commit) = revision.as_deref().or(commit_of(&d.tag)) {
+            fields.push(format!("*Commit*\n`{}`", escape(commit)));
         }
         fields.push(format!("*Triggered by*\n{}", escape(&triggered_by(d))));
         if let Some(took) = duration(d) {

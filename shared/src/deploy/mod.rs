@@ -17,7 +17,7 @@ use crate::approval::Verdict;
 use crate::config::Config;
 use crate::event::{Decision, DeployEvent, parse_deploy_event};
 use crate::freeze::Frozen;
-use crate::model::{Deployment, Push, Refusal, State};
+use crate::model::{Deployment, ImageLabels, Push, Refusal, State};
 use crate::notify::Notification;
 use crate::plan::{Plan, TargetPlan, plan};
 use crate::ports::{
@@ -176,6 +176,7 @@ impl FreezeOverride {
 pub(crate) struct Release {
     pub freeze_override: Option<String>,
     pub approval: Option<String>,
+    pub image_labels: ImageLabels,
     /// The push is an existing record resumed by its own id (a decision, a release, a retry).
     pub resumes: bool,
 }
@@ -183,7 +184,12 @@ pub(crate) struct Release {
 impl Release {
     /// What `d`'s record was given already.
     pub(crate) fn of(d: &Deployment) -> Release {
-        Release { freeze_override: d.freeze_override.clone(), approval: d.approval.clone(), resumes: true }
+        Release {
+            freeze_override: d.freeze_override.clone(),
+            approval: d.approval.clone(),
+            image_labels: d.image_labels.clone(),
+            resumes: true,
+        }
     }
 }
 
@@ -304,6 +310,18 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         Ok(push)
     }
 
+    /// What the pushed image's labels say of its source; none when it has none or they cannot
+    /// be read (logged: they only measure lead time, and never hold a deployment up).
+    async fn image_labels(&self, push: &Push) -> ImageLabels {
+        match self.registry.labels(&push.repository, &push.registry_account, &push.digest).await {
+            Ok(labels) => labels,
+            Err(e) => {
+                info!(repository = %push.repository, digest = %push.digest, reason = %e, "image labels not read");
+                ImageLabels::default()
+            }
+        }
+    }
+
     /// Deploys `push` to every target it plans to, concurrently.
     async fn deploy_push(
         &self,
@@ -327,8 +345,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         };
         // Asked only of a push that deploys somewhere: ECR's own push time orders it.
         let push = &self.ordered(push).await?;
-        let release =
-            Release { freeze_override: freeze_override.map(FreezeOverride::noted), approval: None, resumes: false };
+        let release = Release {
+            freeze_override: freeze_override.map(FreezeOverride::noted),
+            approval: None,
+            image_labels: self.image_labels(push).await,
+            resumes: false,
+        };
         let results = join_all(targets.iter().map(|t| self.deploy_target(push, t, invocation, &release))).await;
         let mut outcomes = Vec::with_capacity(results.len());
         let mut retry = Vec::new();
@@ -366,6 +388,7 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         let mut deployment = plan.deployment(push, self.clock.now());
         deployment.approval = release.approval.clone();
         deployment.freeze_override = release.freeze_override.clone();
+        deployment.image_labels = release.image_labels.clone();
         let acquired = match self.acquire(&deployment, invocation).await {
             Ok(acquired) => acquired,
             // The write that takes the lock may have gone through with its answer lost.

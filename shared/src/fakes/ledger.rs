@@ -123,6 +123,8 @@ fn keep_unwritten(record: &mut Deployment, existing: Deployment) {
     record.approval = record.approval.take().or(existing.approval);
     record.freeze_override = record.freeze_override.take().or(existing.freeze_override);
     record.version = record.version.take().or(existing.version);
+    record.image_labels.revision = record.image_labels.revision.take().or(existing.image_labels.revision);
+    record.image_labels.created = record.image_labels.created.take().or(existing.image_labels.created);
 }
 
 fn record_key(d: &Deployment) -> (String, String) {

@@ -146,12 +146,18 @@ impl EventBus for RecordingBus {
 #[derive(Debug, Default)]
 pub struct MemoryRegistry {
     images: Mutex<BTreeMap<String, Vec<Image>>>,
+    labels: Mutex<BTreeMap<String, crate::model::ImageLabels>>,
     reads: Mutex<usize>,
 }
 
 impl MemoryRegistry {
     pub fn add(&self, repository: &str, image: Image) {
         lock(&self.images).entry(repository.to_string()).or_default().push(image);
+    }
+
+    /// Gives image `digest` (of any repository) `labels`.
+    pub fn label(&self, digest: &str, labels: crate::model::ImageLabels) {
+        lock(&self.labels).insert(digest.to_string(), labels);
     }
 
     pub fn reads(&self) -> usize {
@@ -171,6 +177,10 @@ impl Registry for MemoryRegistry {
     async fn pushed_at(&self, repository: &str, _: &str, digest: &str) -> Result<Option<DateTime<Utc>>, RegistryError> {
         let images = self.images(repository).await?;
         Ok(images.into_iter().find(|i| i.digest == digest).map(|i| i.pushed_at))
+    }
+
+    async fn labels(&self, _: &str, _: &str, digest: &str) -> Result<crate::model::ImageLabels, RegistryError> {
+        Ok(lock(&self.labels).get(digest).cloned().unwrap_or_default())
     }
 }
 

@@ -52,6 +52,14 @@ pub trait Registry: Send + Sync {
         registry: &str,
         digest: &str,
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>, RegistryError>> + Send;
+
+    /// What image `digest` of `repository` in `registry` says of its source (its config's labels).
+    fn labels(
+        &self,
+        repository: &str,
+        registry: &str,
+        digest: &str,
+    ) -> impl Future<Output = Result<crate::model::ImageLabels, RegistryError>> + Send;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -52,6 +52,7 @@ pub(super) fn external_record(
         version: None,
         approval: None,
         freeze_override: None,
+        image_labels: Default::default(),
     }
 }
 

@@ -287,12 +287,47 @@ containers = ["api"]
         )
     }
 
-    /// Pushes an image to ECR and returns the "ECR Image Action" event AWS would send.
+    /// Pushes an image to ECR and returns the "ECR Image Action" event AWS would send. Its
+    /// config blob is never uploaded: the image has no labels to read.
     pub async fn push(&self, tag: &str, layer: &str) -> Value {
+        self.push_with_config(tag, layer, &format!("sha256:{}", "c".repeat(64))).await
+    }
+
+    /// [`World::push`] of an image whose config (uploaded as a registry client does) carries `labels`.
+    pub async fn push_labelled(&self, tag: &str, layer: &str, labels: Value) -> Value {
+        use sha2::Digest as _;
+        let config = json!({"architecture": "amd64", "os": "linux", "config": {"Labels": labels}}).to_string();
+        let digest = format!(
+            "sha256:{}",
+            sha2::Sha256::digest(config.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let ecr = aws_sdk_ecr::Client::new(&self.home);
+        let upload = ecr.initiate_layer_upload().repository_name(&self.repository).send().await.expect("upload");
+        let id = upload.upload_id.expect("upload id");
+        ecr.upload_layer_part()
+            .repository_name(&self.repository)
+            .upload_id(&id)
+            .part_first_byte(0)
+            .part_last_byte(config.len() as i64 - 1)
+            .layer_part_blob(aws_smithy_types::Blob::new(config.as_bytes()))
+            .send()
+            .await
+            .expect("part");
+        ecr.complete_layer_upload()
+            .repository_name(&self.repository)
+            .upload_id(&id)
+            .layer_digests(&digest)
+            .send()
+            .await
+            .expect("complete");
+        self.push_with_config(tag, layer, &digest).await
+    }
+
+    async fn push_with_config(&self, tag: &str, layer: &str, config: &str) -> Value {
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023, "digest": format!("sha256:{}", "c".repeat(64))},
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023, "digest": config},
             "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 32654, "digest": format!("sha256:{layer}")}]
         });
         let out = aws_sdk_ecr::Client::new(&self.home)

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::expression::Expression;
 use super::{DynamoLedger, HISTORY_DAYS, Item};
-use crate::model::{Deployment, Head, Lock, Origin, State, Target};
+use crate::model::{Deployment, Head, ImageLabels, Lock, Origin, State, Target};
 use crate::ports::{HeadChange, LedgerError};
 
 pub(super) fn s(v: impl Into<String>) -> AttributeValue {
@@ -47,6 +47,9 @@ pub(super) fn deployment_fields(d: &Deployment, e: &mut Expression) {
     if let Some(live_at) = d.live_at {
         e.set("live_at", s(live_at.to_rfc3339()));
     }
+    if let Some(created) = d.image_labels.created {
+        e.set("image_created", s(created.to_rfc3339()));
+    }
     let optional = [
         ("account", &t.account),
         ("role_arn", &t.role_arn),
@@ -60,6 +63,7 @@ pub(super) fn deployment_fields(d: &Deployment, e: &mut Expression) {
         ("version", &d.version),
         ("approval", &d.approval),
         ("freeze_override", &d.freeze_override),
+        ("image_revision", &d.image_labels.revision),
     ];
     for (field, value) in optional {
         if let Some(value) = value {
@@ -126,6 +130,7 @@ pub(super) fn deployment_from(item: &Item) -> Result<Deployment, LedgerError> {
         version: text(item, "version"),
         approval: text(item, "approval"),
         freeze_override: text(item, "freeze_override"),
+        image_labels: ImageLabels { revision: text(item, "image_revision"), created: time(item, "image_created") },
     })
 }
 
