@@ -970,20 +970,22 @@ class Sandbox:
         return answer["statusCode"], said[-1] if said else ""
 
     def tick(self) -> list[str]:
-        """The template's schedules fire once: each scheduled function gets EventBridge's
-        "Scheduled Event", as its rule would send it. Returns the functions invoked."""
+        """The template's enabled schedules fire once: each scheduled function gets EventBridge's
+        "Scheduled Event", or the rule's constant input, as its rule would send it. Returns the
+        functions invoked."""
         invoked = []
-        for name, expressions in iam.schedules(self.template, self.bus.parameters).items():
-            for expression in expressions:
-                event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
-                         "source": "aws.events", "account": HOME_ACCOUNT, "time": now_rfc3339(),
-                         "region": self.region, "detail": {},
-                         "resources": [f"arn:aws:events:{self.region}:{HOME_ACCOUNT}:rule/ferry-{name}-schedule"]}
-                self._record("event", f"schedule {expression} → ferry-{name}", {"event": event, "routed": [name]})
-                with self.lock:
-                    self.events_seen += 1
-                self.functions[name].invoke(event)
-                invoked.append(name)
+        for name, expression, enabled, given in iam.schedule_events(self.template, self.bus.parameters):
+            if not enabled:
+                continue
+            event = given or {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
+                              "source": "aws.events", "account": HOME_ACCOUNT, "time": now_rfc3339(),
+                              "region": self.region, "detail": {},
+                              "resources": [f"arn:aws:events:{self.region}:{HOME_ACCOUNT}:rule/ferry-{name}-schedule"]}
+            self._record("event", f"schedule {expression} → ferry-{name}", {"event": event, "routed": [name]})
+            with self.lock:
+                self.events_seen += 1
+            self.functions[name].invoke(event)
+            invoked.append(name)
         return invoked
 
     def image(self, repository: str, ref: str) -> str:

@@ -80,3 +80,23 @@ def test_events_from_an_account_ferry_does_not_know_change_nothing(world: Sandbo
     logs = "".join(world.functions[f].log_path.read_text() for f in ("deploy", "verify", "rollback"))
     assert logs.count("event rejected") >= 5 and stranger in logs
     assert len(world.sns_messages()) == messages, "no message"
+
+
+def test_the_weekly_digest_fires_only_when_the_stack_turns_it_on_and_reaches_slack(world: Sandbox) -> None:
+    world.load(CONFIG)
+    deployed(world, "staging-00000001")
+    posted = len(world.slack)
+    assert sorted(world.tick()) == ["deploy", "verify"], "off by default: reconciliation and sweep only"
+    assert not [m for m in world.slack[posted:] if "weekly delivery" in m["body"].get("text", "")]
+
+    # WeeklyDigest=true: the rule's constant input reaches the verify binary, which posts the digest.
+    world.bus.parameters["WeeklyDigest"] = "true"
+    try:
+        assert sorted(world.tick()) == ["deploy", "verify", "verify"]
+        world.settle()
+    finally:
+        del world.bus.parameters["WeeklyDigest"]  # the sandbox outlives the test
+    (digest,) = [m for m in world.slack[posted:] if "weekly delivery" in m["body"].get("text", "")]
+    blocks = digest["body"]["blocks"]
+    assert blocks[0]["text"]["text"] == "📊 Ferry weekly delivery"
+    assert blocks[2]["text"]["text"] == "*staging*", "the configured environment"

@@ -506,6 +506,23 @@ def schedules(template: dict, parameters: dict[str, str]) -> dict[str, list[str]
     return found
 
 
+def schedule_events(template: dict, parameters: dict[str, str]) -> list[tuple[str, str, bool, dict | None]]:
+    """Every function's schedule rules, resolved: (function name, expression, enabled, the
+    constant input the rule sends instead of EventBridge's "Scheduled Event", if any)."""
+    resolver = Resolver(template, parameters)
+    found = []
+    for resource in functions(template).values():
+        for event in (resource["Properties"].get("Events") or {}).values():
+            if event["Type"] != "Schedule":
+                continue
+            p = event["Properties"]
+            enabled = resolver.resolve(p.get("State", "ENABLED")) == "ENABLED" and p.get("Enabled", True) is not False
+            given = p.get("Input")
+            found.append((function_name(resource), resolver.resolve(p["Schedule"]), enabled,
+                          json.loads(resolver.resolve(given)) if given is not None else None))
+    return found
+
+
 def role_of(template: dict, function: str) -> str:
     """The logical id of the AWS::IAM::Role the function runs as."""
     role = template["Resources"][function]["Properties"].get("Role")

@@ -348,22 +348,27 @@ async fn autoscaling_churn_a_lagging_api_and_an_old_format_arn_never_fail_a_heal
 async fn the_weekly_digest_reads_the_ledger_and_reaches_slack_and_sns() {
     let w = World::new().await;
     let config = w.config(false);
-    // A push verified live: the week's one deployment.
-    let id = w.deployed(&config, "staging-0000d1e5", 'd').await;
-    let completed = w.complete().await;
-    let outcome = w.verify(&config, completed).await;
-    assert!(matches!(outcome, VerifyOutcome::Succeeded { .. }), "{outcome:?}");
+    // Two days ago a push went live: the week's one deployment (the week ends a day back).
+    let live = w.describe().await.task_definition.expect("revision");
+    let two_days_ago = chrono::Utc::now() - chrono::Duration::days(2);
+    w.seeded(&w.target(), "staging-0000d1e5", two_days_ago, State::Succeeded, &live).await;
+    // One pushed now falls in next week's digest.
+    w.deployed(&config, "staging-0000f00d", 'f').await;
 
     let schedule = json!({"source": "ferry", "detail-type": "Weekly Digest", "account": common::ACCOUNT});
     let outcome = w.verify(&config, schedule).await;
-    assert_eq!(outcome, VerifyOutcome::Digest { environments: 1, error: None }, "{id}");
+    assert_eq!(outcome, VerifyOutcome::Digest { environments: 1, error: None });
     let slack = w.sink.bodies("/slack");
     let digest: Value = serde_json::from_str(slack.last().expect("posted")).expect("slack json");
     assert_eq!(digest["blocks"][0]["text"]["text"], "📊 Ferry weekly delivery");
     assert_eq!(digest["blocks"][3]["fields"][0]["text"], "*Deployments*\n1 (1.0/week)");
     let sns = w.sns_messages().await;
     let last = sns.last().expect("published");
-    assert!(last["message"].as_str().expect("text").contains("staging\n  Deployments: 1 (1.0/week)"), "{last}");
+    let facts: Value =
+        serde_json::from_str(last["message"].as_str().expect("message")).expect("JSON, as every SNS message");
+    assert_eq!(facts["kind"], "weekly_digest");
+    assert_eq!(facts["rows"][0]["metrics"]["deployments"], 1);
+    assert!(facts["text"].as_str().expect("text").contains("staging\n  Deployments: 1 (1.0/week)"), "{facts}");
     assert_eq!(last["attributes"], json!({"status": "DIGEST", "severity": "info"}));
     save_recorded("verify", "digest", &recorded("verify"));
 }

@@ -1229,12 +1229,14 @@ async fn the_weekly_digest_posts_the_weeks_figures_once_and_a_failed_post_is_not
     assert!(matches!(w.verify(completed("shop-staging-api", &api)).await, Ok(VerifyOutcome::Succeeded { .. })));
     let failed = w.verify(ecs_event("ecs-deployment-failed.json", "shop-staging-worker", &worker)).await;
     assert!(matches!(failed, Ok(VerifyOutcome::Failed { .. })), "{failed:?}");
-    w.clock.advance(Duration::from_secs(3600));
+    // A day later: the week the digest covers ends a day before it runs.
+    w.clock.advance(Duration::from_secs(25 * 3600));
 
     let outcome = w.verify(digest_schedule("123456789012")).await;
     assert_eq!(outcome, Ok(VerifyOutcome::Digest { environments: 1, error: None }));
     let [digest] = w.notifier.digests().try_into().expect("one digest");
     assert_eq!(digest.until - digest.since, chrono::Duration::weeks(1));
+    assert_eq!(digest.until, w.clock.now() - chrono::Duration::days(1));
     let figures: Vec<(Option<&str>, usize, usize)> =
         digest.rows.iter().map(|r| (r.service.as_deref(), r.metrics.deployments, r.metrics.failed)).collect();
     assert_eq!(figures, [(Some("shop-staging-api"), 1, 0), (Some("shop-staging-worker"), 0, 1), (None, 1, 1)]);

@@ -24,7 +24,7 @@ pub struct Digest {
 
 impl Digest {
     fn period(&self) -> String {
-        format!("{} – {}", self.since.format("%b %-d"), self.until.format("%b %-d, %Y"))
+        format!("{} – {} UTC", self.since.format("%b %-d %H:%M"), self.until.format("%b %-d %H:%M, %Y"))
     }
 
     fn environments(&self) -> impl Iterator<Item = &Row> {
@@ -47,7 +47,19 @@ impl Digest {
         format!("Ferry weekly delivery, {} to {}", self.since.format("%Y-%m-%d"), self.until.format("%Y-%m-%d"))
     }
 
-    /// The plain-text digest (SNS's message).
+    /// SNS's message: the figures as JSON (as every SNS message is), with the text a mail shows.
+    pub fn facts(&self) -> Value {
+        json!({
+            "kind": "weekly_digest",
+            "since": self.since,
+            "until": self.until,
+            "rows": self.rows,
+            "failed_most": self.failed_most().iter().map(|r| json!({"environment": r.environment, "service": r.service, "failed": r.metrics.failed, "reached_ecs": r.metrics.reached_ecs})).collect::<Vec<_>>(),
+            "text": self.text(),
+        })
+    }
+
+    /// The digest as plain text.
     pub fn text(&self) -> String {
         let mut out = format!("Ferry weekly delivery, {}\n", self.period());
         for row in self.environments() {
@@ -106,13 +118,15 @@ fn failed_most(rows: &[&Row], slack: bool) -> String {
     if rows.is_empty() {
         return "No deployment failed.".into();
     }
-    let name = |s: &str| if slack { format!("*{}*", escape(s)) } else { s.to_string() };
+    // Slack's mrkdwn needs its escaping; SNS's text is plain.
+    let text = |s: &str| if slack { escape(s) } else { s.to_string() };
+    let name = |s: &str| if slack { format!("*{}*", text(s)) } else { text(s) };
     let lines: Vec<String> = rows
         .iter()
         .map(|r| {
             let service = r.service.as_deref().unwrap_or_default();
             let (failed, of) = (r.metrics.failed, r.metrics.reached_ecs);
-            format!("• {} ({}): {failed} of {of} failed", name(service), escape(&r.environment))
+            format!("• {} ({}): {failed} of {of} failed", name(service), text(&r.environment))
         })
         .collect();
     format!("{}\n{}", if slack { "*Failed most*" } else { "Failed most" }, lines.join("\n"))
@@ -163,7 +177,7 @@ mod tests {
         let message = digest().slack();
         let blocks = message["blocks"].as_array().expect("blocks");
         assert_eq!(blocks[0]["text"]["text"], "📊 Ferry weekly delivery");
-        assert_eq!(blocks[1]["elements"][0]["text"], "Nov 30 – Dec 7, 2026");
+        assert_eq!(blocks[1]["elements"][0]["text"], "Nov 30 08:00 – Dec 7 08:00, 2026 UTC");
         assert_eq!(blocks[2]["text"]["text"], "*staging*");
         let fields: Vec<&str> =
             blocks[3]["fields"].as_array().expect("fields").iter().filter_map(|f| f["text"].as_str()).collect();
@@ -200,6 +214,12 @@ mod tests {
         assert!(text.contains("No deployment failed.") && text.contains("never reached ECS"), "{text}");
         let subject = quiet.subject();
         assert!(subject.is_ascii() && subject.len() < 100, "{subject}");
+        let facts = quiet.facts();
+        assert_eq!(
+            (facts["kind"].as_str(), facts["rows"][0]["metrics"]["deployments"].as_u64()),
+            (Some("weekly_digest"), Some(4))
+        );
+        assert_eq!(facts["text"], text.as_str());
     }
 
     #[test]

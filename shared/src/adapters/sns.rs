@@ -44,7 +44,7 @@ impl Notifier for SnsNotifier {
             .publish()
             .topic_arn(&self.topic_arn)
             .subject(digest.subject())
-            .message(digest.text())
+            .message(digest.facts().to_string())
             .message_attributes("status", attribute("DIGEST"))
             .message_attributes("severity", attribute("info"))
             .send()

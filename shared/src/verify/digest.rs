@@ -1,5 +1,5 @@
-//! The weekly digest: the last week of the ledger, per environment, to Slack and SNS, on the
-//! digest's own schedule (off unless the stack's `WeeklyDigest` is on).
+//! The weekly digest: a week of the ledger, per environment, to Slack and SNS, on the digest's
+//! own schedule (off unless the stack's `WeeklyDigest` is on).
 
 use tracing::{info, warn};
 
@@ -12,9 +12,11 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
     Verifier<'_, E, L, N, B, H, C, LB, A>
 {
     /// Reads every target's week (a read failure is retried: nothing was sent yet) and posts
-    /// the digest once. A failed post is logged, not retried: SNS may have taken it already.
+    /// the digest. A failed post is logged, not retried: SNS may have taken it already. The week
+    /// ends a day before the run, so its pushes have their verdicts (an alarm's window included)
+    /// and each is counted in exactly one digest.
     pub async fn digest(&self) -> Result<VerifyOutcome, Retryable> {
-        let until = self.clock.now();
+        let until = self.clock.now() - chrono::Duration::days(1);
         let since = until - chrono::Duration::weeks(1);
         let mut records = Vec::new();
         for target in crate::plan::all_targets(self.config) {
