@@ -205,7 +205,18 @@ async fn the_images_labels_name_its_commit_and_build_time_on_the_record_and_in_t
     assert_eq!((record.image_labels.revision.as_deref(), record.image_labels.created), (Some(revision), Some(created)));
     let [sent] = w.notifier.sent().try_into().expect("one message");
     let fields = sent.slack()["blocks"][1]["fields"].to_string();
-    assert!(fields.contains("*Commit*\\n`9f8e7d6c5b4a…`"), "the label's commit, not the tag's 1a2b3c4d: {fields}");
+    assert!(fields.contains("*Commit*\\n`9f8e7d6c5b4a`"), "the label's commit, not the tag's 1a2b3c4d: {fields}");
+}
+
+#[tokio::test]
+async fn labels_ecr_cannot_give_never_hold_a_push_up() {
+    let w = World::new();
+    w.registry.label(DIGEST, ferry::model::ImageLabels { revision: Some("9f8e7d6c".into()), created: None });
+    w.registry.fail_labels(Some(ferry::ports::RegistryError::Transient("ThrottlingException".into())));
+    let result = outcomes(w.handle(sample_event("ecr-push-staging.json")).await);
+    assert!(matches!(result.as_slice(), [TargetOutcome::Started { .. }]), "{result:?}");
+    let [record] = w.ledger.records().try_into().expect("one record");
+    assert_eq!(record.image_labels, ferry::model::ImageLabels::default(), "deployed without them");
 }
 
 /// What the function answers Lambda (and `ferry redrive` prints): the outcome as JSON, by name.

@@ -3,8 +3,8 @@
 //!
 //! - **Deployments**: pushes that SUCCEEDED (on any of the group's targets), and per week.
 //! - **Lead time**: from the push to the last of the group's targets proven live; and from the
-//!   image's build (its `org.opencontainers.image.created` label, which CI stamps as it builds
-//!   the commit) when the image has one.
+//!   commit, by the image's `org.opencontainers.image.created` label (Ferry's CI examples stamp
+//!   the commit's time there; builders stamp the build's), when it has a plausible one.
 //! - **Change failure rate**: pushes that FAILED (ROLLING_BACK, ROLLED_BACK, ROLLBACK_FAILED)
 //!   after reaching ECS, over pushes that reached ECS and were judged (those and SUCCEEDED).
 //!   Left out: what never reached ECS (SKIPPED, HELD, AWAITING_APPROVAL, REJECTED, a push that
@@ -122,7 +122,9 @@ pub fn metrics(records: &[Deployment], since: DateTime<Utc>, until: DateTime<Utc
             if succeeded.len() == targets.len() && targets[0].origin == Origin::Ferry {
                 let last = succeeded.iter().map(|d| live(d)).max().unwrap_or(targets[0].pushed_at);
                 leads.push(last - targets[0].pushed_at);
-                if let Some(built) = targets[0].image_labels.created {
+                // A build time over 30 days before the push is not one (reproducible builds stamp 1970).
+                let pushed = targets[0].pushed_at;
+                if let Some(built) = targets[0].image_labels.created.filter(|b| *b >= pushed - Duration::days(30)) {
                     from_commit.push((last - built).max(Duration::zero()));
                 }
             }
@@ -325,13 +327,15 @@ mod tests {
             d.image_labels.created = Some(at(6)); // built four hours before the push
         }
         let unlabelled = change("b", "eu-west-1", 20, State::Succeeded, 1);
-        let m = metrics(&[built[0].clone(), built[1].clone(), unlabelled], at(0), at(48));
+        let mut reproducible = change("c", "eu-west-1", 30, State::Succeeded, 1);
+        reproducible.image_labels.created = DateTime::from_timestamp(0, 0);
+        let m = metrics(&[built[0].clone(), built[1].clone(), unlabelled, reproducible], at(0), at(48));
         // Pushed at 10 h, started at 11 h, live in us-east-1 at 14 h: 8 h from the build.
         assert_eq!(
             m.lead_time_from_commit,
             Spread { samples: 1, median_seconds: Some(8 * 3600), p90_seconds: Some(8 * 3600) }
         );
-        assert_eq!(m.lead_time.samples, 2, "every push has a push time");
+        assert_eq!(m.lead_time.samples, 3, "every push has a push time; c's build time of 1970 is not one");
     }
 
     #[test]

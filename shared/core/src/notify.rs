@@ -130,7 +130,7 @@ impl Notification {
             format!("*Tag*\n`{}`", escape(&d.tag)),
             format!("*Digest*\n`{}`", escape(short_digest(&d.digest))),
         ];
-        let revision = d.image_labels.revision.as_deref().map(|r| clip(r, 12));
+        let revision = d.image_labels.revision.as_deref().map(|r| r.chars().take(12).collect::<String>());
         if let Some(commit) = revision.as_deref().or(commit_of(&d.tag)) {
             fields.push(format!("*Commit*\n`{}`", escape(commit)));
         }

@@ -130,6 +130,10 @@ impl Registry for EcrRegistry {
         let Some(config) = manifest.pointer("/config/digest").and_then(Value::as_str) else {
             return Ok(ImageLabels::default());
         };
+        let size = manifest.pointer("/config/size").and_then(Value::as_u64).unwrap_or(0);
+        if size > CONFIG_LIMIT as u64 {
+            return Err(RegistryError::Missing(format!("the image config is {size} bytes: not read")));
+        }
         let out = self
             .client
             .get_download_url_for_layer()
@@ -142,19 +146,18 @@ impl Registry for EcrRegistry {
         let url = out.download_url().ok_or_else(|| RegistryError::Missing("no download URL for the config".into()))?;
         // The URL is a credential for the blob: never put in an error.
         let fetched = self.http.get(url).send().await.and_then(reqwest::Response::error_for_status);
-        let body = match fetched {
-            Ok(r) => {
-                r.bytes().await.map_err(|_| RegistryError::Transient("the image config's download broke off".into()))?
+        let mut response = fetched.map_err(|e| {
+            let status = e.status().map_or("no answer".into(), |s| s.to_string());
+            RegistryError::Transient(format!("the image config's download failed ({status})"))
+        })?;
+        // Read no more than a config can be, whatever the manifest said.
+        let broke_off = |_| RegistryError::Transient("the image config's download broke off".into());
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(broke_off)? {
+            body.extend_from_slice(&chunk);
+            if body.len() > CONFIG_LIMIT {
+                return Err(RegistryError::Missing("the image config is over 1 MiB: not read".into()));
             }
-            Err(e) => {
-                return Err(RegistryError::Transient(format!(
-                    "the image config's download failed ({})",
-                    e.status().map_or("no answer".into(), |s| s.to_string())
-                )));
-            }
-        };
-        if body.len() > CONFIG_LIMIT {
-            return Err(RegistryError::Missing(format!("the image config is {} bytes: not a config", body.len())));
         }
         let config: Value = serde_json::from_slice(&body)
             .map_err(|e| RegistryError::Missing(format!("the image config is not JSON: {e}")))?;

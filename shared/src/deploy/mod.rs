@@ -193,6 +193,9 @@ impl Release {
     }
 }
 
+/// How long a push waits for its image's labels at most.
+const LABELS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What the push already waiting on a target (the same image and tag under another event id)
 /// makes of a push again.
 enum AlreadyWaiting {
@@ -310,13 +313,22 @@ impl<E: Ecs, L: Ledger, N: Notifier, C: Clock, R: Registry> Deployer<'_, E, L, N
         Ok(push)
     }
 
-    /// What the pushed image's labels say of its source; none when it has none or they cannot
-    /// be read (logged: they only measure lead time, and never hold a deployment up).
+    /// What the pushed image's labels say of its source; none when it has none, is in another
+    /// account's registry, or cannot be read in [`LABELS_TIMEOUT`] (logged: labels only measure
+    /// lead time, and never hold a deployment up).
     async fn image_labels(&self, push: &Push) -> ImageLabels {
-        match self.registry.labels(&push.repository, &push.registry_account, &push.digest).await {
-            Ok(labels) => labels,
-            Err(e) => {
+        if !self.config.is_home(&push.registry_account) {
+            return ImageLabels::default(); // the deploy role reads only Ferry's own repositories
+        }
+        let read = self.registry.labels(&push.repository, &push.registry_account, &push.digest);
+        match tokio::time::timeout(LABELS_TIMEOUT, read).await {
+            Ok(Ok(labels)) => labels,
+            Ok(Err(e)) => {
                 info!(repository = %push.repository, digest = %push.digest, reason = %e, "image labels not read");
+                ImageLabels::default()
+            }
+            Err(_) => {
+                info!(repository = %push.repository, digest = %push.digest, "image labels not read in time");
                 ImageLabels::default()
             }
         }

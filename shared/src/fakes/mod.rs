@@ -147,6 +147,8 @@ impl EventBus for RecordingBus {
 pub struct MemoryRegistry {
     images: Mutex<BTreeMap<String, Vec<Image>>>,
     labels: Mutex<BTreeMap<String, crate::model::ImageLabels>>,
+    /// What reading any image's labels fails with, if it fails.
+    labels_fail: Mutex<Option<RegistryError>>,
     reads: Mutex<usize>,
 }
 
@@ -158,6 +160,11 @@ impl MemoryRegistry {
     /// Gives image `digest` (of any repository) `labels`.
     pub fn label(&self, digest: &str, labels: crate::model::ImageLabels) {
         lock(&self.labels).insert(digest.to_string(), labels);
+    }
+
+    /// Makes reading labels fail with `error` (ECR throttling, say).
+    pub fn fail_labels(&self, error: Option<RegistryError>) {
+        *lock(&self.labels_fail) = error;
     }
 
     pub fn reads(&self) -> usize {
@@ -180,6 +187,9 @@ impl Registry for MemoryRegistry {
     }
 
     async fn labels(&self, _: &str, _: &str, digest: &str) -> Result<crate::model::ImageLabels, RegistryError> {
+        if let Some(e) = lock(&self.labels_fail).clone() {
+            return Err(e);
+        }
         Ok(lock(&self.labels).get(digest).cloned().unwrap_or_default())
     }
 }
