@@ -26,9 +26,16 @@ ferry_release_binaries() {
   export FERRY_BIN_DIR="$CARGO_TARGET_DIR/release"
 }
 
-# Debian's Chromium, for the browser test of `ferry report`'s page (installed when missing).
+# Debian's Chromium, for the browser test of `ferry report`'s page: installed when missing
+# (as root, or through sudo); elsewhere, say how to get it.
 ferry_chromium() {
   command -v "${FERRY_CHROMIUM:-chromium}" >/dev/null 2>&1 && return
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=$(command -v sudo || true)
+  if ! command -v apt-get >/dev/null 2>&1 || { [ "$(id -u)" != 0 ] && [ -z "$sudo" ]; }; then
+    echo "the browser test needs Chromium: install it, or set FERRY_CHROMIUM to its path" >&2
+    return 1
+  fi
   echo "installing Debian's chromium for the browser test ..." >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 }

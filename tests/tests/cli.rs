@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use common::{REGION, World};
 use ferry::model::State;
@@ -745,49 +745,13 @@ async fn init_reads_another_account_through_its_role_and_its_next_push_deploys_t
     assert!(matches!(outcomes.as_slice(), [ferry::deploy::TargetOutcome::Started { .. }]), "{deployed:?}");
 }
 
-/// Records the push of `tag` (one push on every target) on `target` at `pushed` through the ledger's own begin, finish and
-/// transition: started a minute later, ending in `state` (SKIPPED never reached ECS) on
-/// revision `td`.
-async fn seeded(w: &World, target: &ferry::model::Target, tag: &str, pushed: DateTime<Utc>, state: State, td: &str) {
-    let n = tag.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    let push = ferry::model::Push {
-        event_id: format!("event-{tag}"),
-        registry_account: common::ACCOUNT.into(),
-        registry_region: REGION.into(),
-        repository: w.repository.clone(),
-        tag: tag.into(),
-        digest: format!("sha256:{n:016x}{}", "0".repeat(48)),
-        pushed_at: pushed,
-    };
-    let ledger = w.ledger();
-    let mut d = ferry::model::Deployment::new(&push, target.clone(), pushed + chrono::Duration::minutes(1));
-    let begun = ledger.begin(&d, "seed", d.created_at + chrono::Duration::minutes(10), d.created_at).await;
-    assert!(matches!(begun, Ok(ferry::ports::Begin::Started)), "{tag}: {begun:?}");
-    if state == State::Skipped {
-        d.state = State::Skipped;
-        ledger.finish(&d, "seed").await.expect("skipped");
-        return;
-    }
-    (d.state, d.ecs_deployment_id, d.task_definition) =
-        (State::InProgress, Some(unique("ecs-svc")), Some(td.to_string()));
-    ledger.finish(&d, "seed").await.expect("in progress");
-    d.state = state;
-    d.updated_at = d.created_at + chrono::Duration::minutes(if state == State::Succeeded { 9 } else { 25 });
-    d.live_at = (state == State::Succeeded).then_some(d.updated_at);
-    let head = if state == State::Succeeded {
-        ferry::ports::HeadChange::LastKnownGood
-    } else {
-        ferry::ports::HeadChange::Quarantine
-    };
-    assert!(ledger.transition(&d, &[State::InProgress], head).await.expect("verdict"), "{tag}");
-}
-
-/// Runs Debian's Chromium headless on `page` with `args`; its standard output.
-fn chromium(page: &Path, args: &[&str]) -> String {
+/// Runs Debian's Chromium headless on `page` with `args`; its standard output and its log.
+fn chromium(page: &Path, args: &[&str]) -> (String, String) {
     let profile = std::env::temp_dir().join(unique("chromium"));
     let browser = std::env::var("FERRY_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let out = std::process::Command::new(&browser)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
+        .args(["--enable-logging=stderr", "--v=0"])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg(format!("file://{}", page.display()))
@@ -795,7 +759,7 @@ fn chromium(page: &Path, args: &[&str]) -> String {
         .unwrap_or_else(|e| panic!("cannot run {browser} ({e}): tests/run installs Debian's chromium"));
     assert!(out.status.success(), "{browser}: {}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_dir_all(profile);
-    String::from_utf8(out.stdout).expect("utf-8")
+    (String::from_utf8(out.stdout).expect("utf-8"), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -844,14 +808,14 @@ async fn report_is_one_page_a_real_browser_shows_with_what_is_live_the_timeline_
             _ => State::Succeeded,
         };
         let td = if i == 20 { live[0].clone() } else { old(i) };
-        seeded(&w, &targets[0], &format!("staging-{i:04}"), days_ago(41 - 2 * i as i64, 0), state, &td).await;
+        w.seeded(&targets[0], &format!("staging-{i:04}"), days_ago(41 - 2 * i as i64, 0), state, &td).await;
     }
     // Production, in two regions: 8 pushes; the 4th fails in us-west-2 only, the last is live.
     for i in 1..=8 {
         for (r, t) in targets[1..].iter().enumerate() {
             let state = if i == 4 && r == 1 { State::RolledBack } else { State::Succeeded };
             let td = if i == 8 { live[r + 1].clone() } else { old(100 + i) };
-            seeded(&w, t, &format!("prod-{i:04}"), days_ago(41 - 5 * i as i64, 0), state, &td).await;
+            w.seeded(t, &format!("prod-{i:04}"), days_ago(41 - 5 * i as i64, 0), state, &td).await;
         }
     }
 
@@ -866,7 +830,8 @@ async fn report_is_one_page_a_real_browser_shows_with_what_is_live_the_timeline_
     }
 
     // What the browser made of it, after parsing.
-    let dom = chromium(&page, &["--dump-dom"]);
+    let (dom, log) = chromium(&page, &["--dump-dom"]);
+    assert!(!log.contains("Content Security Policy"), "the page's own policy refused part of it: {log}");
     for must in [
         "<h2>Live now</h2>",
         "<h3>staging</h3>",
@@ -876,6 +841,8 @@ async fn report_is_one_page_a_real_browser_shows_with_what_is_live_the_timeline_
         "tag <b>prod-0008</b>",
         "(2/19)",
         "(1/8)",
+        "10m00s / 10m00s</div><div class=\"l\">from commit 45m00s / 45m00s",
+        "<small>commit <code>",
         "Deployments of shop-production-api in production",
     ] {
         assert!(dom.to_lowercase().contains(&must.to_lowercase()), "the page lacks {must:?}");
@@ -886,7 +853,8 @@ async fn report_is_one_page_a_real_browser_shows_with_what_is_live_the_timeline_
     assert_eq!(dom.matches("<div class=\"chart\"").count(), 8, "four figures per environment");
 
     let shot = page.with_extension("png");
-    chromium(&page, &["--hide-scrollbars", "--window-size=1280,1040", &format!("--screenshot={}", shot.display())]);
+    let _ =
+        chromium(&page, &["--hide-scrollbars", "--window-size=1280,1180", &format!("--screenshot={}", shot.display())]);
     let png = std::fs::read(&shot).expect("screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a screenshot of the page ({} bytes)", png.len());
     // FERRY_SCREENSHOT=docs/report.png keeps it for the README.

@@ -4,7 +4,8 @@
 //!
 //! The page fetches nothing when opened: its styles are inline, its charts inline SVG, and its
 //! Content-Security-Policy forbids every fetch. Reading costs what `ferry metrics` reads, plus one
-//! DescribeServices per target and a history page or two to find the record of what is live.
+//! DescribeServices per target and the history pages back to the record of what is live (a
+//! revision Ferry never deployed reads the target's whole history).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -223,16 +224,17 @@ fn figures(h: &mut String, r: &Report) {
         let weeks = weekly(&records, r.since, r.generated);
         let m = &row.metrics;
         let _ = write!(h, "<h3>{}</h3><div class=\"charts\">", esc(&row.environment));
-        let count = |m: &Metrics| Some(m.deployments as f64);
-        chart(h, "Deployments", &format!("{} ({:.1}/week)", m.deployments, m.per_week), &weeks, count, |v| {
-            format!("{v:.0}")
+        // Per week, not counted: the window's first week may be a short one.
+        let rate = |m: &Metrics| Some(m.per_week);
+        chart(h, "Deployments", &format!("{} ({:.1}/week)", m.deployments, m.per_week), &weeks, rate, |v| {
+            format!("{v:.1}/week")
         });
         let p50 = |s: &Spread| s.median_seconds.map(|v| v as f64);
         let rate =
             m.change_failure_rate.map_or("-".into(), |c| format!("{:.0}% ({}/{})", c * 100.0, m.failed, m.reached_ecs));
         let from_commit = match m.lead_time_from_commit.samples {
             0 => String::new(),
-            _ => format!("; from commit {}", m.lead_time_from_commit.show()),
+            _ => format!("\nfrom commit {}", m.lead_time_from_commit.show()),
         };
         chart(
             h,
@@ -257,7 +259,8 @@ fn figures(h: &mut String, r: &Report) {
     }
 }
 
-/// One figure: its value over the window, and a bar per week (`value` of that week's figures).
+/// One figure: its value over the window (a second line, after `\n`, in small print), and a bar
+/// per week (`value` of that week's figures).
 fn chart(
     h: &mut String,
     label: &str,
@@ -270,19 +273,22 @@ fn chart(
     let values: Vec<Option<f64>> = weeks.iter().map(|(_, m)| value(m)).collect();
     let max = values.iter().flatten().copied().fold(0.0_f64, f64::max);
     let slot = width / values.len().max(1) as f64;
+    let (headline, note) = headline.split_once('\n').unwrap_or((headline, ""));
     let _ = write!(
         h,
         "<div class=\"chart\" data-figure=\"{}\"><div class=\"l\">{}</div><div class=\"v\">{}</div>\
+         <div class=\"l\">{}</div>\
          <svg width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"{} per week\">\
          <line x1=\"0\" y1=\"{base}\" x2=\"{width}\" y2=\"{base}\" stroke=\"#c9ced8\"/>",
         esc(label),
         esc(label),
         esc(headline),
+        esc(note),
         esc(label),
     );
     for (i, ((start, _), v)) in weeks.iter().zip(&values).enumerate() {
         let x = i as f64 * slot + slot * 0.15;
-        let tip = format!("week of {}: {}", start.format("%Y-%m-%d"), v.map_or("-".into(), &show));
+        let tip = format!("week from {}: {}", start.format("%Y-%m-%d %H:%M UTC"), v.map_or("-".into(), &show));
         let bar = match v {
             Some(v) if max > 0.0 => (v / max * (base - 4.0)).max(1.0),
             Some(_) => 1.0,
@@ -320,7 +326,9 @@ fn timelines(h: &mut String, r: &Report) {
         }
     }
     for ((env, service), mut records) in groups {
-        records.sort_by(|a, b| a.pushed_at.cmp(&b.pushed_at).then(a.id.cmp(&b.id)));
+        // One push in several regions is drawn once per region at one x: the worst on top.
+        let rank = |d: &Deployment| ["none", "good", "open", "bad"].iter().position(|o| *o == outcome(d.state));
+        records.sort_by(|a, b| a.pushed_at.cmp(&b.pushed_at).then(rank(a).cmp(&rank(b))).then(a.id.cmp(&b.id)));
         let _ = write!(
             h,
             "<tr><td><b>{}</b><br><small>{}</small></td><td><svg width=\"{width}\" height=\"28\" role=\"img\" \
@@ -333,7 +341,7 @@ fn timelines(h: &mut String, r: &Report) {
         for d in records.into_iter().filter(|d| d.pushed_at >= r.since) {
             let x = 6.0 + (d.pushed_at - r.since).num_seconds() as f64 / span * (width - 12.0);
             let tip = format!(
-                "{} {} {} in {}: {}{}",
+                "{} UTC {} {} in {}: {}{}",
                 d.pushed_at.format("%Y-%m-%d %H:%M"),
                 d.tag,
                 short_digest(&d.digest),

@@ -22,8 +22,8 @@ use ferry::adapters::slack::SlackNotifier;
 use ferry::adapters::sns::SnsNotifier;
 use ferry::config::Config;
 use ferry::deploy::{DeployOutcome, DeploySettings, Deployer, Invocation, TargetOutcome};
-use ferry::model::Target;
-use ferry::ports::SystemClock;
+use ferry::model::{State, Target};
+use ferry::ports::{Ledger, SystemClock};
 use ferry::rollback::{RollbackOutcome, RollbackSettings, Rollbacker};
 use ferry::verify::{Verifier, VerifyOutcome, VerifySettings};
 use ferry_tests::{Emulator, HttpSink, clients, unique};
@@ -351,6 +351,55 @@ containers = ["api"]
             "detail": {"result": "SUCCESS", "repository-name": self.repository, "image-digest": digest,
                        "action-type": "PUSH", "image-tag": tag}
         })
+    }
+
+    /// Records the push of `tag` (one push on every target) on `target` at `pushed` through
+    /// the ledger's own begin, finish and transition: started a minute later, ending in `state`
+    /// (SKIPPED never reached ECS) on revision `td`, its image labelled with a commit.
+    pub async fn seeded(
+        &self,
+        target: &Target,
+        tag: &str,
+        pushed: chrono::DateTime<chrono::Utc>,
+        state: State,
+        td: &str,
+    ) {
+        let n = tag.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let push = ferry::model::Push {
+            event_id: format!("event-{tag}"),
+            registry_account: ACCOUNT.into(),
+            registry_region: REGION.into(),
+            repository: self.repository.clone(),
+            tag: tag.into(),
+            digest: format!("sha256:{n:016x}{}", "0".repeat(48)),
+            pushed_at: pushed,
+        };
+        let ledger = self.ledger();
+        let mut d = ferry::model::Deployment::new(&push, target.clone(), pushed + chrono::Duration::minutes(1));
+        // Its image says it was built from commit `n` 35 minutes before the push.
+        d.image_labels = ferry::model::ImageLabels {
+            revision: Some(format!("{:016x}", n.rotate_left(29))),
+            created: Some(pushed - chrono::Duration::minutes(35)),
+        };
+        let begun = ledger.begin(&d, "seed", d.created_at + chrono::Duration::minutes(10), d.created_at).await;
+        assert!(matches!(begun, Ok(ferry::ports::Begin::Started)), "{tag}: {begun:?}");
+        if state == State::Skipped {
+            d.state = State::Skipped;
+            ledger.finish(&d, "seed").await.expect("skipped");
+            return;
+        }
+        (d.state, d.ecs_deployment_id, d.task_definition) =
+            (State::InProgress, Some(unique("ecs-svc")), Some(td.to_string()));
+        ledger.finish(&d, "seed").await.expect("in progress");
+        d.state = state;
+        d.updated_at = d.created_at + chrono::Duration::minutes(if state == State::Succeeded { 9 } else { 25 });
+        d.live_at = (state == State::Succeeded).then_some(d.updated_at);
+        let head = if state == State::Succeeded {
+            ferry::ports::HeadChange::LastKnownGood
+        } else {
+            ferry::ports::HeadChange::Quarantine
+        };
+        assert!(ledger.transition(&d, &[State::InProgress], head).await.expect("verdict"), "{tag}");
     }
 
     pub fn target(&self) -> Target {
