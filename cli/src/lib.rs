@@ -50,6 +50,19 @@ fn fail(message: impl Into<String>) -> Failure {
     Failure { message: message.split_whitespace().collect::<Vec<_>>().join(" "), code: 1 }
 }
 
+/// Which deployments `metrics` and `report` read: an environment, a service, how far back.
+#[derive(Debug, clap::Args)]
+struct Window {
+    #[arg(long)]
+    env: Option<String>,
+    /// The ECS service name or the ECR repository.
+    #[arg(long)]
+    service: Option<String>,
+    /// The window: 30d, 12w, 48h.
+    #[arg(long, default_value = "30d")]
+    since: String,
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry",
@@ -168,14 +181,8 @@ enum Command {
     /// failure rate, time to restore (medians and p90), from the ledger.
     #[command(after_help = "Example:\n  ferry metrics --env production --since 90d --output json")]
     Metrics {
-        #[arg(long)]
-        env: Option<String>,
-        /// The ECS service name or the ECR repository.
-        #[arg(long)]
-        service: Option<String>,
-        /// The window: 30d, 12w, 48h.
-        #[arg(long, default_value = "30d")]
-        since: String,
+        #[command(flatten)]
+        scope: Window,
         #[arg(long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -186,14 +193,8 @@ enum Command {
         /// Where to write the page.
         #[arg(long)]
         html: PathBuf,
-        #[arg(long)]
-        env: Option<String>,
-        /// The ECS service name or the ECR repository.
-        #[arg(long)]
-        service: Option<String>,
-        /// The window: 30d, 12w, 48h.
-        #[arg(long, default_value = "30d")]
-        since: String,
+        #[command(flatten)]
+        scope: Window,
     },
     /// Deployments, newest first, with their states, durations and reasons.
     #[command(after_help = "Example:\n  ferry history --env staging --limit 5 --output json")]
@@ -360,11 +361,11 @@ where
         Command::Init { region, cluster, role_arn, env, output } => {
             ctx.init(region, cluster, role_arn, env, output.as_deref()).await?
         }
-        Command::Metrics { env, service, since, output } => {
-            ctx.metrics(env.as_deref(), service.as_deref(), since, *output).await?
+        Command::Metrics { scope, output } => {
+            ctx.metrics(scope.env.as_deref(), scope.service.as_deref(), &scope.since, *output).await?
         }
-        Command::Report { html, env, service, since } => {
-            Box::pin(ctx.report(html, env.as_deref(), service.as_deref(), since)).await?
+        Command::Report { html, scope } => {
+            Box::pin(ctx.report(html, scope.env.as_deref(), scope.service.as_deref(), &scope.since)).await?
         }
         Command::Doctor { env, stack } => ctx.doctor(out, env.as_deref(), stack).await?,
         Command::Approve { deployment } => ctx.approve(deployment).await?,

@@ -25,40 +25,33 @@ impl Notifiers {
 
 impl Notifier for Notifiers {
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
-        let sns = async {
-            match &self.sns {
-                Some(sns) => sns.send(n).await,
-                None => Ok(()),
-            }
-        };
-        let slack = async {
-            match &self.slack {
-                Some(slack) => slack.send(n).await,
-                None => Ok(()),
-            }
-        };
-        both(tokio::join!(sns, slack))
+        both(self.sns.as_ref().map(|s| s.send(n)), self.slack.as_ref().map(|s| s.send(n))).await
     }
 
     async fn digest(&self, digest: &Digest) -> Result<(), NotifyError> {
-        let sns = async {
-            match &self.sns {
-                Some(sns) => sns.digest(digest).await,
-                None => Ok(()),
-            }
-        };
-        let slack = async {
-            match &self.slack {
-                Some(slack) => slack.digest(digest).await,
-                None => Ok(()),
-            }
-        };
-        both(tokio::join!(sns, slack))
+        both(self.sns.as_ref().map(|s| s.digest(digest)), self.slack.as_ref().map(|s| s.digest(digest))).await
     }
 }
 
-/// Both channels' results as one: every failure, joined.
-fn both((sns, slack): (Result<(), NotifyError>, Result<(), NotifyError>)) -> Result<(), NotifyError> {
+/// Sends to both configured channels at once; every failure, joined.
+async fn both(
+    sns: Option<impl Future<Output = Result<(), NotifyError>>>,
+    slack: Option<impl Future<Output = Result<(), NotifyError>>>,
+) -> Result<(), NotifyError> {
+    let (sns, slack) = tokio::join!(
+        async {
+            match sns {
+                Some(sent) => sent.await,
+                None => Ok(()),
+            }
+        },
+        async {
+            match slack {
+                Some(sent) => sent.await,
+                None => Ok(()),
+            }
+        }
+    );
     let errors: Vec<String> = [sns, slack].into_iter().filter_map(Result::err).map(|e| e.0).collect();
     if errors.is_empty() { Ok(()) } else { Err(NotifyError(errors.join("; "))) }
 }
