@@ -187,7 +187,12 @@ fn live_cell(h: &mut String, l: &Live, now: DateTime<Utc>) {
         }
         (Ok(td), Some(d)) => {
             let since = d.live_at.unwrap_or(d.updated_at);
-            let what = if d.origin == Origin::Rollback { "rolled back to" } else { "tag" };
+            let what = match d.origin {
+                Origin::Rollback => "rolled back to",
+                Origin::EcsRollback => "rolled back by ECS to",
+                Origin::External => "outside Ferry, tag",
+                Origin::Ferry => "tag",
+            };
             let commit = d
                 .image_labels
                 .revision

@@ -1148,6 +1148,45 @@ async fn ferrys_own_rollback_reported_before_it_was_recorded_is_adopted_not_take
 }
 
 #[tokio::test]
+async fn ferrys_own_rollback_recorded_while_its_event_is_looked_at_is_not_taken_for_ecss() {
+    let w = World::new(vec![ok("ok"), ok("ok")]);
+    let api = target("shop-staging-api");
+    let good = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
+    w.ecs.complete(&api);
+    assert!(matches!(w.verify(completed("shop-staging-api", &good)).await, Ok(VerifyOutcome::Succeeded { .. })));
+    let bad = w.deploy("shop/api", "staging-bbbbbbbb", 2).await;
+    w.ecs.set_rollbacks(&api, Some((true, true)), &[]);
+    // The rollback function claimed the failed push, wrote its PENDING record, updated the service...
+    let d = Deployment { state: State::RollingBack, ..w.record(&bad) };
+    assert!(w.ledger.transition(&d, &[State::InProgress], HeadChange::Quarantine).await.expect("claim"));
+    let good_revision = w.record(&good).task_definition.expect("revision");
+    let rollback = Deployment {
+        id: format!("20261116T020100Z-rollback-{}", d.id),
+        state: State::Pending,
+        origin: Origin::Rollback,
+        rolls_back: Some(d.id.clone()),
+        ecs_deployment_id: None,
+        previous_task_definition: d.task_definition.clone(),
+        task_definition: Some(good_revision.clone()),
+        ..w.record(&good)
+    };
+    assert!(w.ledger.record_external(&rollback, HeadChange::None).await.expect("rollback record"));
+    let service = w.ecs.service(&api).await.expect("service");
+    let ecs_id = w.ecs.update_service(&api, &service, &good_revision).await.expect("update");
+    // ...and records its rollout just as verify, having read the history and the head, reads the
+    // failed push: the PENDING record it saw is gone, and ECS's event looks like ECS's own rollback.
+    let recorded = Deployment { state: State::InProgress, ecs_deployment_id: Some(ecs_id.clone()), ..rollback.clone() };
+    w.ledger.race_next("deployment", recorded);
+
+    let progress = w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &ecs_id)).await;
+    assert!(progress.is_ok(), "{progress:?}");
+    assert!(w.ledger.records().iter().all(|r| r.origin != Origin::EcsRollback), "not recorded as ECS's rollback");
+    let on_record = w.ledger.records().iter().filter(|r| r.is_rollout_id(&ecs_id)).count();
+    assert_eq!(on_record, 1, "the rollout is on record once: the rollback's");
+    assert_eq!(w.record(&bad).state, State::RollingBack, "still the rollback function's to settle");
+}
+
+#[tokio::test]
 async fn an_unknown_rollout_is_not_judged_while_the_service_cannot_be_read() {
     let w = World::new(vec![ok("ok")]);
     let api = target("shop-staging-api");

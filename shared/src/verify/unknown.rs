@@ -101,6 +101,12 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
                 return self.dispatch(d, ev, invocation).await;
             }
         }
+        // The rollout's own invocation may have recorded it while this looked: it was a moment
+        // behind ECS's event (a rollback between its UpdateService and its record, say).
+        let history = self.ledger.history(&target, crate::lookup::PAGE).await?;
+        if let Some(d) = history.iter().find(|d| d.is_rollout_id(&ev.deployment_id)) {
+            return self.dispatch(d.clone(), ev, invocation).await;
+        }
         let origin = if undone.is_some() { Origin::EcsRollback } else { Origin::External };
         let mut record = external_record(&target, ev, origin, self.clock.now());
         record.task_definition =
@@ -144,9 +150,10 @@ impl<E: Ecs, L: Ledger, N: Notifier, B: EventBus, H: HealthProbe, C: Clock, LB: 
         if d.origin != Origin::Ferry || !open || d.is_rollout_id(&ev.deployment_id) {
             return Ok(None);
         }
+        // Ferry's rollback waiting for its rollout, or whose rollout this is (recorded meanwhile).
         if crate::lookup::rollback_of(self.ledger, &d, Origin::Rollback)
             .await?
-            .is_some_and(|r| r.state == State::Pending)
+            .is_some_and(|r| r.state == State::Pending || r.is_rollout_id(&ev.deployment_id))
         {
             return Ok(None);
         }
