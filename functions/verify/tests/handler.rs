@@ -1103,17 +1103,17 @@ async fn an_event_naming_the_service_by_an_old_format_arn_is_matched_to_its_targ
     assert!(matches!(w.verify(other).await, Ok(VerifyOutcome::Ignored(_))));
 }
 
-#[tokio::test]
-async fn ferrys_own_rollback_reported_before_it_was_recorded_is_adopted_not_taken_for_ecss() {
-    let w = World::new(vec![ok("ok"), ok("ok")]);
+/// A verified push, then a push that failed Ferry's smoke test on a service whose ECS would
+/// roll back failures of its own; the rollback function has claimed the failed push, written
+/// its PENDING record and updated the service. The failed push's ECS id, the rollback's record,
+/// and the rollback's ECS deployment.
+async fn rollback_under_way(w: &World) -> (String, Deployment, String) {
     let api = target("shop-staging-api");
     let good = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
     w.ecs.complete(&api);
     assert!(matches!(w.verify(completed("shop-staging-api", &good)).await, Ok(VerifyOutcome::Succeeded { .. })));
     let bad = w.deploy("shop/api", "staging-bbbbbbbb", 2).await;
-    // ECS would roll back a failure of its own; this one failed Ferry's smoke test instead.
     w.ecs.set_rollbacks(&api, Some((true, true)), &[]);
-    // The rollback function claimed it, wrote its own record, updated the service, and died.
     let d = Deployment { state: State::RollingBack, ..w.record(&bad) };
     assert!(w.ledger.transition(&d, &[State::InProgress], HeadChange::Quarantine).await.expect("claim"));
     let good_revision = w.record(&good).task_definition.expect("revision");
@@ -1130,6 +1130,14 @@ async fn ferrys_own_rollback_reported_before_it_was_recorded_is_adopted_not_take
     assert!(w.ledger.record_external(&rollback, HeadChange::None).await.expect("rollback record"));
     let service = w.ecs.service(&api).await.expect("service");
     let ecs_id = w.ecs.update_service(&api, &service, &good_revision).await.expect("update");
+    (bad, rollback, ecs_id)
+}
+
+#[tokio::test]
+async fn ferrys_own_rollback_reported_before_it_was_recorded_is_adopted_not_taken_for_ecss() {
+    let w = World::new(vec![ok("ok"), ok("ok")]);
+    // The rollback function claimed it, wrote its own record, updated the service, and died.
+    let (bad, rollback, ecs_id) = rollback_under_way(&w).await;
 
     let progress = w.verify(ecs_event("ecs-deployment-in-progress.json", "shop-staging-api", &ecs_id)).await;
     assert_eq!(
@@ -1141,7 +1149,7 @@ async fn ferrys_own_rollback_reported_before_it_was_recorded_is_adopted_not_take
         })
     );
     assert!(w.ledger.records().iter().all(|r| r.origin != Origin::EcsRollback), "not recorded as ECS's rollback");
-    w.ecs.complete(&api);
+    w.ecs.complete(&target("shop-staging-api"));
     w.verify(completed("shop-staging-api", &ecs_id)).await.expect("completed");
     assert_eq!(w.record(&ecs_id).state, State::Succeeded);
     assert_eq!(w.record(&bad).state, State::RolledBack);
@@ -1150,29 +1158,8 @@ async fn ferrys_own_rollback_reported_before_it_was_recorded_is_adopted_not_take
 #[tokio::test]
 async fn ferrys_own_rollback_recorded_while_its_event_is_looked_at_is_not_taken_for_ecss() {
     let w = World::new(vec![ok("ok"), ok("ok")]);
-    let api = target("shop-staging-api");
-    let good = w.deploy("shop/api", "staging-aaaaaaaa", 1).await;
-    w.ecs.complete(&api);
-    assert!(matches!(w.verify(completed("shop-staging-api", &good)).await, Ok(VerifyOutcome::Succeeded { .. })));
-    let bad = w.deploy("shop/api", "staging-bbbbbbbb", 2).await;
-    w.ecs.set_rollbacks(&api, Some((true, true)), &[]);
     // The rollback function claimed the failed push, wrote its PENDING record, updated the service...
-    let d = Deployment { state: State::RollingBack, ..w.record(&bad) };
-    assert!(w.ledger.transition(&d, &[State::InProgress], HeadChange::Quarantine).await.expect("claim"));
-    let good_revision = w.record(&good).task_definition.expect("revision");
-    let rollback = Deployment {
-        id: format!("20261116T020100Z-rollback-{}", d.id),
-        state: State::Pending,
-        origin: Origin::Rollback,
-        rolls_back: Some(d.id.clone()),
-        ecs_deployment_id: None,
-        previous_task_definition: d.task_definition.clone(),
-        task_definition: Some(good_revision.clone()),
-        ..w.record(&good)
-    };
-    assert!(w.ledger.record_external(&rollback, HeadChange::None).await.expect("rollback record"));
-    let service = w.ecs.service(&api).await.expect("service");
-    let ecs_id = w.ecs.update_service(&api, &service, &good_revision).await.expect("update");
+    let (bad, rollback, ecs_id) = rollback_under_way(&w).await;
     // ...and records its rollout just as verify, having read the history and the head, reads the
     // failed push: the PENDING record it saw is gone, and ECS's event looks like ECS's own rollback.
     let recorded = Deployment { state: State::InProgress, ecs_deployment_id: Some(ecs_id.clone()), ..rollback.clone() };
