@@ -63,10 +63,8 @@ impl Ctx<'_> {
                             format!("{:.1}", m.per_week),
                             m.lead_time.show(),
                             m.lead_time_from_commit.show(),
-                            m.change_failure_rate
-                                .map_or("-".into(), |r| format!("{:.0}% ({}/{})", r * 100.0, m.failed, m.reached_ecs)),
-                            m.time_to_restore.show()
-                                + &if m.unrestored > 0 { format!(" +{} open", m.unrestored) } else { String::new() },
+                            m.failure_rate(),
+                            m.restore(),
                         ]
                     })
                     .collect();

@@ -235,8 +235,6 @@ fn figures(h: &mut String, r: &Report) {
             format!("{v:.1}/week")
         });
         let p50 = |s: &Spread| s.median_seconds.map(|v| v as f64);
-        let rate =
-            m.change_failure_rate.map_or("-".into(), |c| format!("{:.0}% ({}/{})", c * 100.0, m.failed, m.reached_ecs));
         let from_commit = match m.lead_time_from_commit.samples {
             0 => String::new(),
             _ => format!("\nfrom commit {}", m.lead_time_from_commit.show()),
@@ -252,14 +250,19 @@ fn figures(h: &mut String, r: &Report) {
         chart(
             h,
             "Change failure rate",
-            &rate,
+            &m.failure_rate(),
             &weeks,
             |m| m.change_failure_rate.map(|c| c * 100.0),
             |v| format!("{v:.0}%"),
         );
-        let open = if m.unrestored > 0 { format!(" +{} open", m.unrestored) } else { String::new() };
-        let restore = m.time_to_restore.show() + &open;
-        chart(h, "Time to restore (p50 / p90)", &restore, &weeks, |m| p50(&m.time_to_restore), |v| duration(v as i64));
+        chart(
+            h,
+            "Time to restore (p50 / p90)",
+            &m.restore(),
+            &weeks,
+            |m| p50(&m.time_to_restore),
+            |v| duration(v as i64),
+        );
         h.push_str("</div>");
     }
 }

@@ -99,13 +99,11 @@ const NOT_COUNTED: &str = "SKIPPED, SUPERSEDED, HELD and REJECTED pushes never r
 
 /// The four figures of one row, labelled (lead time from the commit too, where images say).
 fn figures(m: &Metrics) -> Vec<(&'static str, String)> {
-    let rate =
-        m.change_failure_rate.map_or("-".into(), |r| format!("{:.0}% ({}/{})", r * 100.0, m.failed, m.reached_ecs));
-    let open = if m.unrestored > 0 { format!(" (+{} open)", m.unrestored) } else { String::new() };
+    let open = if m.unrestored > 0 { format!(" ({})", m.open()) } else { String::new() };
     let mut figures = vec![
         ("Deployments", format!("{} ({:.1}/week)", m.deployments, m.per_week)),
         ("Lead time p50 / p90", m.lead_time.show()),
-        ("Change failure rate", rate),
+        ("Change failure rate", m.failure_rate()),
         ("Time to restore p50 / p90", m.time_to_restore.show() + &open),
     ];
     if m.lead_time_from_commit.samples > 0 {

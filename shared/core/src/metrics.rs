@@ -73,6 +73,24 @@ impl Spread {
     }
 }
 
+impl Metrics {
+    /// `25% (4/16)`: failed over what reached ECS; `-` when nothing did.
+    pub fn failure_rate(&self) -> String {
+        self.change_failure_rate
+            .map_or("-".into(), |r| format!("{:.0}% ({}/{})", r * 100.0, self.failed, self.reached_ecs))
+    }
+
+    /// How many failures are not restored yet, as `+2 open` (empty when none).
+    pub fn open(&self) -> String {
+        if self.unrestored > 0 { format!("+{} open", self.unrestored) } else { String::new() }
+    }
+
+    /// Time to restore and what is still open: `1h00m / 2h00m +2 open`.
+    pub fn restore(&self) -> String {
+        format!("{} {}", self.time_to_restore.show(), self.open()).trim_end().to_string()
+    }
+}
+
 /// `2h10m`, `1d01h`, `1m35s`: a duration at a glance.
 pub fn human(secs: i64) -> String {
     match secs {
